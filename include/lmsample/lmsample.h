@@ -1,0 +1,111 @@
+/* lmsample C API: the C++ API (lmsample.hpp) with plain structs and status codes.
+ * No exception crosses this boundary. The meaning of every field is the same as in lmsample.hpp
+ * and docs/contract.md. Fill structs with lms_request_init() / lms_outputs_init() /
+ * lms_exec_init() first, so that fields you leave alone take their defaults. */
+#ifndef LMSAMPLE_H_
+#define LMSAMPLE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Call-level codes (same values as lmsample::Code). */
+#define LMS_OK 0
+#define LMS_INVALID_ARGUMENT 1
+#define LMS_INVALID_ROW_PARAMETER 2
+#define LMS_WORKSPACE_TOO_SMALL 3
+#define LMS_UNSUPPORTED 4
+#define LMS_BACKEND_ERROR 5
+#define LMS_INTERNAL_ERROR 6
+
+/* Row statuses (same values as lmsample::RowStatus). */
+#define LMS_ROW_OK 0
+#define LMS_ROW_EMPTY 1
+#define LMS_ROW_BAD_TEMPERATURE 2
+#define LMS_ROW_BAD_TOP_K 3
+#define LMS_ROW_BAD_TOP_P 4
+#define LMS_ROW_BAD_MIN_P 5
+#define LMS_ROW_BAD_REPETITION_PENALTY 6
+#define LMS_ROW_BAD_FREQUENCY_PENALTY 7
+#define LMS_ROW_BAD_PRESENCE_PENALTY 8
+#define LMS_ROW_BAD_TOKEN_ID 9
+
+/* Element types and backends. */
+#define LMS_DTYPE_F32 0
+#define LMS_DTYPE_BF16 1
+#define LMS_DTYPE_F16 2
+#define LMS_BACKEND_AUTO 0
+#define LMS_BACKEND_CPU 1
+#define LMS_BACKEND_CUDA 2
+
+typedef struct lms_sparse_rows {
+  const int64_t* offsets; /* batch + 1 entries, or NULL for none */
+  const int32_t* tokens;
+  const float* values; /* logit bias only */
+} lms_sparse_rows;
+
+typedef struct lms_request {
+  const void* logits;
+  int32_t dtype;
+  int64_t batch;
+  int64_t vocab;
+  int64_t row_stride; /* elements; 0 = vocab */
+  /* per-row parameters: NULL = default for every row */
+  const float* temperature;
+  const int32_t* top_k;
+  const float* top_p;
+  const float* min_p;
+  const float* repetition_penalty;
+  const float* frequency_penalty;
+  const float* presence_penalty;
+  const uint64_t* seed;
+  const uint64_t* step;
+  const uint32_t* substream;
+  const uint32_t* allowed_mask;
+  int64_t mask_row_words; /* 0 = ceil(vocab / 32) */
+  lms_sparse_rows logit_bias;
+  lms_sparse_rows prompt_tokens;
+  lms_sparse_rows output_tokens;
+  int32_t top_logprobs;
+} lms_request;
+
+typedef struct lms_outputs {
+  int32_t* tokens;
+  int32_t* status;
+  float* logprob;
+  int32_t* kept;
+  int32_t* top_ids;
+  float* top_logprobs;
+} lms_outputs;
+
+typedef struct lms_exec {
+  int32_t backend;
+  int32_t cpu_threads;
+  void* stream;
+} lms_exec;
+
+void lms_request_init(lms_request* req);
+void lms_outputs_init(lms_outputs* out);
+void lms_exec_init(lms_exec* exec); /* backend CPU, all threads, default stream */
+
+/* Writes the workspace size in bytes to *bytes. Returns an LMS_* code. */
+int lms_workspace_size(const lms_request* req, const lms_exec* exec, size_t* bytes);
+
+/* Samples one token per row. Returns an LMS_* code; on anything but LMS_OK,
+ * lms_last_error() describes it (thread-local, valid until the next call on this thread). */
+int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
+               size_t workspace_bytes, const lms_exec* exec);
+
+const char* lms_last_error(void);
+const char* lms_row_status_name(int32_t status);
+int lms_backend_available(int32_t backend);
+const char* lms_version(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* LMSAMPLE_H_ */

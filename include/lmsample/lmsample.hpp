@@ -1,0 +1,150 @@
+// lmsample: logits [B, V] in, next-token ids out. C++17 API.
+//
+// Every row's result is a pure function of (its logits row, its parameters, its seed, its step,
+// its substream): the same token, status, kept-set size and logprobs on every backend, for any
+// batch size, row position and thread count. docs/contract.md states the contract exactly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace lmsample {
+
+//! Element type of the logits.
+enum class DType : int32_t { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+//! Where a call runs. kAuto picks CUDA when the library was built with it and a GPU is present.
+enum class Backend : int32_t { kAuto = 0, kCpu = 1, kCuda = 2 };
+
+//! Per-row outcome, written to Outputs::status for every row of every call that passes the
+//! structural checks. Values are stable (they are part of the C API).
+enum RowStatus : int32_t {
+  kRowOk = 0,                     //!< a token was drawn
+  kRowEmpty = 1,                  //!< no drawable token (all masked, -inf or NaN); token -1
+  kRowBadTemperature = 2,         //!< temperature < 0, NaN or +inf; token -1
+  kRowBadTopK = 3,                //!< top_k < 0; token -1
+  kRowBadTopP = 4,                //!< top_p <= 0 or NaN; token -1
+  kRowBadMinP = 5,                //!< min_p outside [0, 1] or NaN; token -1
+  kRowBadRepetitionPenalty = 6,   //!< repetition_penalty <= 0, NaN or inf; token -1
+  kRowBadFrequencyPenalty = 7,    //!< frequency_penalty outside [-2, 2] or NaN; token -1
+  kRowBadPresencePenalty = 8,     //!< presence_penalty outside [-2, 2] or NaN; token -1
+  kRowBadTokenId = 9,             //!< a bias or history token id outside [0, V); token -1
+};
+
+//! Name of a row status ("ok", "empty", "bad_temperature", ...).
+const char* row_status_name(int32_t status) noexcept;
+
+//! Call-level result codes.
+enum class Code : int32_t {
+  kOk = 0,
+  kInvalidArgument = 1,      //!< the request's shape or pointers are wrong; nothing written
+  kInvalidRowParameter = 2,  //!< some rows had bad parameters; see Outputs::status (all rows written)
+  kWorkspaceTooSmall = 3,    //!< workspace smaller than workspace_size(); nothing written
+  kUnsupported = 4,          //!< backend not built in or no device present
+  kBackendError = 5,         //!< the device runtime failed (message says how)
+};
+
+//! Result of a call: a code and, when not kOk, a message naming what is wrong
+//! (for row parameters: the first bad row and the parameter).
+struct Status {
+  Code code = Code::kOk;
+  std::string message;
+  bool ok() const noexcept { return code == Code::kOk; }
+  static Status Ok() { return {}; }
+};
+
+//! The logits: `batch` rows of `vocab` elements, row i starting at data + i * row_stride elements.
+struct Logits {
+  const void* data = nullptr;
+  DType dtype = DType::kFloat32;
+  int64_t batch = 0;
+  int64_t vocab = 0;       //!< 1 <= vocab <= kMaxVocab
+  int64_t row_stride = 0;  //!< in elements; 0 means `vocab`; otherwise >= vocab
+};
+
+//! Largest supported vocabulary: fixed-point masses (2^39 per unit) of 2^24 tokens fit in 64 bits.
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+//! Largest number of top logprobs per row.
+constexpr int32_t kMaxTopLogprobs = 64;
+
+//! Per-row parameters. Each pointer is either null (every row takes the default) or points to
+//! `batch` values. Defaults: temperature 1, top_k 0 (off), top_p 1 (off), min_p 0 (off),
+//! penalties off (repetition 1, frequency 0, presence 0), seed 0, step 0, substream 0.
+struct RowParams {
+  const float* temperature = nullptr;         //!< 0 = greedy (lowest id among ties); >= 0, finite
+  const int32_t* top_k = nullptr;             //!< 0 = off; k >= valid tokens = off; ties to the k-th kept
+  const float* top_p = nullptr;               //!< in (0, 1]; >= 1 = off
+  const float* min_p = nullptr;               //!< in [0, 1]; 0 = off
+  const float* repetition_penalty = nullptr;  //!< > 0, finite; 1 = off
+  const float* frequency_penalty = nullptr;   //!< in [-2, 2]
+  const float* presence_penalty = nullptr;    //!< in [-2, 2]
+  const uint64_t* seed = nullptr;             //!< Philox key of the row
+  const uint64_t* step = nullptr;             //!< Philox counter (the decoding step)
+  const uint32_t* substream = nullptr;        //!< reserved sub-stream id (e.g. speculative drafts)
+};
+
+//! Row-sparse data in CSR form: row r owns entries [offsets[r], offsets[r+1]).
+//! offsets has batch+1 entries (offsets[0] need not be 0); null offsets means "none".
+struct SparseRows {
+  const int64_t* offsets = nullptr;
+  const int32_t* tokens = nullptr;
+  const float* values = nullptr;  //!< only for logit bias; ignored for token histories
+};
+
+//! One sampling request.
+struct Request {
+  Logits logits;
+  RowParams params;
+  //! Optional allowed-token bitmask, [batch, mask_row_words] 32-bit words; bit (t % 32) of word
+  //! (t / 32) set = token t allowed (the layout xgrammar emits). Null = all allowed.
+  const uint32_t* allowed_mask = nullptr;
+  int64_t mask_row_words = 0;  //!< 0 means ceil(vocab / 32); otherwise >= that
+  //! Optional additive logit bias per row (duplicates add up, in the order given).
+  SparseRows logit_bias;
+  //! Optional prompt tokens per row: repetition penalty only.
+  SparseRows prompt_tokens;
+  //! Optional generated tokens per row: repetition, frequency (per occurrence) and presence.
+  SparseRows output_tokens;
+  //! Number of top logprobs to return per row, 0..kMaxTopLogprobs.
+  int32_t top_logprobs = 0;
+};
+
+//! Outputs; every array has `batch` entries (top arrays: batch * top_logprobs).
+//! Required: tokens and status. Optional (null = not computed): logprob, kept, top_ids, top_logprobs.
+struct Outputs {
+  int32_t* tokens = nullptr;      //!< drawn token, or -1 when status != kRowOk
+  int32_t* status = nullptr;      //!< RowStatus
+  float* logprob = nullptr;       //!< log-softmax of the processed logits at the chosen token
+  int32_t* kept = nullptr;        //!< size of the kept set the token was drawn from
+  int32_t* top_ids = nullptr;     //!< [batch, top_logprobs], highest first, -1 padded
+  float* top_logprobs = nullptr;  //!< [batch, top_logprobs], -inf padded
+};
+
+//! How a call runs. For kCuda, every pointer in Request and Outputs and the workspace are device
+//! pointers, and the call is asynchronous on `stream` (a cudaStream_t, null = default stream).
+struct ExecConfig {
+  Backend backend = Backend::kCpu;
+  int cpu_threads = 0;     //!< 0 = all hardware threads; results never depend on it
+  void* stream = nullptr;  //!< cudaStream_t / hipStream_t
+};
+
+//! Bytes of workspace sample() needs for this request (pointers in `req` may be null here).
+//! Cost: O(1). Never allocates.
+size_t workspace_size(const Request& req, const ExecConfig& cfg);
+
+//! Samples one token per row. The caller provides `workspace` of at least workspace_size() bytes.
+//! Never allocates on the hot path. Deterministic: see docs/contract.md.
+Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
+              const ExecConfig& cfg);
+
+//! Whether a backend is usable here (built in and, for GPUs, a device present).
+bool backend_available(Backend backend);
+
+//! The backend kAuto resolves to.
+Backend resolve_backend(Backend backend);
+
+//! Library version string.
+const char* version() noexcept;
+
+}  // namespace lmsample

@@ -1,0 +1,173 @@
+// The C++ API: structural validation shared by all backends, then dispatch.
+#include <cmath>
+#include <sstream>
+
+#include "api/validate.hpp"
+#include "core/params.hpp"
+#include "cpu/sample_cpu.hpp"
+#include "lmsample/lmsample.hpp"
+#if defined(LMSAMPLE_WITH_CUDA)
+#include "gpu/sample_gpu.hpp"
+#endif
+
+namespace lmsample {
+namespace api {
+namespace {
+
+Status invalid(const std::string& msg) { return Status{Code::kInvalidArgument, msg}; }
+
+Status check_sparse(const SparseRows& s, const char* name, int64_t batch, bool needs_values,
+                    bool host_readable) {
+  if (!s.offsets) return Status::Ok();
+  if (!s.tokens) return invalid(std::string(name) + ": offsets given but tokens is null");
+  if (needs_values && !s.values) return invalid(std::string(name) + ": offsets given but values is null");
+  if (!host_readable) return Status::Ok();
+  if (s.offsets[0] < 0) return invalid(std::string(name) + ": offsets[0] is negative");
+  for (int64_t r = 0; r < batch; ++r) {
+    if (s.offsets[r + 1] < s.offsets[r]) {
+      return invalid(std::string(name) + ": offsets decrease at row " + std::to_string(r) + " (" +
+                     std::to_string(s.offsets[r]) + " > " + std::to_string(s.offsets[r + 1]) + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string fmt(float f) {
+  if (std::isnan(f)) return "nan";
+  std::ostringstream o;
+  o << f;
+  return o.str();
+}
+
+}  // namespace
+
+Status validate_request(const Request& req, const Outputs& out, bool host_readable) {
+  const Logits& l = req.logits;
+  if (l.batch < 0) return invalid("logits.batch = " + std::to_string(l.batch) + " is negative");
+  if (l.vocab < 1 || l.vocab > kMaxVocab)
+    return invalid("logits.vocab = " + std::to_string(l.vocab) + " is outside [1, " +
+                   std::to_string(kMaxVocab) + "]");
+  if (l.dtype != DType::kFloat32 && l.dtype != DType::kBFloat16 && l.dtype != DType::kFloat16)
+    return invalid("logits.dtype = " + std::to_string(static_cast<int>(l.dtype)) + " is not a DType");
+  if (l.row_stride != 0 && l.row_stride < l.vocab)
+    return invalid("logits.row_stride = " + std::to_string(l.row_stride) + " is smaller than vocab = " +
+                   std::to_string(l.vocab));
+  if (req.top_logprobs < 0 || req.top_logprobs > kMaxTopLogprobs)
+    return invalid("top_logprobs = " + std::to_string(req.top_logprobs) + " is outside [0, " +
+                   std::to_string(kMaxTopLogprobs) + "]");
+  if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (l.vocab + 31) / 32)
+    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) + " is smaller than ceil(vocab / 32) = " +
+                   std::to_string((l.vocab + 31) / 32));
+  if (l.batch == 0) return Status::Ok();
+  if (!l.data) return invalid("logits.data is null");
+  if (!out.tokens) return invalid("outputs.tokens is null");
+  if (!out.status) return invalid("outputs.status is null");
+  if (req.top_logprobs > 0 && (!out.top_ids || !out.top_logprobs))
+    return invalid("top_logprobs = " + std::to_string(req.top_logprobs) +
+                   " but outputs.top_ids or outputs.top_logprobs is null");
+  Status s = check_sparse(req.logit_bias, "logit_bias", l.batch, true, host_readable);
+  if (!s.ok()) return s;
+  s = check_sparse(req.prompt_tokens, "prompt_tokens", l.batch, false, host_readable);
+  if (!s.ok()) return s;
+  return check_sparse(req.output_tokens, "output_tokens", l.batch, false, host_readable);
+}
+
+std::string describe_bad_row(const Request& req, int64_t row, int32_t status) {
+  const core::RowSettings s = core::load_row_settings(req.params, row);
+  const std::string r = "row " + std::to_string(row) + ": ";
+  switch (status) {
+    case kRowBadTemperature: return r + "temperature = " + fmt(s.temperature) + " (must be finite and >= 0)";
+    case kRowBadTopK: return r + "top_k = " + std::to_string(s.top_k) + " (must be >= 0)";
+    case kRowBadTopP: return r + "top_p = " + fmt(s.top_p) + " (must be > 0)";
+    case kRowBadMinP: return r + "min_p = " + fmt(s.min_p) + " (must be in [0, 1])";
+    case kRowBadRepetitionPenalty:
+      return r + "repetition_penalty = " + fmt(s.repetition) + " (must be finite and > 0)";
+    case kRowBadFrequencyPenalty: return r + "frequency_penalty = " + fmt(s.frequency) + " (must be in [-2, 2])";
+    case kRowBadPresencePenalty: return r + "presence_penalty = " + fmt(s.presence) + " (must be in [-2, 2])";
+    case kRowBadTokenId:
+      return r + "a logit_bias, prompt_tokens or output_tokens id is outside [0, vocab = " +
+             std::to_string(req.logits.vocab) + ")";
+    default: return r + row_status_name(status);
+  }
+}
+
+}  // namespace api
+
+const char* row_status_name(int32_t status) noexcept {
+  switch (status) {
+    case kRowOk: return "ok";
+    case kRowEmpty: return "empty";
+    case kRowBadTemperature: return "bad_temperature";
+    case kRowBadTopK: return "bad_top_k";
+    case kRowBadTopP: return "bad_top_p";
+    case kRowBadMinP: return "bad_min_p";
+    case kRowBadRepetitionPenalty: return "bad_repetition_penalty";
+    case kRowBadFrequencyPenalty: return "bad_frequency_penalty";
+    case kRowBadPresencePenalty: return "bad_presence_penalty";
+    case kRowBadTokenId: return "bad_token_id";
+    default: return "unknown";
+  }
+}
+
+bool backend_available(Backend backend) {
+  switch (backend) {
+    case Backend::kCpu: return true;
+    case Backend::kCuda:
+#if defined(LMSAMPLE_WITH_CUDA)
+      return gpu::device_present();
+#else
+      return false;
+#endif
+    case Backend::kAuto: return true;
+  }
+  return false;
+}
+
+Backend resolve_backend(Backend backend) {
+  if (backend != Backend::kAuto) return backend;
+  return backend_available(Backend::kCuda) ? Backend::kCuda : Backend::kCpu;
+}
+
+const char* version() noexcept { return "0.1.0"; }
+
+size_t workspace_size(const Request& req, const ExecConfig& cfg) {
+  switch (resolve_backend(cfg.backend)) {
+#if defined(LMSAMPLE_WITH_CUDA)
+    case Backend::kCuda: return gpu::workspace_size(req, cfg);
+#endif
+    default: return cpu::workspace_size(req, cfg);
+  }
+}
+
+Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
+              const ExecConfig& cfg) {
+  const Backend backend = resolve_backend(cfg.backend);
+  if (backend == Backend::kCuda) {
+#if defined(LMSAMPLE_WITH_CUDA)
+    Status s = api::validate_request(req, out, false);
+    if (!s.ok()) return s;
+    return gpu::sample(req, out, workspace, workspace_bytes, cfg);
+#else
+    return Status{Code::kUnsupported, "this lmsample was built without the CUDA backend"};
+#endif
+  }
+  if (backend != Backend::kCpu)
+    return Status{Code::kInvalidArgument, "backend = " + std::to_string(static_cast<int>(backend)) + " is not a Backend"};
+  Status s = api::validate_request(req, out, true);
+  if (!s.ok()) return s;
+  if (req.logits.batch == 0) return Status::Ok();
+  s = cpu::sample(req, out, workspace, workspace_bytes, cfg);
+  if (!s.ok()) return s;
+  for (int64_t r = 0; r < req.logits.batch; ++r) {
+    if (out.status[r] >= kRowBadTemperature) {
+      int64_t bad = 0;
+      for (int64_t q = r; q < req.logits.batch; ++q) bad += out.status[q] >= kRowBadTemperature;
+      std::string msg = api::describe_bad_row(req, r, out.status[r]);
+      if (bad > 1) msg += " (and " + std::to_string(bad - 1) + " more bad rows; see the row statuses)";
+      return Status{Code::kInvalidRowParameter, msg};
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace lmsample

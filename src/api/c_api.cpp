@@ -1,0 +1,128 @@
+// The C API: converts the plain structs and catches every exception at the boundary.
+#include <exception>
+#include <string>
+
+#include "lmsample/lmsample.h"
+#include "lmsample/lmsample.hpp"
+
+namespace {
+
+thread_local std::string g_last_error;
+
+lmsample::SparseRows to_cpp(const lms_sparse_rows& s) {
+  lmsample::SparseRows r;
+  r.offsets = s.offsets;
+  r.tokens = s.tokens;
+  r.values = s.values;
+  return r;
+}
+
+lmsample::Request to_cpp(const lms_request& c) {
+  lmsample::Request r;
+  r.logits.data = c.logits;
+  r.logits.dtype = static_cast<lmsample::DType>(c.dtype);
+  r.logits.batch = c.batch;
+  r.logits.vocab = c.vocab;
+  r.logits.row_stride = c.row_stride;
+  r.params.temperature = c.temperature;
+  r.params.top_k = c.top_k;
+  r.params.top_p = c.top_p;
+  r.params.min_p = c.min_p;
+  r.params.repetition_penalty = c.repetition_penalty;
+  r.params.frequency_penalty = c.frequency_penalty;
+  r.params.presence_penalty = c.presence_penalty;
+  r.params.seed = c.seed;
+  r.params.step = c.step;
+  r.params.substream = c.substream;
+  r.allowed_mask = c.allowed_mask;
+  r.mask_row_words = c.mask_row_words;
+  r.logit_bias = to_cpp(c.logit_bias);
+  r.prompt_tokens = to_cpp(c.prompt_tokens);
+  r.output_tokens = to_cpp(c.output_tokens);
+  r.top_logprobs = c.top_logprobs;
+  return r;
+}
+
+lmsample::Outputs to_cpp(const lms_outputs& c) {
+  lmsample::Outputs o;
+  o.tokens = c.tokens;
+  o.status = c.status;
+  o.logprob = c.logprob;
+  o.kept = c.kept;
+  o.top_ids = c.top_ids;
+  o.top_logprobs = c.top_logprobs;
+  return o;
+}
+
+lmsample::ExecConfig to_cpp(const lms_exec* c) {
+  lmsample::ExecConfig e;
+  if (c) {
+    e.backend = static_cast<lmsample::Backend>(c->backend);
+    e.cpu_threads = c->cpu_threads;
+    e.stream = c->stream;
+  }
+  return e;
+}
+
+int fail(int code, std::string msg) {
+  g_last_error = std::move(msg);
+  return code;
+}
+
+int from_status(const lmsample::Status& s) {
+  if (s.ok()) {
+    g_last_error.clear();
+    return LMS_OK;
+  }
+  return fail(static_cast<int>(s.code), s.message);
+}
+
+}  // namespace
+
+extern "C" {
+
+void lms_request_init(lms_request* req) {
+  if (req) *req = lms_request{};
+}
+void lms_outputs_init(lms_outputs* out) {
+  if (out) *out = lms_outputs{};
+}
+void lms_exec_init(lms_exec* exec) {
+  if (!exec) return;
+  *exec = lms_exec{};
+  exec->backend = LMS_BACKEND_CPU;
+}
+
+int lms_workspace_size(const lms_request* req, const lms_exec* exec, size_t* bytes) {
+  if (!req || !bytes) return fail(LMS_INVALID_ARGUMENT, "lms_workspace_size: req and bytes must not be null");
+  try {
+    *bytes = lmsample::workspace_size(to_cpp(*req), to_cpp(exec));
+    g_last_error.clear();
+    return LMS_OK;
+  } catch (const std::exception& e) {
+    return fail(LMS_INTERNAL_ERROR, std::string("lms_workspace_size: ") + e.what());
+  } catch (...) {
+    return fail(LMS_INTERNAL_ERROR, "lms_workspace_size: unknown exception");
+  }
+}
+
+int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
+               size_t workspace_bytes, const lms_exec* exec) {
+  if (!req || !out) return fail(LMS_INVALID_ARGUMENT, "lms_sample: req and out must not be null");
+  try {
+    return from_status(lmsample::sample(to_cpp(*req), to_cpp(*out), workspace, workspace_bytes, to_cpp(exec)));
+  } catch (const std::exception& e) {
+    return fail(LMS_INTERNAL_ERROR, std::string("lms_sample: ") + e.what());
+  } catch (...) {
+    return fail(LMS_INTERNAL_ERROR, "lms_sample: unknown exception");
+  }
+}
+
+const char* lms_last_error(void) { return g_last_error.c_str(); }
+const char* lms_row_status_name(int32_t status) { return lmsample::row_status_name(status); }
+int lms_backend_available(int32_t backend) {
+  return lmsample::backend_available(static_cast<lmsample::Backend>(backend)) ? 1 : 0;
+}
+const char* lms_version(void) { return lmsample::version(); }
+
+}  // extern "C"

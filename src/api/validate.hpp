@@ -1,0 +1,23 @@
+// Structural checks of a request, shared by every backend (they read no device memory).
+#pragma once
+
+#include "lmsample/lmsample.hpp"
+
+namespace lmsample::api {
+
+//! Effective row stride (elements) and bitmask row length (words) of a request.
+inline int64_t row_stride_of(const Request& req) {
+  return req.logits.row_stride == 0 ? req.logits.vocab : req.logits.row_stride;
+}
+inline int64_t mask_words_of(const Request& req) {
+  return req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
+}
+
+//! Checks shapes, enums and required pointers. `host_readable` says whether the CSR offsets may
+//! be read here (CPU backend) to check that they do not decrease.
+Status validate_request(const Request& req, const Outputs& out, bool host_readable);
+
+//! The message for a row whose status is a kRowBad* value, e.g. "row 3: top_p = nan (must be > 0)".
+std::string describe_bad_row(const Request& req, int64_t row, int32_t status);
+
+}  // namespace lmsample::api

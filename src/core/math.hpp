@@ -1,0 +1,178 @@
+// The contract's arithmetic, shared bit for bit by every backend (host, CUDA, HIP).
+// Only IEEE-754 operations with one defined result are used (through port.hpp), so these
+// functions return the same bits everywhere. docs/contract.md is the specification.
+#pragma once
+
+#include "core/port.hpp"
+
+namespace lmsample::core {
+
+//! Fixed-point scale of probability masses: a weight of 2^39 is "probability ratio 1".
+//! V <= 2^24 tokens of at most 2^39 each sum to at most 2^63: every sum is exact in uint64.
+constexpr int kMassBits = 39;
+constexpr uint64_t kMassOne = uint64_t{1} << kMassBits;
+
+//! exp(z) for z <= 0 (z = -inf allowed, NaN not), from adds and multiplies only.
+//! NOTE: Cody-Waite reduction z = k ln2 + r, |r| <= ln2/2, then a degree-7 Taylor polynomial in
+//! Horner form and an exact scaling by 2^k. Relative error below 2^-23 against exp for results
+//! >= 2^-126 (measured 9.8e-8), exactly 1 at z = 0; subnormal results lose relative precision and
+//! z < -103 gives 0 (none of them carries fixed-point mass).
+LMS_HD float exp_nonpos(float z) {
+  // Written without branches (selects only) so that host compilers can vectorise it; every
+  // path computes the same operations, so scalar, SIMD and GPU code give the same bits.
+  constexpr float kLog2e = 1.44269502162933349609375f;  // nearest float to 1/ln 2
+  constexpr float kLn2Hi = 0.693145751953125f;          // 15 significant bits: k*kLn2Hi is exact
+  constexpr float kLn2Lo = 1.428606765330187045e-06f;   // ln 2 - kLn2Hi
+  constexpr float kRound = 12582912.0f;                 // 1.5 * 2^23: adding it rounds to integer
+  const bool underflow = !(z >= -103.0f);               // also z = -inf
+  const float zc = underflow ? -103.0f : z;
+  const float kf = sub_rn(add_rn(mul_rn(zc, kLog2e), kRound), kRound);
+  const float r = sub_rn(sub_rn(zc, mul_rn(kf, kLn2Hi)), mul_rn(kf, kLn2Lo));
+  float p = 1.0f / 5040.0f;
+  p = add_rn(mul_rn(p, r), 1.0f / 720.0f);
+  p = add_rn(mul_rn(p, r), 1.0f / 120.0f);
+  p = add_rn(mul_rn(p, r), 1.0f / 24.0f);
+  p = add_rn(mul_rn(p, r), 1.0f / 6.0f);
+  p = add_rn(mul_rn(p, r), 0.5f);
+  p = add_rn(mul_rn(p, r), 1.0f);
+  p = add_rn(mul_rn(p, r), 1.0f);
+  const int k = static_cast<int>(kf);  // exact: kf is an integer in [-149, 0]
+  const int k1 = k < -100 ? -64 : 0;   // two exact scalings keep 2^k representable
+  p = mul_rn(p, bits_float(static_cast<uint32_t>(127 + k1) << 23));
+  p = mul_rn(p, bits_float(static_cast<uint32_t>(127 + k - k1) << 23));
+  return underflow ? 0.0f : p;
+}
+
+//! The contract's relative likelihood of a token: e = exp((y - m) / T) written as
+//! d = y - m, e = (d == 0) ? 1 : exp_nonpos(d * inv_t), with inv_t = 1 / T (all rounded to nearest).
+//! The d == 0 case keeps the row's maximum at exactly 1 even when inv_t is +inf.
+LMS_HD float rel_likelihood(float y, float m, float inv_t) {
+  const float d = sub_rn(y, m);
+  const float e = exp_nonpos(mul_rn(d, inv_t));  // d * inv_t is NaN only when d == 0
+  return d == 0.0f ? 1.0f : e;
+}
+
+//! Fixed-point weight of a likelihood e in [0, 1]: floor(e * 2^39).
+//! NOTE: computed as hi * 2^20 + lo with two float -> int32 truncations, which is exactly
+//! floor(e * 2^39) (every step is exact: e * 2^39 < 2^40 has a 24-bit mantissa, so its part
+//! below 2^20 is representable) and vectorises on every host SIMD level.
+LMS_HD uint64_t mass_of(float e) {
+  constexpr float kScale = 549755813888.0f;  // 2^39
+  constexpr float kTwo20 = 1048576.0f;        // 2^20
+  constexpr float kInv20 = 1.0f / 1048576.0f;  // 2^-20
+  const float scaled = mul_rn(e, kScale);
+  const int32_t hi = static_cast<int32_t>(mul_rn(scaled, kInv20));
+  const float rest = sub_rn(scaled, mul_rn(static_cast<float>(hi), kTwo20));
+  return (static_cast<uint64_t>(static_cast<uint32_t>(hi)) << 20) + static_cast<uint32_t>(static_cast<int32_t>(rest));
+}
+
+//! Natural log of a positive integer, in double, from adds, multiplies and one divide.
+//! NOTE: x = m * 2^e with m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(f), f = (m-1)/(m+1),
+//! |f| <= 0.1716, summed to f^23 (truncation below 1e-17).
+LMS_HD double log_u64(uint64_t s) {
+  const double x = dadd_rn(dmul_rn(static_cast<double>(static_cast<uint32_t>(s >> 32)), 4294967296.0),
+                           static_cast<double>(static_cast<uint32_t>(s)));
+  const uint64_t bits = double_bits(x);
+  int e = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
+  double m = bits_double((bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
+  if (m > 1.4142135623730951) {
+    m = dmul_rn(m, 0.5);
+    e += 1;
+  }
+  const double f = ddiv_rn(dadd_rn(m, -1.0), dadd_rn(m, 1.0));
+  const double f2 = dmul_rn(f, f);
+  double s_ = 2.0 / 23.0;
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 21.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 19.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 17.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 15.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 13.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 11.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 9.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 7.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 5.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0 / 3.0);
+  s_ = dadd_rn(dmul_rn(s_, f2), 2.0);
+  constexpr double kLn2 = 0.6931471805599453;
+  return dadd_rn(dmul_rn(static_cast<double>(e), kLn2), dmul_rn(s_, f));
+}
+
+//! log of the softmax normaliser sum_j exp(y_j - m) from its fixed-point value S (>= 2^39).
+LMS_HD double log_normaliser(uint64_t s) {
+  constexpr double kLn2x39 = 27.033740041837866;  // 39 ln 2
+  return dadd_rn(log_u64(s), -kLn2x39);
+}
+
+//! logprob = (float)((double)(y - m) - log_norm).
+LMS_HD float logprob_of(float y, float m, double log_norm) {
+  const double v = dadd_rn(static_cast<double>(sub_rn(y, m)), -log_norm);
+#if LMS_DEVICE_PASS
+  return __double2float_rn(v);
+#else
+  return static_cast<float>(v);
+#endif
+}
+
+//! Logprob of each of n equally likely tokens (the +inf case): (float)(-log n).
+LMS_HD float uniform_logprob(uint64_t n) {
+  const double v = -log_u64(n);
+#if LMS_DEVICE_PASS
+  return __double2float_rn(v);
+#else
+  return static_cast<float>(v);
+#endif
+}
+
+//! Order-preserving map from non-NaN floats to uint32 (larger float -> larger key).
+//! Processed logits are canonical (no NaN, no -0), so equal floats have equal keys.
+LMS_HD uint32_t order_key(float f) {
+  const uint32_t u = float_bits(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+LMS_HD float key_to_float(uint32_t k) {
+  return bits_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+//! Keys of -inf (the lowest key a canonical value can have) and +inf.
+constexpr uint32_t kKeyNegInf = 0x007fffffu;
+constexpr uint32_t kKeyPosInf = 0xff800000u;
+
+//! Order key of the canonical form of the float with bits u: NaN -> -inf, -0 -> +0.
+//! Integer-only, so loops over a row vectorise.
+LMS_HD uint32_t canonical_key_of_bits(uint32_t u) {
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  const uint32_t c = nan ? 0xff800000u : (u == 0x80000000u ? 0u : u);
+  return (c & 0x80000000u) ? ~c : (c | 0x80000000u);
+}
+
+//! Canonical processed logit: NaN -> -inf, -0 -> +0.
+LMS_HD float canonical(float y) {
+  if (is_nan(y)) return neg_inf();
+  return y == 0.0f ? 0.0f : y;
+}
+
+//! ceil(p * w) for p in (0, 1) and w < 2^63, exactly (p's mantissa times w in 128 bits).
+LMS_HD uint64_t ceil_fraction(float p, uint64_t w) {
+  const uint32_t b = float_bits(p);
+  const uint32_t be = (b >> 23) & 0xffu;
+  const uint64_t mant = be ? ((b & 0x7fffffu) | 0x800000u) : (b & 0x7fffffu);
+  const int shift = be ? 150 - static_cast<int>(be) : 149;  // p = mant * 2^-shift, shift >= 24
+  const U128 prod = mul_u64(mant, w);                        // < 2^87
+  if (prod.hi == 0 && prod.lo == 0) return 0;
+  if (shift >= 88) return 1;  // 0 < p*w < 1
+  uint64_t q;
+  bool exact;
+  if (shift >= 64) {
+    q = prod.hi >> (shift - 64);
+    exact = (prod.lo == 0) && ((prod.hi & ((uint64_t{1} << (shift - 64)) - 1)) == 0);
+  } else {
+    q = (prod.lo >> shift) | (prod.hi << (64 - shift));
+    exact = (prod.lo & ((uint64_t{1} << shift) - 1)) == 0;
+  }
+  return exact ? q : q + 1;
+}
+
+//! Draw position in [0, total): floor(u * total / 2^64).
+LMS_HD uint64_t scale_draw(uint64_t u, uint64_t total) { return mul_u64(u, total).hi; }
+
+}  // namespace lmsample::core

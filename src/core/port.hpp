@@ -1,0 +1,161 @@
+// The one portability header: host C++, CUDA and HIP see the contract's arithmetic through it.
+//
+// Everything the contract computes goes through the functions below so that no compiler may fuse,
+// reorder or approximate it: on the device they are the round-to-nearest intrinsics (which nvcc
+// and hipcc never contract into FMAs); on the host they are plain IEEE operations, and the build
+// passes -ffp-contract=off and never fast-math.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define LMS_HD __host__ __device__ __forceinline__
+#define LMS_GPU_COMPILER 1
+#else
+#define LMS_HD inline
+#define LMS_GPU_COMPILER 0
+#endif
+
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+#define LMS_DEVICE_PASS 1
+#else
+#define LMS_DEVICE_PASS 0
+#endif
+
+#if defined(__HIPCC__)
+#include <hip/hip_runtime.h>
+#elif defined(__CUDACC__)
+#include <cuda_runtime.h>
+#endif
+
+namespace lmsample::core {
+
+// ---- exact IEEE-754 single-precision operations (round to nearest even) ----
+LMS_HD float add_rn(float a, float b) {
+#if LMS_DEVICE_PASS
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+LMS_HD float sub_rn(float a, float b) {
+#if LMS_DEVICE_PASS
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+LMS_HD float mul_rn(float a, float b) {
+#if LMS_DEVICE_PASS
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+LMS_HD float div_rn(float a, float b) {
+#if LMS_DEVICE_PASS
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// ---- exact double-precision operations (only used for logprobs) ----
+LMS_HD double dadd_rn(double a, double b) {
+#if LMS_DEVICE_PASS
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+LMS_HD double dmul_rn(double a, double b) {
+#if LMS_DEVICE_PASS
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+LMS_HD double ddiv_rn(double a, double b) {
+#if LMS_DEVICE_PASS
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// ---- bit casts ----
+LMS_HD uint32_t float_bits(float f) {
+#if LMS_DEVICE_PASS
+  return static_cast<uint32_t>(__float_as_uint(f));
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+LMS_HD float bits_float(uint32_t u) {
+#if LMS_DEVICE_PASS
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+LMS_HD uint64_t double_bits(double d) {
+#if LMS_DEVICE_PASS
+  return static_cast<uint64_t>(__double_as_longlong(d));
+#else
+  uint64_t u;
+  std::memcpy(&u, &d, sizeof u);
+  return u;
+#endif
+}
+LMS_HD double bits_double(uint64_t u) {
+#if LMS_DEVICE_PASS
+  return __longlong_as_double(static_cast<long long>(u));
+#else
+  double d;
+  std::memcpy(&d, &u, sizeof d);
+  return d;
+#endif
+}
+
+// ---- 64 x 64 -> 128-bit unsigned multiply ----
+struct U128 {
+  uint64_t hi;
+  uint64_t lo;
+};
+LMS_HD U128 mul_u64(uint64_t a, uint64_t b) {
+#if LMS_DEVICE_PASS
+  return U128{__umul64hi(a, b), a * b};
+#else
+  __extension__ typedef unsigned __int128 u128;
+  const u128 p = static_cast<u128>(a) * b;
+  return U128{static_cast<uint64_t>(p >> 64), static_cast<uint64_t>(p)};
+#endif
+}
+
+// ---- special values without <cmath> (device-safe) ----
+LMS_HD float pos_inf() { return bits_float(0x7f800000u); }
+LMS_HD float neg_inf() { return bits_float(0xff800000u); }
+LMS_HD bool is_nan(float f) { return (float_bits(f) & 0x7fffffffu) > 0x7f800000u; }
+LMS_HD bool is_finite(float f) { return (float_bits(f) & 0x7f800000u) != 0x7f800000u; }
+
+// ---- element conversions (exact) ----
+LMS_HD float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
+LMS_HD float f16_to_float(uint16_t h) {
+  // Exact IEEE binary16 -> binary32 (subnormals, infinities and NaN included), branch-free.
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  const uint32_t normal = ((exp + 112u) << 23) | (mant << 13);
+  const uint32_t special = 0x7f800000u | (mant << 13);
+  // a subnormal half is mant * 2^-24: exact in float
+  const uint32_t sub = float_bits(mul_rn(static_cast<float>(mant), 5.9604644775390625e-08f));
+  const uint32_t mag = exp == 0 ? sub : (exp == 0x1fu ? special : normal);
+  return bits_float(sign | mag);
+}
+
+}  // namespace lmsample::core
