@@ -1,4 +1,6 @@
-// The one portability header: host C++, CUDA and HIP see the contract's arithmetic through it.
+// The one portability header: host C++, CUDA and HIP see the contract's arithmetic, and the GPU
+// code sees every vendor-specific spelling (warp size, shuffles, ballots, clusters, runtime API),
+// through it. No other file spells CUDA- or HIP-only names.
 //
 // Everything the contract computes goes through the functions below so that no compiler may fuse,
 // reorder or approximate it: on the device they are the round-to-nearest intrinsics (which nvcc
@@ -159,3 +161,128 @@ LMS_HD float f16_to_float(uint16_t h) {
 }
 
 }  // namespace lmsample::core
+
+// ===================== GPU spelling (CUDA and HIP), device code only =====================
+#if LMS_GPU_COMPILER
+#if defined(__HIPCC__)
+// Wave size is a compile-time constant of the device pass: 64 on CDNA, 32 on RDNA.
+#if defined(__AMDGCN_WAVEFRONT_SIZE)
+#define LMS_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
+#else
+#define LMS_WARP_SIZE 64  // host pass: never used for device code
+#endif
+#define LMS_HAS_CLUSTERS 0
+#define gpuStream_t hipStream_t
+#define gpuError_t hipError_t
+#define gpuSuccess hipSuccess
+#define gpuGetErrorString hipGetErrorString
+#define gpuGetLastError hipGetLastError
+#define gpuGetDevice hipGetDevice
+#define gpuGetDeviceCount hipGetDeviceCount
+#define gpuDeviceGetAttribute hipDeviceGetAttribute
+#define gpuDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
+#define gpuDevAttrMaxSharedMemoryPerBlockOptin hipDeviceAttributeSharedMemPerBlockOptin
+#define gpuDevAttrComputeCapabilityMajor hipDeviceAttributeComputeCapabilityMajor
+#define gpuFuncSetAttribute hipFuncSetAttribute
+#define gpuFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+#else
+#include <cooperative_groups.h>
+#define LMS_WARP_SIZE 32
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define LMS_HAS_CLUSTERS 1
+#else
+#define LMS_HAS_CLUSTERS 0
+#endif
+#define gpuStream_t cudaStream_t
+#define gpuError_t cudaError_t
+#define gpuSuccess cudaSuccess
+#define gpuGetErrorString cudaGetErrorString
+#define gpuGetLastError cudaGetLastError
+#define gpuGetDevice cudaGetDevice
+#define gpuGetDeviceCount cudaGetDeviceCount
+#define gpuDeviceGetAttribute cudaDeviceGetAttribute
+#define gpuDevAttrMultiProcessorCount cudaDevAttrMultiProcessorCount
+#define gpuDevAttrMaxSharedMemoryPerBlockOptin cudaDevAttrMaxSharedMemoryPerBlockOptin
+#define gpuDevAttrComputeCapabilityMajor cudaDevAttrComputeCapabilityMajor
+#define gpuFuncSetAttribute cudaFuncSetAttribute
+#define gpuFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
+#endif
+
+namespace lmsample::gpu {
+
+constexpr int kWarpSize = LMS_WARP_SIZE;
+
+// Warp shuffles and ballots of any trivially copyable value, as 32-bit words.
+template <typename T>
+__device__ __forceinline__ T shfl_xor(T v, int mask) {
+  constexpr int kWords = (sizeof(T) + 3) / 4;
+  uint32_t w[kWords] = {};
+  memcpy(w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) {
+#if defined(__HIPCC__)
+    w[i] = static_cast<uint32_t>(__shfl_xor(static_cast<int>(w[i]), mask));
+#else
+    w[i] = __shfl_xor_sync(0xffffffffu, w[i], mask);
+#endif
+  }
+  memcpy(&v, w, sizeof(T));
+  return v;
+}
+template <typename T>
+__device__ __forceinline__ T shfl_up(T v, int delta) {
+  constexpr int kWords = (sizeof(T) + 3) / 4;
+  uint32_t w[kWords] = {};
+  memcpy(w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) {
+#if defined(__HIPCC__)
+    w[i] = static_cast<uint32_t>(__shfl_up(static_cast<int>(w[i]), delta));
+#else
+    w[i] = __shfl_up_sync(0xffffffffu, w[i], delta);
+#endif
+  }
+  memcpy(&v, w, sizeof(T));
+  return v;
+}
+//! Bit l set when lane l's predicate holds (bits above the warp size are 0).
+__device__ __forceinline__ uint64_t ballot(bool pred) {
+#if defined(__HIPCC__)
+  return static_cast<uint64_t>(__ballot(pred));
+#else
+  return static_cast<uint64_t>(__ballot_sync(0xffffffffu, pred));
+#endif
+}
+__device__ __forceinline__ void sync_warp() {
+#if !defined(__HIPCC__)
+  __syncwarp();
+#endif
+}
+__device__ __forceinline__ void atomic_add_u64(uint64_t* p, uint64_t v) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+}
+
+//! The CTAs that share one row: a thread-block cluster on Hopper (distributed shared memory,
+//! hardware barrier, co-scheduled by construction so no wait can hang), else one CTA.
+struct RowGroup {
+#if LMS_HAS_CLUSTERS
+  __device__ unsigned rank() const { return cooperative_groups::this_cluster().block_rank(); }
+  __device__ unsigned size() const { return cooperative_groups::this_cluster().num_blocks(); }
+  __device__ void sync() const { cooperative_groups::this_cluster().sync(); }
+  template <typename T>
+  __device__ T* map(T* p, unsigned r) const {
+    return cooperative_groups::this_cluster().map_shared_rank(p, r);
+  }
+#else
+  __device__ unsigned rank() const { return 0; }
+  __device__ unsigned size() const { return 1; }
+  __device__ void sync() const { __syncthreads(); }
+  template <typename T>
+  __device__ T* map(T* p, unsigned) const {
+    return p;
+  }
+#endif
+};
+
+}  // namespace lmsample::gpu
+#endif  // LMS_GPU_COMPILER

@@ -1,0 +1,178 @@
+// Host side of the GPU backend: picks the row-group size, sizes the workspace, launches.
+// No allocation, no host synchronisation: a call can be captured in a CUDA graph.
+#include <algorithm>
+#include <string>
+
+#include "gpu/sample_gpu.hpp"
+#include "gpu/sample_kernel.cuh"
+
+namespace lmsample::gpu {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr size_t kSmemTarget = 112 * 1024;  // keep two CTAs per multiprocessor where possible
+
+struct Device {
+  int id = -1;
+  int sms = 0;
+  int max_smem = 0;
+  bool clusters = false;
+  bool cluster16 = false;
+};
+
+Device query_device() {
+  Device d;
+  if (gpuGetDevice(&d.id) != gpuSuccess) return Device{};
+  int major = 0;
+  gpuDeviceGetAttribute(&d.sms, gpuDevAttrMultiProcessorCount, d.id);
+  gpuDeviceGetAttribute(&d.max_smem, gpuDevAttrMaxSharedMemoryPerBlockOptin, d.id);
+  gpuDeviceGetAttribute(&major, gpuDevAttrComputeCapabilityMajor, d.id);
+#if !defined(__HIPCC__)
+  d.clusters = major >= 9;
+#endif
+  return d;
+}
+
+// Per-device facts, read once per device and thread (a device query is not free).
+const Device& device() {
+  thread_local Device cached;
+  int id = -1;
+  if (gpuGetDevice(&id) != gpuSuccess) {
+    cached = Device{};
+    return cached;
+  }
+  if (cached.id != id) {
+    cached = query_device();
+#if !defined(__HIPCC__)
+    if (cached.clusters) {
+      cudaFuncSetAttribute(sample_rows_kernel<kThreads>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      cudaFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
+                           cached.max_smem);
+      // Is a cluster of 16 CTAs with a full shared memory budget schedulable here?
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3(16);
+      cfg.blockDim = dim3(kThreads);
+      cfg.dynamicSmemBytes = kSmemTarget;
+      cudaLaunchAttribute attr{};
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = 16;
+      attr.val.clusterDim.y = 1;
+      attr.val.clusterDim.z = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      cached.cluster16 = cudaOccupancyMaxActiveClusters(&clusters, sample_rows_kernel<kThreads>, &cfg) ==
+                             cudaSuccess && clusters > 0;
+      cudaGetLastError();
+    }
+#endif
+    if (!cached.clusters)
+      gpuFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
+                          cached.max_smem);
+  }
+  return cached;
+}
+
+struct Plan {
+  int group = 1;         // CTAs per row
+  int chunk = 0;         // tokens per CTA
+  bool smem_keys = true; // keys (and tags) in shared memory
+  size_t smem = 0;       // dynamic shared memory per CTA
+};
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+Plan make_plan(const Request& req, const Device& d) {
+  const int64_t v = req.logits.vocab, b = std::max<int64_t>(req.logits.batch, 1);
+  const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
+  const size_t per_token = penalties ? 8 : 4;  // key (+ tag)
+  const int max_group = d.clusters ? (d.cluster16 ? 16 : 8) : 1;
+  Plan p;
+  // enough CTAs to fill the GPU at small batch, at least 1024 tokens per CTA
+  int group = 1;
+  while (group < max_group && b * group < 2 * d.sms && v > 1024 * group) group *= 2;
+  // enough CTAs for the row to fit in shared memory
+  auto chunk_of = [&](int gsize) { return round_up((v + gsize - 1) / gsize, 64); };
+  while (group < max_group && static_cast<size_t>(chunk_of(group)) * per_token + sizeof(Exchange) > kSmemTarget)
+    group *= 2;
+  // no empty CTA
+  while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
+  p.group = group;
+  p.chunk = static_cast<int>(chunk_of(group));
+  const size_t need = static_cast<size_t>(p.chunk) * per_token + sizeof(Exchange);
+  p.smem_keys = need <= static_cast<size_t>(d.max_smem);
+  p.smem = p.smem_keys ? need : sizeof(Exchange);
+  return p;
+}
+
+Status runtime_error(const char* what, gpuError_t e) {
+  return Status{Code::kBackendError, std::string(what) + ": " + gpuGetErrorString(e)};
+}
+
+}  // namespace
+
+bool device_present() {
+  int n = 0;
+  const bool ok = gpuGetDeviceCount(&n) == gpuSuccess && n > 0;
+  gpuGetLastError();  // clear the error a machine without a driver leaves behind
+  return ok;
+}
+
+size_t workspace_size(const Request& req, const ExecConfig&) {
+  const Device& d = device();
+  if (d.id < 0) return 0;
+  const Plan p = make_plan(req, d);
+  if (p.smem_keys) return 0;
+  const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) * static_cast<size_t>(req.logits.vocab);
+  return 2 * cells * sizeof(uint32_t) + 256;
+}
+
+Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
+              const ExecConfig& cfg) {
+  if (req.logits.batch == 0) return Status::Ok();
+  const Device& d = device();
+  if (d.id < 0) return Status{Code::kUnsupported, "no GPU device is available"};
+  const size_t need = gpu::workspace_size(req, cfg);
+  if (workspace_bytes < need)
+    return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
+                                                " bytes is smaller than the " + std::to_string(need) +
+                                                " bytes workspace_size() asks for"};
+  const Plan p = make_plan(req, d);
+  KernelArgs a{};
+  a.req = req;
+  a.out = out;
+  a.stride = req.logits.row_stride == 0 ? req.logits.vocab : req.logits.row_stride;
+  a.mask_words = req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
+  a.chunk = p.chunk;
+  if (!p.smem_keys) {
+    char* base = static_cast<char*>(workspace);
+    base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
+    const size_t cells = static_cast<size_t>(req.logits.batch) * static_cast<size_t>(req.logits.vocab);
+    a.ws_keys = reinterpret_cast<uint32_t*>(base);
+    a.ws_tags = a.ws_keys + cells;
+  }
+  const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
+  const unsigned grid = static_cast<unsigned>(req.logits.batch * p.group);
+#if !defined(__HIPCC__)
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = dim3(grid);
+  lc.blockDim = dim3(kThreads);
+  lc.dynamicSmemBytes = p.smem;
+  lc.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(p.group);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  lc.attrs = &attr;
+  lc.numAttrs = d.clusters ? 1 : 0;
+  const gpuError_t e = cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
+#else
+  hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), p.smem, stream, a);
+  const gpuError_t e = gpuGetLastError();
+#endif
+  if (e != gpuSuccess) return runtime_error("sample kernel launch", e);
+  return Status::Ok();
+}
+
+}  // namespace lmsample::gpu

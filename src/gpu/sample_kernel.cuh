@@ -1,0 +1,442 @@
+// The sampling kernel: one row per group of G CTAs (a thread-block cluster on Hopper, one CTA
+// elsewhere). Each CTA owns a contiguous chunk of the row's tokens and keeps it as order keys in
+// shared memory (or, for vocabularies too large for it, in the caller's workspace), so the logits
+// are read from memory once; every later pass runs on chip. Same decisions as the CPU backend,
+// made with the contract's exact arithmetic (docs/contract.md).
+#pragma once
+
+#include "core/math.hpp"
+#include "core/params.hpp"
+#include "core/philox.hpp"
+#include "gpu/block.cuh"
+
+namespace lmsample::gpu {
+
+struct KernelArgs {
+  Request req;
+  Outputs out;
+  int64_t stride;      // logits row stride (elements)
+  int64_t mask_words;  // bitmask row length (words)
+  int chunk;           // tokens per CTA (multiple of 64)
+  uint32_t* ws_keys;   // [B, V] keys when not in shared memory, else null
+  uint32_t* ws_tags;   // [B, V] penalty tags when not in shared memory, else null
+};
+
+__device__ __forceinline__ float value_of(uint32_t key) { return core::key_to_float(key); }
+__device__ __forceinline__ uint32_t key_of(float y) { return core::order_key(core::canonical(y)); }
+
+__device__ __forceinline__ uint32_t load_key(const void* row, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kFloat32: return core::canonical_key_of_bits(static_cast<const uint32_t*>(row)[i]);
+    case DType::kBFloat16:
+      return core::canonical_key_of_bits(static_cast<uint32_t>(static_cast<const uint16_t*>(row)[i]) << 16);
+    default: return core::canonical_key_of_bits(core::float_bits(core::f16_to_float(static_cast<const uint16_t*>(row)[i])));
+  }
+}
+
+// Loads tokens [c0, c0 + n) of the row as keys, with 16-byte loads where aligned.
+template <int kThreads>
+__device__ void load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0, int n,
+                           const uint32_t* mask) {
+  const int esize = dt == DType::kFloat32 ? 4 : 2;
+  const char* base = static_cast<const char*>(row) + c0 * esize;
+  const int per = 16 / esize;  // elements per 16-byte load
+  int done = 0;
+  if ((reinterpret_cast<uintptr_t>(base) & 15u) == 0) {
+    const int nvec = n / per;
+    const uint4* src = reinterpret_cast<const uint4*>(base);
+    for (int v = threadIdx.x; v < nvec; v += kThreads) {
+      const uint4 q = src[v];
+      const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+      if (esize == 4) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) keys[v * 4 + j] = core::canonical_key_of_bits(words[j]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const uint16_t h = static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
+          keys[v * 8 + j] = dt == DType::kBFloat16
+                                ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
+                                : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h)));
+        }
+      }
+    }
+    done = nvec * per;
+  }
+  for (int i = done + threadIdx.x; i < n; i += kThreads) keys[i] = load_key(row, dt, c0 + i);
+  if (mask) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const int64_t t = c0 + i;
+      if (!((mask[t >> 5] >> (t & 31)) & 1u)) keys[i] = core::kKeyNegInf;
+    }
+  }
+}
+
+// Logit bias of this CTA's tokens, entries applied in the order given (warp 0; duplicates of a
+// token within a batch of kWarpSize entries are applied by the lane of its first occurrence).
+__device__ void apply_bias(uint32_t* keys, const SparseRows& b, int64_t row, int64_t c0, int n,
+                           Exchange& ex) {
+  if (threadIdx.x >= kWarpSize) return;
+  int32_t* toks = reinterpret_cast<int32_t*>(ex.top);  // scratch: kWarpSize tokens + values
+  float* vals = reinterpret_cast<float*>(ex.top) + kWarpSize;
+  const int lane = threadIdx.x;
+  const int64_t e0 = b.offsets[row], e1 = b.offsets[row + 1];
+  for (int64_t base = e0; base < e1; base += kWarpSize) {
+    const int64_t e = base + lane;
+    toks[lane] = e < e1 ? b.tokens[e] : -1;
+    vals[lane] = e < e1 ? b.values[e] : 0.0f;
+    sync_warp();
+    const int32_t t = toks[lane];
+    bool first = t >= 0;
+    for (int s = 0; s < lane; ++s) first = first && toks[s] != t;
+    const int64_t local = static_cast<int64_t>(t) - c0;
+    if (first && local >= 0 && local < n) {
+      float y = value_of(keys[local]);
+      for (int s = lane; s < kWarpSize; ++s)
+        if (toks[s] == t) y = core::canonical(core::add_rn(y, vals[s]));
+      keys[local] = key_of(y);
+    }
+    sync_warp();
+  }
+}
+
+// Penalties of this CTA's tokens: tags count occurrences (integer atomics), then the first thread
+// to take a token's tag applies the penalty once.
+template <int kThreads>
+__device__ void apply_penalties(uint32_t* keys, uint32_t* tags, const Request& req, int64_t row,
+                                int64_t c0, int n, const core::RowSettings& rs) {
+  constexpr uint32_t kSeen = 0x80000000u;
+  const SparseRows* lists[2] = {&req.prompt_tokens, &req.output_tokens};
+  for (int pass = 0; pass < 3; ++pass) {
+    for (int l = 0; l < 2; ++l) {
+      const SparseRows& h = *lists[l];
+      if (!h.offsets) continue;
+      const int64_t e0 = h.offsets[row], e1 = h.offsets[row + 1];
+      for (int64_t e = e0 + threadIdx.x; e < e1; e += kThreads) {
+        const int64_t local = static_cast<int64_t>(h.tokens[e]) - c0;
+        if (local < 0 || local >= n) continue;
+        if (pass == 0) {
+          tags[local] = 0;
+        } else if (pass == 1) {
+          atomicOr(&tags[local], kSeen);
+          if (l == 1) atomicAdd(&tags[local], 1u);
+        } else {
+          const uint32_t tag = atomicExch(&tags[local], 0u);
+          if (tag) keys[local] = key_of(core::apply_penalties(value_of(keys[local]), true, tag & ~kSeen, rs));
+        }
+      }
+    }
+    __syncthreads();
+  }
+}
+
+struct Stats {
+  uint32_t max_key;
+  uint32_t n_valid;
+  int64_t argmax;  // lowest index holding max_key
+  uint32_t n_posinf;
+  uint32_t pad;
+};
+struct StatsOp {
+  __device__ Stats operator()(const Stats& a, const Stats& b) const {
+    Stats r;
+    r.max_key = a.max_key > b.max_key ? a.max_key : b.max_key;
+    const int64_t ia = a.max_key == r.max_key ? a.argmax : INT64_MAX;
+    const int64_t ib = b.max_key == r.max_key ? b.argmax : INT64_MAX;
+    r.argmax = ia < ib ? ia : ib;
+    r.n_valid = a.n_valid + b.n_valid;
+    r.n_posinf = a.n_posinf + b.n_posinf;
+    r.pad = 0;
+    return r;
+  }
+};
+
+// What one token contributes to a draw: whether it is kept, and its weight.
+struct Contribution {
+  bool kept;
+  uint64_t w;
+};
+
+// Draw: the smallest token id whose running weight (over kept tokens, in id order) exceeds
+// t = floor(u * W / 2^64). Returns the token in the CTA that holds it, -1 elsewhere; *kept_count
+// gets the group's number of kept tokens.
+template <int kThreads, typename ContributionOf>
+__device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, const uint32_t* keys,
+                              int n, int64_t c0, ContributionOf contribution_of, uint64_t u,
+                              int64_t* kept_count) {
+  using B = Block<kThreads>;
+  uint64_t mine = 0, cnt = 0;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const Contribution c = contribution_of(keys[i]);
+    mine += c.kept ? c.w : 0;
+    cnt += c.kept;
+  }
+  struct Pair {
+    uint64_t w, c;
+  };
+  const auto add = [](const Pair& a, const Pair& b) { return Pair{a.w + b.w, a.c + b.c}; };
+  const Pair blk = B::allreduce(Pair{mine, cnt}, add, ex);
+  uint64_t before = 0;
+  const uint64_t total = group_sum(g, ex, phase, blk.w, &before);
+  *kept_count = static_cast<int64_t>(group_sum(g, ex, phase, blk.c, nullptr));
+  const uint64_t t = core::scale_draw(u, total);
+  if (!(before <= t && t < before + blk.w)) return -1;  // uniform within the CTA
+  uint64_t acc = before;
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + static_cast<int>(threadIdx.x);
+    uint64_t w = 0;
+    if (i < n) {
+      const Contribution c = contribution_of(keys[i]);
+      w = c.kept ? c.w : 0;
+    }
+    uint64_t tile = 0;
+    const uint64_t incl = B::inclusive_scan(w, &tile, ex);
+    if (acc + tile > t) {
+      if (w > 0 && acc + incl > t && acc + incl - w <= t) ex.bcast[2] = static_cast<uint64_t>(c0 + i);
+      __syncthreads();
+      const int64_t token = static_cast<int64_t>(ex.bcast[2]);
+      __syncthreads();
+      return token;
+    }
+    acc += tile;
+  }
+  return -1;  // unreachable: t < before + blk.w
+}
+
+// Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
+// written by rank 0.
+template <int kThreads>
+__device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hphase,
+                            const uint32_t* keys, int n, int64_t c0, const Stats& st,
+                            double log_norm, int top_n, int32_t* ids_out, float* lp_out) {
+  using B = Block<kThreads>;
+  const int want = static_cast<int>(st.n_valid < static_cast<uint32_t>(top_n) ? st.n_valid : top_n);
+  if (g.rank() == 0 && threadIdx.x == 0) ex.top_count = 0;
+  uint32_t tau = core::kKeyNegInf + 1;
+  if (want > 0) {
+    tau = group_select<kThreads>(
+        g, ex, hphase, n, [&](int i) { return keys[i]; },
+        [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+        static_cast<uint64_t>(want));
+  }
+  // entries above tau all belong; ties at tau go to the lowest ids
+  uint64_t gt = 0, eq = 0;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    gt += keys[i] > tau && want > 0;
+    eq += keys[i] == tau && want > 0;
+  }
+  const auto add = [](uint64_t a, uint64_t b) { return a + b; };
+  gt = B::allreduce(gt, add, ex);
+  eq = B::allreduce(eq, add, ex);
+  uint64_t eq_before = 0;
+  const uint64_t gt_all = group_sum(g, ex, phase, gt, nullptr);
+  group_sum(g, ex, phase, eq, &eq_before);
+  const uint64_t ties_needed = static_cast<uint64_t>(want) - gt_all;
+  const uint64_t take = eq_before >= ties_needed ? 0 : (ties_needed - eq_before < eq ? ties_needed - eq_before : eq);
+  Exchange* root = g.map(&ex, 0);
+  uint64_t tie_seen = 0;
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + static_cast<int>(threadIdx.x);
+    const bool is_tie = i < n && keys[i] == tau && want > 0;
+    uint64_t tile = 0;
+    const uint64_t incl = B::inclusive_scan(is_tie ? 1 : 0, &tile, ex);
+    const bool take_tie = is_tie && tie_seen + incl <= take;
+    if (i < n && want > 0 && (keys[i] > tau || take_tie)) {
+      const uint32_t slot = atomicAdd(&root->top_count, 1u);
+      root->top[slot] = (static_cast<uint64_t>(keys[i]) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(c0 + i));
+    }
+    tie_seen += tile;
+  }
+  g.sync();
+  if (g.rank() == 0) {
+    const int cnt = static_cast<int>(ex.top_count);
+    for (int j = threadIdx.x; j < top_n; j += kThreads) {
+      if (j >= cnt) {
+        ids_out[j] = -1;
+        lp_out[j] = core::neg_inf();
+      }
+    }
+    for (int j = threadIdx.x; j < cnt; j += kThreads) {
+      const uint64_t e = ex.top[j];
+      int rank = 0;
+      for (int q = 0; q < cnt; ++q) rank += ex.top[q] > e;
+      const uint32_t key = static_cast<uint32_t>(e >> 32);
+      ids_out[rank] = static_cast<int32_t>(~static_cast<uint32_t>(e));
+      lp_out[rank] = st.n_posinf > 0
+                         ? (key == core::kKeyPosInf ? core::uniform_logprob(st.n_posinf) : core::neg_inf())
+                         : core::logprob_of(value_of(key), value_of(st.max_key), log_norm);
+    }
+  }
+}
+
+template <int kThreads>
+__device__ void write_outputs(const Outputs& out, int64_t row, int32_t token, int32_t status,
+                              int32_t kept, float logprob, int top_n) {
+  out.tokens[row] = token;
+  out.status[row] = status;
+  if (out.kept) out.kept[row] = kept;
+  if (out.logprob) out.logprob[row] = logprob;
+  if (token < 0)
+    for (int j = 0; j < top_n; ++j) {
+      out.top_ids[row * top_n + j] = -1;
+      out.top_logprobs[row * top_n + j] = core::neg_inf();
+    }
+}
+
+__device__ inline bool ids_in_range(const SparseRows& s, int64_t row, int64_t v, int tid, int nthreads) {
+  if (!s.offsets) return true;
+  bool ok = true;
+  for (int64_t e = s.offsets[row] + tid; e < s.offsets[row + 1]; e += nthreads)
+    ok = ok && s.tokens[e] >= 0 && s.tokens[e] < v;
+  return ok;
+}
+
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const KernelArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  using B = Block<kThreads>;
+  Exchange& ex = *reinterpret_cast<Exchange*>(smem);
+  const RowGroup g;
+  const unsigned G = g.size();
+  const int64_t row = blockIdx.x / G;
+  const Request& req = a.req;
+  const int64_t V = req.logits.vocab;
+  const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;
+  const int n = static_cast<int>(c0 >= V ? 0 : (V - c0 < a.chunk ? V - c0 : a.chunk));
+  uint32_t* keys = a.ws_keys ? a.ws_keys + row * V + c0 : reinterpret_cast<uint32_t*>(smem + sizeof(Exchange));
+  uint32_t* tags = a.ws_keys ? a.ws_tags + row * V + c0 : keys + a.chunk;
+  const int top_n = req.top_logprobs;
+  const bool lead = g.rank() == 0 && threadIdx.x == 0;
+  int phase = 0, hphase = 0;
+
+  // ---- parameters (every CTA of the row reaches the same verdict) ----
+  const core::RowSettings rs = core::load_row_settings(req.params, row);
+  int32_t status = core::validate_row_settings(rs);
+  if (status == kRowOk) {
+    const bool ok = ids_in_range(req.logit_bias, row, V, threadIdx.x, kThreads) &&
+                    ids_in_range(req.prompt_tokens, row, V, threadIdx.x, kThreads) &&
+                    ids_in_range(req.output_tokens, row, V, threadIdx.x, kThreads);
+    const bool all_ok = B::allreduce(ok, [](bool x, bool y) { return x && y; }, ex);
+    if (!all_ok) status = kRowBadTokenId;
+  }
+  if (status != kRowOk) {
+    if (lead) write_outputs<kThreads>(a.out, row, -1, status, 0, core::neg_inf(), top_n);
+    return;  // no sibling reads this CTA's shared memory yet
+  }
+
+  // ---- load (the one read of the logits), bias, penalties ----
+  const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
+  const void* xrow = static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
+  const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
+  load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask);
+  __syncthreads();
+  if (req.logit_bias.offsets) {
+    apply_bias(keys, req.logit_bias, row, c0, n, ex);
+    __syncthreads();
+  }
+  if (req.prompt_tokens.offsets || req.output_tokens.offsets)
+    apply_penalties<kThreads>(keys, tags, req, row, c0, n, rs);
+
+  // ---- statistics ----
+  Stats s{core::kKeyNegInf, 0, INT64_MAX, 0, 0};
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const uint32_t k = keys[i];
+    if (k > s.max_key) {
+      s.max_key = k;
+      s.argmax = c0 + i;
+    }
+    s.n_valid += k > core::kKeyNegInf;
+    s.n_posinf += k == core::kKeyPosInf;
+  }
+  s = B::allreduce(s, StatsOp{}, ex);
+  const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
+  if (st.n_valid == 0) {
+    if (lead) write_outputs<kThreads>(a.out, row, -1, kRowEmpty, 0, core::neg_inf(), top_n);
+    g.sync();
+    return;
+  }
+  const float m = value_of(st.max_key);
+
+  // ---- the logprob normaliser S = sum of floor(exp(y - m) * 2^39) ----
+  const bool want_lp = a.out.logprob != nullptr || top_n > 0;
+  double log_norm = 0.0;
+  if (want_lp && st.n_posinf == 0) {
+    uint64_t part = 0;
+    for (int i = threadIdx.x; i < n; i += kThreads)
+      part += keys[i] > core::kKeyNegInf ? core::mass_of(core::rel_likelihood(value_of(keys[i]), m, 1.0f)) : 0;
+    part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
+    log_norm = core::log_normaliser(group_sum(g, ex, phase, part, nullptr));
+  }
+  const auto logprob_at = [&](uint32_t key) {
+    if (st.n_posinf > 0) return key == core::kKeyPosInf ? core::uniform_logprob(st.n_posinf) : core::neg_inf();
+    return core::logprob_of(value_of(key), m, log_norm);
+  };
+
+  // ---- choose the token ----
+  const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
+  int64_t token = -1;  // known to the CTA that found it (all CTAs for greedy)
+  int64_t kept = 0;
+  if (rs.temperature == 0.0f) {
+    token = g.rank() == 0 ? st.argmax : -1;
+    kept = 1;
+  } else if (st.n_posinf > 0) {
+    token = group_draw<kThreads>(
+        g, ex, phase, keys, n, c0,
+        [](uint32_t k) { return Contribution{k == core::kKeyPosInf, 1}; }, u, &kept);
+  } else {
+    const float inv_t = core::div_rn(1.0f, rs.temperature);
+    const bool use_k = rs.top_k > 0 && static_cast<uint32_t>(rs.top_k) < st.n_valid;
+    uint32_t lo = core::kKeyNegInf + 1;
+    if (use_k) {
+      lo = group_select<kThreads>(
+          g, ex, hphase, n, [&](int i) { return keys[i]; },
+          [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+          static_cast<uint64_t>(rs.top_k));
+    }
+    const float min_p = rs.min_p;
+    uint32_t tau = lo;
+    if (rs.top_p < 1.0f) {
+      // total weight of the candidates, then the top-p threshold by mass
+      uint64_t part = 0;
+      for (int i = threadIdx.x; i < n; i += kThreads) {
+        const uint32_t k = keys[i];
+        if (k < lo) continue;
+        const float e = core::rel_likelihood(value_of(k), m, inv_t);
+        part += e >= min_p ? core::mass_of(e) : 0;
+      }
+      part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
+      const uint64_t total = group_sum(g, ex, phase, part, nullptr);
+      const uint64_t target = core::ceil_fraction(rs.top_p, total);
+      const uint32_t tp = group_select<kThreads>(
+          g, ex, hphase, n, [&](int i) { return keys[i]; },
+          [&](uint32_t k, int) -> uint64_t {
+            if (k < lo) return 0;
+            const float e = core::rel_likelihood(value_of(k), m, inv_t);
+            return e >= min_p ? core::mass_of(e) : 0;
+          },
+          target);
+      tau = tp > lo ? tp : lo;
+    }
+    token = group_draw<kThreads>(
+        g, ex, phase, keys, n, c0,
+        [&](uint32_t k) {
+          if (k < tau) return Contribution{false, 0};
+          const float e = core::rel_likelihood(value_of(k), m, inv_t);
+          return Contribution{e >= min_p, core::mass_of(e)};
+        },
+        u, &kept);
+  }
+
+  if (token >= 0 && threadIdx.x == 0) {
+    const uint32_t key = rs.temperature == 0.0f ? st.max_key : keys[token - c0];
+    write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk, static_cast<int32_t>(kept),
+                            logprob_at(key), 0);
+  }
+  if (top_n > 0)
+    group_top_n<kThreads>(g, ex, phase, hphase, keys, n, c0, st, log_norm, top_n,
+                          a.out.top_ids + row * top_n, a.out.top_logprobs + row * top_n);
+  g.sync();  // siblings may still read this CTA's shared memory until here
+}
+
+}  // namespace lmsample::gpu
