@@ -253,6 +253,17 @@ __device__ __forceinline__ uint64_t ballot(bool pred) {
   return static_cast<uint64_t>(__ballot_sync(0xffffffffu, pred));
 #endif
 }
+//! Lanes of the warp holding the same value as this lane (only this lane's bit where the
+//! hardware has no match instruction: callers then simply do not aggregate).
+__device__ __forceinline__ uint64_t match_any(uint32_t v) {
+#if defined(__HIPCC__) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 700
+  (void)v;
+  return uint64_t{1} << (threadIdx.x % kWarpSize);
+#else
+  return static_cast<uint64_t>(__match_any_sync(0xffffffffu, v));
+#endif
+}
+__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }
 __device__ __forceinline__ void sync_warp() {
 #if !defined(__HIPCC__)
   __syncwarp();

@@ -13,6 +13,9 @@ int threads_for(const Request& req, const ExecConfig& cfg);
 //! Workspace bytes for `req` with `cfg`.
 size_t workspace_size(const Request& req, const ExecConfig& cfg);
 
+//! Name of the instruction-set build sample() runs here ("avx2" or "baseline").
+const char* isa_name();
+
 //! Samples every row. The request has passed api::validate_request.
 Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
               const ExecConfig& cfg);

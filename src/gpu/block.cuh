@@ -101,8 +101,9 @@ __device__ T group_allreduce(const RowGroup& g, Exchange& ex, int& phase, T mine
 //! `target` (1 <= target <= total weight). Four rounds of 8-bit digits; each round is a pass over
 //! this CTA's n entries, a shared-memory histogram (integer atomics: order-free), a group-wide
 //! merge through distributed shared memory and a warp scan from the top bucket down.
-//! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry).
-template <int kThreads, typename KeyAt, typename WeightOf>
+//! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; with
+//! kUnitWeights every entry weighs 1, and lanes of a warp aggregate their histogram updates).
+template <int kThreads, bool kUnitWeights, typename KeyAt, typename WeightOf>
 __device__ uint32_t group_select(const RowGroup& g, Exchange& ex, int& hphase, int n,
                                  KeyAt key_at, WeightOf weight_of, uint64_t target) {
   uint32_t prefix = 0, pmask = 0;
@@ -113,11 +114,26 @@ __device__ uint32_t group_select(const RowGroup& g, Exchange& ex, int& hphase, i
     hphase ^= 1;
     for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const uint32_t k = key_at(i);
-      if ((k & pmask) != prefix) continue;
-      const uint64_t w = weight_of(k, i);
-      if (w) atomic_add_u64(&h[(k >> shift) & 255u], w);
+    // Every lane of the warp runs the same number of iterations (match_any needs them all);
+    // lanes that hit the same bucket with unit weights add once, through their leader.
+    const int n_pad = (n + kThreads - 1) / kThreads * kThreads;
+    for (int i = threadIdx.x; i < n_pad; i += kThreads) {
+      uint64_t w = 0;
+      uint32_t bucket = 256;  // no bucket
+      if (i < n) {
+        const uint32_t k = key_at(i);
+        if ((k & pmask) == prefix) {
+          w = weight_of(k, i);
+          if (w) bucket = (k >> shift) & 255u;
+        }
+      }
+      if (kUnitWeights) {
+        const uint64_t peers = match_any(bucket);
+        const bool leader = (peers & ((uint64_t{1} << lane_id()) - 1)) == 0;
+        if (bucket < 256 && leader) atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(static_cast<long long>(peers))));
+      } else if (bucket < 256) {
+        atomic_add_u64(&h[bucket], w);
+      }
     }
     g.sync();
     for (int b = threadIdx.x; b < 256; b += kThreads) {

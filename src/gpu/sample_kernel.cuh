@@ -45,8 +45,19 @@ __device__ void load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0
   if ((reinterpret_cast<uintptr_t>(base) & 15u) == 0) {
     const int nvec = n / per;
     const uint4* src = reinterpret_cast<const uint4*>(base);
-    for (int v = threadIdx.x; v < nvec; v += kThreads) {
-      const uint4 q = src[v];
+    constexpr int kInFlight = 4;  // independent 16-byte loads per thread before the first use
+    for (int v0 = threadIdx.x; v0 < nvec; v0 += kThreads * kInFlight) {
+      uint4 q4[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int v = v0 + u * kThreads;
+        q4[u] = v < nvec ? src[v] : uint4{0, 0, 0, 0};
+      }
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+      const int v = v0 + u * kThreads;
+      if (v >= nvec) break;
+      const uint4 q = q4[u];
       const uint32_t words[4] = {q.x, q.y, q.z, q.w};
       if (esize == 4) {
 #pragma unroll
@@ -59,6 +70,7 @@ __device__ void load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0
                                 ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
                                 : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h)));
         }
+      }
       }
     }
     done = nvec * per;
@@ -215,7 +227,7 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   if (g.rank() == 0 && threadIdx.x == 0) ex.top_count = 0;
   uint32_t tau = core::kKeyNegInf + 1;
   if (want > 0) {
-    tau = group_select<kThreads>(
+    tau = group_select<kThreads, true>(
         g, ex, hphase, n, [&](int i) { return keys[i]; },
         [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
         static_cast<uint64_t>(want));
@@ -293,7 +305,7 @@ __device__ inline bool ids_in_range(const SparseRows& s, int64_t row, int64_t v,
 }
 
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const KernelArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   using B = Block<kThreads>;
   Exchange& ex = *reinterpret_cast<Exchange*>(smem);
@@ -389,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const KernelArgs 
     const bool use_k = rs.top_k > 0 && static_cast<uint32_t>(rs.top_k) < st.n_valid;
     uint32_t lo = core::kKeyNegInf + 1;
     if (use_k) {
-      lo = group_select<kThreads>(
+      lo = group_select<kThreads, true>(
           g, ex, hphase, n, [&](int i) { return keys[i]; },
           [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
           static_cast<uint64_t>(rs.top_k));
@@ -408,7 +420,7 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const KernelArgs 
       part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
       const uint64_t total = group_sum(g, ex, phase, part, nullptr);
       const uint64_t target = core::ceil_fraction(rs.top_p, total);
-      const uint32_t tp = group_select<kThreads>(
+      const uint32_t tp = group_select<kThreads, false>(
           g, ex, hphase, n, [&](int i) { return keys[i]; },
           [&](uint32_t k, int) -> uint64_t {
             if (k < lo) return 0;

@@ -1,0 +1,552 @@
+// CPU backend, one row (built once per instruction-set level, see rows.hpp). In passes, in passes over a float copy of the row:
+//   load (convert, bitmask, canonicalise) -> sparse bias and penalties -> max/valid counts ->
+//   top-k threshold (bounded heap scan, or radix select for large k) -> candidates (y >= v_k,
+//   e >= min_p) with fixed-point weights -> top-p threshold (sort of a few candidates, or
+//   radix select by mass) -> integer inverse-CDF draw in token-id order.
+// No full sort anywhere; every decision is an exact comparison or integer sum (docs/contract.md).
+#include <algorithm>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <thread>
+
+#include "core/math.hpp"
+#include "core/params.hpp"
+#include "core/philox.hpp"
+
+#include "cpu/rows.hpp"
+
+#ifndef LMS_CPU_ISA
+#define LMS_CPU_ISA baseline
+#endif
+
+namespace lmsample::cpu::LMS_CPU_ISA {
+namespace {
+
+
+using core::neg_inf;
+using core::order_key;
+
+
+
+// ---------------------------------------------------------------------------------------------
+// Load: key_i = key of canonical(x_i), or the key of -inf where the bitmask disallows token i.
+// One block of kBlock tokens [i0, i0 + len) at a time, into out[0, len). Vectorisable.
+struct RowSource {
+  const void* data;  // the row's first element
+  DType dtype;
+  const uint32_t* mask;  // the row's bitmask words, or null
+
+  void load(int64_t i0, int len, uint32_t* out) const {
+    switch (dtype) {
+      case DType::kFloat32: {
+        const uint32_t* x = static_cast<const uint32_t*>(data) + i0;
+        for (int j = 0; j < len; ++j) out[j] = core::canonical_key_of_bits(x[j]);
+        break;
+      }
+      case DType::kBFloat16: {
+        const uint16_t* x = static_cast<const uint16_t*>(data) + i0;
+        for (int j = 0; j < len; ++j) out[j] = core::canonical_key_of_bits(static_cast<uint32_t>(x[j]) << 16);
+        break;
+      }
+      case DType::kFloat16: {
+        const uint16_t* x = static_cast<const uint16_t*>(data) + i0;
+        for (int j = 0; j < len; ++j) out[j] = core::canonical_key_of_bits(core::float_bits(core::f16_to_float(x[j])));
+        break;
+      }
+    }
+    if (mask) {
+      for (int j = 0; j < len; ++j) {
+        const int64_t i = i0 + j;
+        out[j] = ((mask[i >> 5] >> (i & 31)) & 1u) ? out[j] : core::kKeyNegInf;
+      }
+    }
+  }
+};
+
+RowSource row_source(const Request& req, int64_t r, int64_t stride, int64_t mask_words) {
+  const size_t elem = req.logits.dtype == DType::kFloat32 ? 4 : 2;
+  return RowSource{static_cast<const char*>(req.logits.data) + static_cast<size_t>(r * stride) * elem,
+                   req.logits.dtype, req.allowed_mask ? req.allowed_mask + r * mask_words : nullptr};
+}
+
+void load_keys(uint32_t* keys, const RowSource& src, int64_t v) {
+  for (int64_t i = 0; i < v; i += kBlock) src.load(i, static_cast<int>(std::min<int64_t>(kBlock, v - i)), keys + i);
+}
+
+bool sparse_ids_ok(const SparseRows& s, int64_t r, int64_t v) {
+  if (!s.offsets) return true;
+  for (int64_t j = s.offsets[r]; j < s.offsets[r + 1]; ++j)
+    if (s.tokens[j] < 0 || s.tokens[j] >= v) return false;
+  return true;
+}
+
+inline float value_of(uint32_t key) { return core::key_to_float(key); }
+inline uint32_t key_of(float y) { return order_key(core::canonical(y)); }
+
+// Bias (in the order given), then penalties on each distinct history token once.
+// NOTE: canonicalising between two bias entries of one token changes nothing: NaN and -inf, -0
+// and +0 give the same canonical results under every later add.
+bool apply_sparse(uint32_t* keys, uint32_t* tags, const Request& req, int64_t r,
+                  const core::RowSettings& s) {
+  bool any = false;
+  const SparseRows& b = req.logit_bias;
+  if (b.offsets) {
+    for (int64_t j = b.offsets[r]; j < b.offsets[r + 1]; ++j) {
+      const int32_t t = b.tokens[j];
+      keys[t] = key_of(core::add_rn(value_of(keys[t]), b.values[j]));
+      any = true;
+    }
+  }
+  const SparseRows& pr = req.prompt_tokens;
+  const SparseRows& out = req.output_tokens;
+  if (!pr.offsets && !out.offsets) return any;
+  constexpr uint32_t kSeen = 0x80000000u;
+  if (pr.offsets)
+    for (int64_t j = pr.offsets[r]; j < pr.offsets[r + 1]; ++j) tags[pr.tokens[j]] |= kSeen;
+  if (out.offsets)
+    for (int64_t j = out.offsets[r]; j < out.offsets[r + 1]; ++j)
+      tags[out.tokens[j]] = (tags[out.tokens[j]] + 1) | kSeen;
+  auto visit = [&](const SparseRows& h) {
+    if (!h.offsets) return;
+    for (int64_t j = h.offsets[r]; j < h.offsets[r + 1]; ++j) {
+      const int32_t t = h.tokens[j];
+      if (tags[t] == 0) continue;  // already applied
+      keys[t] = key_of(core::apply_penalties(value_of(keys[t]), true, tags[t] & ~kSeen, s));
+      tags[t] = 0;
+      any = true;
+    }
+  };
+  visit(pr);
+  visit(out);
+  return any;
+}
+
+// ---------------------------------------------------------------------------------------------
+// True when some key of keys[0, kBlock) is >= thr (vectorisable, no early exit).
+inline bool any_at_least(const uint32_t* keys, uint32_t thr) {
+  uint32_t any = 0;
+  for (int j = 0; j < kBlock; ++j) any |= keys[j] >= thr;
+  return any != 0;
+}
+
+// Row statistics: maximum key, first index of the maximum, valid and +inf counts, and the k-th
+// largest key (with multiplicity) when 0 < k <= kHeapTopK.
+struct RowStats {
+  uint32_t max_key = core::kKeyNegInf;
+  float m = neg_inf();
+  int64_t argmax = -1;
+  int64_t n_valid = 0;
+  int64_t n_posinf = 0;
+  uint32_t kth_key = 0;
+};
+
+// A min-heap of the k largest keys seen so far; most blocks are skipped by one vector test
+// against its root.
+class TopKeys {
+ public:
+  explicit TopKeys(int k) : k_(k) {}
+  void block(const uint32_t* b) {
+    if (size_ == k_ && !any_at_least(b, heap_[0] + 1)) return;
+    for (int j = 0; j < kBlock; ++j) push(b[j]);
+  }
+  uint32_t root() const { return heap_[0]; }
+
+ private:
+  void push(uint32_t x) {
+    if (size_ < k_) {
+      heap_[size_++] = x;
+      std::push_heap(heap_, heap_ + size_, std::greater<uint32_t>());
+    } else if (x > heap_[0]) {
+      std::pop_heap(heap_, heap_ + size_, std::greater<uint32_t>());
+      heap_[size_ - 1] = x;
+      std::push_heap(heap_, heap_ + size_, std::greater<uint32_t>());
+    }
+  }
+  int k_;
+  int size_ = 0;
+  uint32_t heap_[kHeapTopK];
+};
+
+// One pass over the row: blocks come from `next(i0, len, buf)`, which returns the block's keys
+// (padded with the key of -inf to kBlock). Every statistic is an integer reduction.
+template <typename Next>
+RowStats scan_row(int64_t v, int top_k, Next next) {
+  const bool heap = top_k > 0 && top_k <= kHeapTopK;
+  TopKeys top(heap ? top_k : 1);
+  uint32_t mk = core::kKeyNegInf;
+  int64_t max_block = -1, n_valid = 0, n_posinf = 0;
+  uint32_t buf[kBlock];
+  for (int64_t i0 = 0; i0 < v; i0 += kBlock) {
+    const uint32_t* b = next(i0, static_cast<int>(std::min<int64_t>(kBlock, v - i0)), buf);
+    uint32_t bm = 0;
+    int nv = 0, ni = 0;
+    for (int j = 0; j < kBlock; ++j) {
+      bm = b[j] > bm ? b[j] : bm;
+      nv += b[j] > core::kKeyNegInf;
+      ni += b[j] == core::kKeyPosInf;
+    }
+    n_valid += nv;
+    n_posinf += ni;
+    if (bm > mk) {
+      mk = bm;
+      max_block = i0;
+    }
+    if (heap) top.block(b);
+  }
+  RowStats st;
+  st.max_key = mk;
+  st.m = value_of(mk);
+  st.n_valid = n_valid;
+  st.n_posinf = n_posinf;
+  if (n_valid > 0) {
+    const uint32_t* b = next(max_block, static_cast<int>(std::min<int64_t>(kBlock, v - max_block)), buf);
+    st.argmax = max_block + (std::find(b, b + kBlock, mk) - b);
+  }
+  if (heap) st.kth_key = top.root();
+  return st;
+}
+
+// Loads the row into `keys` and scans it in the same pass (rows without bias or penalties).
+RowStats load_and_scan(uint32_t* keys, const RowSource& src, int64_t v, int top_k) {
+  return scan_row(v, top_k, [&](int64_t i0, int len, uint32_t* buf) -> const uint32_t* {
+    if (len == kBlock) {
+      src.load(i0, len, keys + i0);
+      return keys + i0;
+    }
+    std::fill(buf, buf + kBlock, core::kKeyNegInf);
+    src.load(i0, len, buf);
+    std::copy(buf, buf + len, keys + i0);
+    return buf;
+  });
+}
+
+// Scans keys already in place.
+RowStats scan_keys(const uint32_t* keys, int64_t v, int top_k) {
+  return scan_row(v, top_k, [&](int64_t i0, int len, uint32_t* buf) -> const uint32_t* {
+    if (len == kBlock) return keys + i0;
+    std::fill(buf, buf + kBlock, core::kKeyNegInf);
+    std::copy(keys + i0, keys + i0 + len, buf);
+    return buf;
+  });
+}
+
+// Largest key t such that the weight of the entries with key >= t reaches `target`
+// (1 <= target <= total weight). Three radix rounds of 11, 11 and 10 bits, each a histogram of
+// the entries that match the digits chosen so far. KeyAt(i) / WeightAt(i) describe entry i < n.
+template <typename KeyAt, typename WeightAt>
+uint32_t select_key_by_mass(int64_t n, KeyAt key_at, WeightAt weight_at, uint64_t target,
+                            uint64_t* hist) {
+  uint32_t prefix = 0, prefix_mask = 0;
+  uint64_t above = 0;  // weight of entries whose key is above the current prefix range
+  const int shifts[3] = {21, 10, 0};
+  const int widths[3] = {11, 11, 10};
+  for (int round = 0; round < 3; ++round) {
+    const int shift = shifts[round];
+    const uint32_t nb = 1u << widths[round];
+    std::fill(hist, hist + nb, uint64_t{0});
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t k = key_at(i);
+      if ((k & prefix_mask) == prefix) hist[(k >> shift) & (nb - 1)] += weight_at(i);
+    }
+    uint32_t b = nb - 1;
+    for (; b > 0; --b) {
+      if (above + hist[b] >= target) break;
+      above += hist[b];
+    }
+    prefix |= b << shift;
+    prefix_mask |= (nb - 1) << shift;
+  }
+  return prefix;
+}
+
+// Likelihoods of a block: e[j] for keys >= lo, else -1 (below every min_p). Vectorisable.
+inline void block_likelihoods(const uint32_t* keys, uint32_t lo, float m, float inv_t, float* e) {
+  for (int j = 0; j < kBlock; ++j) {
+    const float l = core::rel_likelihood(value_of(keys[j]), m, inv_t);
+    e[j] = keys[j] >= lo ? l : -1.0f;
+  }
+}
+
+// Sum of the weights of a block's keys >= lo. Two vectorisable loops (one mixing float and
+// 64-bit lanes does not vectorise).
+inline uint64_t block_mass(const uint32_t* keys, uint32_t lo, float m, float inv_t) {
+  float e[kBlock];
+  for (int j = 0; j < kBlock; ++j) {
+    const float l = core::rel_likelihood(value_of(keys[j]), m, inv_t);
+    e[j] = keys[j] >= lo ? l : 0.0f;  // mass_of(0) = 0
+  }
+  uint64_t sum = 0;
+  for (int j = 0; j < kBlock; ++j) sum += core::mass_of(e[j]);
+  return sum;
+}
+
+// Calls f(i0, block) for each block of kBlock keys of the row; the last one is padded with the
+// key of -inf (a valid key is always above it).
+template <typename F>
+void for_each_block(const uint32_t* keys, int64_t v, F f) {
+  int64_t i = 0;
+  for (; i + kBlock <= v; i += kBlock) f(i, keys + i);
+  if (i < v) {
+    uint32_t tail[kBlock];
+    std::fill(tail, tail + kBlock, core::kKeyNegInf);
+    std::copy(keys + i, keys + v, tail);
+    f(i, static_cast<const uint32_t*>(tail));
+  }
+}
+
+// Total weight of the keys >= lo (lo above the key of -inf) of a whole row.
+uint64_t row_mass(const uint32_t* keys, int64_t v, uint32_t lo, float m, float inv_t) {
+  uint64_t total = 0;
+  for_each_block(keys, v, [&](int64_t, const uint32_t* b) { total += block_mass(b, lo, m, inv_t); });
+  return total;
+}
+
+struct RowResult {
+  int32_t token = -1;
+  int32_t status = kRowOk;
+  int32_t kept = 0;
+};
+
+// No filter: draw over every valid token, in two passes and without a candidate list.
+RowResult sample_unfiltered(const uint32_t* keys, int64_t v, const RowStats& st, float inv_t,
+                            uint64_t u) {
+  const uint32_t lo = core::kKeyNegInf + 1;
+  const uint64_t t = core::scale_draw(u, row_mass(keys, v, lo, st.m, inv_t));
+  RowResult res;
+  res.kept = static_cast<int32_t>(st.n_valid);
+  uint64_t acc = 0;
+  bool done = false;
+  for_each_block(keys, v, [&](int64_t i0, const uint32_t* b) {
+    if (done) return;
+    const uint64_t bm = block_mass(b, lo, st.m, inv_t);
+    if (acc + bm <= t) {
+      acc += bm;
+      return;
+    }
+    for (int j = 0; j < kBlock; ++j) {
+      if (b[j] < lo) continue;
+      acc += core::mass_of(core::rel_likelihood(value_of(b[j]), st.m, inv_t));
+      if (acc > t) {
+        res.token = static_cast<int32_t>(i0 + j);
+        done = true;
+        return;
+      }
+    }
+  });
+  return res;  // unreachable: the maximum has weight 2^39 > 0
+}
+
+// The general path: T > 0 and a finite maximum m.
+RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
+                          const core::RowSettings& rs, uint64_t u) {
+  const uint32_t* keys = s.keys;
+  const float inv_t = core::div_rn(1.0f, rs.temperature);
+  const bool use_k = rs.top_k > 0 && rs.top_k < st.n_valid;
+  if (!use_k && rs.top_p >= 1.0f && rs.min_p == 0.0f) return sample_unfiltered(keys, v, st, inv_t, u);
+
+  // top-k threshold on the keys
+  uint32_t lo = core::kKeyNegInf + 1;
+  if (use_k) {
+    if (rs.top_k <= kHeapTopK) {
+      lo = st.kth_key;
+    } else {
+      lo = select_key_by_mass(
+          v, [&](int64_t i) { return keys[i]; },
+          [&](int64_t i) { return static_cast<uint64_t>(keys[i] > core::kKeyNegInf); },
+          static_cast<uint64_t>(rs.top_k), s.hist);
+    }
+  }
+
+  // candidates in token-id order: key >= lo, e >= min_p
+  int64_t n = 0;
+  uint64_t total = 0;
+  float e[kBlock];
+  for_each_block(keys, v, [&](int64_t i0, const uint32_t* b) {
+    if (use_k && !any_at_least(b, lo)) return;
+    block_likelihoods(b, lo, st.m, inv_t, e);
+    for (int j = 0; j < kBlock; ++j) {
+      const bool c = e[j] >= rs.min_p;  // false for keys below lo (e = -1), padding included
+      const uint64_t w = c ? core::mass_of(e[j]) : 0;
+      s.ids[n] = static_cast<int32_t>(i0 + j);  // branch-free compaction (ids/w have V + kBlock slots)
+      s.w[n] = w;
+      total += w;
+      n += c;
+    }
+  });
+
+  // top-p threshold by mass among the candidates
+  uint32_t tau = 0;
+  if (rs.top_p < 1.0f) {
+    const uint64_t target = core::ceil_fraction(rs.top_p, total);
+    if (n <= kSmallSort) {
+      for (int64_t j = 0; j < n; ++j)
+        s.sort_buf[j] = (static_cast<uint64_t>(keys[s.ids[j]]) << 32) | static_cast<uint64_t>(j);
+      std::sort(s.sort_buf, s.sort_buf + n, std::greater<uint64_t>());
+      uint64_t acc = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        acc += s.w[s.sort_buf[j] & 0xffffffffu];
+        if (acc >= target) {
+          tau = static_cast<uint32_t>(s.sort_buf[j] >> 32);
+          break;
+        }
+      }
+    } else {
+      tau = select_key_by_mass(
+          n, [&](int64_t j) { return keys[s.ids[j]]; }, [&](int64_t j) { return s.w[j]; }, target,
+          s.hist);
+    }
+  }
+
+  // kept set = candidates with key >= tau; draw by running weight in token-id order
+  uint64_t kept_total = 0;
+  int64_t kept = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const bool keep = keys[s.ids[j]] >= tau;
+    kept_total += keep ? s.w[j] : 0;
+    kept += keep;
+  }
+  RowResult res;
+  res.kept = static_cast<int32_t>(kept);
+  const uint64_t t = core::scale_draw(u, kept_total);
+  uint64_t acc = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (keys[s.ids[j]] < tau) continue;
+    acc += s.w[j];
+    if (acc > t) {
+      res.token = s.ids[j];
+      break;
+    }
+  }
+  return res;
+}
+
+// Logprob of a token with key `key` (section 5 of the contract).
+inline float logprob_at(uint32_t key, const RowStats& st, double log_norm) {
+  if (st.n_posinf > 0)
+    return key == core::kKeyPosInf ? core::uniform_logprob(static_cast<uint64_t>(st.n_posinf)) : neg_inf();
+  return core::logprob_of(value_of(key), st.m, log_norm);
+}
+
+// Top-n processed logits, highest first, ties to the lower id.
+void top_n(const uint32_t* keys, int64_t v, int n, int32_t* ids_out, float* lp_out,
+           const RowStats& st, double log_norm) {
+  // entry = key << 32 | ~id: a larger entry is a higher key, or an equal key and a lower id
+  uint64_t heap[kMaxTopLogprobs];
+  int size = 0;
+  const auto entry = [](uint32_t key, int64_t i) {
+    return (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(i));
+  };
+  int64_t i = 0;
+  for (; i < v && size < n; ++i) {
+    if (keys[i] == core::kKeyNegInf) continue;
+    heap[size++] = entry(keys[i], i);
+    std::push_heap(heap, heap + size, std::greater<uint64_t>());
+  }
+  for (; i < v; ++i) {
+    // equal keys arrive with higher ids, so only a strictly higher key can enter
+    if (i % kBlock == 0 && i + kBlock <= v && !any_at_least(keys + i, static_cast<uint32_t>(heap[0] >> 32) + 1)) {
+      i += kBlock - 1;
+      continue;
+    }
+    if (keys[i] <= static_cast<uint32_t>(heap[0] >> 32)) continue;
+    std::pop_heap(heap, heap + size, std::greater<uint64_t>());
+    heap[size - 1] = entry(keys[i], i);
+    std::push_heap(heap, heap + size, std::greater<uint64_t>());
+  }
+  std::sort(heap, heap + size, std::greater<uint64_t>());
+  for (int j = 0; j < n; ++j) {
+    if (j < size) {
+      ids_out[j] = static_cast<int32_t>(~static_cast<uint32_t>(heap[j]));
+      lp_out[j] = logprob_at(static_cast<uint32_t>(heap[j] >> 32), st, log_norm);
+    } else {
+      ids_out[j] = -1;
+      lp_out[j] = neg_inf();
+    }
+  }
+}
+
+void write_row(const Outputs& out, int64_t r, int top_n_count, const RowResult& res) {
+  out.tokens[r] = res.token;
+  out.status[r] = res.status;
+  if (out.kept) out.kept[r] = res.kept;
+  if (res.token < 0) {
+    if (out.logprob) out.logprob[r] = neg_inf();
+    for (int j = 0; j < top_n_count; ++j) {
+      out.top_ids[r * top_n_count + j] = -1;
+      out.top_logprobs[r * top_n_count + j] = neg_inf();
+    }
+  }
+}
+
+void sample_row_impl(const Scratch& s, const Request& req, const Outputs& out, int64_t r,
+                     int64_t stride, int64_t mask_words) {
+  const int64_t v = req.logits.vocab;
+  const int n_top = req.top_logprobs;
+  RowResult res;
+  const core::RowSettings rs = core::load_row_settings(req.params, r);
+  res.status = core::validate_row_settings(rs);
+  if (res.status == kRowOk &&
+      !(sparse_ids_ok(req.logit_bias, r, v) && sparse_ids_ok(req.prompt_tokens, r, v) &&
+        sparse_ids_ok(req.output_tokens, r, v)))
+    res.status = kRowBadTokenId;
+  if (res.status != kRowOk) {
+    write_row(out, r, n_top, res);
+    return;
+  }
+
+  const RowSource src = row_source(req, r, stride, mask_words);
+  const bool sparse = req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets;
+  const int heap_k = rs.temperature > 0.0f ? rs.top_k : 0;
+  RowStats st;
+  if (sparse) {
+    load_keys(s.keys, src, v);
+    apply_sparse(s.keys, s.tags, req, r, rs);
+    st = scan_keys(s.keys, v, heap_k);
+  } else {
+    st = load_and_scan(s.keys, src, v, heap_k);
+  }
+  if (st.n_valid == 0) {
+    res.status = kRowEmpty;
+    write_row(out, r, n_top, res);
+    return;
+  }
+
+  const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
+  if (rs.temperature == 0.0f) {
+    res.token = static_cast<int32_t>(st.argmax);
+    res.kept = 1;
+  } else if (st.n_posinf > 0) {
+    // uniform over the +inf tokens: the (t+1)-th one in id order
+    const uint64_t t = core::scale_draw(u, static_cast<uint64_t>(st.n_posinf));
+    uint64_t seen = 0;
+    for (int64_t i = 0; i < v; ++i) {
+      if (s.keys[i] == core::kKeyPosInf && seen++ == t) {
+        res.token = static_cast<int32_t>(i);
+        break;
+      }
+    }
+    res.kept = static_cast<int32_t>(st.n_posinf);
+  } else {
+    res = sample_tempered(s, v, st, rs, u);
+  }
+  write_row(out, r, n_top, res);
+
+  if (out.logprob || n_top > 0) {
+    double log_norm = 0.0;
+    if (st.n_posinf == 0)
+      log_norm = core::log_normaliser(row_mass(s.keys, v, core::kKeyNegInf + 1, st.m, 1.0f));
+    if (out.logprob) out.logprob[r] = logprob_at(s.keys[res.token], st, log_norm);
+    if (n_top > 0) top_n(s.keys, v, n_top, out.top_ids + r * n_top, out.top_logprobs + r * n_top, st, log_norm);
+  }
+}
+
+}  // namespace
+
+void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
+                int64_t mask_words) {
+  sample_row_impl(s, req, out, r, stride, mask_words);
+}
+
+}  // namespace lmsample::cpu::LMS_CPU_ISA

@@ -1,0 +1,65 @@
+// The CPU backend's per-row work, compiled once per instruction-set level (baseline and, on
+// x86-64, AVX2) from the same source: every operation is an exact IEEE or integer operation and
+// nothing is contracted, so both builds return the same bits; the faster one is picked at run time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "lmsample/lmsample.hpp"
+
+namespace lmsample::cpu {
+
+constexpr int kHeapTopK = 1024;    // top-k up to this uses a bounded heap scan, else radix select
+constexpr int kSmallSort = 2048;   // top-p over at most this many candidates sorts them
+constexpr size_t kAlign = 64;
+constexpr int kBlock = 64;       // keys per vectorised block
+
+inline size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Per-thread scratch, carved from the caller's workspace. The row is held as order keys
+// (core::order_key of the canonical processed logits): every comparison is an integer one.
+struct Scratch {
+  uint32_t* keys;      // V processed logits as keys
+  int32_t* ids;        // V candidate token ids
+  uint64_t* w;         // V candidate weights
+  uint32_t* tags;      // V penalty bookkeeping, all zero between rows
+  uint64_t* sort_buf;  // kSmallSort (key << 32 | index) entries
+  uint64_t* hist;      // 2048 radix buckets
+
+  static size_t bytes(int64_t v) {
+    const auto n = static_cast<size_t>(v);
+    return align_up(n * sizeof(uint32_t)) + align_up((n + kBlock) * sizeof(int32_t)) +
+           align_up((n + kBlock) * sizeof(uint64_t)) + align_up(n * sizeof(uint32_t)) +
+           align_up(kSmallSort * sizeof(uint64_t)) + align_up(2048 * sizeof(uint64_t));
+  }
+  static Scratch carve(char* base, int64_t v) {
+    const auto n = static_cast<size_t>(v);
+    Scratch s{};
+    s.keys = reinterpret_cast<uint32_t*>(base);
+    base += align_up(n * sizeof(uint32_t));
+    s.ids = reinterpret_cast<int32_t*>(base);
+    base += align_up((n + kBlock) * sizeof(int32_t));
+    s.w = reinterpret_cast<uint64_t*>(base);
+    base += align_up((n + kBlock) * sizeof(uint64_t));
+    s.tags = reinterpret_cast<uint32_t*>(base);
+    base += align_up(n * sizeof(uint32_t));
+    s.sort_buf = reinterpret_cast<uint64_t*>(base);
+    base += align_up(kSmallSort * sizeof(uint64_t));
+    s.hist = reinterpret_cast<uint64_t*>(base);
+    return s;
+  }
+};
+
+
+//! Samples row r into `out` using the thread's scratch (one instruction-set build each).
+namespace baseline {
+void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
+                int64_t mask_words);
+}
+namespace avx2 {
+void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
+                int64_t mask_words);
+}
+
+}  // namespace lmsample::cpu
