@@ -1,0 +1,284 @@
+// Runs the built `lmsample` tool (path in LMSAMPLE_CLI_EXE) on .npy files written here and checks
+// its output against lmsample::sample called in-process, and its behaviour on bad input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lmsample/lmsample.hpp"
+#include "npy.hpp"
+#include "synth.hpp"
+
+#ifndef LMSAMPLE_CLI_EXE
+#error "LMSAMPLE_CLI_EXE must be the path of the lmsample tool"
+#endif
+
+namespace lmsample::tool {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+  std::vector<nlohmann::json> lines() const {
+    std::vector<nlohmann::json> v;
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty()) v.push_back(nlohmann::json::parse(line));
+    }
+    return v;
+  }
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (const char c : s) {
+    if (c == '\'') q += "'\\''";
+    else q += c;
+  }
+  return q + "'";
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("lmsample_test_cli_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  RunResult run(const std::string& args) const {
+    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    const std::string cmd = quote(LMSAMPLE_CLI_EXE) + " " + args + " >" + quote(out.string()) + " 2>" +
+                            quote(err.string());
+    const int status = std::system(cmd.c_str());
+    RunResult r;
+    if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+
+  fs::path dir_;
+};
+
+// Logits [B, V] with LLM-like rows; row 2 all NaN/-inf (empty), row 3 with two +inf (ties).
+std::vector<float> make_logits(int64_t b, int64_t v) {
+  Rng rng(5);
+  std::vector<float> x(static_cast<size_t>(b * v));
+  for (int64_t r = 0; r < b; ++r) fill_llm_row(x.data() + r * v, v, rng, 10.0, 1.2, 0.5);
+  if (b > 2)
+    for (int64_t t = 0; t < v; ++t) x[static_cast<size_t>(2 * v + t)] = t % 3 ? std::nanf("") : -INFINITY;
+  if (b > 3 && v > 20) x[static_cast<size_t>(3 * v + 10)] = x[static_cast<size_t>(3 * v + 20)] = INFINITY;
+  return x;
+}
+
+float json_logprob(const nlohmann::json& j) {
+  return j.is_null() ? -std::numeric_limits<float>::infinity() : static_cast<float>(j.get<double>());
+}
+
+TEST_F(Cli, SampleMatchesTheLibrary) {
+  const int64_t B = 6, V = 300;
+  const int32_t n_top = 3;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const std::vector<float> temps = {0.0f, 0.7f, 1.0f, 1.3f, 0.9f, 1.0f};
+  write_npy(path("t.npy"), {B}, temps.data());
+  const std::vector<uint64_t> seeds = {1, 2, 3, 4, 5, ~uint64_t{0}};
+  write_npy(path("seeds.npy"), {B}, seeds.data());
+  const std::vector<int32_t> hist = {1, 2, 3, -1, 7, 7, 7, 7, -1, -1, -1, -1,
+                                     0, 0, 0, 0, 5, -1, -1, -1, 9, 8, 7, 6};
+  write_npy(path("hist.npy"), {B, 4}, hist.data());
+
+  const RunResult r = run("sample --logits " + quote(path("logits.npy")) + " --temperature-npy " +
+                          quote(path("t.npy")) + " --top-p 0.9 --top-k 40 --seed-npy " + quote(path("seeds.npy")) +
+                          " --step 7 --output-tokens-npy " + quote(path("hist.npy")) +
+                          " --repetition-penalty 1.2 --frequency-penalty 0.3 --backend cpu --logprobs" +
+                          " --top-logprobs 3 --tokens-out " + quote(path("tokens.npy")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = r.lines();
+  ASSERT_EQ(static_cast<int64_t>(lines.size()), B) << r.out;
+
+  // The same request through the library.
+  Request req;
+  req.logits.data = x.data();
+  req.logits.batch = B;
+  req.logits.vocab = V;
+  const std::vector<float> top_p(B, 0.9f), rep(B, 1.2f), freq(B, 0.3f);
+  const std::vector<int32_t> top_k(B, 40);
+  const std::vector<uint64_t> step(B, 7);
+  req.params.temperature = temps.data();
+  req.params.top_p = top_p.data();
+  req.params.top_k = top_k.data();
+  req.params.seed = seeds.data();
+  req.params.step = step.data();
+  req.params.repetition_penalty = rep.data();
+  req.params.frequency_penalty = freq.data();
+  std::vector<int64_t> off = {0};
+  std::vector<int32_t> toks;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int j = 0; j < 4; ++j)
+      if (hist[static_cast<size_t>(b * 4 + j)] >= 0) toks.push_back(hist[static_cast<size_t>(b * 4 + j)]);
+    off.push_back(static_cast<int64_t>(toks.size()));
+  }
+  req.output_tokens = SparseRows{off.data(), toks.data(), nullptr};
+  req.top_logprobs = n_top;
+  std::vector<int32_t> tokens(B), status(B), kept(B), top_ids(B * n_top);
+  std::vector<float> logprob(B), top_lp(B * n_top);
+  Outputs out{tokens.data(), status.data(), logprob.data(), kept.data(), top_ids.data(), top_lp.data()};
+  ExecConfig cfg;
+  std::vector<unsigned char> ws(workspace_size(req, cfg) + 1);
+  const Status s = sample(req, out, ws.data(), ws.size(), cfg);
+  ASSERT_TRUE(s.ok()) << s.message;
+
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& j = lines[static_cast<size_t>(b)];
+    const auto i = static_cast<size_t>(b);
+    EXPECT_EQ(j.at("row").get<int64_t>(), b);
+    EXPECT_EQ(j.at("token").get<int32_t>(), tokens[i]) << "row " << b;
+    EXPECT_EQ(j.at("status").get<std::string>(), row_status_name(status[i])) << "row " << b;
+    EXPECT_EQ(j.at("kept").get<int32_t>(), kept[i]) << "row " << b;
+    // Floats are printed as the shortest text that reads back as the same float.
+    EXPECT_EQ(json_logprob(j.at("logprob")), logprob[i]) << "row " << b;
+    const auto& top = j.at("top_logprobs");
+    size_t k = 0;
+    for (int32_t t = 0; t < n_top; ++t) {
+      const int32_t id = top_ids[i * n_top + static_cast<size_t>(t)];
+      if (id < 0) continue;  // padding is left out
+      ASSERT_LT(k, top.size());
+      EXPECT_EQ(top[k].at("token").get<int32_t>(), id);
+      EXPECT_EQ(json_logprob(top[k].at("logprob")), top_lp[i * n_top + static_cast<size_t>(t)]);
+      ++k;
+    }
+    EXPECT_EQ(k, top.size());
+  }
+  EXPECT_EQ(lines[2].at("status"), "empty");
+  EXPECT_TRUE(lines[2].at("logprob").is_null());
+  const NpyArray written = read_npy(path("tokens.npy"));
+  ASSERT_EQ(written.count(), B);
+  EXPECT_EQ(std::memcmp(written.data(), tokens.data(), static_cast<size_t>(B) * 4), 0);
+}
+
+TEST_F(Cli, Bf16AndOneDimensionalLogits) {
+  const int64_t V = 1000;
+  const std::vector<float> x = make_logits(1, V);
+  const std::vector<uint16_t> h = to_bf16(x);
+  write_npy(path("bf16.npy"), {V}, h.data());
+  const RunResult r = run("sample --logits " + quote(path("bf16.npy")) + " --bf16 --seed 0x2a --step 3 --backend cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 1u);
+
+  Request req;
+  req.logits = Logits{h.data(), DType::kBFloat16, 1, V, 0};
+  const uint64_t seed = 42, step = 3;
+  req.params.seed = &seed;
+  req.params.step = &step;
+  int32_t token = 0, status = 0;
+  Outputs out;
+  out.tokens = &token;
+  out.status = &status;
+  ExecConfig cfg;
+  std::vector<unsigned char> ws(workspace_size(req, cfg) + 1);
+  ASSERT_TRUE(sample(req, out, ws.data(), ws.size(), cfg).ok());
+  EXPECT_EQ(lines[0].at("token").get<int32_t>(), token);
+  EXPECT_EQ(lines[0].count("logprob"), 0u);  // only with --logprobs
+
+  const RunResult no_flag = run("sample --logits " + quote(path("bf16.npy")));
+  EXPECT_EQ(no_flag.exit_code, 1);
+  EXPECT_NE(no_flag.err.find("pass --bf16"), std::string::npos) << no_flag.err;
+}
+
+TEST_F(Cli, BadRowParametersStillPrintEveryRow) {
+  const int64_t B = 3, V = 50;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const std::vector<float> p = {0.9f, std::nanf(""), 0.5f};
+  write_npy(path("p.npy"), {B}, p.data());
+  const RunResult r = run("sample --logits " + quote(path("logits.npy")) + " --top-p-npy " + quote(path("p.npy")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("row 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("top_p"), std::string::npos) << r.err;
+  const auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0].at("status"), "ok");
+  EXPECT_EQ(lines[1].at("status"), "bad_top_p");
+  EXPECT_EQ(lines[1].at("token"), -1);
+  EXPECT_EQ(lines[2].at("status"), "empty");  // all NaN / -inf: not an error
+
+  const RunResult t = run("sample --logits " + quote(path("logits.npy")) + " --temperature -1");
+  EXPECT_EQ(t.exit_code, 2);
+  EXPECT_EQ(t.lines().size(), 3u);
+  EXPECT_NE(t.err.find("temperature"), std::string::npos) << t.err;
+}
+
+TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
+  const int64_t B = 4, V = 64;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  {
+    const std::string full = slurp(path("logits.npy"));
+    std::ofstream(path("trunc.npy"), std::ios::binary).write(full.data(), static_cast<std::streamsize>(full.size() - 9));
+  }
+  {
+    const std::string garbage("\x93NUMPY\x01\x00\x0f\x00{'descr': 1}  \n", 25);
+    std::ofstream(path("garbage.npy"), std::ios::binary).write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  const std::vector<float> t3 = {1.0f, 1.0f, 1.0f};
+  write_npy(path("t3.npy"), {3}, t3.data());
+  write_npy(path("l3.npy"), {2, 2, 16}, x.data());
+
+  struct Case {
+    std::string args, file, part;
+  };
+  const std::vector<Case> cases = {
+      {"sample --logits " + quote(path("trunc.npy")), "trunc.npy", "truncated .npy data"},
+      {"sample --logits " + quote(path("garbage.npy")), "garbage.npy", "malformed .npy header"},
+      {"sample --logits " + quote(path("missing.npy")), "missing.npy", "no such file"},
+      {"sample --logits " + quote(path("l3.npy")), "l3.npy", "expected a 2-D array"},
+      {"sample --logits " + quote(path("logits.npy")) + " --temperature-npy " + quote(path("t3.npy")), "t3.npy",
+       "1-D array of 4 values"},
+      {"sample --logits " + quote(path("logits.npy")) + " --seed -5", "--seed", "negative"},
+      {"sample --logits " + quote(path("logits.npy")) + " --top-p 0.9x", "--top-p", "not a number"},
+  };
+  for (const auto& c : cases) {
+    const RunResult r = run(c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << c.args << "\n" << r.out;
+    EXPECT_NE(r.err.find(c.file), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.part), std::string::npos) << c.args << "\n" << r.err;
+  }
+  // Command-line errors (CLI11) exit non-zero with a message too.
+  const RunResult both = run("sample --logits " + quote(path("logits.npy")) + " --top-k 5 --top-k-npy " +
+                             quote(path("t3.npy")));
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+  const RunResult no_logits = run("sample");
+  EXPECT_NE(no_logits.exit_code, 0);
+  EXPECT_NE(no_logits.err.find("--logits"), std::string::npos) << no_logits.err;
+}
+
+}  // namespace
+}  // namespace lmsample::tool

@@ -1,0 +1,469 @@
+// GPU backend: CUDA graph capture and replay, never-hang watchdog runs on huge shapes, structural
+// errors, and invariance (repeat, row slices, streams, concurrent calls).
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.hpp"
+
+namespace lmsgpu {
+namespace {
+
+using lmsample::Code;
+using lmsample::ExecConfig;
+using lmsample::Outputs;
+using lmsample::Request;
+using lmsample::Status;
+
+ExecConfig cuda_cfg(cudaStream_t s) {
+  ExecConfig c;
+  c.backend = lmsample::Backend::kCuda;
+  c.stream = s;
+  return c;
+}
+
+//! Rows [first, first + count) of `h` as their own HostOutputs.
+HostOutputs rows_of(const HostOutputs& h, int64_t first, int64_t count) {
+  HostOutputs o(count, h.top_n);
+  const auto f = static_cast<size_t>(first), c = static_cast<size_t>(count), n = static_cast<size_t>(h.top_n);
+  std::copy_n(h.tokens.begin() + static_cast<std::ptrdiff_t>(f), c, o.tokens.begin());
+  std::copy_n(h.status.begin() + static_cast<std::ptrdiff_t>(f), c, o.status.begin());
+  std::copy_n(h.kept.begin() + static_cast<std::ptrdiff_t>(f), c, o.kept.begin());
+  std::copy_n(h.logprob.begin() + static_cast<std::ptrdiff_t>(f), c, o.logprob.begin());
+  std::copy_n(h.top_ids.begin() + static_cast<std::ptrdiff_t>(f * n), c * n, o.top_ids.begin());
+  std::copy_n(h.top_logprobs.begin() + static_cast<std::ptrdiff_t>(f * n), c * n, o.top_logprobs.begin());
+  return o;
+}
+
+GroupCfg cfg_of(const std::string& name, DType dt, int64_t v, int64_t b, int32_t top, uint64_t salt) {
+  GroupCfg g;
+  g.name = name;
+  g.dtype = dt;
+  g.vocab = v;
+  g.batch = b;
+  g.top_n = top;
+  g.seed = mix_seed(base_seed(), salt);
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) CUDA graphs: lmsample::sample captured once, replayed with new logits, parameters, seeds,
+// steps, masks, biases and histories written to the same device arrays between replays.
+class GpuGraph : public GpuTest {};
+
+TEST_F(GpuGraph, CaptureAndReplayWithNewParameters) {
+  struct Case {
+    DType dt;
+    int64_t v, b;
+    int32_t top;
+  };
+  std::vector<Case> cases = {{DType::kFloat32, 32000, 48, 5}, {DType::kBFloat16, 151936, 8, 20},
+                             {DType::kFloat16, 111, 99, 0}, {DType::kFloat32, 1, 7, 1}};
+  if (small_mode()) cases = {{DType::kFloat32, 4097, 4, 5}, {DType::kBFloat16, 111, 5, 0}};
+  Compared total;
+  int64_t replays = 0;
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const Case& cs = cases[ci];
+    const std::string name = "graph#" + std::to_string(ci);
+    // Five batches of one shape; every parameter and CSR array passed in each, so that the
+    // captured request (its pointers) serves them all.
+    std::vector<HostBatch> hbs;
+    std::vector<const HostBatch*> caps;
+    for (int i = 0; i < 5; ++i) {
+      GroupCfg g = cfg_of(name, cs.dt, cs.v, cs.b, cs.top, 1000 + ci * 10 + static_cast<uint64_t>(i));
+      g.layout.pass_all_params = true;
+      g.layout.stride_extra = ci == 0 ? 5 : 0;
+      g.mix.long_history = 0.1;
+      hbs.push_back(make_batch(g));
+    }
+    for (const HostBatch& h : hbs) caps.push_back(&h);
+    DeviceBatch db(hbs[0], caps);
+    DeviceOutputs dout(cs.b, cs.top);
+    const ExecConfig cfg = cuda_cfg(stream_);
+    const Request dreq = db.request();
+    const size_t bytes = lmsample::workspace_size(dreq, cfg);
+    void* w = ws_.get(bytes);
+    LMS_CUDA(cudaStreamSynchronize(stream_));
+
+    cudaGraph_t graph = nullptr;
+    LMS_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+    Status s;
+    {
+      WatchdogGuard guard(call_timeout_s(), "lmsample::sample under stream capture");
+      s = lmsample::sample(dreq, dout.outputs(true), w, bytes, cfg);
+    }
+    const cudaError_t ec = cudaStreamEndCapture(stream_, &graph);
+    (void)cudaGetLastError();
+    ASSERT_EQ(s.code, Code::kOk) << name << ": lmsample::sample failed under stream capture: " << s.message;
+    ASSERT_EQ(ec, cudaSuccess) << name << ": cudaStreamEndCapture: " << cudaGetErrorName(ec)
+                               << " (sample() did something a graph cannot capture: a synchronisation, "
+                                  "an allocation, a host read of device memory, a legacy-stream operation?)";
+    size_t nodes = 0;
+    LMS_CUDA(cudaGraphGetNodes(graph, nullptr, &nodes));
+    EXPECT_GT(nodes, 0u) << name << ": the captured graph is empty";
+    cudaGraphExec_t exec = nullptr;
+    LMS_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+
+    // Replays 0..4, then 0 again (same inputs: same bits as the first replay).
+    std::vector<int> order = {0, 1, 2, 3, 4, 0};
+    HostOutputs first(cs.b, cs.top);
+    for (size_t k = 0; k < order.size(); ++k) {
+      const HostBatch& hb = hbs[static_cast<size_t>(order[k])];
+      db.upload(hb, stream_);
+      dout.poison(stream_);
+      LMS_CUDA(cudaGraphLaunch(exec, stream_));
+      wait_stream(stream_, call_timeout_s(), name + " replay " + std::to_string(k));
+      HostOutputs gpu(cs.b, cs.top);
+      dout.download(gpu);
+      HostOutputs cpu(cs.b, cs.top);
+      const Status c = run_cpu(hb.request(), cpu, true);
+      EXPECT_TRUE(c.code == Code::kOk || c.code == Code::kInvalidRowParameter) << c.message;
+      const Compared cmp = compare_all(hb, gpu, cpu, true);
+      EXPECT_EQ(cmp.mismatched, 0) << name << " replay " << k << " (batch " << order[k]
+                                   << "): GPU graph replay differs from the CPU:" << cmp.report;
+      EXPECT_EQ(cmp.unwritten, 0) << name << " replay " << k << ": outputs left unwritten";
+      total.add(cmp);
+      ++replays;
+      if (k == 0) first = gpu;
+      if (k + 1 == order.size()) {
+        EXPECT_EQ(bitwise_difference(gpu, first, true), "") << name << ": replaying the same inputs changed bits";
+      }
+    }
+    std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: %zu graph nodes, %zu replays equal the CPU\n",
+                name.c_str(), dtype_name(cs.dt), static_cast<long long>(cs.v), static_cast<long long>(cs.b),
+                cs.top, nodes, order.size());
+    LMS_CUDA(cudaGraphExecDestroy(exec));
+    LMS_CUDA(cudaGraphDestroy(graph));
+  }
+  summary(total, std::to_string(replays) + " graph replays");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) Never hang: huge shapes, waited for with a host-side deadline (LMS_GPU_WATCHDOG_S, 60 s).
+class GpuWatchdog : public GpuTest {
+ protected:
+  //! Runs `hb` on the GPU with the watchdog deadline; compares every row with the CPU when the
+  //! batch is small enough, else `spot` rows (first, last, middle, random) one by one.
+  void run_big(const std::string& name, const HostBatch& hb, int spot) {
+    size_t free_b = 0, total_b = 0;
+    LMS_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    const ExecConfig cfg = cuda_cfg(stream_);
+    Request shape_only = hb.request();
+    const size_t ws_bytes = lmsample::workspace_size(shape_only, cfg);
+    const size_t need = hb.logits.size() + ws_bytes + (size_t{1} << 29);
+    if (need > free_b) {
+      GTEST_SKIP() << name << ": needs about " << (need >> 20) << " MiB of device memory, " << (free_b >> 20)
+                   << " MiB free";
+    }
+    DeviceBatch db(hb);
+    DeviceOutputs dout(hb.batch, hb.top_n);
+    dout.poison(stream_);
+    void* w = ws_.get(ws_bytes);
+    LMS_CUDA(cudaStreamSynchronize(stream_));
+    Status s;
+    double ms = 0;
+    {
+      WatchdogGuard guard(watchdog_timeout_s() + 30.0, "lmsample::sample call for " + name);
+      s = lmsample::sample(db.request(), dout.outputs(true), w, ws_bytes, cfg);
+      ms = wait_stream(stream_, watchdog_timeout_s(), "watchdog run " + name);
+    }
+    ASSERT_EQ(s.code, Code::kOk) << name << ": " << s.message;
+    HostOutputs gpu(hb.batch, hb.top_n);
+    dout.download(gpu);
+
+    // Every row written, with a plausible status and token.
+    int64_t bad = 0;
+    std::string first_bad;
+    for (int64_t r = 0; r < hb.batch; ++r) {
+      const auto i = static_cast<size_t>(r);
+      const bool ok = gpu.status[i] >= 0 && gpu.status[i] <= lmsample::kRowBadTokenId &&
+                      (gpu.status[i] == lmsample::kRowOk ? gpu.tokens[i] >= 0 && gpu.tokens[i] < hb.vocab
+                                                         : gpu.tokens[i] == -1);
+      if (!ok && bad++ == 0)
+        first_bad = "row " + std::to_string(r) + ": status " + std::to_string(gpu.status[i]) + " token " +
+                    std::to_string(gpu.tokens[i]);
+    }
+    EXPECT_EQ(bad, 0) << name << ": " << bad << " rows with an impossible status/token, first " << first_bad;
+
+    Compared c;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (hb.batch * hb.vocab <= (int64_t{1} << 26) || spot <= 0) {
+      HostOutputs cpu(hb.batch, hb.top_n);
+      const Status cs = run_cpu(hb.request(), cpu, true);
+      EXPECT_TRUE(cs.code == Code::kOk || cs.code == Code::kInvalidRowParameter) << cs.message;
+      c = compare_all(hb, gpu, cpu, true);
+    } else {
+      std::vector<int64_t> rows = {0, hb.batch - 1, hb.batch / 2};
+      Rng rng(mix_seed(base_seed(), 77));
+      while (static_cast<int>(rows.size()) < spot) rows.push_back(rng.range(1, hb.batch - 2));
+      const Request host_req = hb.request();
+      for (const int64_t r : rows) {
+        HostOutputs cpu(1, hb.top_n);
+        const Status cs = run_cpu(HostBatch::slice(host_req, r, 1), cpu, true);
+        EXPECT_TRUE(cs.code == Code::kOk || cs.code == Code::kInvalidRowParameter) << cs.message;
+        compare_row(hb, r, gpu, r, cpu, 0, true, c);
+      }
+      // The unchecked rows must still be written.
+      for (int64_t r = 0; r < hb.batch; ++r) {
+        const auto i = static_cast<size_t>(r);
+        c.unwritten += static_cast<uint32_t>(gpu.tokens[i]) == kPoisonBits;
+        c.unwritten += static_cast<uint32_t>(gpu.status[i]) == kPoisonBits;
+        c.unwritten += static_cast<uint32_t>(gpu.kept[i]) == kPoisonBits;
+        c.unwritten += float_to_bits(gpu.logprob[i]) == kPoisonBits;
+      }
+    }
+    const double cpu_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(c.mismatched, 0) << name << ": GPU differs from the CPU:" << c.report;
+    EXPECT_EQ(c.unwritten, 0) << name << ": outputs left unwritten";
+    std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: finished in %.2f ms (deadline %.0f s); %lld/%lld "
+                "checked rows equal the CPU (cpu %.0f ms)\n",
+                name.c_str(), dtype_name(hb.dtype), static_cast<long long>(hb.vocab),
+                static_cast<long long>(hb.batch), hb.top_n, ms, watchdog_timeout_s(),
+                static_cast<long long>(c.rows - c.mismatched), static_cast<long long>(c.rows), cpu_ms);
+    summary(c);
+  }
+};
+
+TEST_F(GpuWatchdog, HugeVocabFlatRows) {  // V = 2^24 (kMaxVocab), all logits equal: worst case for ties
+  if (small_mode()) GTEST_SKIP() << "LMS_GPU_TEST_SMALL: skipped";
+  GroupCfg g = cfg_of("huge_flat", DType::kFloat32, int64_t{1} << 24, 2, 20, 501);
+  g.mix.force_shape = kFlat;
+  g.mix.special = 0;
+  g.mix.bad_param = 0;
+  g.mix.bad_token_id = 0;
+  HostBatch hb = make_batch(g);
+  hb.temperature = {1.0f, 0.7f};
+  hb.top_k = {static_cast<int32_t>(hb.vocab / 2 + 1), 0};
+  hb.top_p = {0.5f, 0.99999994f};
+  hb.min_p = {0.0f, 1e-8f};
+  hb.passed |= (1u << kPTemperature) | (1u << kPTopK) | (1u << kPTopP) | (1u << kPMinP);
+  run_big("huge_flat", hb, 0);
+}
+
+TEST_F(GpuWatchdog, HugeVocabRandomRows) {
+  if (small_mode()) GTEST_SKIP() << "LMS_GPU_TEST_SMALL: skipped";
+  GroupCfg g = cfg_of("huge_random", DType::kBFloat16, int64_t{1} << 24, 2, 64, 502);
+  g.mix.bad_param = 0;
+  g.mix.special = 0;
+  HostBatch hb = make_batch(g);
+  hb.top_k[0] = 50;
+  hb.top_p[0] = 0.9f;
+  hb.temperature[1] = 1.0f;
+  hb.top_k[1] = 0;
+  hb.top_p[1] = 0.99999994f;
+  hb.passed |= (1u << kPTemperature) | (1u << kPTopK) | (1u << kPTopP);
+  run_big("huge_random", hb, 0);
+}
+
+TEST_F(GpuWatchdog, WideBatch) {  // B = 4096, V = 4096: every row compared
+  GroupCfg g = cfg_of("wide_batch", DType::kFloat32, 4096, small_mode() ? 256 : 4096, 5, 503);
+  run_big("wide_batch", make_batch(g), 0);
+}
+
+TEST_F(GpuWatchdog, WideBatchLargeVocab) {  // B = 4096, V = 151936 fp32 (2.5 GB of logits): 24 rows checked
+  if (small_mode()) GTEST_SKIP() << "LMS_GPU_TEST_SMALL: skipped";
+  GroupCfg g = cfg_of("wide_batch_large_vocab", DType::kFloat32, 151936, 4096, 20, 504);
+  run_big("wide_batch_large_vocab", make_batch(g), 24);
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) Structural errors: kInvalidArgument / kWorkspaceTooSmall with a message; nothing written.
+class GpuErrors : public GpuTest {};
+
+TEST_F(GpuErrors, StructuralErrorsWriteNothing) {
+  GroupCfg g = cfg_of("errors", DType::kFloat32, 111, 4, 3, 601);
+  g.mix.mask = 1.0;
+  g.mix.bias = 1.0;
+  g.mix.penalties = 1.0;
+  g.mix.bad_param = 0;
+  g.mix.bad_token_id = 0;
+  const HostBatch hb = make_batch(g);
+  DeviceBatch db(hb);
+  DeviceOutputs dout(hb.batch, hb.top_n);
+  const ExecConfig cfg = cuda_cfg(stream_);
+  const Request good = db.request();
+  const size_t need = lmsample::workspace_size(good, cfg);
+  void* w = ws_.get(need + 256);
+  int cases = 0;
+
+  auto expect = [&](const Request& req, const Outputs& out, void* ws, size_t bytes, Code code, const std::string& what) {
+    ++cases;
+    dout.poison(stream_);
+    Status s;
+    {
+      WatchdogGuard guard(call_timeout_s(), "error case " + what);
+      s = lmsample::sample(req, out, ws, bytes, cfg);
+      wait_stream(stream_, call_timeout_s(), "error case " + what);
+    }
+    EXPECT_EQ(static_cast<int>(s.code), static_cast<int>(code)) << what << ": got code " << static_cast<int>(s.code)
+                                                                << " (" << s.message << ")";
+    if (code != Code::kOk) {
+      EXPECT_FALSE(s.message.empty()) << what << ": no message";
+    }
+    HostOutputs h(hb.batch, hb.top_n);
+    dout.download(h);
+    int64_t written = 0;
+    for (const int32_t v : h.tokens) written += static_cast<uint32_t>(v) != kPoisonBits;
+    for (const int32_t v : h.status) written += static_cast<uint32_t>(v) != kPoisonBits;
+    for (const int32_t v : h.kept) written += static_cast<uint32_t>(v) != kPoisonBits;
+    for (const float v : h.logprob) written += float_to_bits(v) != kPoisonBits;
+    for (const int32_t v : h.top_ids) written += static_cast<uint32_t>(v) != kPoisonBits;
+    for (const float v : h.top_logprobs) written += float_to_bits(v) != kPoisonBits;
+    EXPECT_EQ(written, 0) << what << ": " << written << " output elements written by a call that failed";
+  };
+  const Outputs out = dout.outputs(true);
+  const Code kInv = Code::kInvalidArgument;
+
+  { Request r = good; r.logits.data = nullptr; expect(r, out, w, need, kInv, "null logits"); }
+  { Request r = good; r.logits.vocab = 0; expect(r, out, w, need, kInv, "V = 0"); }
+  { Request r = good; r.logits.vocab = lmsample::kMaxVocab + 1; expect(r, out, w, need, kInv, "V = 2^24 + 1"); }
+  { Request r = good; r.logits.batch = -1; expect(r, out, w, need, kInv, "B = -1"); }
+  { Request r = good; r.logits.row_stride = r.logits.vocab - 1; expect(r, out, w, need, kInv, "row_stride < V"); }
+  { Request r = good; r.logits.dtype = static_cast<DType>(7); expect(r, out, w, need, kInv, "dtype 7"); }
+  { Request r = good; r.top_logprobs = 65; expect(r, out, w, need, kInv, "top_logprobs = 65"); }
+  { Request r = good; r.top_logprobs = -1; expect(r, out, w, need, kInv, "top_logprobs = -1"); }
+  { Outputs o = out; o.top_ids = nullptr; expect(good, o, w, need, kInv, "top_logprobs = 3, top_ids null"); }
+  { Outputs o = out; o.top_logprobs = nullptr; expect(good, o, w, need, kInv, "top_logprobs = 3, top_logprobs null"); }
+  { Outputs o = out; o.tokens = nullptr; expect(good, o, w, need, kInv, "null tokens"); }
+  { Outputs o = out; o.status = nullptr; expect(good, o, w, need, kInv, "null status"); }
+  { Request r = good; r.mask_row_words = (r.logits.vocab + 31) / 32 - 1; expect(r, out, w, need, kInv, "mask_row_words too small"); }
+  { Request r = good; r.logit_bias.tokens = nullptr; expect(r, out, w, need, kInv, "logit_bias.tokens null"); }
+  { Request r = good; r.logit_bias.values = nullptr; expect(r, out, w, need, kInv, "logit_bias.values null"); }
+  { Request r = good; r.prompt_tokens.tokens = nullptr; expect(r, out, w, need, kInv, "prompt_tokens.tokens null"); }
+  { Request r = good; r.output_tokens.tokens = nullptr; expect(r, out, w, need, kInv, "output_tokens.tokens null"); }
+  if (need > 0) {
+    expect(good, out, w, need - 1, Code::kWorkspaceTooSmall, "workspace one byte short");
+    expect(good, out, nullptr, 0, Code::kWorkspaceTooSmall, "no workspace");
+  }
+  // A shape that needs a workspace on most designs (V = 2^20, B = 4): one byte short, and none.
+  {
+    GroupCfg gb = cfg_of("errors_big", DType::kFloat32, int64_t{1} << 20, hb.batch, hb.top_n, 602);
+    gb.mix = g.mix;
+    const HostBatch big = make_batch(gb);
+    DeviceBatch dbig(big);
+    const Request rb = dbig.request();
+    const size_t need_big = lmsample::workspace_size(rb, cfg);
+    void* wb = ws_.get(std::max(need_big, need + 256));
+    if (need_big > 0) {
+      expect(rb, out, wb, need_big - 1, Code::kWorkspaceTooSmall, "V = 2^20: workspace one byte short");
+      expect(rb, out, nullptr, 0, Code::kWorkspaceTooSmall, "V = 2^20: no workspace");
+    } else {
+      std::printf("[   gpu    ] workspace_size() is 0 even for V = 2^20: workspace-too-small cases not applicable\n");
+    }
+    w = ws_.get(need + 256);
+  }
+  { Request r = good; r.logits.batch = 0; expect(r, out, w, need, Code::kOk, "B = 0 (nothing to do)"); }
+
+  // The untouched request still works and equals the CPU.
+  const GpuRun run = run_gpu(good, dout, true, stream_, ws_, call_timeout_s(), "errors: valid call");
+  ASSERT_EQ(run.status.code, Code::kOk) << run.status.message;
+  HostOutputs gpu(hb.batch, hb.top_n), cpu(hb.batch, hb.top_n);
+  dout.download(gpu);
+  (void)run_cpu(hb.request(), cpu, true);
+  const Compared c = compare_all(hb, gpu, cpu, true);
+  EXPECT_EQ(c.mismatched + c.unwritten, 0) << c.report;
+
+  // workspace_size() needs no pointers.
+  Request shapes_only;
+  shapes_only.logits.batch = 989;
+  shapes_only.logits.vocab = 151936;
+  shapes_only.logits.dtype = DType::kBFloat16;
+  shapes_only.top_logprobs = 20;
+  (void)lmsample::workspace_size(shapes_only, cfg);
+  EXPECT_TRUE(lmsample::resolve_backend(lmsample::Backend::kAuto) == lmsample::Backend::kCuda);
+  summary(c, std::to_string(cases) + " structural error cases");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invariance on the GPU: a repeat gives the same bits; a row's result does not depend on the
+// batch it is in (row slices); the legacy default stream; two calls in flight on two streams.
+class GpuInvariance : public GpuTest {};
+
+TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
+  struct Case {
+    DType dt;
+    int64_t v, b;
+    int32_t top;
+  };
+  std::vector<Case> cases = {{DType::kBFloat16, 32000, 99, 20}, {DType::kFloat32, 151936, 16, 5},
+                             {DType::kFloat16, 111, 300, 64}};
+  if (small_mode()) cases = {{DType::kBFloat16, 4097, 9, 20}};
+  Compared total;
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const Case& cs = cases[ci];
+    const std::string name = "invariance#" + std::to_string(ci);
+    const HostBatch hb = make_batch(cfg_of(name, cs.dt, cs.v, cs.b, cs.top, 700 + ci));
+    DeviceBatch db(hb);
+    DeviceOutputs dout(cs.b, cs.top);
+    const Request dreq = db.request();
+
+    ASSERT_EQ(run_gpu(dreq, dout, true, stream_, ws_, call_timeout_s(), name).status.code, Code::kOk);
+    HostOutputs full(cs.b, cs.top), cpu(cs.b, cs.top);
+    dout.download(full);
+    (void)run_cpu(hb.request(), cpu, true);
+    const Compared c = compare_all(hb, full, cpu, true);
+    EXPECT_EQ(c.mismatched + c.unwritten, 0) << name << ":" << c.report;
+    total.add(c);
+
+    // Repeat, and on the legacy default stream.
+    for (cudaStream_t st : {stream_, static_cast<cudaStream_t>(nullptr)}) {
+      ASSERT_EQ(run_gpu(dreq, dout, true, st, ws_, call_timeout_s(), name + " repeat").status.code, Code::kOk);
+      HostOutputs again(cs.b, cs.top);
+      dout.download(again);
+      EXPECT_EQ(bitwise_difference(again, full, true), "")
+          << name << ": a repeated call " << (st ? "" : "on the default stream ") << "changed bits";
+    }
+
+    // Row slices: each row's result is independent of its batch and position.
+    const std::vector<std::pair<int64_t, int64_t>> slices = {
+        {0, 1}, {cs.b - 1, 1}, {cs.b / 3, std::max<int64_t>(1, cs.b / 2)}, {1, cs.b - 1}};
+    for (const auto& [first, count] : slices) {
+      if (first < 0 || count < 1 || first + count > cs.b) continue;
+      DeviceOutputs sout(count, cs.top);
+      const Request sreq = HostBatch::slice(dreq, first, count);
+      ASSERT_EQ(run_gpu(sreq, sout, true, stream_, ws_, call_timeout_s(), name + " slice").status.code, Code::kOk);
+      HostOutputs s(count, cs.top);
+      sout.download(s);
+      EXPECT_EQ(bitwise_difference(s, rows_of(full, first, count), true), "")
+          << name << ": rows [" << first << ", " << first + count << ") sampled on their own differ from the full batch";
+    }
+
+    // Two calls in flight at once on two streams with their own workspaces and outputs.
+    cudaStream_t s2 = nullptr;
+    LMS_CUDA(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    Workspace ws2;
+    DeviceOutputs o1(cs.b, cs.top), o2(cs.b, cs.top);
+    const ExecConfig c1 = cuda_cfg(stream_), c2 = cuda_cfg(s2);
+    const size_t bytes = lmsample::workspace_size(dreq, c1);
+    void* w1 = ws_.get(bytes);
+    void* w2 = ws2.get(bytes);
+    o1.poison(stream_);
+    o2.poison(s2);
+    LMS_CUDA(cudaDeviceSynchronize());
+    Status st1, st2;
+    {
+      WatchdogGuard guard(call_timeout_s(), name + " concurrent calls");
+      st1 = lmsample::sample(dreq, o1.outputs(true), w1, bytes, c1);
+      st2 = lmsample::sample(dreq, o2.outputs(true), w2, bytes, c2);
+      wait_stream(stream_, call_timeout_s(), name + " concurrent call 1");
+      wait_stream(s2, call_timeout_s(), name + " concurrent call 2");
+    }
+    LMS_CUDA(cudaStreamDestroy(s2));
+    ASSERT_EQ(st1.code, Code::kOk) << st1.message;
+    ASSERT_EQ(st2.code, Code::kOk) << st2.message;
+    HostOutputs r1(cs.b, cs.top), r2(cs.b, cs.top);
+    o1.download(r1);
+    o2.download(r2);
+    EXPECT_EQ(bitwise_difference(r1, full, true), "") << name << ": concurrent call on stream 1 differs";
+    EXPECT_EQ(bitwise_difference(r2, full, true), "") << name << ": concurrent call on stream 2 differs";
+    std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: repeat, default stream, %zu slices, 2 streams: "
+                "bitwise equal\n",
+                name.c_str(), dtype_name(cs.dt), static_cast<long long>(cs.v), static_cast<long long>(cs.b), cs.top,
+                slices.size());
+  }
+  summary(total);
+}
+
+}  // namespace
+}  // namespace lmsgpu

@@ -1,0 +1,160 @@
+// The CUDA backend against the CPU backend, bit for bit, on thousands of random rows: every dtype,
+// vocabularies from 1 to 2^20, batches from 1 to 989, mixed per-row parameters in one batch,
+// bitmasks, logit bias and token histories (CSR), odd layouts, special rows, invalid parameters.
+// Tokens, statuses and kept-set sizes must be equal; logprobs and top logprobs within 1e-6
+// (relative above 1), top ids equal; every GPU output element must be written.
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.hpp"
+
+namespace lmsgpu {
+namespace {
+
+constexpr DType kF32 = DType::kFloat32;
+constexpr DType kBF16 = DType::kBFloat16;
+constexpr DType kF16 = DType::kFloat16;
+
+uint64_t name_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return h;
+}
+
+//! A group with the layout, top-logprob count and stream chosen by its index (so that every
+//! vocabulary sees every layout over its groups).
+GroupCfg make_group(const std::string& test, DType dt, int64_t v, int64_t b, int idx) {
+  GroupCfg g;
+  g.dtype = dt;
+  g.vocab = v;
+  g.batch = small_mode() ? std::min<int64_t>(b, 8) : b;
+  g.seed = mix_seed(base_seed(), name_hash(test) + static_cast<uint64_t>(idx) * 7919u +
+                                     static_cast<uint64_t>(v) * 31u + static_cast<uint64_t>(b));
+  static const int32_t tops[] = {0, 5, 20, 64, 1, 0, 20};
+  g.top_n = tops[idx % 7];
+  switch (idx % 6) {
+    case 0: break;
+    case 1: g.layout.stride_extra = 1; g.layout.pass_all_params = true; break;  // odd stride: misaligned rows
+    case 2: g.layout = {3, 1, 1, 5, false}; break;  // misaligned base, longer mask rows, CSR base 5
+    case 3: g.layout.stride_extra = 64; g.layout.csr_base = 2; g.optional_outputs = false; break;
+    case 4: g.default_stream = true; break;
+    default: g.layout = {8, 3, 3, 0, true}; break;
+  }
+  g.name = test + "#" + std::to_string(idx);
+  return g;
+}
+
+struct Shape {
+  DType dt;
+  int64_t v;
+  int64_t b;
+};
+
+class GpuVsCpu : public GpuTest {
+ protected:
+  void run_shapes(const std::string& test, const std::vector<Shape>& shapes, const Mix* mix = nullptr) {
+    Compared total;
+    int idx = 0;
+    for (const Shape& s : shapes) {
+      if (small_mode() && s.v > 151936) continue;
+      GroupCfg g = make_group(test, s.dt, s.v, s.b, idx++);
+      if (mix) g.mix = *mix;
+      total.add(run_group(g));
+      if (::testing::Test::HasFatalFailure()) break;
+    }
+    summary(total);
+  }
+};
+
+std::vector<Shape> cross(std::vector<DType> dts, std::vector<int64_t> vs, std::vector<int64_t> bs) {
+  std::vector<Shape> out;
+  for (const int64_t v : vs)
+    for (const DType d : dts)
+      for (const int64_t b : bs) out.push_back({d, v, b});
+  return out;
+}
+
+TEST_F(GpuVsCpu, SmallVocab) {
+  run_shapes("SmallVocab", cross({kF32, kBF16, kF16}, {1, 2, 111}, {1, 7, 99, 989}));
+}
+
+TEST_F(GpuVsCpu, OddVocab) {  // not a multiple of the vector width or of 32 (bitmask words)
+  run_shapes("OddVocab", {{kF32, 4097, 989}, {kBF16, 4097, 99}, {kF16, 4097, 7}, {kF32, 50001, 7},
+                          {kBF16, 33, 989}, {kF16, 1000, 99}});
+}
+
+TEST_F(GpuVsCpu, Vocab32000) {
+  run_shapes("Vocab32000", {{kF32, 32000, 1}, {kF32, 32000, 7}, {kF32, 32000, 99}, {kF32, 32000, 989},
+                            {kBF16, 32000, 99}, {kBF16, 32000, 989}, {kF16, 32000, 7}, {kF16, 32000, 99}});
+}
+
+TEST_F(GpuVsCpu, Vocab128256) {
+  run_shapes("Vocab128256", {{kF32, 128256, 1}, {kF32, 128256, 99}, {kBF16, 128256, 7}, {kBF16, 128256, 99},
+                             {kF16, 128256, 7}});
+}
+
+TEST_F(GpuVsCpu, Vocab151936) {
+  run_shapes("Vocab151936", {{kF32, 151936, 7}, {kF32, 151936, 99}, {kBF16, 151936, 1}, {kBF16, 151936, 99},
+                             {kF16, 151936, 7}});
+}
+
+TEST_F(GpuVsCpu, Vocab262144) {
+  run_shapes("Vocab262144", {{kF32, 262144, 7}, {kF32, 262144, 99}, {kBF16, 262144, 7}, {kF16, 262144, 1}});
+}
+
+TEST_F(GpuVsCpu, Vocab1M) {
+  run_shapes("Vocab1M", {{kF32, 1 << 20, 1}, {kF32, 1 << 20, 7}, {kBF16, 1 << 20, 7}, {kF16, 1 << 20, 1}});
+}
+
+// Every special row kind in every batch: all -inf, all NaN, a few +inf, NaN/-inf/-0 sprinkled,
+// everything masked, one valid token.
+TEST_F(GpuVsCpu, SpecialRows) {
+  Mix m;
+  m.cycle_specials = true;
+  run_shapes("SpecialRows", cross({kF32, kBF16, kF16}, {1, 2, 111, 32000}, {99}), &m);
+  run_shapes("SpecialRowsLarge", cross({kF32, kBF16}, {151936}, {21}), &m);
+}
+
+// Many exact ties (quantized logits, a few distinct values, all equal) with top-k and top-p on
+// most rows: ties at the k-th value and at the top-p boundary must be kept exactly as the CPU does.
+TEST_F(GpuVsCpu, Ties) {
+  Mix m;
+  m.tie_heavy = true;
+  run_shapes("Ties", cross({kF32, kBF16, kF16}, {2, 111, 32000}, {99}), &m);
+  run_shapes("TiesLarge", cross({kF32, kBF16}, {151936}, {28}), &m);
+}
+
+// Only the plain parameters (no bitmask, bias or histories): the fast paths of a GPU backend.
+TEST_F(GpuVsCpu, PlainParameters) {
+  Mix m;
+  m.mask = 0;
+  m.bias = 0;
+  m.penalties = 0;
+  m.bad_token_id = 0;
+  m.special = 0.02;
+  run_shapes("Plain", cross({kF32, kBF16}, {32000, 151936}, {7, 99}), &m);
+}
+
+// Everything at once on most rows: bitmask, bias, penalties with long histories, bad ids.
+TEST_F(GpuVsCpu, HeavyExtras) {
+  Mix m;
+  m.mask = 0.8;
+  m.bias = 0.8;
+  m.penalties = 0.8;
+  m.long_history = 0.3;
+  m.bad_param = 0.08;
+  m.bad_token_id = 0.08;
+  run_shapes("HeavyExtras", cross({kF32, kBF16, kF16}, {111, 32000}, {99}), &m);
+  run_shapes("HeavyExtrasLarge", cross({kBF16}, {151936}, {28}), &m);
+}
+
+// The compute-sanitizer target (scripts/gpu_check.sh): several shapes, small enough for memcheck
+// and racecheck. Also part of the normal run.
+TEST_F(GpuVsCpu, SanitizerShapes) {
+  const int64_t b = small_mode() ? 3 : 7;
+  run_shapes("Sanitizer", {{kF32, 1, b}, {kBF16, 2, b}, {kF16, 111, b}, {kF32, 4097, b}, {kBF16, 32000, b},
+                           {kF32, 151936, 2}, {kF16, 151936, 2}});
+}
+
+}  // namespace
+}  // namespace lmsgpu
