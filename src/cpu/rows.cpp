@@ -57,10 +57,10 @@ struct RowSource {
       }
     }
     if (mask) {
-      for (int j = 0; j < len; ++j) {
-        const int64_t i = i0 + j;
-        out[j] = ((mask[i >> 5] >> (i & 31)) & 1u) ? out[j] : core::kKeyNegInf;
-      }
+      // i0 is a multiple of kBlock = 64: the block's bits are two consecutive words
+      const int64_t w = i0 >> 5;
+      const uint64_t bits = mask[w] | (len > 32 ? static_cast<uint64_t>(mask[w + 1]) << 32 : 0);
+      for (int j = 0; j < len; ++j) out[j] = ((bits >> j) & 1u) ? out[j] : core::kKeyNegInf;
     }
   }
 };

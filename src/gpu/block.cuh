@@ -65,23 +65,42 @@ struct Block {
   }
 };
 
-//! Sum over the row group of each CTA's block-uniform `mine`; *before gets the sum over the
-//! CTAs of lower rank (earlier tokens). One group barrier.
-__device__ inline uint64_t group_sum(const RowGroup& g, Exchange& ex, int& phase, uint64_t mine,
-                                     uint64_t* before) {
+//! Sums over the row group of each CTA's block-uniform pair `mine`; *before gets the sums over
+//! the CTAs of lower rank (earlier tokens). One group barrier.
+struct Sum2 {
+  uint64_t a, b;
+};
+__device__ inline Sum2 group_sum2(const RowGroup& g, Exchange& ex, int& phase, Sum2 mine,
+                                  Sum2* before) {
   uint64_t* slot = ex.slot[phase];
   phase ^= 1;
-  if (threadIdx.x == 0) slot[0] = mine;
+  if (threadIdx.x == 0) {
+    slot[0] = mine.a;
+    slot[1] = mine.b;
+  }
   g.sync();
-  uint64_t all = 0, b = 0;
+  Sum2 all{0, 0}, b{0, 0};
   const unsigned rank = g.rank(), n = g.size();
   for (unsigned q = 0; q < n; ++q) {
-    const uint64_t v = *g.map(slot, q);
-    all += v;
-    b += q < rank ? v : 0;
+    const uint64_t* r = g.map(slot, q);
+    const uint64_t va = r[0], vb = r[1];
+    all.a += va;
+    all.b += vb;
+    b.a += q < rank ? va : 0;
+    b.b += q < rank ? vb : 0;
   }
   if (before) *before = b;
   return all;
+}
+
+//! Sum over the row group of each CTA's block-uniform `mine`; *before gets the sum over the
+//! CTAs of lower rank. One group barrier.
+__device__ inline uint64_t group_sum(const RowGroup& g, Exchange& ex, int& phase, uint64_t mine,
+                                     uint64_t* before) {
+  Sum2 b{0, 0};
+  const Sum2 all = group_sum2(g, ex, phase, Sum2{mine, 0}, &b);
+  if (before) *before = b.a;
+  return all.a;
 }
 
 //! Group all-reduce of a block-uniform value (sizeof <= 64). One group barrier.

@@ -189,9 +189,10 @@ __device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, const
   };
   const auto add = [](const Pair& a, const Pair& b) { return Pair{a.w + b.w, a.c + b.c}; };
   const Pair blk = B::allreduce(Pair{mine, cnt}, add, ex);
-  uint64_t before = 0;
-  const uint64_t total = group_sum(g, ex, phase, blk.w, &before);
-  *kept_count = static_cast<int64_t>(group_sum(g, ex, phase, blk.c, nullptr));
+  Sum2 before2{0, 0};
+  const Sum2 all = group_sum2(g, ex, phase, Sum2{blk.w, blk.c}, &before2);
+  const uint64_t total = all.a, before = before2.a;
+  *kept_count = static_cast<int64_t>(all.b);
   const uint64_t t = core::scale_draw(u, total);
   if (!(before <= t && t < before + blk.w)) return -1;  // uniform within the CTA
   uint64_t acc = before;
@@ -241,9 +242,9 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   const auto add = [](uint64_t a, uint64_t b) { return a + b; };
   gt = B::allreduce(gt, add, ex);
   eq = B::allreduce(eq, add, ex);
-  uint64_t eq_before = 0;
-  const uint64_t gt_all = group_sum(g, ex, phase, gt, nullptr);
-  group_sum(g, ex, phase, eq, &eq_before);
+  Sum2 before{0, 0};
+  const uint64_t gt_all = group_sum2(g, ex, phase, Sum2{gt, eq}, &before).a;
+  const uint64_t eq_before = before.b;
   const uint64_t ties_needed = static_cast<uint64_t>(want) - gt_all;
   const uint64_t take = eq_before >= ties_needed ? 0 : (ties_needed - eq_before < eq ? ties_needed - eq_before : eq);
   Exchange* root = g.map(&ex, 0);
