@@ -253,14 +253,23 @@ __device__ __forceinline__ uint64_t ballot(bool pred) {
   return static_cast<uint64_t>(__ballot_sync(0xffffffffu, pred));
 #endif
 }
-//! Lanes of the warp holding the same value as this lane (only this lane's bit where the
-//! hardware has no match instruction: callers then simply do not aggregate).
-__device__ __forceinline__ uint64_t match_any(uint32_t v) {
-#if defined(__HIPCC__) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 700
-  (void)v;
-  return uint64_t{1} << (threadIdx.x % kWarpSize);
+__device__ __forceinline__ uint32_t shfl_idx(uint32_t v, int src_lane) {
+#if defined(__HIPCC__)
+  return static_cast<uint32_t>(__shfl(static_cast<int>(v), src_lane));
 #else
+  return __shfl_sync(0xffffffffu, v, src_lane);
+#endif
+}
+
+//! Lanes of the warp holding the same value as this lane. Every lane of the warp must call it.
+//! One instruction on NVIDIA (sm_70+); a loop of kWarpSize shuffles elsewhere.
+__device__ __forceinline__ uint64_t match_any(uint32_t v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700 && !defined(__HIPCC__)
   return static_cast<uint64_t>(__match_any_sync(0xffffffffu, v));
+#else
+  uint64_t peers = 0;
+  for (int j = 0; j < kWarpSize; ++j) peers |= static_cast<uint64_t>(shfl_idx(v, j) == v) << j;
+  return peers;
 #endif
 }
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }

@@ -12,20 +12,38 @@ namespace lmsample::gpu {
 //! Exchange buffers are double-buffered: a buffer is written again only two exchanges later,
 //! and every exchange has a group barrier, so no CTA overwrites what a sibling still reads.
 struct alignas(16) Exchange {
-  uint64_t hist[2][256];  // radix histograms
-  uint64_t merged[256];   // the group's histogram (local copy)
-  uint64_t slot[2][8];    // scalar partials (64 bytes)
+  static constexpr int kMaxWarps = 16;
+  static constexpr int kMaxGroup = 16;
+  uint64_t hist[2][256];     // radix histograms exchanged with the group
+  uint64_t merged[256];      // the group's histogram (local copy)
+  uint64_t merge_part[4][256];  // partial sums of the merge
+  uint64_t slot[2][8];       // scalar partials (64 bytes)
+  uint64_t gathered[kMaxGroup][8];  // the group's partials, read in parallel
   uint64_t scratch[64 * 4];  // block-reduce scratch: up to 64 warps x 32 bytes
-  uint64_t bcast[4];      // block broadcast
-  uint64_t top[64];       // top-n entries gathered in rank 0
+  uint64_t bcast[4];         // block broadcast
+  uint64_t top[64];          // top-n entries gathered in rank 0
   uint32_t top_count;
+  uint32_t pad;
+  uint64_t stage_w[kMaxWarps][64];  // per-warp staging of weights
 };
+
+//! Copies every rank's slot (64 bytes) into ex.gathered: thread (q, word) loads word `word` of
+//! rank q, all loads in flight at once (a remote load costs a round trip). Ends with a block
+//! barrier; the caller has passed the group barrier that made the slots complete.
+__device__ inline void gather_slots(const RowGroup& g, Exchange& ex, const uint64_t* slot) {
+  const unsigned n = g.size();
+  if (threadIdx.x < n * 8) {
+    const unsigned q = threadIdx.x / 8, w = threadIdx.x % 8;
+    ex.gathered[q][w] = g.map(slot, q)[w];
+  }
+  __syncthreads();
+}
 
 template <int kThreads>
 struct Block {
   static constexpr int kWarps = kThreads / kWarpSize;
   static_assert(kThreads % kWarpSize == 0, "block size must be a multiple of the warp size");
-  static_assert(kWarps <= 64, "too many warps");
+  static_assert(kWarps <= Exchange::kMaxWarps, "too many warps");
 
   //! All-reduce of a trivially copyable value (sizeof <= 32) with an associative, commutative
   //! and exact `op`; every thread gets the result. Contains two block barriers.
@@ -79,16 +97,17 @@ __device__ inline Sum2 group_sum2(const RowGroup& g, Exchange& ex, int& phase, S
     slot[1] = mine.b;
   }
   g.sync();
+  gather_slots(g, ex, slot);
   Sum2 all{0, 0}, b{0, 0};
   const unsigned rank = g.rank(), n = g.size();
   for (unsigned q = 0; q < n; ++q) {
-    const uint64_t* r = g.map(slot, q);
-    const uint64_t va = r[0], vb = r[1];
+    const uint64_t va = ex.gathered[q][0], vb = ex.gathered[q][1];
     all.a += va;
     all.b += vb;
     b.a += q < rank ? va : 0;
     b.b += q < rank ? vb : 0;
   }
+  __syncthreads();  // ex.gathered is rewritten by the next exchange
   if (before) *before = b;
   return all;
 }
@@ -111,8 +130,10 @@ __device__ T group_allreduce(const RowGroup& g, Exchange& ex, int& phase, T mine
   phase ^= 1;
   if (threadIdx.x == 0) *slot = mine;
   g.sync();
-  T r = *g.map(slot, 0);
-  for (unsigned q = 1; q < g.size(); ++q) r = op(r, *g.map(slot, q));
+  gather_slots(g, ex, reinterpret_cast<const uint64_t*>(slot));
+  T r = *reinterpret_cast<const T*>(ex.gathered[0]);
+  for (unsigned q = 1; q < g.size(); ++q) r = op(r, *reinterpret_cast<const T*>(ex.gathered[q]));
+  __syncthreads();  // ex.gathered is rewritten by the next exchange
   return r;
 }
 
@@ -131,10 +152,13 @@ __device__ uint32_t group_select(const RowGroup& g, Exchange& ex, int& hphase, i
     const int shift = 24 - 8 * round;
     uint64_t* h = ex.hist[hphase];
     hphase ^= 1;
+    // Lanes of a warp that hit the same bucket are combined by the lowest of them (match_any),
+    // which adds their count or total weight with one atomic: contention stays low even when
+    // every key falls into one bucket (flat logits). Every lane of the warp runs the same
+    // number of iterations (match_any needs them all).
     for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
     __syncthreads();
-    // Every lane of the warp runs the same number of iterations (match_any needs them all);
-    // lanes that hit the same bucket with unit weights add once, through their leader.
+    const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
     const int n_pad = (n + kThreads - 1) / kThreads * kThreads;
     for (int i = threadIdx.x; i < n_pad; i += kThreads) {
       uint64_t w = 0;
@@ -146,19 +170,49 @@ __device__ uint32_t group_select(const RowGroup& g, Exchange& ex, int& hphase, i
           if (w) bucket = (k >> shift) & 255u;
         }
       }
+      const uint64_t peers = match_any(bucket);
+      const bool leader = (peers & ((uint64_t{1} << lane) - 1)) == 0;
       if (kUnitWeights) {
-        const uint64_t peers = match_any(bucket);
-        const bool leader = (peers & ((uint64_t{1} << lane_id()) - 1)) == 0;
-        if (bucket < 256 && leader) atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(static_cast<long long>(peers))));
-      } else if (bucket < 256) {
-        atomic_add_u64(&h[bucket], w);
+        if (bucket < 256 && leader) atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(peers)));
+      } else {
+        ex.stage_w[warp][lane] = w;
+        sync_warp();
+        if (bucket < 256 && leader) {
+          uint64_t sum = 0;
+          for (uint64_t rest = peers; rest; rest &= rest - 1) sum += ex.stage_w[warp][__ffsll(static_cast<long long>(rest)) - 1];
+          atomic_add_u64(&h[bucket], sum);
+        }
+        sync_warp();
       }
     }
     g.sync();
-    for (int b = threadIdx.x; b < 256; b += kThreads) {
-      uint64_t s = 0;
-      for (unsigned q = 0; q < g.size(); ++q) s += g.map(h, q)[b];
-      ex.merged[b] = s;
+    {
+      // kParts threads per bucket, each loading its ranks' copies at once (remote loads are
+      // round trips), then the parts summed
+      static_assert(kThreads % 256 == 0, "block size must be a multiple of 256");
+      constexpr int kParts = kThreads / 256 < 4 ? kThreads / 256 : 4;
+      constexpr int kPer = (Exchange::kMaxGroup + kParts - 1) / kParts;
+      const unsigned gsize = g.size();
+      const int b = static_cast<int>(threadIdx.x) % 256, part = static_cast<int>(threadIdx.x) / 256;
+      if (part < kParts) {
+        uint64_t v[kPer];
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+          const unsigned q = static_cast<unsigned>(part * kPer + j);
+          v[j] = q < gsize ? g.map(h, q)[b] : 0;
+        }
+        uint64_t sum = 0;
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) sum += v[j];
+        ex.merge_part[part][b] = sum;
+      }
+      __syncthreads();
+      if (part == 0) {
+        uint64_t sum = 0;
+#pragma unroll
+        for (int p2 = 0; p2 < kParts; ++p2) sum += ex.merge_part[p2][b];
+        ex.merged[b] = sum;
+      }
     }
     __syncthreads();
     if (threadIdx.x < kWarpSize) {

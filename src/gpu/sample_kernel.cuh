@@ -34,10 +34,51 @@ __device__ __forceinline__ uint32_t load_key(const void* row, DType dt, int64_t 
   }
 }
 
-// Loads tokens [c0, c0 + n) of the row as keys, with 16-byte loads where aligned.
+struct Stats {
+  uint32_t max_key;
+  uint32_t n_valid;
+  int64_t argmax;  // lowest index holding max_key
+  uint32_t n_posinf;
+  uint32_t pad;
+};
+struct StatsOp {
+  __device__ Stats operator()(const Stats& a, const Stats& b) const {
+    Stats r;
+    r.max_key = a.max_key > b.max_key ? a.max_key : b.max_key;
+    const int64_t ia = a.max_key == r.max_key ? a.argmax : INT64_MAX;
+    const int64_t ib = b.max_key == r.max_key ? b.argmax : INT64_MAX;
+    r.argmax = ia < ib ? ia : ib;
+    r.n_valid = a.n_valid + b.n_valid;
+    r.n_posinf = a.n_posinf + b.n_posinf;
+    r.pad = 0;
+    return r;
+  }
+};
+__device__ __forceinline__ Stats empty_stats() { return Stats{core::kKeyNegInf, 0, INT64_MAX, 0, 0}; }
+// Tokens of one thread arrive in increasing index order, so a strict > keeps the first maximum.
+__device__ __forceinline__ void add_to_stats(Stats& s, uint32_t k, int64_t token) {
+  if (k > s.max_key) {
+    s.max_key = k;
+    s.argmax = token;
+  }
+  s.n_valid += k > core::kKeyNegInf;
+  s.n_posinf += k == core::kKeyPosInf;
+}
+
+// Loads tokens [c0, c0 + n) of the row as keys (bitmask applied), with 16-byte loads where
+// aligned and several in flight per thread, and returns this thread's statistics of them.
 template <int kThreads>
-__device__ void load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0, int n,
-                           const uint32_t* mask) {
+__device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0, int n,
+                            const uint32_t* mask) {
+  Stats s = empty_stats();
+  const auto put = [&](int i, uint32_t k) {
+    if (mask) {
+      const int64_t t = c0 + i;
+      k = ((mask[t >> 5] >> (t & 31)) & 1u) ? k : core::kKeyNegInf;
+    }
+    keys[i] = k;
+    add_to_stats(s, k, c0 + i);
+  };
   const int esize = dt == DType::kFloat32 ? 4 : 2;
   const char* base = static_cast<const char*>(row) + c0 * esize;
   const int per = 16 / esize;  // elements per 16-byte load
@@ -55,34 +96,27 @@ __device__ void load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0
       }
 #pragma unroll
       for (int u = 0; u < kInFlight; ++u) {
-      const int v = v0 + u * kThreads;
-      if (v >= nvec) break;
-      const uint4 q = q4[u];
-      const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-      if (esize == 4) {
+        const int v = v0 + u * kThreads;
+        if (v >= nvec) break;
+        const uint32_t words[4] = {q4[u].x, q4[u].y, q4[u].z, q4[u].w};
+        if (esize == 4) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) keys[v * 4 + j] = core::canonical_key_of_bits(words[j]);
-      } else {
+          for (int j = 0; j < 4; ++j) put(v * 4 + j, core::canonical_key_of_bits(words[j]));
+        } else {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const uint16_t h = static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
-          keys[v * 8 + j] = dt == DType::kBFloat16
-                                ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
-                                : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h)));
+          for (int j = 0; j < 8; ++j) {
+            const uint16_t h = static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
+            put(v * 8 + j, dt == DType::kBFloat16
+                               ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
+                               : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h))));
+          }
         }
-      }
       }
     }
     done = nvec * per;
   }
-  for (int i = done + threadIdx.x; i < n; i += kThreads) keys[i] = load_key(row, dt, c0 + i);
-  if (mask) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const int64_t t = c0 + i;
-      if (!((mask[t >> 5] >> (t & 31)) & 1u)) keys[i] = core::kKeyNegInf;
-    }
-  }
+  for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads) put(i, load_key(row, dt, c0 + i));
+  return s;
 }
 
 // Logit bias of this CTA's tokens, entries applied in the order given (warp 0; duplicates of a
@@ -142,27 +176,6 @@ __device__ void apply_penalties(uint32_t* keys, uint32_t* tags, const Request& r
     __syncthreads();
   }
 }
-
-struct Stats {
-  uint32_t max_key;
-  uint32_t n_valid;
-  int64_t argmax;  // lowest index holding max_key
-  uint32_t n_posinf;
-  uint32_t pad;
-};
-struct StatsOp {
-  __device__ Stats operator()(const Stats& a, const Stats& b) const {
-    Stats r;
-    r.max_key = a.max_key > b.max_key ? a.max_key : b.max_key;
-    const int64_t ia = a.max_key == r.max_key ? a.argmax : INT64_MAX;
-    const int64_t ib = b.max_key == r.max_key ? b.argmax : INT64_MAX;
-    r.argmax = ia < ib ? ia : ib;
-    r.n_valid = a.n_valid + b.n_valid;
-    r.n_posinf = a.n_posinf + b.n_posinf;
-    r.pad = 0;
-    return r;
-  }
-};
 
 // What one token contributes to a draw: whether it is kept, and its weight.
 struct Contribution {
@@ -342,26 +355,21 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
   const void* xrow = static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
   const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
-  load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask);
-  __syncthreads();
-  if (req.logit_bias.offsets) {
-    apply_bias(keys, req.logit_bias, row, c0, n, ex);
+  Stats s = load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask);
+  const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
+  if (req.logit_bias.offsets || penalties) {
     __syncthreads();
+    if (req.logit_bias.offsets) {
+      apply_bias(keys, req.logit_bias, row, c0, n, ex);
+      __syncthreads();
+    }
+    if (penalties) apply_penalties<kThreads>(keys, tags, req, row, c0, n, rs);
+    // the statistics of the load no longer hold: recount
+    s = empty_stats();
+    for (int i = threadIdx.x; i < n; i += kThreads) add_to_stats(s, keys[i], c0 + i);
   }
-  if (req.prompt_tokens.offsets || req.output_tokens.offsets)
-    apply_penalties<kThreads>(keys, tags, req, row, c0, n, rs);
 
   // ---- statistics ----
-  Stats s{core::kKeyNegInf, 0, INT64_MAX, 0, 0};
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const uint32_t k = keys[i];
-    if (k > s.max_key) {
-      s.max_key = k;
-      s.argmax = c0 + i;
-    }
-    s.n_valid += k > core::kKeyNegInf;
-    s.n_posinf += k == core::kKeyPosInf;
-  }
   s = B::allreduce(s, StatsOp{}, ex);
   const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
   if (st.n_valid == 0) {

@@ -4,7 +4,8 @@
 //
 // Environment:
 //   LMS_GPU_TEST_SMALL=1   shrink every test (small B, V <= 151936): for compute-sanitizer runs
-//   LMS_GPU_TEST_SEED=n    base seed of the random batches (default fixed; printed in the summary)
+//   LMS_GPU_TEST_SEED=n    base seed of the random batches (default fixed)
+//   LMS_GPU_TEST_ROUNDS=n  groups of GpuVsCpu.RandomShapes (default 24; e.g. 500 for a soak run)
 //   LMS_GPU_TIMEOUT_S=s    host-side deadline for any one GPU call + wait (default 120 s)
 //   LMS_GPU_WATCHDOG_S=s   deadline of the watchdog tests' waits (default 60 s)
 #pragma once

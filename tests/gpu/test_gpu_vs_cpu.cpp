@@ -3,6 +3,8 @@
 // bitmasks, logit bias and token histories (CSR), odd layouts, special rows, invalid parameters.
 // Tokens, statuses and kept-set sizes must be equal; logprobs and top logprobs within 1e-6
 // (relative above 1), top ids equal; every GPU output element must be written.
+#include <cstdlib>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -85,25 +87,27 @@ TEST_F(GpuVsCpu, OddVocab) {  // not a multiple of the vector width or of 32 (bi
 
 TEST_F(GpuVsCpu, Vocab32000) {
   run_shapes("Vocab32000", {{kF32, 32000, 1}, {kF32, 32000, 7}, {kF32, 32000, 99}, {kF32, 32000, 989},
-                            {kBF16, 32000, 99}, {kBF16, 32000, 989}, {kF16, 32000, 7}, {kF16, 32000, 99}});
+                            {kBF16, 32000, 99}, {kBF16, 32000, 989}, {kF16, 32000, 7}, {kF16, 32000, 989}});
 }
 
 TEST_F(GpuVsCpu, Vocab128256) {
-  run_shapes("Vocab128256", {{kF32, 128256, 1}, {kF32, 128256, 99}, {kBF16, 128256, 7}, {kBF16, 128256, 99},
-                             {kF16, 128256, 7}});
+  run_shapes("Vocab128256", {{kF32, 128256, 1}, {kF32, 128256, 99}, {kBF16, 128256, 7}, {kBF16, 128256, 989},
+                             {kF16, 128256, 7}, {kF16, 128256, 99}});
 }
 
 TEST_F(GpuVsCpu, Vocab151936) {
-  run_shapes("Vocab151936", {{kF32, 151936, 7}, {kF32, 151936, 99}, {kBF16, 151936, 1}, {kBF16, 151936, 99},
-                             {kF16, 151936, 7}});
+  run_shapes("Vocab151936", {{kF32, 151936, 7}, {kF32, 151936, 989}, {kBF16, 151936, 1}, {kBF16, 151936, 99},
+                             {kBF16, 151936, 512}, {kF16, 151936, 7}, {kF16, 151936, 99}});
 }
 
 TEST_F(GpuVsCpu, Vocab262144) {
-  run_shapes("Vocab262144", {{kF32, 262144, 7}, {kF32, 262144, 99}, {kBF16, 262144, 7}, {kF16, 262144, 1}});
+  run_shapes("Vocab262144", {{kF32, 262144, 7}, {kF32, 262144, 256}, {kBF16, 262144, 7}, {kBF16, 262144, 99},
+                             {kF16, 262144, 1}, {kF16, 262144, 7}});
 }
 
 TEST_F(GpuVsCpu, Vocab1M) {
-  run_shapes("Vocab1M", {{kF32, 1 << 20, 1}, {kF32, 1 << 20, 7}, {kBF16, 1 << 20, 7}, {kF16, 1 << 20, 1}});
+  run_shapes("Vocab1M", {{kF32, 1 << 20, 1}, {kF32, 1 << 20, 7}, {kF32, 1 << 20, 64}, {kBF16, 1 << 20, 7},
+                         {kBF16, 1 << 20, 33}, {kF16, 1 << 20, 1}, {kF16, 1 << 20, 7}});
 }
 
 // Every special row kind in every batch: all -inf, all NaN, a few +inf, NaN/-inf/-0 sprinkled,
@@ -148,12 +152,40 @@ TEST_F(GpuVsCpu, HeavyExtras) {
   run_shapes("HeavyExtrasLarge", cross({kBF16}, {151936}, {28}), &m);
 }
 
-// The compute-sanitizer target (scripts/gpu_check.sh): several shapes, small enough for memcheck
-// and racecheck. Also part of the normal run.
+// Random shapes: vocabularies around powers of two and the usual model sizes, random batch sizes,
+// dtypes and layouts; LMS_GPU_TEST_ROUNDS groups (default 24), a new draw for every
+// LMS_GPU_TEST_SEED. Set LMS_GPU_TEST_ROUNDS=500 for a soak run.
+TEST_F(GpuVsCpu, RandomShapes) {
+  const char* env_rounds = std::getenv("LMS_GPU_TEST_ROUNDS");
+  const int rounds = env_rounds ? std::atoi(env_rounds) : small_mode() ? 4 : 24;
+  static const int64_t vocabs[] = {1,    2,    3,     31,    32,    33,     255,    256,    1023,   1024,
+                                   1025, 4095, 4096,  8193,  32000, 32768,  50257,  65537,  100277, 128256,
+                                   151936, 152064, 201088, 256000, 262144};
+  static const int64_t batches[] = {1, 2, 3, 5, 8, 16, 31, 64, 99, 128, 257};
+  Rng rng(mix_seed(base_seed(), 424242));
+  std::vector<Shape> shapes;
+  for (int i = 0; i < rounds; ++i) {
+    const int64_t v = vocabs[rng.range(0, static_cast<int64_t>(std::size(vocabs)) - 1)];
+    int64_t b = batches[rng.range(0, static_cast<int64_t>(std::size(batches)) - 1)];
+    while (b > 1 && b * v > (int64_t{1} << 25)) b /= 2;  // at most 32M logits per group
+    const DType d = rng.chance(0.4) ? kF32 : rng.chance(0.6) ? kBF16 : kF16;
+    shapes.push_back({d, v, b});
+  }
+  run_shapes("Random", shapes);
+}
+
+// The compute-sanitizer targets (scripts/gpu_check.sh): several shapes, small enough for memcheck
+// and initcheck (SanitizerShapes) and for racecheck and synccheck, which are far slower
+// (RacecheckShapes). Both are also part of the normal run.
 TEST_F(GpuVsCpu, SanitizerShapes) {
   const int64_t b = small_mode() ? 3 : 7;
   run_shapes("Sanitizer", {{kF32, 1, b}, {kBF16, 2, b}, {kF16, 111, b}, {kF32, 4097, b}, {kBF16, 32000, b},
                            {kF32, 151936, 2}, {kF16, 151936, 2}});
+}
+
+TEST_F(GpuVsCpu, RacecheckShapes) {
+  run_shapes("Racecheck", {{kF32, 1, 3}, {kBF16, 2, 3}, {kF16, 111, 3}, {kF32, 1000, 3}, {kBF16, 4097, 2},
+                           {kF16, 20000, 1}});
 }
 
 }  // namespace
