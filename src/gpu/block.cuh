@@ -25,12 +25,29 @@ struct alignas(16) Exchange {
   uint32_t top_count;
   uint32_t pad;
   uint64_t stage_w[kMaxWarps][64];  // per-warp staging of weights
+  static constexpr int kMaxCandidates = 1024;
+  uint32_t thread_max[1024];        // each thread's largest key (top-k pre-filter)
+  uint32_t cand_key[kMaxCandidates];  // compacted candidates, in token order
+  uint32_t cand_idx[kMaxCandidates];
+  uint32_t warp_count[kMaxWarps];
+};
+
+//! A row group of one CTA: what the block-level selections run on.
+struct SingleBlock {
+  __device__ unsigned rank() const { return 0; }
+  __device__ unsigned size() const { return 1; }
+  __device__ void sync() const { __syncthreads(); }
+  template <typename T>
+  __device__ T* map(T* p, unsigned) const {
+    return p;
+  }
 };
 
 //! Copies every rank's slot (64 bytes) into ex.gathered: thread (q, word) loads word `word` of
 //! rank q, all loads in flight at once (a remote load costs a round trip). Ends with a block
 //! barrier; the caller has passed the group barrier that made the slots complete.
-__device__ inline void gather_slots(const RowGroup& g, Exchange& ex, const uint64_t* slot) {
+template <typename Group>
+__device__ void gather_slots(const Group& g, Exchange& ex, const uint64_t* slot) {
   const unsigned n = g.size();
   if (threadIdx.x < n * 8) {
     const unsigned q = threadIdx.x / 8, w = threadIdx.x % 8;
@@ -143,8 +160,8 @@ __device__ T group_allreduce(const RowGroup& g, Exchange& ex, int& phase, T mine
 //! merge through distributed shared memory and a warp scan from the top bucket down.
 //! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; with
 //! kUnitWeights every entry weighs 1, and lanes of a warp aggregate their histogram updates).
-template <int kThreads, bool kUnitWeights, typename KeyAt, typename WeightOf>
-__device__ uint32_t group_select(const RowGroup& g, Exchange& ex, int& hphase, int n,
+template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
+__device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n,
                                  KeyAt key_at, WeightOf weight_of, uint64_t target) {
   uint32_t prefix = 0, pmask = 0;
   uint64_t above = 0;
@@ -170,6 +187,7 @@ __device__ uint32_t group_select(const RowGroup& g, Exchange& ex, int& hphase, i
           if (w) bucket = (k >> shift) & 255u;
         }
       }
+      if (ballot(bucket < 256) == 0) continue;  // warp-uniform: nothing to count here
       const uint64_t peers = match_any(bucket);
       const bool leader = (peers & ((uint64_t{1} << lane) - 1)) == 0;
       if (kUnitWeights) {

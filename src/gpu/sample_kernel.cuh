@@ -186,14 +186,14 @@ struct Contribution {
 // Draw: the smallest token id whose running weight (over kept tokens, in id order) exceeds
 // t = floor(u * W / 2^64). Returns the token in the CTA that holds it, -1 elsewhere; *kept_count
 // gets the group's number of kept tokens.
-template <int kThreads, typename ContributionOf>
-__device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, const uint32_t* keys,
-                              int n, int64_t c0, ContributionOf contribution_of, uint64_t u,
+template <int kThreads, typename KeyAt, typename TokenAt, typename ContributionOf>
+__device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, int n, KeyAt key_at,
+                              TokenAt token_at, ContributionOf contribution_of, uint64_t u,
                               int64_t* kept_count) {
   using B = Block<kThreads>;
   uint64_t mine = 0, cnt = 0;
   for (int i = threadIdx.x; i < n; i += kThreads) {
-    const Contribution c = contribution_of(keys[i]);
+    const Contribution c = contribution_of(key_at(i));
     mine += c.kept ? c.w : 0;
     cnt += c.kept;
   }
@@ -213,13 +213,13 @@ __device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, const
     const int i = base + static_cast<int>(threadIdx.x);
     uint64_t w = 0;
     if (i < n) {
-      const Contribution c = contribution_of(keys[i]);
+      const Contribution c = contribution_of(key_at(i));
       w = c.kept ? c.w : 0;
     }
     uint64_t tile = 0;
     const uint64_t incl = B::inclusive_scan(w, &tile, ex);
     if (acc + tile > t) {
-      if (w > 0 && acc + incl > t && acc + incl - w <= t) ex.bcast[2] = static_cast<uint64_t>(c0 + i);
+      if (w > 0 && acc + incl > t && acc + incl - w <= t) ex.bcast[2] = static_cast<uint64_t>(token_at(i));
       __syncthreads();
       const int64_t token = static_cast<int64_t>(ex.bcast[2]);
       __syncthreads();
@@ -228,6 +228,41 @@ __device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, const
     acc += tile;
   }
   return -1;  // unreachable: t < before + blk.w
+}
+
+// Keys of this CTA's chunk that are >= lo, with their chunk indices, compacted in token order
+// into ex.cand_*: each warp takes a contiguous segment (ballots keep the order), warp counts are
+// prefixed. Returns the number of candidates, or -1 if they do not fit.
+template <int kThreads>
+__device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exchange& ex) {
+  constexpr int kWarps = kThreads / kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
+  const int seg = (n + kWarps * kWarpSize - 1) / (kWarps * kWarpSize) * kWarpSize;
+  const int b0 = warp * seg, b1 = b0 + seg < n ? b0 + seg : n;
+  int count = 0;
+  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) count += __popcll(ballot(i < b1 && keys[i] >= lo));
+  if (lane == 0) ex.warp_count[warp] = static_cast<uint32_t>(count);
+  __syncthreads();
+  int offset = 0, total = 0;
+  for (int w = 0; w < kWarps; ++w) {
+    offset += w < warp ? static_cast<int>(ex.warp_count[w]) : 0;
+    total += static_cast<int>(ex.warp_count[w]);
+  }
+  __syncthreads();
+  if (total > Exchange::kMaxCandidates) return -1;
+  const uint64_t below = (uint64_t{1} << lane) - 1;
+  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) {
+    const bool c = i < b1 && keys[i] >= lo;
+    const uint64_t m = ballot(c);
+    if (c) {
+      const int pos = offset + __popcll(m & below);
+      ex.cand_key[pos] = keys[i];
+      ex.cand_idx[pos] = static_cast<uint32_t>(i);
+    }
+    offset += __popcll(m);
+  }
+  __syncthreads();
+  return total;
 }
 
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
@@ -370,6 +405,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   }
 
   // ---- statistics ----
+  const uint32_t thread_max = s.max_key;  // of the keys this thread loaded (a partition of the chunk)
   s = B::allreduce(s, StatsOp{}, ex);
   const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
   if (st.n_valid == 0) {
@@ -403,15 +439,44 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     kept = 1;
   } else if (st.n_posinf > 0) {
     token = group_draw<kThreads>(
-        g, ex, phase, keys, n, c0,
+        g, ex, phase, n, [&](int i) { return keys[i]; }, [&](int i) { return c0 + i; },
         [](uint32_t k) { return Contribution{k == core::kKeyPosInf, 1}; }, u, &kept);
   } else {
     const float inv_t = core::div_rn(1.0f, rs.temperature);
     const bool use_k = rs.top_k > 0 && static_cast<uint32_t>(rs.top_k) < st.n_valid;
+    // The entries the selections and the draw look at: the whole chunk, or (small top-k) only
+    // the keys >= a lower bound of the k-th largest key, compacted in token order. The k-th
+    // largest of the thread maxima (maxima of a partition of the chunk) is at most the chunk's
+    // k-th largest, hence at most the row's: every key the filters can keep passes.
+    const uint32_t* ekeys = keys;
+    const uint32_t* eidx = nullptr;
+    int en = n;
+    if (use_k && rs.top_k <= kThreads) {
+      ex.thread_max[threadIdx.x] = thread_max;
+      __syncthreads();
+      const SingleBlock self;
+      uint32_t lb = core::kKeyNegInf + 1;
+      const uint32_t valid_maxima = static_cast<uint32_t>(B::allreduce(
+          static_cast<uint64_t>(thread_max > core::kKeyNegInf), [](uint64_t x, uint64_t y) { return x + y; }, ex));
+      if (valid_maxima >= static_cast<uint32_t>(rs.top_k)) {
+        lb = group_select<kThreads, true>(
+            self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
+            [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+            static_cast<uint64_t>(rs.top_k));
+      }
+      const int count = compact_candidates<kThreads>(keys, n, lb, ex);
+      if (count >= 0) {
+        ekeys = ex.cand_key;
+        eidx = ex.cand_idx;
+        en = count;
+      }
+    }
+    const auto key_at = [&](int i) { return ekeys[i]; };
+    const auto token_at = [&](int i) { return c0 + (eidx ? static_cast<int64_t>(eidx[i]) : i); };
     uint32_t lo = core::kKeyNegInf + 1;
     if (use_k) {
       lo = group_select<kThreads, true>(
-          g, ex, hphase, n, [&](int i) { return keys[i]; },
+          g, ex, hphase, en, key_at,
           [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
           static_cast<uint64_t>(rs.top_k));
     }
@@ -420,8 +485,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     if (rs.top_p < 1.0f) {
       // total weight of the candidates, then the top-p threshold by mass
       uint64_t part = 0;
-      for (int i = threadIdx.x; i < n; i += kThreads) {
-        const uint32_t k = keys[i];
+      for (int i = threadIdx.x; i < en; i += kThreads) {
+        const uint32_t k = ekeys[i];
         if (k < lo) continue;
         const float e = core::rel_likelihood(value_of(k), m, inv_t);
         part += e >= min_p ? core::mass_of(e) : 0;
@@ -430,7 +495,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       const uint64_t total = group_sum(g, ex, phase, part, nullptr);
       const uint64_t target = core::ceil_fraction(rs.top_p, total);
       const uint32_t tp = group_select<kThreads, false>(
-          g, ex, hphase, n, [&](int i) { return keys[i]; },
+          g, ex, hphase, en, key_at,
           [&](uint32_t k, int) -> uint64_t {
             if (k < lo) return 0;
             const float e = core::rel_likelihood(value_of(k), m, inv_t);
@@ -440,7 +505,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       tau = tp > lo ? tp : lo;
     }
     token = group_draw<kThreads>(
-        g, ex, phase, keys, n, c0,
+        g, ex, phase, en, key_at, token_at,
         [&](uint32_t k) {
           if (k < tau) return Contribution{false, 0};
           const float e = core::rel_likelihood(value_of(k), m, inv_t);
