@@ -12,24 +12,33 @@ namespace lmsample::gpu {
 //! Exchange buffers are double-buffered: a buffer is written again only two exchanges later,
 //! and every exchange has a group barrier, so no CTA overwrites what a sibling still reads.
 struct alignas(16) Exchange {
-  static constexpr int kMaxWarps = 16;
+  static constexpr int kMaxThreads = 512;
+  static constexpr int kMaxWarps = kMaxThreads / kWarpSize;
   static constexpr int kMaxGroup = 16;
+  static constexpr int kMaxCandidates = 512;   // per CTA
+  static constexpr int kMaxGathered = 1024;    // per row, in rank 0
   uint64_t hist[2][256];     // radix histograms exchanged with the group
   uint64_t merged[256];      // the group's histogram (local copy)
-  uint64_t merge_part[4][256];  // partial sums of the merge
   uint64_t slot[2][8];       // scalar partials (64 bytes)
   uint64_t gathered[kMaxGroup][8];  // the group's partials, read in parallel
   uint64_t scratch[64 * 4];  // block-reduce scratch: up to 64 warps x 32 bytes
   uint64_t bcast[4];         // block broadcast
   uint64_t top[64];          // top-n entries gathered in rank 0
   uint32_t top_count;
-  uint32_t pad;
-  uint64_t stage_w[kMaxWarps][64];  // per-warp staging of weights
-  static constexpr int kMaxCandidates = 1024;
-  uint32_t thread_max[1024];        // each thread's largest key (top-k pre-filter)
-  uint32_t cand_key[kMaxCandidates];  // compacted candidates, in token order
-  uint32_t cand_idx[kMaxCandidates];
   uint32_t warp_count[kMaxWarps];
+  union {  // never live at the same time
+    uint64_t stage_w[kMaxThreads];                // per-warp staging of weights (histogram fill)
+    uint64_t merge_part[kMaxThreads / 256][256];  // partial sums (histogram merge)
+  };
+  union {  // the thread maxima are dead once the candidates are compacted
+    uint32_t thread_max[kMaxThreads];  // each thread's largest key (top-k pre-filter)
+    struct {
+      uint32_t cand_key[kMaxCandidates];  // compacted candidates, in token order
+      uint32_t cand_idx[kMaxCandidates];
+    };
+  };
+  uint32_t gath_key[kMaxGathered];  // the row's candidates gathered in rank 0, in token order
+  uint32_t gath_tok[kMaxGathered];
 };
 
 //! A row group of one CTA: what the block-level selections run on.
@@ -60,7 +69,7 @@ template <int kThreads>
 struct Block {
   static constexpr int kWarps = kThreads / kWarpSize;
   static_assert(kThreads % kWarpSize == 0, "block size must be a multiple of the warp size");
-  static_assert(kWarps <= Exchange::kMaxWarps, "too many warps");
+  static_assert(kThreads <= Exchange::kMaxThreads, "block too large for the exchange buffers");
 
   //! All-reduce of a trivially copyable value (sizeof <= 32) with an associative, commutative
   //! and exact `op`; every thread gets the result. Contains two block barriers.
@@ -105,7 +114,8 @@ struct Block {
 struct Sum2 {
   uint64_t a, b;
 };
-__device__ inline Sum2 group_sum2(const RowGroup& g, Exchange& ex, int& phase, Sum2 mine,
+template <typename Group>
+__device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine,
                                   Sum2* before) {
   uint64_t* slot = ex.slot[phase];
   phase ^= 1;
@@ -131,7 +141,8 @@ __device__ inline Sum2 group_sum2(const RowGroup& g, Exchange& ex, int& phase, S
 
 //! Sum over the row group of each CTA's block-uniform `mine`; *before gets the sum over the
 //! CTAs of lower rank. One group barrier.
-__device__ inline uint64_t group_sum(const RowGroup& g, Exchange& ex, int& phase, uint64_t mine,
+template <typename Group>
+__device__ uint64_t group_sum(const Group& g, Exchange& ex, int& phase, uint64_t mine,
                                      uint64_t* before) {
   Sum2 b{0, 0};
   const Sum2 all = group_sum2(g, ex, phase, Sum2{mine, 0}, &b);
@@ -140,8 +151,8 @@ __device__ inline uint64_t group_sum(const RowGroup& g, Exchange& ex, int& phase
 }
 
 //! Group all-reduce of a block-uniform value (sizeof <= 64). One group barrier.
-template <typename T, typename Op>
-__device__ T group_allreduce(const RowGroup& g, Exchange& ex, int& phase, T mine, Op op) {
+template <typename Group, typename T, typename Op>
+__device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, Op op) {
   static_assert(sizeof(T) <= sizeof(ex.slot[0]), "value too large");
   T* slot = reinterpret_cast<T*>(ex.slot[phase]);
   phase ^= 1;
@@ -193,11 +204,11 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
       if (kUnitWeights) {
         if (bucket < 256 && leader) atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(peers)));
       } else {
-        ex.stage_w[warp][lane] = w;
+        ex.stage_w[threadIdx.x] = w;
         sync_warp();
         if (bucket < 256 && leader) {
           uint64_t sum = 0;
-          for (uint64_t rest = peers; rest; rest &= rest - 1) sum += ex.stage_w[warp][__ffsll(static_cast<long long>(rest)) - 1];
+          for (uint64_t rest = peers; rest; rest &= rest - 1) sum += ex.stage_w[warp * kWarpSize + __ffsll(static_cast<long long>(rest)) - 1];
           atomic_add_u64(&h[bucket], sum);
         }
         sync_warp();
@@ -208,7 +219,7 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
       // kParts threads per bucket, each loading its ranks' copies at once (remote loads are
       // round trips), then the parts summed
       static_assert(kThreads % 256 == 0, "block size must be a multiple of 256");
-      constexpr int kParts = kThreads / 256 < 4 ? kThreads / 256 : 4;
+      constexpr int kParts = kThreads / 256;
       constexpr int kPer = (Exchange::kMaxGroup + kParts - 1) / kParts;
       const unsigned gsize = g.size();
       const int b = static_cast<int>(threadIdx.x) % 256, part = static_cast<int>(threadIdx.x) / 256;

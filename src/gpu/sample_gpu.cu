@@ -1,6 +1,7 @@
 // Host side of the GPU backend: picks the row-group size, sizes the workspace, launches.
 // No allocation, no host synchronisation: a call can be captured in a CUDA graph.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "gpu/sample_gpu.hpp"
@@ -10,7 +11,7 @@ namespace lmsample::gpu {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr size_t kSmemTarget = 112 * 1024;  // keep two CTAs per multiprocessor where possible
+constexpr size_t kSmemTarget = 113 * 1024;  // two CTAs per multiprocessor (228 KB, 1 KB each reserved)
 
 struct Device {
   int id = -1;
@@ -88,14 +89,23 @@ Plan make_plan(const Request& req, const Device& d) {
   const size_t per_token = penalties ? 8 : 4;  // key (+ tag)
   const int max_group = d.clusters ? (d.cluster16 ? 16 : 8) : 1;
   Plan p;
-  // enough CTAs to fill the GPU at small batch, at least 1024 tokens per CTA
+  // about one CTA per multiprocessor at small batch (more CTAs per row only add group
+  // barriers), at least 1024 tokens per CTA
   int group = 1;
-  while (group < max_group && b * group < 2 * d.sms && v > 1024 * group) group *= 2;
+  while (group < max_group && b * group < d.sms && v > 1024 * group) group *= 2;
   // enough CTAs for the row to fit in shared memory
   auto chunk_of = [&](int gsize) { return round_up((v + gsize - 1) / gsize, 64); };
   while (group < max_group && static_cast<size_t>(chunk_of(group)) * per_token + sizeof(Exchange) > kSmemTarget)
     group *= 2;
   // no empty CTA
+  while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
+  // LMSAMPLE_GPU_GROUP=N (1, 2, 4, 8 or 16) overrides the choice, for tuning (results do not
+  // depend on it: the tests compare every group size with the CPU)
+  static const int forced = [] {
+    const char* e = std::getenv("LMSAMPLE_GPU_GROUP");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (forced == 1 || forced == 2 || forced == 4 || forced == 8 || forced == 16) group = std::min(forced, max_group);
   while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
   p.group = group;
   p.chunk = static_cast<int>(chunk_of(group));

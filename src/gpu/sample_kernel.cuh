@@ -186,8 +186,8 @@ struct Contribution {
 // Draw: the smallest token id whose running weight (over kept tokens, in id order) exceeds
 // t = floor(u * W / 2^64). Returns the token in the CTA that holds it, -1 elsewhere; *kept_count
 // gets the group's number of kept tokens.
-template <int kThreads, typename KeyAt, typename TokenAt, typename ContributionOf>
-__device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, int n, KeyAt key_at,
+template <int kThreads, typename Group, typename KeyAt, typename TokenAt, typename ContributionOf>
+__device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, KeyAt key_at,
                               TokenAt token_at, ContributionOf contribution_of, uint64_t u,
                               int64_t* kept_count) {
   using B = Block<kThreads>;
@@ -219,7 +219,10 @@ __device__ int64_t group_draw(const RowGroup& g, Exchange& ex, int& phase, int n
     uint64_t tile = 0;
     const uint64_t incl = B::inclusive_scan(w, &tile, ex);
     if (acc + tile > t) {
-      if (w > 0 && acc + incl > t && acc + incl - w <= t) ex.bcast[2] = static_cast<uint64_t>(token_at(i));
+      if (w > 0 && acc + incl > t && acc + incl - w <= t) {
+        ex.bcast[2] = static_cast<uint64_t>(token_at(i));
+        ex.bcast[3] = key_at(i);  // the drawn token's key (for its logprob)
+      }
       __syncthreads();
       const int64_t token = static_cast<int64_t>(ex.bcast[2]);
       __syncthreads();
@@ -331,6 +334,55 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   }
 }
 
+// top-k, then top-p, then the draw over the entries [0, n) of the group (`key_at`, `token_at`;
+// entries in token order across the group's ranks). Returns the token in the CTA that drew it
+// (its key in ex.bcast[3]), -1 elsewhere; *kept gets the kept-set size.
+template <int kThreads, typename Group, typename KeyAt, typename TokenAt>
+__device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int& hphase, int n,
+                                   KeyAt key_at, TokenAt token_at, const core::RowSettings& rs,
+                                   float m, float inv_t, bool use_k, uint64_t u, int64_t* kept) {
+  using B = Block<kThreads>;
+  uint32_t lo = core::kKeyNegInf + 1;
+  if (use_k) {
+    lo = group_select<kThreads, true>(
+        g, ex, hphase, n, key_at,
+        [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+        static_cast<uint64_t>(rs.top_k));
+  }
+  const float min_p = rs.min_p;
+  uint32_t tau = lo;
+  if (rs.top_p < 1.0f) {
+    // total weight of the candidates, then the top-p threshold by mass
+    uint64_t part = 0;
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const uint32_t k = key_at(i);
+      if (k < lo) continue;
+      const float e = core::rel_likelihood(value_of(k), m, inv_t);
+      part += e >= min_p ? core::mass_of(e) : 0;
+    }
+    part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
+    const uint64_t total = group_sum(g, ex, phase, part, nullptr);
+    const uint64_t target = core::ceil_fraction(rs.top_p, total);
+    const uint32_t tp = group_select<kThreads, false>(
+        g, ex, hphase, n, key_at,
+        [&](uint32_t k, int) -> uint64_t {
+          if (k < lo) return 0;
+          const float e = core::rel_likelihood(value_of(k), m, inv_t);
+          return e >= min_p ? core::mass_of(e) : 0;
+        },
+        target);
+    tau = tp > lo ? tp : lo;
+  }
+  return group_draw<kThreads>(
+      g, ex, phase, n, key_at, token_at,
+      [&](uint32_t k) {
+        if (k < tau) return Contribution{false, 0};
+        const float e = core::rel_likelihood(value_of(k), m, inv_t);
+        return Contribution{e >= min_p, core::mass_of(e)};
+      },
+      u, kept);
+}
+
 template <int kThreads>
 __device__ void write_outputs(const Outputs& out, int64_t row, int32_t token, int32_t status,
                               int32_t kept, float logprob, int top_n) {
@@ -433,6 +485,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   // ---- choose the token ----
   const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
   int64_t token = -1;  // known to the CTA that found it (all CTAs for greedy)
+  uint32_t token_key = st.max_key;
   int64_t kept = 0;
   if (rs.temperature == 0.0f) {
     token = g.rank() == 0 ? st.argmax : -1;
@@ -441,6 +494,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     token = group_draw<kThreads>(
         g, ex, phase, n, [&](int i) { return keys[i]; }, [&](int i) { return c0 + i; },
         [](uint32_t k) { return Contribution{k == core::kKeyPosInf, 1}; }, u, &kept);
+    token_key = core::kKeyPosInf;
   } else {
     const float inv_t = core::div_rn(1.0f, rs.temperature);
     const bool use_k = rs.top_k > 0 && static_cast<uint32_t>(rs.top_k) < st.n_valid;
@@ -451,6 +505,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     const uint32_t* ekeys = keys;
     const uint32_t* eidx = nullptr;
     int en = n;
+    bool gathered = false;
+    int64_t gathered_token = -1, gathered_kept = 0;
     if (use_k && rs.top_k <= kThreads) {
       ex.thread_max[threadIdx.x] = thread_max;
       __syncthreads();
@@ -470,52 +526,50 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
         eidx = ex.cand_idx;
         en = count;
       }
-    }
-    const auto key_at = [&](int i) { return ekeys[i]; };
-    const auto token_at = [&](int i) { return c0 + (eidx ? static_cast<int64_t>(eidx[i]) : i); };
-    uint32_t lo = core::kKeyNegInf + 1;
-    if (use_k) {
-      lo = group_select<kThreads, true>(
-          g, ex, hphase, en, key_at,
-          [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
-          static_cast<uint64_t>(rs.top_k));
-    }
-    const float min_p = rs.min_p;
-    uint32_t tau = lo;
-    if (rs.top_p < 1.0f) {
-      // total weight of the candidates, then the top-p threshold by mass
-      uint64_t part = 0;
-      for (int i = threadIdx.x; i < en; i += kThreads) {
-        const uint32_t k = ekeys[i];
-        if (k < lo) continue;
-        const float e = core::rel_likelihood(value_of(k), m, inv_t);
-        part += e >= min_p ? core::mass_of(e) : 0;
+      // When the row's candidates are few, rank 0 gathers them (in token order) and finishes
+      // the row alone with block barriers only: one group barrier instead of one per round.
+      const Sum2 all = group_sum2(g, ex, phase, Sum2{static_cast<uint64_t>(count < 0 ? 0 : count), count < 0 ? 1u : 0u}, nullptr);
+      if (all.b == 0 && all.a <= static_cast<uint64_t>(Exchange::kMaxGathered)) {
+        gathered = true;
+        g.sync();  // every rank has read the counts: rank 0 may now reuse its exchange buffers
+        if (g.rank() == 0) {
+          uint32_t offset = 0;
+          for (unsigned q = 0; q < g.size(); ++q) {
+            const uint32_t cq = static_cast<uint32_t>(ex.gathered[q][0]);
+            const uint32_t* rk = g.map(ex.cand_key, q);
+            const uint32_t* ri = g.map(ex.cand_idx, q);
+            const int64_t cq0 = static_cast<int64_t>(q) * a.chunk;
+            for (uint32_t j = threadIdx.x; j < cq; j += kThreads) {
+              ex.gath_key[offset + j] = rk[j];
+              ex.gath_tok[offset + j] = static_cast<uint32_t>(cq0 + ri[j]);
+            }
+            offset += cq;
+          }
+          __syncthreads();
+          // local exchange-buffer parities: the group's must stay in step across ranks
+          const SingleBlock self;
+          int lphase = phase, lhphase = hphase;
+          gathered_token = filter_and_draw<kThreads>(
+              self, ex, lphase, lhphase, static_cast<int>(all.a), [&](int i) { return ex.gath_key[i]; },
+              [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k, u,
+              &gathered_kept);
+        }
       }
-      part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
-      const uint64_t total = group_sum(g, ex, phase, part, nullptr);
-      const uint64_t target = core::ceil_fraction(rs.top_p, total);
-      const uint32_t tp = group_select<kThreads, false>(
-          g, ex, hphase, en, key_at,
-          [&](uint32_t k, int) -> uint64_t {
-            if (k < lo) return 0;
-            const float e = core::rel_likelihood(value_of(k), m, inv_t);
-            return e >= min_p ? core::mass_of(e) : 0;
-          },
-          target);
-      tau = tp > lo ? tp : lo;
     }
-    token = group_draw<kThreads>(
-        g, ex, phase, en, key_at, token_at,
-        [&](uint32_t k) {
-          if (k < tau) return Contribution{false, 0};
-          const float e = core::rel_likelihood(value_of(k), m, inv_t);
-          return Contribution{e >= min_p, core::mass_of(e)};
-        },
-        u, &kept);
+    if (gathered) {
+      token = g.rank() == 0 ? gathered_token : -1;
+      kept = gathered_kept;
+    } else {
+      token = filter_and_draw<kThreads>(
+          g, ex, phase, hphase, en, [&](int i) { return ekeys[i]; },
+          [&](int i) { return c0 + (eidx ? static_cast<int64_t>(eidx[i]) : i); }, rs, m, inv_t, use_k,
+          u, &kept);
+    }
+    if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }
 
   if (token >= 0 && threadIdx.x == 0) {
-    const uint32_t key = rs.temperature == 0.0f ? st.max_key : keys[token - c0];
+    const uint32_t key = token_key;
     write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk, static_cast<int32_t>(kept),
                             logprob_at(key), 0);
   }
