@@ -4,6 +4,8 @@
 // the order in which threads or CTAs combine.
 #pragma once
 
+#include <type_traits>
+
 #include "core/port.hpp"
 
 namespace lmsample::gpu {
@@ -174,18 +176,28 @@ __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, O
 template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
 __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n,
                                  KeyAt key_at, WeightOf weight_of, uint64_t target) {
+  // A one-CTA group needs no merge, and can clear the next round's histogram during this one.
+  constexpr bool kLocal = std::is_same<Group, SingleBlock>::value;
   uint32_t prefix = 0, pmask = 0;
   uint64_t above = 0;
+  if (kLocal) {
+    for (int b = threadIdx.x; b < 256; b += kThreads) ex.hist[hphase][b] = 0;
+    __syncthreads();
+  }
   for (int round = 0; round < 4; ++round) {
     const int shift = 24 - 8 * round;
     uint64_t* h = ex.hist[hphase];
     hphase ^= 1;
+    if (kLocal) {
+      for (int b = threadIdx.x; b < 256; b += kThreads) ex.hist[hphase][b] = 0;  // next round's
+    } else {
+      for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
+      __syncthreads();
+    }
     // Lanes of a warp that hit the same bucket are combined by the lowest of them (match_any),
     // which adds their count or total weight with one atomic: contention stays low even when
     // every key falls into one bucket (flat logits). Every lane of the warp runs the same
     // number of iterations (match_any needs them all).
-    for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
-    __syncthreads();
     const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
     const int n_pad = (n + kThreads - 1) / kThreads * kThreads;
     for (int i = threadIdx.x; i < n_pad; i += kThreads) {
@@ -215,7 +227,8 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
       }
     }
     g.sync();
-    {
+    const uint64_t* merged = h;
+    if (!kLocal) {
       // kParts threads per bucket, each loading its ranks' copies at once (remote loads are
       // round trips), then the parts summed
       static_assert(kThreads % 256 == 0, "block size must be a multiple of 256");
@@ -242,43 +255,45 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
         for (int p2 = 0; p2 < kParts; ++p2) sum += ex.merge_part[p2][b];
         ex.merged[b] = sum;
       }
+      __syncthreads();
+      merged = ex.merged;
     }
-    __syncthreads();
     if (threadIdx.x < kWarpSize) {
       constexpr int kPer = 256 / kWarpSize;  // buckets per lane, lane 0 owns the top ones
-      const int lane = threadIdx.x;
+      const int lane0 = static_cast<int>(threadIdx.x);
       uint64_t part = 0;
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) part += ex.merged[255 - lane * kPer - j];
+      for (int j = 0; j < kPer; ++j) part += merged[255 - lane0 * kPer - j];
       uint64_t incl = part;
 #pragma unroll
       for (int d = 1; d < kWarpSize; d <<= 1) {
         const uint64_t t = shfl_up(incl, d);
-        if (lane >= d) incl += t;
+        if (lane0 >= d) incl += t;
       }
       const uint64_t need = target - above;
       const uint64_t hit = ballot(incl >= need);
       const int first = hit ? __ffsll(static_cast<long long>(hit)) - 1 : kWarpSize - 1;
-      if (lane == first) {
+      if (lane0 == first) {
         uint64_t cum = incl - part;
-        int bucket = 255 - lane * kPer - (kPer - 1);
+        int bucket = 255 - lane0 * kPer - (kPer - 1);
         for (int j = 0; j < kPer; ++j) {
-          const int b = 255 - lane * kPer - j;
-          if (cum + ex.merged[b] >= need) {
+          const int b = 255 - lane0 * kPer - j;
+          if (cum + merged[b] >= need) {
             bucket = b;
             break;
           }
-          cum += ex.merged[b];
+          cum += merged[b];
         }
         ex.bcast[0] = static_cast<uint64_t>(bucket);
         ex.bcast[1] = above + cum;
       }
     }
     __syncthreads();
+    // NOTE: no barrier after these reads: bcast is written again only after the next round's
+    // fill barrier, which every thread reaches after reading it.
     prefix |= static_cast<uint32_t>(ex.bcast[0]) << shift;
     pmask |= 255u << shift;
     above = ex.bcast[1];
-    __syncthreads();
   }
   return prefix;
 }

@@ -12,6 +12,21 @@
 
 namespace lmsample::gpu {
 
+#if defined(LMS_PROFILE_PHASES)
+// Development aid: timestamps of the phases of CTA 0 of one row (off in every real build).
+__device__ unsigned long long g_phase_ns[32];
+__device__ __forceinline__ void stamp(int i, int64_t row, int64_t prof_row) {
+  if (row == prof_row && threadIdx.x == 0 && blockIdx.x % 1 == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_phase_ns[i] = t;
+  }
+}
+#define LMS_STAMP(i) stamp(i, g.rank() == 0 ? row : -1, 0)
+#else
+#define LMS_STAMP(i) ((void)0)
+#endif
+
 struct KernelArgs {
   Request req;
   Outputs out;
@@ -233,17 +248,18 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   return -1;  // unreachable: t < before + blk.w
 }
 
-// Keys of this CTA's chunk that are >= lo, with their chunk indices, compacted in token order
-// into ex.cand_*: each warp takes a contiguous segment (ballots keep the order), warp counts are
-// prefixed. Returns the number of candidates, or -1 if they do not fit.
-template <int kThreads>
-__device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exchange& ex) {
+// The entries [0, n) whose key is >= lo, compacted in order into out_key / out_val (value_at(i)
+// is stored beside each key): each warp takes a contiguous segment (ballots keep the order) and
+// the warp counts are prefixed. Returns the count, or -1 if more than `cap` (nothing written).
+template <int kThreads, typename KeyAt, typename ValueAt>
+__device__ int compact_at_least(int n, KeyAt key_at, ValueAt value_at, uint32_t lo, int cap,
+                                uint32_t* out_key, uint32_t* out_val, Exchange& ex) {
   constexpr int kWarps = kThreads / kWarpSize;
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
   const int seg = (n + kWarps * kWarpSize - 1) / (kWarps * kWarpSize) * kWarpSize;
   const int b0 = warp * seg, b1 = b0 + seg < n ? b0 + seg : n;
   int count = 0;
-  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) count += __popcll(ballot(i < b1 && keys[i] >= lo));
+  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) count += __popcll(ballot(i < b1 && key_at(i) >= lo));
   if (lane == 0) ex.warp_count[warp] = static_cast<uint32_t>(count);
   __syncthreads();
   int offset = 0, total = 0;
@@ -252,20 +268,105 @@ __device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exch
     total += static_cast<int>(ex.warp_count[w]);
   }
   __syncthreads();
-  if (total > Exchange::kMaxCandidates) return -1;
+  if (total > cap) return -1;
   const uint64_t below = (uint64_t{1} << lane) - 1;
   for (int i = b0 + lane; i - lane < b1; i += kWarpSize) {
-    const bool c = i < b1 && keys[i] >= lo;
+    const bool c = i < b1 && key_at(i) >= lo;
     const uint64_t m = ballot(c);
     if (c) {
       const int pos = offset + __popcll(m & below);
-      ex.cand_key[pos] = keys[i];
-      ex.cand_idx[pos] = static_cast<uint32_t>(i);
+      out_key[pos] = key_at(i);
+      out_val[pos] = value_at(i);
     }
     offset += __popcll(m);
   }
   __syncthreads();
   return total;
+}
+
+// Keys of this CTA's chunk that are >= lo, with their chunk indices, into ex.cand_*.
+template <int kThreads>
+__device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exchange& ex) {
+  return compact_at_least<kThreads>(
+      n, [&](int i) { return keys[i]; }, [](int i) { return static_cast<uint32_t>(i); }, lo,
+      Exchange::kMaxCandidates, ex.cand_key, ex.cand_idx, ex);
+}
+
+// The last steps of a row with at most 64 candidates left after top-k (token order, in
+// keys[0, c) / toks[0, c)), in one warp: top-p by suffix masses, then the draw by a warp scan.
+// Lane 0 leaves the token, its key and the kept-set size in ex.bcast[1..3].
+__device__ inline void warp_finish(const uint32_t* keys, const uint32_t* toks, int c,
+                                   const core::RowSettings& rs, float m, float inv_t, uint64_t u,
+                                   Exchange& ex) {
+  const int lane = lane_id();
+  uint32_t k[2];
+  uint64_t w[2];
+  bool ok[2];
+  for (int h = 0; h < 2; ++h) {
+    const int j = lane + h * kWarpSize;
+    k[h] = j < c ? keys[j] : 0;
+    const float e = j < c ? core::rel_likelihood(value_of(k[h]), m, inv_t) : -1.0f;
+    ok[h] = j < c && e >= rs.min_p;
+    w[h] = ok[h] ? core::mass_of(e) : 0;
+  }
+  uint64_t total = w[0] + w[1];
+#pragma unroll
+  for (int d = kWarpSize / 2; d > 0; d >>= 1) total += shfl_xor(total, d);
+  uint32_t tau = 0;
+  if (rs.top_p < 1.0f) {
+    // tau = the largest key whose suffix mass (entries with key >= it) reaches the target
+    const uint64_t target = core::ceil_fraction(rs.top_p, total);
+    ex.stage_w[lane] = w[0];
+    ex.stage_w[lane + kWarpSize] = w[1];
+    sync_warp();
+    uint32_t best = 0;
+    for (int h = 0; h < 2; ++h) {
+      if (!ok[h]) continue;
+      uint64_t suffix = 0;
+      for (int j = 0; j < c; ++j) suffix += keys[j] >= k[h] ? ex.stage_w[j] : 0;
+      if (suffix >= target && k[h] > best) best = k[h];
+    }
+#pragma unroll
+    for (int d = kWarpSize / 2; d > 0; d >>= 1) {
+      const uint32_t o = shfl_xor(best, d);
+      best = o > best ? o : best;
+    }
+    tau = best;
+  }
+  uint64_t kept = 0, wk[2];
+  for (int h = 0; h < 2; ++h) {
+    const bool keep = ok[h] && k[h] >= tau;
+    wk[h] = keep ? w[h] : 0;
+    kept += keep;
+  }
+  uint64_t kept_total = wk[0] + wk[1];
+#pragma unroll
+  for (int d = kWarpSize / 2; d > 0; d >>= 1) {
+    kept += shfl_xor(kept, d);
+    kept_total += shfl_xor(kept_total, d);
+  }
+  const uint64_t t = core::scale_draw(u, kept_total);
+  uint64_t carry = 0;
+  for (int h = 0; h < 2; ++h) {
+    uint64_t incl = wk[h];
+#pragma unroll
+    for (int d = 1; d < kWarpSize; d <<= 1) {
+      const uint64_t v = shfl_up(incl, d);
+      if (lane >= d) incl += v;
+    }
+    const uint64_t at = carry + incl;
+    const bool hit = wk[h] > 0 && at > t && at - wk[h] <= t;
+    if (hit) {
+      const int j = lane + h * kWarpSize;
+      ex.bcast[1] = kept;
+      ex.bcast[2] = toks[j];
+      ex.bcast[3] = k[h];
+    }
+    uint64_t half = wk[h];
+#pragma unroll
+    for (int d = kWarpSize / 2; d > 0; d >>= 1) half += shfl_xor(half, d);
+    carry += half;
+  }
 }
 
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
@@ -442,7 +543,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
   const void* xrow = static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
   const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
+  LMS_STAMP(0);
   Stats s = load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask);
+  LMS_STAMP(1);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
   if (req.logit_bias.offsets || penalties) {
     __syncthreads();
@@ -460,6 +563,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const uint32_t thread_max = s.max_key;  // of the keys this thread loaded (a partition of the chunk)
   s = B::allreduce(s, StatsOp{}, ex);
   const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
+  LMS_STAMP(2);
   if (st.n_valid == 0) {
     if (lead) write_outputs<kThreads>(a.out, row, -1, kRowEmpty, 0, core::neg_inf(), top_n);
     g.sync();
@@ -520,7 +624,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
             [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
             static_cast<uint64_t>(rs.top_k));
       }
+      LMS_STAMP(3);
       const int count = compact_candidates<kThreads>(keys, n, lb, ex);
+      LMS_STAMP(4);
       if (count >= 0) {
         ekeys = ex.cand_key;
         eidx = ex.cand_idx;
@@ -547,12 +653,36 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           }
           __syncthreads();
           // local exchange-buffer parities: the group's must stay in step across ranks
+          LMS_STAMP(5);
           const SingleBlock self;
           int lphase = phase, lhphase = hphase;
-          gathered_token = filter_and_draw<kThreads>(
-              self, ex, lphase, lhphase, static_cast<int>(all.a), [&](int i) { return ex.gath_key[i]; },
-              [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k, u,
-              &gathered_kept);
+          const int gn = static_cast<int>(all.a);
+          const auto gkey = [&](int i) { return ex.gath_key[i]; };
+          const uint32_t lo = group_select<kThreads, true>(
+              self, ex, lhphase, gn, gkey,
+              [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+              static_cast<uint64_t>(rs.top_k));
+          // the top-k set (ties included), in token order; usually exactly k entries
+          const int c = compact_at_least<kThreads>(
+              gn, gkey, [&](int i) { return ex.gath_tok[i]; }, lo, Exchange::kMaxCandidates,
+              ex.cand_key, ex.cand_idx, ex);
+          if (c >= 0 && c <= 2 * kWarpSize) {
+            if (threadIdx.x < kWarpSize) warp_finish(ex.cand_key, ex.cand_idx, c, rs, m, inv_t, u, ex);
+            __syncthreads();
+            gathered_token = static_cast<int64_t>(ex.bcast[2]);
+            gathered_kept = static_cast<int64_t>(ex.bcast[1]);
+            __syncthreads();
+          } else if (c >= 0) {
+            gathered_token = filter_and_draw<kThreads>(
+                self, ex, lphase, lhphase, c, [&](int i) { return ex.cand_key[i]; },
+                [&](int i) { return static_cast<int64_t>(ex.cand_idx[i]); }, rs, m, inv_t, false, u,
+                &gathered_kept);
+          } else {
+            gathered_token = filter_and_draw<kThreads>(
+                self, ex, lphase, lhphase, gn, gkey,
+                [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k, u,
+                &gathered_kept);
+          }
         }
       }
     }
@@ -573,10 +703,13 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk, static_cast<int32_t>(kept),
                             logprob_at(key), 0);
   }
+  LMS_STAMP(6);
   if (top_n > 0)
     group_top_n<kThreads>(g, ex, phase, hphase, keys, n, c0, st, log_norm, top_n,
                           a.out.top_ids + row * top_n, a.out.top_logprobs + row * top_n);
+  LMS_STAMP(7);
   g.sync();  // siblings may still read this CTA's shared memory until here
+  LMS_STAMP(8);
 }
 
 }  // namespace lmsample::gpu
