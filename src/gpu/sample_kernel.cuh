@@ -284,12 +284,37 @@ __device__ int compact_at_least(int n, KeyAt key_at, ValueAt value_at, uint32_t 
   return total;
 }
 
-// Keys of this CTA's chunk that are >= lo, with their chunk indices, into ex.cand_*.
+// Keys of this CTA's chunk that are >= lo, with their chunk indices, in one pass: warp w keeps
+// its contiguous segment's candidates in order in its own region of ex.cand_* (kPerWarp slots)
+// and its count in ex.warp_count[w]. Returns the CTA's count, or -1 if a region overflowed.
 template <int kThreads>
 __device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exchange& ex) {
-  return compact_at_least<kThreads>(
-      n, [&](int i) { return keys[i]; }, [](int i) { return static_cast<uint32_t>(i); }, lo,
-      Exchange::kMaxCandidates, ex.cand_key, ex.cand_idx, ex);
+  constexpr int kWarps = kThreads / kWarpSize;
+  constexpr int kPerWarp = Exchange::kMaxCandidates / kWarps;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
+  const int seg = (n + kWarps * kWarpSize - 1) / (kWarps * kWarpSize) * kWarpSize;
+  const int b0 = warp * seg, b1 = b0 + seg < n ? b0 + seg : n;
+  const uint64_t below = (uint64_t{1} << lane) - 1;
+  int count = 0;
+  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) {
+    const bool c = i < b1 && keys[i] >= lo;
+    const uint64_t m = ballot(c);
+    const int pos = count + __popcll(m & below);
+    if (c && pos < kPerWarp) {
+      ex.cand_key[warp * kPerWarp + pos] = keys[i];
+      ex.cand_idx[warp * kPerWarp + pos] = static_cast<uint32_t>(i);
+    }
+    count += __popcll(m);
+  }
+  if (lane == 0) ex.warp_count[warp] = static_cast<uint32_t>(count);
+  __syncthreads();
+  int total = 0;
+  bool overflow = false;
+  for (int w = 0; w < kWarps; ++w) {
+    total += static_cast<int>(ex.warp_count[w]);
+    overflow = overflow || ex.warp_count[w] > static_cast<uint32_t>(kPerWarp);
+  }
+  return overflow ? -1 : total;
 }
 
 // The last steps of a row with at most 64 candidates left after top-k (token order, in
@@ -627,11 +652,6 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       LMS_STAMP(3);
       const int count = compact_candidates<kThreads>(keys, n, lb, ex);
       LMS_STAMP(4);
-      if (count >= 0) {
-        ekeys = ex.cand_key;
-        eidx = ex.cand_idx;
-        en = count;
-      }
       // When the row's candidates are few, rank 0 gathers them (in token order) and finishes
       // the row alone with block barriers only: one group barrier instead of one per round.
       const Sum2 all = group_sum2(g, ex, phase, Sum2{static_cast<uint64_t>(count < 0 ? 0 : count), count < 0 ? 1u : 0u}, nullptr);
@@ -639,17 +659,25 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
         gathered = true;
         g.sync();  // every rank has read the counts: rank 0 may now reuse its exchange buffers
         if (g.rank() == 0) {
-          uint32_t offset = 0;
-          for (unsigned q = 0; q < g.size(); ++q) {
-            const uint32_t cq = static_cast<uint32_t>(ex.gathered[q][0]);
+          // warp q copies rank q's regions (all ranks at once: remote loads are round trips)
+          constexpr int kWarps = kThreads / kWarpSize;
+          constexpr int kPerWarp = Exchange::kMaxCandidates / kWarps;
+          const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
+          for (unsigned q = static_cast<unsigned>(warp); q < g.size(); q += kWarps) {
+            uint32_t offset = 0;
+            for (unsigned r = 0; r < q; ++r) offset += static_cast<uint32_t>(ex.gathered[r][0]);
+            const uint32_t* counts = g.map(ex.warp_count, q);
             const uint32_t* rk = g.map(ex.cand_key, q);
             const uint32_t* ri = g.map(ex.cand_idx, q);
             const int64_t cq0 = static_cast<int64_t>(q) * a.chunk;
-            for (uint32_t j = threadIdx.x; j < cq; j += kThreads) {
-              ex.gath_key[offset + j] = rk[j];
-              ex.gath_tok[offset + j] = static_cast<uint32_t>(cq0 + ri[j]);
+            for (int r = 0; r < kWarps; ++r) {
+              const uint32_t cr = counts[r];
+              for (uint32_t j = static_cast<uint32_t>(lane); j < cr; j += kWarpSize) {
+                ex.gath_key[offset + j] = rk[r * kPerWarp + j];
+                ex.gath_tok[offset + j] = static_cast<uint32_t>(cq0 + ri[r * kPerWarp + j]);
+              }
+              offset += cr;
             }
-            offset += cq;
           }
           __syncthreads();
           // local exchange-buffer parities: the group's must stay in step across ranks
