@@ -54,7 +54,7 @@ struct Stats {
   uint32_t n_valid;
   int64_t argmax;  // lowest index holding max_key
   uint32_t n_posinf;
-  uint32_t pad;
+  uint32_t lower;  // a lower bound of the row's k-th largest key (small top-k), min-combined
 };
 struct StatsOp {
   __device__ Stats operator()(const Stats& a, const Stats& b) const {
@@ -65,11 +65,11 @@ struct StatsOp {
     r.argmax = ia < ib ? ia : ib;
     r.n_valid = a.n_valid + b.n_valid;
     r.n_posinf = a.n_posinf + b.n_posinf;
-    r.pad = 0;
+    r.lower = a.lower < b.lower ? a.lower : b.lower;
     return r;
   }
 };
-__device__ __forceinline__ Stats empty_stats() { return Stats{core::kKeyNegInf, 0, INT64_MAX, 0, 0}; }
+__device__ __forceinline__ Stats empty_stats() { return Stats{core::kKeyNegInf, 0, INT64_MAX, 0, core::kKeyNegInf + 1}; }
 // Tokens of one thread arrive in increasing index order, so a strict > keeps the first maximum.
 __device__ __forceinline__ void add_to_stats(Stats& s, uint32_t k, int64_t token) {
   if (k > s.max_key) {
@@ -317,81 +317,62 @@ __device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exch
   return overflow ? -1 : total;
 }
 
-// The last steps of a row with at most 64 candidates left after top-k (token order, in
-// keys[0, c) / toks[0, c)), in one warp: top-p by suffix masses, then the draw by a warp scan.
-// Lane 0 leaves the token, its key and the kept-set size in ex.bcast[1..3].
-__device__ inline void warp_finish(const uint32_t* keys, const uint32_t* toks, int c,
-                                   const core::RowSettings& rs, float m, float inv_t, uint64_t u,
-                                   Exchange& ex) {
-  const int lane = lane_id();
-  uint32_t k[2];
-  uint64_t w[2];
-  bool ok[2];
-  for (int h = 0; h < 2; ++h) {
-    const int j = lane + h * kWarpSize;
-    k[h] = j < c ? keys[j] : 0;
-    const float e = j < c ? core::rel_likelihood(value_of(k[h]), m, inv_t) : -1.0f;
-    ok[h] = j < c && e >= rs.min_p;
-    w[h] = ok[h] ? core::mass_of(e) : 0;
-  }
-  uint64_t total = w[0] + w[1];
+// The last steps of a row whose candidates (token order, keys[0, c) / toks[0, c), c <= kMax)
+// hold every token the filters can keep, in one CTA: kSplit threads per entry count in parallel
+// (c <= kThreads / kSplit).
+// The top-k threshold (top_k > 0) is the largest key with at least k entries at or above it;
+// the top-p threshold the largest key whose suffix mass reaches the target; the draw is a block
+// scan in token order. Results (kept-set size, token, its key) land in ex.bcast[1..3].
+template <int kThreads>
+__device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
+                             const core::RowSettings& rs, float m, float inv_t, uint64_t u,
+                             Exchange& ex) {
+  using B = Block<kThreads>;
+  constexpr int kSplit = kThreads / 256 > 0 ? kThreads / 256 : 1;
+  static_assert(kWarpSize % kSplit == 0, "an entry's threads must share a warp");
+  const int e = static_cast<int>(threadIdx.x) / kSplit, part = static_cast<int>(threadIdx.x) % kSplit;
+  const bool live = e < c;
+  const uint32_t key = live ? keys[e] : core::kKeyNegInf;
+  const auto sum_split = [](uint64_t v) {
 #pragma unroll
-  for (int d = kWarpSize / 2; d > 0; d >>= 1) total += shfl_xor(total, d);
+    for (int d = 1; d < kSplit; d <<= 1) v += shfl_xor(v, d);
+    return v;
+  };
+  const auto max_op = [](uint32_t x, uint32_t y) { return x > y ? x : y; };
+  const auto add_op = [](uint64_t x, uint64_t y) { return x + y; };
+  uint32_t lo = core::kKeyNegInf + 1;
+  if (top_k > 0) {
+    uint64_t ge = 0;
+    for (int j = part; j < c; j += kSplit) ge += keys[j] >= key;
+    ge = sum_split(ge);
+    const uint32_t best = B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
+    lo = best > lo ? best : lo;
+  }
+  const float ev = live && key >= lo ? core::rel_likelihood(value_of(key), m, inv_t) : -1.0f;
+  const bool ok = live && key >= lo && ev >= rs.min_p;
+  const uint64_t w = ok ? core::mass_of(ev) : 0;
   uint32_t tau = 0;
   if (rs.top_p < 1.0f) {
-    // tau = the largest key whose suffix mass (entries with key >= it) reaches the target
+    if (part == 0 && e < Exchange::kMaxThreads) ex.stage_w[e] = w;
+    const uint64_t total = B::allreduce(part == 0 ? w : 0, add_op, ex);  // its barriers publish stage_w
     const uint64_t target = core::ceil_fraction(rs.top_p, total);
-    ex.stage_w[lane] = w[0];
-    ex.stage_w[lane + kWarpSize] = w[1];
-    sync_warp();
-    uint32_t best = 0;
-    for (int h = 0; h < 2; ++h) {
-      if (!ok[h]) continue;
-      uint64_t suffix = 0;
-      for (int j = 0; j < c; ++j) suffix += keys[j] >= k[h] ? ex.stage_w[j] : 0;
-      if (suffix >= target && k[h] > best) best = k[h];
-    }
-#pragma unroll
-    for (int d = kWarpSize / 2; d > 0; d >>= 1) {
-      const uint32_t o = shfl_xor(best, d);
-      best = o > best ? o : best;
-    }
-    tau = best;
+    uint64_t suffix = 0;
+    for (int j = part; j < c; j += kSplit) suffix += keys[j] >= key ? ex.stage_w[j] : 0;
+    suffix = sum_split(suffix);
+    tau = B::allreduce(ok && suffix >= target ? key : 0u, max_op, ex);
   }
-  uint64_t kept = 0, wk[2];
-  for (int h = 0; h < 2; ++h) {
-    const bool keep = ok[h] && k[h] >= tau;
-    wk[h] = keep ? w[h] : 0;
-    kept += keep;
-  }
-  uint64_t kept_total = wk[0] + wk[1];
-#pragma unroll
-  for (int d = kWarpSize / 2; d > 0; d >>= 1) {
-    kept += shfl_xor(kept, d);
-    kept_total += shfl_xor(kept_total, d);
-  }
+  const bool keep = ok && key >= tau && part == 0;
+  const uint64_t wk = keep ? w : 0;
+  const uint64_t kept = B::allreduce(static_cast<uint64_t>(keep), add_op, ex);
+  uint64_t kept_total = 0;
+  const uint64_t incl = B::inclusive_scan(wk, &kept_total, ex);  // thread order = token order
   const uint64_t t = core::scale_draw(u, kept_total);
-  uint64_t carry = 0;
-  for (int h = 0; h < 2; ++h) {
-    uint64_t incl = wk[h];
-#pragma unroll
-    for (int d = 1; d < kWarpSize; d <<= 1) {
-      const uint64_t v = shfl_up(incl, d);
-      if (lane >= d) incl += v;
-    }
-    const uint64_t at = carry + incl;
-    const bool hit = wk[h] > 0 && at > t && at - wk[h] <= t;
-    if (hit) {
-      const int j = lane + h * kWarpSize;
-      ex.bcast[1] = kept;
-      ex.bcast[2] = toks[j];
-      ex.bcast[3] = k[h];
-    }
-    uint64_t half = wk[h];
-#pragma unroll
-    for (int d = kWarpSize / 2; d > 0; d >>= 1) half += shfl_xor(half, d);
-    carry += half;
+  if (wk > 0 && incl > t && incl - wk <= t) {
+    ex.bcast[1] = kept;
+    ex.bcast[2] = toks[e];
+    ex.bcast[3] = key;
   }
+  __syncthreads();
 }
 
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
@@ -585,7 +566,25 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   }
 
   // ---- statistics ----
-  const uint32_t thread_max = s.max_key;  // of the keys this thread loaded (a partition of the chunk)
+  // Small top-k: a lower bound of the row's k-th largest key. With k' = ceil(k / G), each CTA
+  // takes the k'-th largest of its threads' maxima (maxima of a partition of its chunk), so it
+  // holds at least k' keys at or above it; the minimum over the G CTAs then has at least
+  // G k' >= k keys of the row at or above it. It rides on the statistics exchange.
+  const bool small_k = rs.temperature > 0.0f && rs.top_k > 0 && rs.top_k <= kThreads;
+  if (small_k) {
+    const uint32_t k_cta = (static_cast<uint32_t>(rs.top_k) + G - 1) / G;
+    const uint32_t thread_max = s.max_key;  // of the keys this thread holds
+    ex.thread_max[threadIdx.x] = thread_max;
+    const uint64_t valid_maxima = B::allreduce(
+        static_cast<uint64_t>(thread_max > core::kKeyNegInf), [](uint64_t x, uint64_t y) { return x + y; }, ex);
+    if (valid_maxima >= k_cta) {
+      const SingleBlock self;
+      s.lower = group_select<kThreads, true>(
+          self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
+          [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+          static_cast<uint64_t>(k_cta));
+    }
+  }
   s = B::allreduce(s, StatsOp{}, ex);
   const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
   LMS_STAMP(2);
@@ -636,21 +635,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     int en = n;
     bool gathered = false;
     int64_t gathered_token = -1, gathered_kept = 0;
-    if (use_k && rs.top_k <= kThreads) {
-      ex.thread_max[threadIdx.x] = thread_max;
-      __syncthreads();
-      const SingleBlock self;
-      uint32_t lb = core::kKeyNegInf + 1;
-      const uint32_t valid_maxima = static_cast<uint32_t>(B::allreduce(
-          static_cast<uint64_t>(thread_max > core::kKeyNegInf), [](uint64_t x, uint64_t y) { return x + y; }, ex));
-      if (valid_maxima >= static_cast<uint32_t>(rs.top_k)) {
-        lb = group_select<kThreads, true>(
-            self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
-            [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
-            static_cast<uint64_t>(rs.top_k));
-      }
+    if (use_k && small_k) {
       LMS_STAMP(3);
-      const int count = compact_candidates<kThreads>(keys, n, lb, ex);
+      const int count = compact_candidates<kThreads>(keys, n, st.lower, ex);
       LMS_STAMP(4);
       // When the row's candidates are few, rank 0 gathers them (in token order) and finishes
       // the row alone with block barriers only: one group barrier instead of one per round.
@@ -686,6 +673,12 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           int lphase = phase, lhphase = hphase;
           const int gn = static_cast<int>(all.a);
           const auto gkey = [&](int i) { return ex.gath_key[i]; };
+          if (gn <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
+            block_finish<kThreads>(ex.gath_key, ex.gath_tok, gn, rs.top_k, rs, m, inv_t, u, ex);
+            gathered_token = static_cast<int64_t>(ex.bcast[2]);
+            gathered_kept = static_cast<int64_t>(ex.bcast[1]);
+            __syncthreads();
+          } else {
           const uint32_t lo = group_select<kThreads, true>(
               self, ex, lhphase, gn, gkey,
               [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
@@ -694,9 +687,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           const int c = compact_at_least<kThreads>(
               gn, gkey, [&](int i) { return ex.gath_tok[i]; }, lo, Exchange::kMaxCandidates,
               ex.cand_key, ex.cand_idx, ex);
-          if (c >= 0 && c <= 2 * kWarpSize) {
-            if (threadIdx.x < kWarpSize) warp_finish(ex.cand_key, ex.cand_idx, c, rs, m, inv_t, u, ex);
-            __syncthreads();
+          if (c >= 0 && c <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
+            block_finish<kThreads>(ex.cand_key, ex.cand_idx, c, 0, rs, m, inv_t, u, ex);
             gathered_token = static_cast<int64_t>(ex.bcast[2]);
             gathered_kept = static_cast<int64_t>(ex.bcast[1]);
             __syncthreads();
@@ -710,6 +702,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
                 self, ex, lphase, lhphase, gn, gkey,
                 [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k, u,
                 &gathered_kept);
+          }
           }
         }
       }
