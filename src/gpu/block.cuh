@@ -215,6 +215,12 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
       const bool leader = (peers & ((uint64_t{1} << lane) - 1)) == 0;
       if (kUnitWeights) {
         if (bucket < 256 && leader) atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(peers)));
+      } else if (peers == (kWarpSize == 64 ? ~uint64_t{0} : (uint64_t{1} << (kWarpSize % 64)) - 1)) {
+        // the whole warp in one bucket (flat rows, late rounds): a butterfly sum
+        uint64_t sum = w;
+#pragma unroll
+        for (int d = kWarpSize / 2; d > 0; d >>= 1) sum += shfl_xor(sum, d);
+        if (bucket < 256 && lane == 0) atomic_add_u64(&h[bucket], sum);
       } else {
         ex.stage_w[threadIdx.x] = w;
         sync_warp();

@@ -206,46 +206,41 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
                               TokenAt token_at, ContributionOf contribution_of, uint64_t u,
                               int64_t* kept_count) {
   using B = Block<kThreads>;
+  // Each thread owns a contiguous run of entries, so one block scan of the threads' sums
+  // locates the thread that holds the draw, which then walks its run alone.
+  const int per = (n + kThreads - 1) / kThreads;
+  const int i0 = static_cast<int>(threadIdx.x) * per, i1 = i0 + per < n ? i0 + per : n;
   uint64_t mine = 0, cnt = 0;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
+  for (int i = i0; i < i1; ++i) {
     const Contribution c = contribution_of(key_at(i));
     mine += c.kept ? c.w : 0;
     cnt += c.kept;
   }
-  struct Pair {
-    uint64_t w, c;
-  };
-  const auto add = [](const Pair& a, const Pair& b) { return Pair{a.w + b.w, a.c + b.c}; };
-  const Pair blk = B::allreduce(Pair{mine, cnt}, add, ex);
+  const uint64_t kept_here = B::allreduce(cnt, [](uint64_t a, uint64_t b) { return a + b; }, ex);
+  uint64_t blk = 0;
+  const uint64_t incl = B::inclusive_scan(mine, &blk, ex);
   Sum2 before2{0, 0};
-  const Sum2 all = group_sum2(g, ex, phase, Sum2{blk.w, blk.c}, &before2);
+  const Sum2 all = group_sum2(g, ex, phase, Sum2{blk, kept_here}, &before2);
   const uint64_t total = all.a, before = before2.a;
   *kept_count = static_cast<int64_t>(all.b);
   const uint64_t t = core::scale_draw(u, total);
-  if (!(before <= t && t < before + blk.w)) return -1;  // uniform within the CTA
-  uint64_t acc = before;
-  for (int base = 0; base < n; base += kThreads) {
-    const int i = base + static_cast<int>(threadIdx.x);
-    uint64_t w = 0;
-    if (i < n) {
+  if (!(before <= t && t < before + blk)) return -1;  // uniform within the CTA
+  uint64_t acc = before + incl - mine;
+  if (mine > 0 && acc <= t && t < acc + mine) {
+    for (int i = i0; i < i1; ++i) {
       const Contribution c = contribution_of(key_at(i));
-      w = c.kept ? c.w : 0;
-    }
-    uint64_t tile = 0;
-    const uint64_t incl = B::inclusive_scan(w, &tile, ex);
-    if (acc + tile > t) {
-      if (w > 0 && acc + incl > t && acc + incl - w <= t) {
+      acc += c.kept ? c.w : 0;
+      if (acc > t) {
         ex.bcast[2] = static_cast<uint64_t>(token_at(i));
         ex.bcast[3] = key_at(i);  // the drawn token's key (for its logprob)
+        break;
       }
-      __syncthreads();
-      const int64_t token = static_cast<int64_t>(ex.bcast[2]);
-      __syncthreads();
-      return token;
     }
-    acc += tile;
   }
-  return -1;  // unreachable: t < before + blk.w
+  __syncthreads();
+  const int64_t token = static_cast<int64_t>(ex.bcast[2]);
+  __syncthreads();
+  return token;
 }
 
 // The entries [0, n) whose key is >= lo, compacted in order into out_key / out_val (value_at(i)
