@@ -1,0 +1,78 @@
+// Phase timing of the sampling kernel: builds the GPU backend with LMS_PROFILE_PHASES, which makes
+// rank 0 of row 0 stamp the global timer between phases, and prints the phase durations of
+// top-k 50 + top-p 0.9 at V = 151,936 (fp32, N(0,1)*4 logits) for a few batch sizes.
+// results/gpu/README.md quotes its output.
+#define LMS_PROFILE_PHASES 1
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "gpu/sample_gpu.cu"
+
+namespace {
+#define CHECK(x)                                                                        \
+  do {                                                                                  \
+    const cudaError_t e_ = (x);                                                         \
+    if (e_ != cudaSuccess) {                                                            \
+      std::fprintf(stderr, "%s failed: %s\n", #x, cudaGetErrorString(e_));               \
+      std::exit(1);                                                                     \
+    }                                                                                   \
+  } while (0)
+}  // namespace
+
+int main() {
+  using namespace lmsample;
+  const int64_t v = 151936;
+  for (const int64_t b : {int64_t{1}, int64_t{32}, int64_t{512}}) {
+    std::vector<float> x(static_cast<size_t>(b * v));
+    std::mt19937 gen(1);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (float& f : x) f = nd(gen) * 4.0f;
+    const std::vector<int32_t> k(static_cast<size_t>(b), 50);
+    const std::vector<float> p(static_cast<size_t>(b), 0.9f);
+    float *dx = nullptr, *dp = nullptr;
+    int32_t *dk = nullptr, *tok = nullptr, *st = nullptr;
+    CHECK(cudaMalloc(&dx, x.size() * sizeof(float)));
+    CHECK(cudaMalloc(&dp, p.size() * sizeof(float)));
+    CHECK(cudaMalloc(&dk, k.size() * sizeof(int32_t)));
+    CHECK(cudaMalloc(&tok, k.size() * sizeof(int32_t)));
+    CHECK(cudaMalloc(&st, k.size() * sizeof(int32_t)));
+    CHECK(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dp, p.data(), p.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dk, k.data(), k.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    Request r;
+    r.logits = {dx, DType::kFloat32, b, v, 0};
+    r.params.top_k = dk;
+    r.params.top_p = dp;
+    Outputs o;
+    o.tokens = tok;
+    o.status = st;
+    ExecConfig c;
+    c.backend = Backend::kCuda;
+    void* ws = nullptr;
+    const size_t wsb = gpu::workspace_size(r, c);
+    if (wsb) CHECK(cudaMalloc(&ws, wsb));
+    for (int it = 0; it < 5; ++it) {
+      const Status s = gpu::sample(r, o, ws, wsb, c);
+      if (!s.ok()) {
+        std::fprintf(stderr, "%s\n", s.message.c_str());
+        return 1;
+      }
+    }
+    CHECK(cudaDeviceSynchronize());
+    unsigned long long t[32];
+    CHECK(cudaMemcpyFromSymbol(t, gpu::g_phase_ns, sizeof t));
+    std::printf("B=%ld: load %llu, statistics exchange (+ top-k bound) %llu, compaction %llu, "
+                "count exchange + gather %llu, rank-0 finish %llu, final barrier %llu ns "
+                "(total %llu)\n",
+                static_cast<long>(b), t[1] - t[0], t[2] - t[1], t[4] - t[3], t[5] - t[4],
+                t[6] - t[5], t[8] - t[7], t[8] - t[0]);
+    cudaFree(dx);
+    cudaFree(dp);
+    cudaFree(dk);
+    cudaFree(tok);
+    cudaFree(st);
+    if (ws) cudaFree(ws);
+  }
+  return 0;
+}
