@@ -6,7 +6,8 @@
 // second. Before a CPU case is timed, its outputs (token, status, kept-set size, logprobs) are
 // compared with the reference once; a mismatch fails the case instead of timing it.
 //
-// Case names: sample/impl:<cpu|ref>/op:<op>/dtype:<f32|bf16>/logits:<gauss|llm>/V:<V>/cpu_threads:<n>
+// Case names:
+// sample/impl:<cpu|ref>/op:<op>/dtype:<f32|bf16>/logits:<gauss|llm>/V:<V>/cpu_threads:<n>
 // bench/run_cpu.sh parses them; keep the format.
 #include <benchmark/benchmark.h>
 
@@ -319,14 +320,15 @@ void run_case(benchmark::State& state, Case c) {
   const int64_t elem = c.dtype == DType::kFloat32 ? 4 : 2;
   state.SetItemsProcessed(state.iterations() * kRows);
   state.SetBytesProcessed(state.iterations() * kRows * c.vocab * elem);
-  state.counters["us_per_row"] =
-      benchmark::Counter(static_cast<double>(kRows) * 1e-6,
-                         benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["us_per_row"] = benchmark::Counter(
+      static_cast<double>(kRows) * 1e-6,
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   state.counters["kept"] = it->second.second;  // mean kept-set size (same for both impls)
 }
 
 void register_case(const Case& c) {
-  // On a shared VM the median can be far from the undisturbed time: also report the best repetition.
+  // On a shared VM the median can be far from the undisturbed time: also report the best
+  // repetition.
   benchmark::RegisterBenchmark(case_name(c).c_str(), run_case, c)
       ->UseRealTime()
       ->Unit(benchmark::kMicrosecond)
@@ -347,8 +349,10 @@ void register_all() {
           for (Impl i : impls) register_case(Case{i, kOps[o], d, s, v, 1});
     }
   }
-  // Multi-threaded: the main op at V = 151,936 with 2 threads (the per-row time is wall clock / rows).
-  for (Shape s : shapes) register_case(Case{Impl::kCpu, kOps[kMainOp], DType::kFloat32, s, kMainVocab, 2});
+  // Multi-threaded: the main op at V = 151,936 with 2 threads (the per-row time is wall clock /
+  // rows).
+  for (Shape s : shapes)
+    register_case(Case{Impl::kCpu, kOps[kMainOp], DType::kFloat32, s, kMainVocab, 2});
 }
 
 }  // namespace

@@ -24,13 +24,16 @@ static_assert(LMS_WORKSPACE_TOO_SMALL == static_cast<int>(lmsample::Code::kWorks
 static_assert(LMS_UNSUPPORTED == static_cast<int>(lmsample::Code::kUnsupported));
 static_assert(LMS_BACKEND_ERROR == static_cast<int>(lmsample::Code::kBackendError));
 static_assert(LMS_ROW_OK == lmsample::kRowOk && LMS_ROW_EMPTY == lmsample::kRowEmpty &&
-              LMS_ROW_BAD_TEMPERATURE == lmsample::kRowBadTemperature && LMS_ROW_BAD_TOP_K == lmsample::kRowBadTopK &&
-              LMS_ROW_BAD_TOP_P == lmsample::kRowBadTopP && LMS_ROW_BAD_MIN_P == lmsample::kRowBadMinP &&
+              LMS_ROW_BAD_TEMPERATURE == lmsample::kRowBadTemperature &&
+              LMS_ROW_BAD_TOP_K == lmsample::kRowBadTopK &&
+              LMS_ROW_BAD_TOP_P == lmsample::kRowBadTopP &&
+              LMS_ROW_BAD_MIN_P == lmsample::kRowBadMinP &&
               LMS_ROW_BAD_REPETITION_PENALTY == lmsample::kRowBadRepetitionPenalty &&
               LMS_ROW_BAD_FREQUENCY_PENALTY == lmsample::kRowBadFrequencyPenalty &&
               LMS_ROW_BAD_PRESENCE_PENALTY == lmsample::kRowBadPresencePenalty &&
               LMS_ROW_BAD_TOKEN_ID == lmsample::kRowBadTokenId);
-static_assert(LMS_DTYPE_F32 == static_cast<int>(DType::kFloat32) && LMS_DTYPE_BF16 == static_cast<int>(DType::kBFloat16) &&
+static_assert(LMS_DTYPE_F32 == static_cast<int>(DType::kFloat32) &&
+              LMS_DTYPE_BF16 == static_cast<int>(DType::kBFloat16) &&
               LMS_DTYPE_F16 == static_cast<int>(DType::kFloat16));
 static_assert(LMS_BACKEND_AUTO == static_cast<int>(lmsample::Backend::kAuto) &&
               LMS_BACKEND_CPU == static_cast<int>(lmsample::Backend::kCpu) &&
@@ -38,7 +41,9 @@ static_assert(LMS_BACKEND_AUTO == static_cast<int>(lmsample::Backend::kAuto) &&
 
 namespace {
 
-lms_sparse_rows to_c(const lmsample::SparseRows& s) { return lms_sparse_rows{s.offsets, s.tokens, s.values}; }
+lms_sparse_rows to_c(const lmsample::SparseRows& s) {
+  return lms_sparse_rows{s.offsets, s.tokens, s.values};
+}
 
 lms_request to_c(const lmsample::Request& r) {
   lms_request c;
@@ -195,7 +200,8 @@ TEST(CApi, ErrorCodesAndMessages) {
   c = to_c(batch.request());
   c.top_logprobs = 65;
   EXPECT_EQ(lms_sample(&c, &o, ws.data(), ws.size(), &exec), LMS_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(lms_last_error()).find("top_logprobs"), std::string::npos) << lms_last_error();
+  EXPECT_NE(std::string(lms_last_error()).find("top_logprobs"), std::string::npos)
+      << lms_last_error();
   c = to_c(batch.request());
   c.dtype = 9;
   EXPECT_EQ(lms_sample(&c, &o, ws.data(), ws.size(), &exec), LMS_INVALID_ARGUMENT);
@@ -241,7 +247,8 @@ TEST(CApi, NamesVersionBackends) {
   EXPECT_STREQ(lms_row_status_name(LMS_ROW_OK), "ok");
   EXPECT_STREQ(lms_version(), lmsample::version());
   EXPECT_EQ(lms_backend_available(LMS_BACKEND_CPU), 1);
-  EXPECT_EQ(lms_backend_available(LMS_BACKEND_CUDA), lmsample::backend_available(lmsample::Backend::kCuda) ? 1 : 0);
+  EXPECT_EQ(lms_backend_available(LMS_BACKEND_CUDA),
+            lmsample::backend_available(lmsample::Backend::kCuda) ? 1 : 0);
   if (!lmsample::backend_available(lmsample::Backend::kCuda)) {
     // asking for a backend that is not there
     std::vector<RowSpec> rows(1);

@@ -4,8 +4,8 @@
 //
 // The bound checked here (derivation; u = 2^-24, E = 2^-23 the relative error of exp_nonpos):
 // for a kept token, z = (y - m) / T exactly, while the contract evaluates
-// exp_nonpos(fl(fl(y - m) * fl(1 / T))). Each of the three roundings has relative error <= u, so the
-// argument is z (1 + theta) with |theta| <= (1 + u)^3 - 1, and
+// exp_nonpos(fl(fl(y - m) * fl(1 / T))). Each of the three roundings has relative error <= u, so
+// the argument is z (1 + theta) with |theta| <= (1 + u)^3 - 1, and
 //   e = exp(z) * exp(z theta) * (1 + eps),  |eps| <= E,
 //   delta(z) := |e / exp(z) - 1| <= (1 + E) * exp(((1 + u)^3 - 1) |z|) - 1.
 // A token with weight > 0 has e >= 2^-39, so |z| <= 27.04 and delta <= E + 81.2 u (4.96e-6); the
@@ -32,15 +32,15 @@ using lmstest::RowSpec;
 
 namespace {
 
-constexpr double kU = 1.0 / 16777216.0;      // 2^-24
-constexpr double kE = 2.0 / 16777216.0;      // 2^-23, exp_nonpos
+constexpr double kU = 1.0 / 16777216.0;         // 2^-24
+constexpr double kE = 2.0 / 16777216.0;         // 2^-23, exp_nonpos
 constexpr double kUnit = 1.0 / 549755813888.0;  // 2^-39
 
 struct BoundResult {
-  double l1 = 0.0;              // sum |q - p|
-  double bound_instance = 0.0;  // 2 (sum a delta + n 2^-39) / A
-  double bound_global = 0.0;    // 2 max-delta(27.04) + 2 n 2^-39
-  double bound_stated = 0.0;    // 2 * 2^-23 + 2 n 2^-39 (docs/contract.md)
+  double l1 = 0.0;                   // sum |q - p|
+  double bound_instance = 0.0;       // 2 (sum a delta + n 2^-39) / A
+  double bound_global = 0.0;         // 2 max-delta(27.04) + 2 n 2^-39
+  double bound_stated = 0.0;         // 2 * 2^-23 + 2 n 2^-39 (docs/contract.md)
   double worst_token_excess = -1.0;  // max over tokens of |q-p| - per-token bound (must be <= 0)
   size_t n = 0;
 };
@@ -85,8 +85,7 @@ BoundResult measure(const lmsample::Request& req, int64_t row) {
     const double p = static_cast<double>(a[i] / a_total);
     const double diff = std::fabs(q - p);
     r.l1 += diff;
-    const double token_bound =
-        slack * (p * delta[i] + q * (delta_max + n * kUnit) + kUnit) + 1e-18;
+    const double token_bound = slack * (p * delta[i] + q * (delta_max + n * kUnit) + kUnit) + 1e-18;
     r.worst_token_excess = std::max(r.worst_token_excess, diff - token_bound);
   }
   return r;
@@ -100,14 +99,22 @@ RowSpec random_row(Rng& rng, int64_t v, float temperature) {
   const double mean = rng.uniform(-10.0, 10.0);
   for (float& xi : x) xi = static_cast<float>(rng.normal(mean, sd));
   const int strong = static_cast<int>(rng.range(0, 5));
-  for (int i = 0; i < strong; ++i) x[static_cast<size_t>(rng.range(0, v - 1))] += static_cast<float>(rng.uniform(2, 8) * sd);
+  for (int i = 0; i < strong; ++i)
+    x[static_cast<size_t>(rng.range(0, v - 1))] += static_cast<float>(rng.uniform(2, 8) * sd);
   row.f32 = x;
   row.temperature = temperature;
   switch (rng.range(0, 4)) {
-    case 0: break;
-    case 1: row.top_k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 2000))); break;
-    case 2: row.top_p = static_cast<float>(rng.uniform(0.3, 0.999)); break;
-    case 3: row.min_p = static_cast<float>(std::exp(rng.uniform(-20.0, -1.0))); break;
+    case 0:
+      break;
+    case 1:
+      row.top_k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 2000)));
+      break;
+    case 2:
+      row.top_p = static_cast<float>(rng.uniform(0.3, 0.999));
+      break;
+    case 3:
+      row.min_p = static_cast<float>(std::exp(rng.uniform(-20.0, -1.0)));
+      break;
     default:
       row.top_k = static_cast<int32_t>(rng.range(1, v));
       row.top_p = static_cast<float>(rng.uniform(0.5, 1.0));
@@ -172,7 +179,8 @@ TEST(ContractBound, ExactWhenNoArgumentRounding) {
     const int64_t v = rep % 2 ? 1000 : 32000;
     RowSpec row;
     row.f32.resize(static_cast<size_t>(v));
-    for (float& xi : row.f32) xi = static_cast<float>(rng.range(-16 * 1024, 16 * 1024 - 1)) / 1024.0f;
+    for (float& xi : row.f32)
+      xi = static_cast<float>(rng.range(-16 * 1024, 16 * 1024 - 1)) / 1024.0f;
     std::vector<RowSpec> spec{row};
     Batch batch(lmsample::DType::kFloat32, v, std::move(spec));
     const BoundResult r = measure(batch.request(), 0);
@@ -209,9 +217,11 @@ TEST(ContractBound, StatedBoundIgnoresArgumentRounding) {
   std::vector<RowSpec> spec{row};
   Batch batch(lmsample::DType::kFloat32, 1000, std::move(spec));
   const BoundResult r = measure(batch.request(), 0);
-  std::printf("y = %.9g: likelihood error %.3g (%.2f x 2^-23); L1 = %.3g, stated bound %.3g, derived %.3g\n",
-              static_cast<double>(y_worst), delta_worst, delta_worst / kE, r.l1, r.bound_stated,
-              r.bound_instance);
+  std::printf(
+      "y = %.9g: likelihood error %.3g (%.2f x 2^-23); L1 = %.3g, stated bound %.3g, derived "
+      "%.3g\n",
+      static_cast<double>(y_worst), delta_worst, delta_worst / kE, r.l1, r.bound_stated,
+      r.bound_instance);
   EXPECT_GT(r.l1, r.bound_stated);
   EXPECT_LE(r.l1, r.bound_instance);
   EXPECT_LE(r.l1, r.bound_global);
@@ -239,12 +249,15 @@ TEST(ContractBound, LogprobsNormalise) {
       const long double ref = (static_cast<long double>(y[id]) - m) - std::log(a_total);
       // tolerance: float rounding of the result, the relative error of the likelihoods summed in S
       // (2^-23 + 27.04 u at T = 1) and the flooring of each term (n 2^-39, S >= 1).
-      const long double tol = std::fabs(ref) * 1.2e-7L + 2.5e-6L + static_cast<long double>(v) * kUnit;
-      ASSERT_NEAR(static_cast<double>(res.top_logprobs[i]), static_cast<double>(ref), static_cast<double>(tol))
+      const long double tol =
+          std::fabs(ref) * 1.2e-7L + 2.5e-6L + static_cast<long double>(v) * kUnit;
+      ASSERT_NEAR(static_cast<double>(res.top_logprobs[i]), static_cast<double>(ref),
+                  static_cast<double>(tol))
           << "V=" << v << " rank " << i;
     }
     const long double ref_tok = (static_cast<long double>(y[res.token]) - m) - std::log(a_total);
-    ASSERT_NEAR(static_cast<double>(res.logprob), static_cast<double>(ref_tok),
-                std::fabs(static_cast<double>(ref_tok)) * 1.2e-7 + 2.5e-6 + static_cast<double>(v) * kUnit);
+    ASSERT_NEAR(
+        static_cast<double>(res.logprob), static_cast<double>(ref_tok),
+        std::fabs(static_cast<double>(ref_tok)) * 1.2e-7 + 2.5e-6 + static_cast<double>(v) * kUnit);
   }
 }

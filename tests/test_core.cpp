@@ -41,15 +41,17 @@ TEST(Philox, KnownAnswerAllOnes) {
 }
 
 TEST(Philox, KnownAnswerPi) {
-  expect_philox(philox(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u, 0xa4093822u, 0x299f31d0u),
-                0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u);
+  expect_philox(
+      philox(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u, 0xa4093822u, 0x299f31d0u),
+      0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u);
 }
 
 TEST(Philox, RowUniformLayout) {
   // key = seed (low word first), counter = (step lo, step hi, substream, 0), u = out1:out0.
   const uint64_t seed = 0x299f31d0a4093822ull;
   const uint64_t step = 0x85a308d3243f6a88ull;
-  const core::Philox4 out = philox(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0, 0xa4093822u, 0x299f31d0u);
+  const core::Philox4 out =
+      philox(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0, 0xa4093822u, 0x299f31d0u);
   EXPECT_EQ(core::row_uniform64(seed, step, 0x13198a2eu),
             (static_cast<uint64_t>(out.v[1]) << 32) | out.v[0]);
   // The pi vector has a non-zero fourth counter word, so check it through philox4x32_10 only,
@@ -148,10 +150,18 @@ TEST(LogU64, MatchesStdLog) {
   for (int i = 0; i < 200000; ++i) {
     uint64_t s;
     switch (i % 4) {
-      case 0: s = rng.u64(); break;
-      case 1: s = rng.u64() >> rng.range(0, 63); break;
-      case 2: s = static_cast<uint64_t>(rng.range(1, 1000)); break;
-      default: s = (uint64_t{1} << 39) + static_cast<uint64_t>(rng.range(0, 1 << 30)); break;
+      case 0:
+        s = rng.u64();
+        break;
+      case 1:
+        s = rng.u64() >> rng.range(0, 63);
+        break;
+      case 2:
+        s = static_cast<uint64_t>(rng.range(1, 1000));
+        break;
+      default:
+        s = (uint64_t{1} << 39) + static_cast<uint64_t>(rng.range(0, 1 << 30));
+        break;
     }
     if (s == 0) s = 1;
     const long double ref = std::log(static_cast<long double>(s));
@@ -170,8 +180,15 @@ TEST(LogU64, MatchesStdLog) {
 
 TEST(OrderKey, MonotoneAndInverse) {
   lmstest::Rng rng(12);
-  std::vector<float> values = {-std::numeric_limits<float>::infinity(), -3.4e38f, -1.0f, -1e-45f, 0.0f,
-                               1e-45f, 1.0f, 3.4e38f, std::numeric_limits<float>::infinity()};
+  std::vector<float> values = {-std::numeric_limits<float>::infinity(),
+                               -3.4e38f,
+                               -1.0f,
+                               -1e-45f,
+                               0.0f,
+                               1e-45f,
+                               1.0f,
+                               3.4e38f,
+                               std::numeric_limits<float>::infinity()};
   for (int i = 0; i < 100000; ++i) {
     uint32_t u = static_cast<uint32_t>(rng.u64());
     float f;
@@ -201,8 +218,9 @@ TEST(OrderKey, CanonicalKeyOfBits) {
   EXPECT_EQ(core::kKeyNegInf, core::order_key(-std::numeric_limits<float>::infinity()));
   EXPECT_EQ(core::kKeyPosInf, core::order_key(std::numeric_limits<float>::infinity()));
   lmstest::Rng rng(16);
-  std::vector<uint32_t> bits = {0u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u,
-                                0x7f800001u, 0xff800001u, 0x00000001u, 0x80000001u, 0x7f7fffffu, 0xff7fffffu};
+  std::vector<uint32_t> bits = {0u,          0x80000000u, 0x7f800000u, 0xff800000u,
+                                0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u,
+                                0x00000001u, 0x80000001u, 0x7f7fffffu, 0xff7fffffu};
   for (int i = 0; i < 2000000; ++i) bits.push_back(static_cast<uint32_t>(rng.u64()));
   for (const uint32_t u : bits) {
     float f;
@@ -212,10 +230,12 @@ TEST(OrderKey, CanonicalKeyOfBits) {
 }
 
 TEST(Canonical, NanAndNegativeZero) {
-  EXPECT_EQ(core::canonical(std::numeric_limits<float>::quiet_NaN()), -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(core::canonical(std::numeric_limits<float>::quiet_NaN()),
+            -std::numeric_limits<float>::infinity());
   EXPECT_EQ(lmstest::bits_of(core::canonical(-0.0f)), 0u);
   EXPECT_EQ(core::canonical(2.5f), 2.5f);
-  EXPECT_EQ(core::canonical(std::numeric_limits<float>::infinity()), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(core::canonical(std::numeric_limits<float>::infinity()),
+            std::numeric_limits<float>::infinity());
 }
 
 TEST(CeilFraction, BruteForce128) {
@@ -223,7 +243,7 @@ TEST(CeilFraction, BruteForce128) {
   auto brute = [](float p, uint64_t w) -> uint64_t {
     // p = mant * 2^e exactly (frexp), p * w = mant24 * w * 2^(e - 24); ceil in 128-bit integers.
     int e;
-    const double fr = std::frexp(static_cast<double>(p), &e);  // p = fr * 2^e, fr in [0.5, 1)
+    const double fr = std::frexp(static_cast<double>(p), &e);     // p = fr * 2^e, fr in [0.5, 1)
     const auto mant = static_cast<uint64_t>(std::ldexp(fr, 24));  // exact: p has <= 24 bits
     const u128 prod = static_cast<u128>(mant) * w;
     const int shift = 24 - e;  // p * w = prod / 2^shift, shift >= 25 for p < 1
@@ -235,21 +255,34 @@ TEST(CeilFraction, BruteForce128) {
   for (int i = 0; i < 500000; ++i) {
     float p;
     switch (i % 4) {
-      case 0: p = static_cast<float>(rng.uniform()); break;
-      case 1: p = std::ldexp(static_cast<float>(rng.uniform(0.5, 1.0)), -static_cast<int>(rng.range(1, 140))); break;
+      case 0:
+        p = static_cast<float>(rng.uniform());
+        break;
+      case 1:
+        p = std::ldexp(static_cast<float>(rng.uniform(0.5, 1.0)),
+                       -static_cast<int>(rng.range(1, 140)));
+        break;
       case 2: {
         const uint32_t u = static_cast<uint32_t>(rng.range(1, 0x3f7fffff));  // (0, 1)
         std::memcpy(&p, &u, sizeof p);
         break;
       }
-      default: p = std::nextafter(1.0f, 0.0f); break;
+      default:
+        p = std::nextafter(1.0f, 0.0f);
+        break;
     }
     if (!(p > 0.0f && p < 1.0f)) continue;
     uint64_t w;
     switch (i % 3) {
-      case 0: w = rng.u64() >> 1; break;  // < 2^63
-      case 1: w = rng.u64() >> rng.range(1, 63); break;
-      default: w = (uint64_t{1} << 39) * static_cast<uint64_t>(rng.range(1, 1 << 20)); break;
+      case 0:
+        w = rng.u64() >> 1;
+        break;  // < 2^63
+      case 1:
+        w = rng.u64() >> rng.range(1, 63);
+        break;
+      default:
+        w = (uint64_t{1} << 39) * static_cast<uint64_t>(rng.range(1, 1 << 20));
+        break;
     }
     ASSERT_EQ(core::ceil_fraction(p, w), brute(p, w)) << "p = " << p << " w = " << w;
   }
@@ -281,8 +314,8 @@ TEST(F16ToFloat, KnownValues) {
   EXPECT_EQ(core::f16_to_float(0x3555), 0.333251953125f);
   EXPECT_EQ(core::f16_to_float(0x7bff), 65504.0f);
   EXPECT_EQ(core::f16_to_float(0xfbff), -65504.0f);
-  EXPECT_EQ(core::f16_to_float(0x0400), std::ldexp(1.0f, -14));   // smallest normal
-  EXPECT_EQ(core::f16_to_float(0x0001), std::ldexp(1.0f, -24));   // smallest subnormal
+  EXPECT_EQ(core::f16_to_float(0x0400), std::ldexp(1.0f, -14));     // smallest normal
+  EXPECT_EQ(core::f16_to_float(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(core::f16_to_float(0x03ff), std::ldexp(1023.0f, -24));  // largest subnormal
   EXPECT_EQ(core::f16_to_float(0x0200), std::ldexp(1.0f, -15));
   EXPECT_EQ(core::f16_to_float(0x8001), -std::ldexp(1.0f, -24));
@@ -301,12 +334,15 @@ TEST(F16ToFloat, EveryValueExact) {
     const uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
     const double sign = (h & 0x8000) ? -1.0 : 1.0;
     if (e == 0x1f) {
-      if (m == 0) ASSERT_EQ(f, static_cast<float>(sign * INFINITY)) << h;
-      else ASSERT_TRUE(std::isnan(f)) << h;
+      if (m == 0)
+        ASSERT_EQ(f, static_cast<float>(sign * INFINITY)) << h;
+      else
+        ASSERT_TRUE(std::isnan(f)) << h;
       continue;
     }
-    const double ref = e == 0 ? sign * std::ldexp(static_cast<double>(m), -24)
-                              : sign * std::ldexp(static_cast<double>(m | 0x400), static_cast<int>(e) - 25);
+    const double ref =
+        e == 0 ? sign * std::ldexp(static_cast<double>(m), -24)
+               : sign * std::ldexp(static_cast<double>(m | 0x400), static_cast<int>(e) - 25);
     ASSERT_EQ(static_cast<double>(f), ref) << h;
     ASSERT_EQ(lmstest::float_to_f16(f), h) << h;
   }
@@ -333,7 +369,8 @@ TEST(MassOf, FixedPoint) {
   lmstest::Rng rng(15);
   for (int i = 0; i < 100000; ++i) {
     const float e = static_cast<float>(rng.uniform());
-    ASSERT_EQ(core::mass_of(e), static_cast<uint64_t>(std::floor(std::ldexp(static_cast<double>(e), 39))));
+    ASSERT_EQ(core::mass_of(e),
+              static_cast<uint64_t>(std::floor(std::ldexp(static_cast<double>(e), 39))));
   }
 }
 

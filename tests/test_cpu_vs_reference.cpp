@@ -74,11 +74,13 @@ TEST_P(CpuVsReference, RandomMixedBatches) {
     layout.mask_extra_words = rng.chance(0.3) ? rng.range(1, 3) : 0;
     layout.csr_base = rng.chance(0.5) ? rng.range(1, 9) : 0;
     layout.always_pass_params = rng.chance(0.3);
-    const int32_t top = static_cast<int32_t>(std::vector<int64_t>{0, 1, 5, 20, 64}[static_cast<size_t>(rng.range(0, 4))]);
+    const int32_t top = static_cast<int32_t>(
+        std::vector<int64_t>{0, 1, 5, 20, 64}[static_cast<size_t>(rng.range(0, 4))]);
     Batch batch(dtype, vocab, std::move(spec), top, layout);
     const int threads = static_cast<int>(rng.range(1, 4));
-    expect_same(batch, threads, std::string(lmstest::dtype_name(dtype)) + " V=" + std::to_string(vocab) +
-                                    " batch " + std::to_string(b));
+    expect_same(batch, threads,
+                std::string(lmstest::dtype_name(dtype)) + " V=" + std::to_string(vocab) +
+                    " batch " + std::to_string(b));
   }
 }
 
@@ -105,9 +107,15 @@ TEST(CpuVsReferenceFilters, TiesAtThresholds) {
     row.f32 = x;
     row.temperature = std::vector<float>{1.0f, 0.5f, 2.0f, 0.1f}[static_cast<size_t>(i % 4)];
     switch (i % 6) {
-      case 0: row.top_k = static_cast<int32_t>(rng.range(1, 3000)); break;
-      case 1: row.top_p = static_cast<float>(rng.uniform(0.01, 0.999)); break;
-      case 2: row.min_p = static_cast<float>(rng.uniform(0.001, 0.9)); break;
+      case 0:
+        row.top_k = static_cast<int32_t>(rng.range(1, 3000));
+        break;
+      case 1:
+        row.top_p = static_cast<float>(rng.uniform(0.01, 0.999));
+        break;
+      case 2:
+        row.min_p = static_cast<float>(rng.uniform(0.001, 0.9));
+        break;
       case 3:
         row.top_k = static_cast<int32_t>(rng.range(1, 3000));
         row.top_p = static_cast<float>(rng.uniform(0.01, 0.999));

@@ -30,8 +30,8 @@ RowSpec row_of(std::vector<float> x) {
 }
 
 // Runs one batch of rows (f32) and returns the outputs.
-OutBuf run(std::vector<RowSpec> rows, int64_t vocab, int32_t top = 0, lmsample::Status* status = nullptr,
-           DType dtype = DType::kFloat32) {
+OutBuf run(std::vector<RowSpec> rows, int64_t vocab, int32_t top = 0,
+           lmsample::Status* status = nullptr, DType dtype = DType::kFloat32) {
   const auto b = static_cast<int64_t>(rows.size());
   Batch batch(dtype, vocab, std::move(rows), top);
   OutBuf out(b, top);
@@ -54,7 +54,8 @@ void expect_empty_like(const OutBuf& out, int64_t r, int32_t status) {
 
 std::vector<float> ramp(int64_t v, float scale = 0.01f) {
   std::vector<float> x(static_cast<size_t>(v));
-  for (int64_t i = 0; i < v; ++i) x[static_cast<size_t>(i)] = static_cast<float>((i * 7919) % 1000) * scale;
+  for (int64_t i = 0; i < v; ++i)
+    x[static_cast<size_t>(i)] = static_cast<float>((i * 7919) % 1000) * scale;
   return x;
 }
 
@@ -171,7 +172,8 @@ TEST(EdgePosInf, UniformOverInfTokens) {
   const float lp = static_cast<float>(-std::log(4.0));
   for (size_t i = 0; i < rows.size(); ++i) {
     ASSERT_EQ(out.status[i], lmsample::kRowOk);
-    ASSERT_TRUE(std::find(inf_ids.begin(), inf_ids.end(), out.tokens[i]) != inf_ids.end()) << out.tokens[i];
+    ASSERT_TRUE(std::find(inf_ids.begin(), inf_ids.end(), out.tokens[i]) != inf_ids.end())
+        << out.tokens[i];
     ASSERT_EQ(out.kept[i], 4);
     ASSERT_EQ(out.logprob[i], lp);
     // top logprobs: the +inf tokens in id order, -log 4 each; then the finite ones, at -inf
@@ -282,15 +284,25 @@ TEST(EdgeFilters, OffValuesChangeNothing) {
     base_rows.push_back(r);
     RowSpec o = r;
     switch (s % 6) {
-      case 0: o.top_k = 0; break;
-      case 1: o.top_k = static_cast<int32_t>(v); break;
-      case 2: o.top_k = std::numeric_limits<int32_t>::max(); break;
-      case 3: o.top_p = s % 12 == 3 ? 1.0f : kInf; break;
+      case 0:
+        o.top_k = 0;
+        break;
+      case 1:
+        o.top_k = static_cast<int32_t>(v);
+        break;
+      case 2:
+        o.top_k = std::numeric_limits<int32_t>::max();
+        break;
+      case 3:
+        o.top_p = s % 12 == 3 ? 1.0f : kInf;
+        break;
       case 4:
         o.top_p = 1.5f;
         o.min_p = 0.0f;
         break;
-      default: o.top_k = 100; break;
+      default:
+        o.top_k = 100;
+        break;
     }
     off_rows.push_back(o);
   }
@@ -321,13 +333,13 @@ TEST(EdgeFilters, KeptSizesWithTies) {
   EXPECT_EQ(kept_with(5, 1.0f, 0.0f), 5);
   EXPECT_EQ(kept_with(6, 1.0f, 0.0f), 6);
   EXPECT_EQ(kept_with(7, 1.0f, 0.0f), 7);
-  EXPECT_EQ(kept_with(8, 1.0f, 0.0f), 8);   // k = V: off
+  EXPECT_EQ(kept_with(8, 1.0f, 0.0f), 8);    // k = V: off
   EXPECT_EQ(kept_with(0, 1e-30f, 0.0f), 3);  // tiny p: the maximum, closed under ties
   EXPECT_EQ(kept_with(0, 0.5f, 0.0f), 3);    // the three 5s hold ~0.7 of the mass
   EXPECT_EQ(kept_with(0, 1.0f, 1.0f), 3);    // min_p = 1: the maximum and its ties
   EXPECT_EQ(kept_with(0, 1.0f, 0.3f), 5);    // e = exp(-1) = 0.37 >= 0.3 for the 4s
   EXPECT_EQ(kept_with(0, 1.0f, 0.4f), 3);
-  EXPECT_EQ(kept_with(5, 1e-30f, 0.0f), 3);  // the strictest filter wins
+  EXPECT_EQ(kept_with(5, 1e-30f, 0.0f), 3);       // the strictest filter wins
   EXPECT_EQ(kept_with(0, 1.0f, 0.0f, 1e-3f), 8);  // weight-0 tokens stay in the kept set
   // top-p by the exact fixed-point rule: weights 2^39 * (1, 1, 1, e^-1, e^-1, ...): p such that
   // p * W falls just above 3 * 2^39 needs one more tied group.
@@ -405,12 +417,14 @@ TEST(EdgeProcessing, LogprobsIgnoreTemperatureAndFilters) {
   for (size_t i = 0; i < rows.size(); ++i) {
     const int32_t t = out.tokens[i];
     ASSERT_GE(t, 0);
-    EXPECT_NEAR(out.logprob[i], static_cast<double>(x[static_cast<size_t>(t)]) - 3.0 - std::log(norm), 2e-6);
+    EXPECT_NEAR(out.logprob[i],
+                static_cast<double>(x[static_cast<size_t>(t)]) - 3.0 - std::log(norm), 2e-6);
     const std::vector<int32_t> order = {2, 1, 0, 3};
     for (size_t j = 0; j < 4; ++j) {
       EXPECT_EQ(out.top_ids[i * 4 + j], order[j]);
       EXPECT_NEAR(out.top_logprobs[i * 4 + j],
-                  static_cast<double>(x[static_cast<size_t>(order[j])]) - 3.0 - std::log(norm), 2e-6);
+                  static_cast<double>(x[static_cast<size_t>(order[j])]) - 3.0 - std::log(norm),
+                  2e-6);
     }
   }
 }
@@ -442,7 +456,8 @@ TEST(EdgeProcessing, OptionalOutputsMayBeNull) {
   lmsample::sample(batch.request(), o, ws.data(), bytes, cfg);
   EXPECT_EQ(bare.tokens, full.tokens);
   EXPECT_EQ(bare.status, full.status);
-  for (const float lp : bare.logprob) EXPECT_EQ(lmstest::bits_of(lp), lmstest::bits_of(OutBuf::kPoisonF));
+  for (const float lp : bare.logprob)
+    EXPECT_EQ(lmstest::bits_of(lp), lmstest::bits_of(OutBuf::kPoisonF));
 }
 
 TEST(EdgeProcessing, TinyTemperature) {
@@ -481,13 +496,20 @@ TEST(EdgeParams, EachInvalidParameter) {
       {"min_p", lmsample::kRowBadMinP, [](RowSpec& r) { r.min_p = -0.01f; }},
       {"min_p", lmsample::kRowBadMinP, [](RowSpec& r) { r.min_p = 1.01f; }},
       {"min_p", lmsample::kRowBadMinP, [](RowSpec& r) { r.min_p = kNaN; }},
-      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty, [](RowSpec& r) { r.repetition = 0.0f; }},
-      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty, [](RowSpec& r) { r.repetition = -1.0f; }},
-      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty, [](RowSpec& r) { r.repetition = kInf; }},
-      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty, [](RowSpec& r) { r.repetition = kNaN; }},
-      {"frequency_penalty", lmsample::kRowBadFrequencyPenalty, [](RowSpec& r) { r.frequency = 2.01f; }},
-      {"frequency_penalty", lmsample::kRowBadFrequencyPenalty, [](RowSpec& r) { r.frequency = kNaN; }},
-      {"presence_penalty", lmsample::kRowBadPresencePenalty, [](RowSpec& r) { r.presence = -2.5f; }},
+      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty,
+       [](RowSpec& r) { r.repetition = 0.0f; }},
+      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty,
+       [](RowSpec& r) { r.repetition = -1.0f; }},
+      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty,
+       [](RowSpec& r) { r.repetition = kInf; }},
+      {"repetition_penalty", lmsample::kRowBadRepetitionPenalty,
+       [](RowSpec& r) { r.repetition = kNaN; }},
+      {"frequency_penalty", lmsample::kRowBadFrequencyPenalty,
+       [](RowSpec& r) { r.frequency = 2.01f; }},
+      {"frequency_penalty", lmsample::kRowBadFrequencyPenalty,
+       [](RowSpec& r) { r.frequency = kNaN; }},
+      {"presence_penalty", lmsample::kRowBadPresencePenalty,
+       [](RowSpec& r) { r.presence = -2.5f; }},
       {"presence_penalty", lmsample::kRowBadPresencePenalty, [](RowSpec& r) { r.presence = kNaN; }},
   };
   const int64_t v = 40;
@@ -508,7 +530,8 @@ TEST(EdgeParams, EachInvalidParameter) {
     EXPECT_NE(st.message.find(bad.name), std::string::npos) << st.message;
     expect_empty_like(out, 3, bad.status);
     const OutBuf good = run({rows[0], rows[1], rows[2], rows[4]}, v, 2);
-    for (const auto& [i, j] : std::vector<std::pair<size_t, size_t>>{{0, 0}, {1, 1}, {2, 2}, {4, 3}}) {
+    for (const auto& [i, j] :
+         std::vector<std::pair<size_t, size_t>>{{0, 0}, {1, 1}, {2, 2}, {4, 3}}) {
       EXPECT_EQ(out.status[i], lmsample::kRowOk);
       EXPECT_EQ(out.tokens[i], good.tokens[j]);
       EXPECT_EQ(out.kept[i], good.kept[j]);
@@ -531,10 +554,24 @@ TEST(EdgeParams, BoundaryValuesAreValid) {
   add([](RowSpec& r) { r.top_p = kInf; });
   add([](RowSpec& r) { r.min_p = 1.0f; });
   add([](RowSpec& r) { r.min_p = 0.0f; });
-  add([](RowSpec& r) { r.repetition = std::numeric_limits<float>::denorm_min(); r.prompt = {1}; });
-  add([](RowSpec& r) { r.repetition = std::numeric_limits<float>::max(); r.output = {1, 2}; });
-  add([](RowSpec& r) { r.frequency = -2.0f; r.presence = 2.0f; r.output = {3}; });
-  add([](RowSpec& r) { r.frequency = 2.0f; r.presence = -2.0f; r.output = {3}; });
+  add([](RowSpec& r) {
+    r.repetition = std::numeric_limits<float>::denorm_min();
+    r.prompt = {1};
+  });
+  add([](RowSpec& r) {
+    r.repetition = std::numeric_limits<float>::max();
+    r.output = {1, 2};
+  });
+  add([](RowSpec& r) {
+    r.frequency = -2.0f;
+    r.presence = 2.0f;
+    r.output = {3};
+  });
+  add([](RowSpec& r) {
+    r.frequency = 2.0f;
+    r.presence = -2.0f;
+    r.output = {3};
+  });
   add([](RowSpec& r) { r.top_k = std::numeric_limits<int32_t>::max(); });
   lmsample::Status st;
   const OutBuf out = run(rows, 16, 0, &st);
@@ -596,27 +633,48 @@ struct Structural {
 
 TEST(EdgeStructural, ErrorsWriteNothing) {
   const Structural cases[] = {
-      {"null logits", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.data = nullptr; }},
-      {"vocab 0", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.vocab = 0; }},
-      {"vocab negative", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.vocab = -5; }},
+      {"null logits", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.data = nullptr; }},
+      {"vocab 0", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.vocab = 0; }},
+      {"vocab negative", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.vocab = -5; }},
       {"vocab 2^24 + 1", Code::kInvalidArgument,
-       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.vocab = (int64_t{1} << 24) + 1; }},
-      {"batch negative", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.batch = -1; }},
-      {"stride below vocab", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.row_stride = 15; }},
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) {
+         q.logits.vocab = (int64_t{1} << 24) + 1;
+       }},
+      {"batch negative", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.batch = -1; }},
+      {"stride below vocab", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.row_stride = 15; }},
       {"bad dtype", Code::kInvalidArgument,
-       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.dtype = static_cast<DType>(7); }},
-      {"top_logprobs 65", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.top_logprobs = 65; }},
-      {"top_logprobs -1", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.top_logprobs = -1; }},
-      {"mask row too short", Code::kInvalidArgument, [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.mask_row_words = 1; }},
-      {"null tokens", Code::kInvalidArgument, [](lmsample::Request&, lmsample::Outputs& o, size_t&) { o.tokens = nullptr; }},
-      {"null status", Code::kInvalidArgument, [](lmsample::Request&, lmsample::Outputs& o, size_t&) { o.status = nullptr; }},
-      {"null top arrays", Code::kInvalidArgument, [](lmsample::Request&, lmsample::Outputs& o, size_t&) { o.top_ids = nullptr; }},
-      {"workspace too small", Code::kWorkspaceTooSmall, [](lmsample::Request&, lmsample::Outputs&, size_t& ws) { ws -= 1; }},
-      {"workspace 0", Code::kWorkspaceTooSmall, [](lmsample::Request&, lmsample::Outputs&, size_t& ws) { ws = 0; }},
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) {
+         q.logits.dtype = static_cast<DType>(7);
+       }},
+      {"top_logprobs 65", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.top_logprobs = 65; }},
+      {"top_logprobs -1", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.top_logprobs = -1; }},
+      {"mask row too short", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.mask_row_words = 1; }},
+      {"null tokens", Code::kInvalidArgument,
+       [](lmsample::Request&, lmsample::Outputs& o, size_t&) { o.tokens = nullptr; }},
+      {"null status", Code::kInvalidArgument,
+       [](lmsample::Request&, lmsample::Outputs& o, size_t&) { o.status = nullptr; }},
+      {"null top arrays", Code::kInvalidArgument,
+       [](lmsample::Request&, lmsample::Outputs& o, size_t&) { o.top_ids = nullptr; }},
+      {"workspace too small", Code::kWorkspaceTooSmall,
+       [](lmsample::Request&, lmsample::Outputs&, size_t& ws) { ws -= 1; }},
+      {"workspace 0", Code::kWorkspaceTooSmall,
+       [](lmsample::Request&, lmsample::Outputs&, size_t& ws) { ws = 0; }},
       {"decreasing bias offsets", Code::kInvalidArgument,
-       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { const_cast<int64_t*>(q.logit_bias.offsets)[2] = 0; }},
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) {
+         const_cast<int64_t*>(q.logit_bias.offsets)[2] = 0;
+       }},
       {"decreasing output offsets", Code::kInvalidArgument,
-       [](lmsample::Request& q, lmsample::Outputs&, size_t&) { const_cast<int64_t*>(q.output_tokens.offsets)[3] = 1; }},
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) {
+         const_cast<int64_t*>(q.output_tokens.offsets)[3] = 1;
+       }},
       {"bias values null", Code::kInvalidArgument,
        [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logit_bias.values = nullptr; }},
   };
@@ -630,7 +688,8 @@ TEST(EdgeStructural, ErrorsWriteNothing) {
       r.mask = {0xffffffffu, 0xffu};
       rows.push_back(r);
     }
-    Batch batch(DType::kFloat32, v, rows, 3, lmstest::Layout{0, 1, 0, false});  // mask_row_words = 3
+    Batch batch(DType::kFloat32, v, rows, 3,
+                lmstest::Layout{0, 1, 0, false});  // mask_row_words = 3
     lmsample::Request req = batch.request();
     OutBuf out(4, 3);
     lmsample::Outputs o = out.outputs();
@@ -663,8 +722,15 @@ TEST(EdgeStructural, EmptyBatchIsFine) {
 }
 
 TEST(EdgeStructural, RowStatusNames) {
-  const char* names[] = {"ok", "empty", "bad_temperature", "bad_top_k", "bad_top_p", "bad_min_p",
-                         "bad_repetition_penalty", "bad_frequency_penalty", "bad_presence_penalty",
+  const char* names[] = {"ok",
+                         "empty",
+                         "bad_temperature",
+                         "bad_top_k",
+                         "bad_top_p",
+                         "bad_min_p",
+                         "bad_repetition_penalty",
+                         "bad_frequency_penalty",
+                         "bad_presence_penalty",
                          "bad_token_id"};
   for (int32_t s = 0; s < 10; ++s) EXPECT_STREQ(lmsample::row_status_name(s), names[s]);
 }

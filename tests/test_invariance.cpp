@@ -31,8 +31,12 @@ struct RowOut {
 };
 
 RowOut row_out(const OutBuf& out, int64_t r) {
-  RowOut o{out.tokens[static_cast<size_t>(r)], out.status[static_cast<size_t>(r)],
-           out.kept[static_cast<size_t>(r)], lmstest::bits_of(out.logprob[static_cast<size_t>(r)]), {}, {}};
+  RowOut o{out.tokens[static_cast<size_t>(r)],
+           out.status[static_cast<size_t>(r)],
+           out.kept[static_cast<size_t>(r)],
+           lmstest::bits_of(out.logprob[static_cast<size_t>(r)]),
+           {},
+           {}};
   for (int32_t j = 0; j < out.n_top; ++j) {
     const auto k = static_cast<size_t>(r * out.n_top + j);
     o.top_ids.push_back(out.top_ids[k]);
@@ -57,7 +61,8 @@ std::vector<RowOut> run_with(DType dtype, int64_t vocab, const std::vector<RowSp
   for (int64_t i = 0; i < batch_size; ++i) slots[static_cast<size_t>(i)] = i;
   std::shuffle(slots.begin(), slots.end(), rng.engine());
   std::vector<int64_t> probe_at(static_cast<size_t>(batch_size), -1);
-  for (size_t p = 0; p < probes.size(); ++p) probe_at[static_cast<size_t>(slots[p])] = static_cast<int64_t>(p);
+  for (size_t p = 0; p < probes.size(); ++p)
+    probe_at[static_cast<size_t>(slots[p])] = static_cast<int64_t>(p);
   where.assign(probes.size(), -1);
   for (int64_t i = 0; i < batch_size; ++i) {
     const int64_t p = probe_at[static_cast<size_t>(i)];
@@ -84,7 +89,9 @@ TEST(Invariance, PositionBatchSizeThreadsLayout) {
     DType dtype;
     int64_t vocab;
   };
-  const Case cases[] = {{DType::kFloat32, 1000}, {DType::kBFloat16, 3000}, {DType::kFloat16, 257},
+  const Case cases[] = {{DType::kFloat32, 1000},
+                        {DType::kBFloat16, 3000},
+                        {DType::kFloat16, 257},
                         {DType::kFloat32, 32000}};
   for (const Case& c : cases) {
     // Probe rows: a mix of every kind (filters, penalties, masks, specials, bad parameters).
@@ -110,7 +117,8 @@ TEST(Invariance, PositionBatchSizeThreadsLayout) {
         layout.mask_extra_words = threads >= 3 ? rng.range(1, 4) : 0;
         layout.csr_base = threads == 2 ? rng.range(1, 20) : 0;
         layout.always_pass_params = threads == 8;
-        const std::vector<RowOut> got = run_with(c.dtype, c.vocab, probes, b, rng, threads, layout, top);
+        const std::vector<RowOut> got =
+            run_with(c.dtype, c.vocab, probes, b, rng, threads, layout, top);
         for (size_t p = 0; p < probes.size(); ++p) {
           EXPECT_TRUE(got[p] == base[p])
               << lmstest::dtype_name(c.dtype) << " V=" << c.vocab << " batch " << b << " threads "
@@ -126,7 +134,9 @@ TEST(Invariance, SameRowEverywhereInOneBatch) {
   // One row repeated 99 times with 3 threads: every copy gives the same outputs.
   Rng rng(4711);
   for (int rep = 0; rep < 6; ++rep) {
-    const DType dtype = rep % 3 == 0 ? DType::kFloat32 : rep % 3 == 1 ? DType::kBFloat16 : DType::kFloat16;
+    const DType dtype = rep % 3 == 0   ? DType::kFloat32
+                        : rep % 3 == 1 ? DType::kBFloat16
+                                       : DType::kFloat16;
     const RowSpec row = lmstest::random_row(rng, dtype, 5000);
     std::vector<RowSpec> rows(99, row);
     Batch batch(dtype, 5000, std::move(rows), 3);
@@ -134,8 +144,8 @@ TEST(Invariance, SameRowEverywhereInOneBatch) {
     lmstest::run_cpu(batch.request(), out, 3);
     const RowOut first = row_out(out, 0);
     for (int64_t r = 1; r < 99; ++r) {
-      ASSERT_TRUE(row_out(out, r) == first) << "copy " << r << ": " << show(row_out(out, r)) << " vs "
-                                           << show(first);
+      ASSERT_TRUE(row_out(out, r) == first)
+          << "copy " << r << ": " << show(row_out(out, r)) << " vs " << show(first);
     }
   }
 }

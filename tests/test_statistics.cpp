@@ -19,8 +19,8 @@
 using lmsample::DType;
 using lmsample::check::chi_square_test;
 using lmsample::check::ChiSquare;
-using lmsample::check::reference_distribution;
 using lmsample::check::RefDistribution;
+using lmsample::check::reference_distribution;
 using lmstest::Batch;
 using lmstest::OutBuf;
 using lmstest::Rng;
@@ -40,9 +40,15 @@ std::vector<uint64_t> sample_counts(const RowSpec& row, DType dtype, int64_t voc
   for (int i = 0; i < n; ++i) {
     RowSpec& r = spec[static_cast<size_t>(i)];
     switch (vary) {
-      case Vary::kStep: r.step = row.step + static_cast<uint64_t>(i); break;
-      case Vary::kSeed: r.seed = row.seed + static_cast<uint64_t>(i); break;
-      case Vary::kSubstream: r.substream = row.substream + static_cast<uint32_t>(i); break;
+      case Vary::kStep:
+        r.step = row.step + static_cast<uint64_t>(i);
+        break;
+      case Vary::kSeed:
+        r.seed = row.seed + static_cast<uint64_t>(i);
+        break;
+      case Vary::kSubstream:
+        r.substream = row.substream + static_cast<uint32_t>(i);
+        break;
     }
   }
   Batch batch(dtype, vocab, std::move(spec));
@@ -67,7 +73,8 @@ std::vector<double> contract_probs(const RowSpec& row, DType dtype, int64_t voca
   EXPECT_EQ(d.status, lmsample::kRowOk);
   std::vector<double> p(static_cast<size_t>(vocab), 0.0);
   for (size_t i = 0; i < d.ids.size(); ++i) {
-    p[static_cast<size_t>(d.ids[i])] = static_cast<double>(d.weights[i]) / static_cast<double>(d.total);
+    p[static_cast<size_t>(d.ids[i])] =
+        static_cast<double>(d.weights[i]) / static_cast<double>(d.total);
   }
   return p;
 }
@@ -147,7 +154,9 @@ std::vector<Config> configs() {
     for (int i = 0; i < 20; ++i) r.output.push_back(static_cast<int32_t>(rng.range(0, 49)));
   });
   add("bias", 60, [](RowSpec& r, Rng& rng) {
-    for (int i = 0; i < 10; ++i) r.bias.emplace_back(static_cast<int32_t>(rng.range(0, 59)), static_cast<float>(rng.uniform(-3, 3)));
+    for (int i = 0; i < 10; ++i)
+      r.bias.emplace_back(static_cast<int32_t>(rng.range(0, 59)),
+                          static_cast<float>(rng.uniform(-3, 3)));
     r.bias.emplace_back(3, -std::numeric_limits<float>::infinity());  // banned by bias
   });
   add("mask", 96, [](RowSpec& r, Rng& rng) {
@@ -170,13 +179,19 @@ std::vector<Config> configs() {
     r.top_p = 0.97f;
   });
   add("posinf_uniform", 40, [](RowSpec& r, Rng&) {
-    for (const int t : {2, 9, 10, 33, 39}) r.f32[static_cast<size_t>(t)] = std::numeric_limits<float>::infinity();
+    for (const int t : {2, 9, 10, 33, 39})
+      r.f32[static_cast<size_t>(t)] = std::numeric_limits<float>::infinity();
     r.top_k = 1;  // filters do not change the +inf case
   });
-  add("bf16_ties", 100, [](RowSpec& r, Rng&) { r.top_p = 0.8f; }, DType::kBFloat16);
-  add("f16", 100, [](RowSpec& r, Rng&) { r.min_p = 0.01f; }, DType::kFloat16);
-  add("vary_seed", 50, [](RowSpec& r, Rng&) { r.top_k = 20; }, DType::kFloat32, Vary::kSeed);
-  add("vary_substream", 50, [](RowSpec& r, Rng&) { r.temperature = 0.8f; }, DType::kFloat32, Vary::kSubstream);
+  add(
+      "bf16_ties", 100, [](RowSpec& r, Rng&) { r.top_p = 0.8f; }, DType::kBFloat16);
+  add(
+      "f16", 100, [](RowSpec& r, Rng&) { r.min_p = 0.01f; }, DType::kFloat16);
+  add(
+      "vary_seed", 50, [](RowSpec& r, Rng&) { r.top_k = 20; }, DType::kFloat32, Vary::kSeed);
+  add(
+      "vary_substream", 50, [](RowSpec& r, Rng&) { r.temperature = 0.8f; }, DType::kFloat32,
+      Vary::kSubstream);
   return c;
 }
 
@@ -187,7 +202,8 @@ class Statistics : public ::testing::TestWithParam<Config> {};
 TEST_P(Statistics, GoodnessOfFit) {
   const Config& cfg = GetParam();
   uint64_t name_hash = 1469598103934665603ull;  // FNV-1a: a seed per configuration
-  for (const char ch : cfg.name) name_hash = (name_hash ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  for (const char ch : cfg.name)
+    name_hash = (name_hash ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
   Rng rng(name_hash);
   RowSpec row = gaussian_row(rng, cfg.vocab, DType::kFloat32, 2.0);
   cfg.setup(row, rng);
@@ -231,7 +247,8 @@ std::vector<uint64_t> draw_from(const std::vector<double>& probs, int n, uint64_
   }
   std::vector<uint64_t> counts(probs.size(), 0);
   for (int s = 0; s < n; ++s) {
-    const uint64_t t = lmsample::core::scale_draw(lmsample::core::row_uniform64(seed, static_cast<uint64_t>(s), 0), total);
+    const uint64_t t = lmsample::core::scale_draw(
+        lmsample::core::row_uniform64(seed, static_cast<uint64_t>(s), 0), total);
     uint64_t acc = 0;
     for (size_t i = 0; i < w.size(); ++i) {
       acc += w[i];

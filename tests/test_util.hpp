@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -42,7 +42,7 @@ inline uint16_t float_to_f16(float f) {
   const uint32_t u = bits_of(f);
   const auto sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: inf
   if (a < 0x38800000u) {  // below 2^-14: subnormal half (or zero); value = a * 2^-24 rounded
     if (a < 0x33000000u) return sign;  // below 2^-25: rounds to zero
@@ -82,9 +82,9 @@ struct RowSpec {
 
 //! Layout choices of a batch (none of them may change any row's result).
 struct Layout {
-  int64_t stride_extra = 0;      //!< row_stride = V + stride_extra (0: row_stride left 0)
-  int64_t mask_extra_words = 0;  //!< mask_row_words = ceil(V/32) + this (0: left 0)
-  int64_t csr_base = 0;          //!< offsets[0] of every CSR array (junk entries before it)
+  int64_t stride_extra = 0;         //!< row_stride = V + stride_extra (0: row_stride left 0)
+  int64_t mask_extra_words = 0;     //!< mask_row_words = ceil(V/32) + this (0: left 0)
+  int64_t csr_base = 0;             //!< offsets[0] of every CSR array (junk entries before it)
   bool always_pass_params = false;  //!< pass every parameter array even when all defaults
 };
 
@@ -157,7 +157,8 @@ class Batch {
       for (int64_t r = 0; r < b; ++r) {
         for (int64_t w = 0; w < words; ++w) {
           uint32_t word = 0xffffffffu;
-          if (!rows_[r].mask.empty()) word = w < static_cast<int64_t>(rows_[r].mask.size()) ? rows_[r].mask[w] : 0u;
+          if (!rows_[r].mask.empty())
+            word = w < static_cast<int64_t>(rows_[r].mask.size()) ? rows_[r].mask[w] : 0u;
           mask_[r * words + w] = word;
         }
       }
@@ -243,12 +244,18 @@ struct OutBuf {
     return o;
   }
   bool untouched() const {
-    for (const int32_t v : tokens) if (v != kPoisonI) return false;
-    for (const int32_t v : status) if (v != kPoisonI) return false;
-    for (const int32_t v : kept) if (v != kPoisonI) return false;
-    for (const float v : logprob) if (bits_of(v) != bits_of(kPoisonF)) return false;
-    for (const int32_t v : top_ids) if (v != kPoisonI) return false;
-    for (const float v : top_logprobs) if (bits_of(v) != bits_of(kPoisonF)) return false;
+    for (const int32_t v : tokens)
+      if (v != kPoisonI) return false;
+    for (const int32_t v : status)
+      if (v != kPoisonI) return false;
+    for (const int32_t v : kept)
+      if (v != kPoisonI) return false;
+    for (const float v : logprob)
+      if (bits_of(v) != bits_of(kPoisonF)) return false;
+    for (const int32_t v : top_ids)
+      if (v != kPoisonI) return false;
+    for (const float v : top_logprobs)
+      if (bits_of(v) != bits_of(kPoisonF)) return false;
     return true;
   }
 
@@ -278,12 +285,16 @@ class ScopedIsa {
     const char* old = std::getenv("LMSAMPLE_CPU_ISA");
     had_ = old != nullptr;
     if (had_) old_ = old;
-    if (isa) ::setenv("LMSAMPLE_CPU_ISA", isa, 1);
-    else ::unsetenv("LMSAMPLE_CPU_ISA");
+    if (isa)
+      ::setenv("LMSAMPLE_CPU_ISA", isa, 1);
+    else
+      ::unsetenv("LMSAMPLE_CPU_ISA");
   }
   ~ScopedIsa() {
-    if (had_) ::setenv("LMSAMPLE_CPU_ISA", old_.c_str(), 1);
-    else ::unsetenv("LMSAMPLE_CPU_ISA");
+    if (had_)
+      ::setenv("LMSAMPLE_CPU_ISA", old_.c_str(), 1);
+    else
+      ::unsetenv("LMSAMPLE_CPU_ISA");
   }
   ScopedIsa(const ScopedIsa&) = delete;
   ScopedIsa& operator=(const ScopedIsa&) = delete;
@@ -322,7 +333,8 @@ inline void set_logits(RowSpec& row, DType dtype, const std::vector<float>& x) {
     row.f32 = x;
   } else {
     row.h16.reserve(x.size());
-    for (const float v : x) row.h16.push_back(dtype == DType::kBFloat16 ? float_to_bf16(v) : float_to_f16(v));
+    for (const float v : x)
+      row.h16.push_back(dtype == DType::kBFloat16 ? float_to_bf16(v) : float_to_f16(v));
   }
 }
 
@@ -333,7 +345,7 @@ inline const char* dtype_name(DType d) {
 //! Knobs of random_row.
 struct RowMix {
   double greedy = 0.2;
-  double specials = 0.15;      //!< NaN / -inf / +inf sprinkled, or whole special rows
+  double specials = 0.15;  //!< NaN / -inf / +inf sprinkled, or whole special rows
   double mask = 0.25;
   double bias = 0.25;
   double penalties = 0.25;
@@ -369,7 +381,8 @@ inline std::vector<float> random_logits(Rng& rng, int64_t v) {
       const double sd = rng.uniform(1.0, 3.0);
       for (float& xi : x) xi = static_cast<float>(rng.normal(mean, sd));
       const int64_t spikes = rng.range(1, 10);
-      for (int64_t i = 0; i < spikes; ++i) x[static_cast<size_t>(rng.range(0, v - 1))] += static_cast<float>(rng.uniform(5.0, 20.0));
+      for (int64_t i = 0; i < spikes; ++i)
+        x[static_cast<size_t>(rng.range(0, v - 1))] += static_cast<float>(rng.uniform(5.0, 20.0));
       break;
     }
     case 4: {  // very wide
@@ -390,8 +403,12 @@ inline RowSpec random_row(Rng& rng, DType dtype, int64_t v, const RowMix& mix = 
   std::vector<float> x = random_logits(rng, v);
   if (rng.chance(mix.specials)) {
     switch (rng.range(0, 6)) {
-      case 0: for (float& xi : x) xi = -kInf; break;  // all -inf: EMPTY
-      case 1: for (float& xi : x) xi = kNaN; break;   // all NaN: EMPTY
+      case 0:
+        for (float& xi : x) xi = -kInf;
+        break;  // all -inf: EMPTY
+      case 1:
+        for (float& xi : x) xi = kNaN;
+        break;   // all NaN: EMPTY
       case 2: {  // one or a few +inf
         const int64_t n = rng.range(1, std::min<int64_t>(v, 5));
         for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(rng.range(0, v - 1))] = kInf;
@@ -415,50 +432,99 @@ inline RowSpec random_row(Rng& rng, DType dtype, int64_t v, const RowMix& mix = 
     row.temperature = 0.0f;
   } else {
     switch (rng.range(0, 5)) {
-      case 0: row.temperature = 1.0f; break;
-      case 1: row.temperature = 0.7f; break;
-      case 2: row.temperature = static_cast<float>(rng.uniform(0.05, 3.0)); break;
-      case 3: row.temperature = 1e-3f; break;
-      case 4: row.temperature = 50.0f; break;
-      default: row.temperature = static_cast<float>(std::exp(rng.uniform(-12.0, 6.0))); break;
+      case 0:
+        row.temperature = 1.0f;
+        break;
+      case 1:
+        row.temperature = 0.7f;
+        break;
+      case 2:
+        row.temperature = static_cast<float>(rng.uniform(0.05, 3.0));
+        break;
+      case 3:
+        row.temperature = 1e-3f;
+        break;
+      case 4:
+        row.temperature = 50.0f;
+        break;
+      default:
+        row.temperature = static_cast<float>(std::exp(rng.uniform(-12.0, 6.0)));
+        break;
     }
   }
   // top-k
   if (rng.chance(0.45)) {
     switch (rng.range(0, 6)) {
-      case 0: row.top_k = 1; break;
-      case 1: row.top_k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 64))); break;
-      case 2: row.top_k = static_cast<int32_t>(v); break;
-      case 3: row.top_k = static_cast<int32_t>(v + rng.range(0, 100)); break;
-      case 4: row.top_k = static_cast<int32_t>(std::max<int64_t>(1, v - rng.range(0, 3))); break;
-      case 5: row.top_k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 4000))); break;  // > 1024 too
-      default: row.top_k = static_cast<int32_t>(rng.range(1, v)); break;
+      case 0:
+        row.top_k = 1;
+        break;
+      case 1:
+        row.top_k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 64)));
+        break;
+      case 2:
+        row.top_k = static_cast<int32_t>(v);
+        break;
+      case 3:
+        row.top_k = static_cast<int32_t>(v + rng.range(0, 100));
+        break;
+      case 4:
+        row.top_k = static_cast<int32_t>(std::max<int64_t>(1, v - rng.range(0, 3)));
+        break;
+      case 5:
+        row.top_k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 4000)));
+        break;  // > 1024 too
+      default:
+        row.top_k = static_cast<int32_t>(rng.range(1, v));
+        break;
     }
   }
   // top-p
   if (rng.chance(0.45)) {
     switch (rng.range(0, 5)) {
-      case 0: row.top_p = static_cast<float>(rng.uniform(0.05, 0.99)); break;
-      case 1: row.top_p = 1e-6f; break;
-      case 2: row.top_p = 1e-30f; break;
-      case 3: row.top_p = 0.99999994f; break;  // largest float below 1
-      case 4: row.top_p = rng.chance(0.5) ? 1.0f : 1.5f; break;
-      default: row.top_p = static_cast<float>(rng.uniform(0.5, 0.999)); break;
+      case 0:
+        row.top_p = static_cast<float>(rng.uniform(0.05, 0.99));
+        break;
+      case 1:
+        row.top_p = 1e-6f;
+        break;
+      case 2:
+        row.top_p = 1e-30f;
+        break;
+      case 3:
+        row.top_p = 0.99999994f;
+        break;  // largest float below 1
+      case 4:
+        row.top_p = rng.chance(0.5) ? 1.0f : 1.5f;
+        break;
+      default:
+        row.top_p = static_cast<float>(rng.uniform(0.5, 0.999));
+        break;
     }
   }
   // min-p
   if (rng.chance(0.35)) {
     switch (rng.range(0, 3)) {
-      case 0: row.min_p = static_cast<float>(rng.uniform(0.0, 0.5)); break;
-      case 1: row.min_p = 1.0f; break;
-      case 2: row.min_p = 1e-8f; break;
-      default: row.min_p = static_cast<float>(std::exp(rng.uniform(-25.0, 0.0))); break;
+      case 0:
+        row.min_p = static_cast<float>(rng.uniform(0.0, 0.5));
+        break;
+      case 1:
+        row.min_p = 1.0f;
+        break;
+      case 2:
+        row.min_p = 1e-8f;
+        break;
+      default:
+        row.min_p = static_cast<float>(std::exp(rng.uniform(-25.0, 0.0)));
+        break;
     }
   }
   // bitmask
   if (rng.chance(mix.mask)) {
     const int64_t words = (v + 31) / 32;
-    const double density = rng.chance(0.1) ? 0.0 : rng.chance(0.3) ? 0.02 : rng.chance(0.5) ? 0.5 : 0.97;
+    const double density = rng.chance(0.1)   ? 0.0
+                           : rng.chance(0.3) ? 0.02
+                           : rng.chance(0.5) ? 0.5
+                                             : 0.97;
     row.mask.assign(static_cast<size_t>(words), 0u);
     for (int64_t t = 0; t < v; ++t) {
       if (rng.chance(density)) row.mask[static_cast<size_t>(t / 32)] |= 1u << (t % 32);
@@ -487,8 +553,10 @@ inline RowSpec random_row(Rng& rng, DType dtype, int64_t v, const RowMix& mix = 
     row.presence = rng.chance(0.3) ? 0.0f : static_cast<float>(rng.uniform(-2.0, 2.0));
     const int64_t np = rng.range(0, 40), no = rng.range(0, 40);
     const int64_t span = std::min<int64_t>(v, rng.chance(0.5) ? 20 : v);  // small span: repeats
-    for (int64_t i = 0; i < np; ++i) row.prompt.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
-    for (int64_t i = 0; i < no; ++i) row.output.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
+    for (int64_t i = 0; i < np; ++i)
+      row.prompt.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
+    for (int64_t i = 0; i < no; ++i)
+      row.output.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
   }
   row.seed = rng.u64();
   row.step = rng.chance(0.5) ? static_cast<uint64_t>(rng.range(0, 5000)) : rng.u64();
@@ -496,21 +564,41 @@ inline RowSpec random_row(Rng& rng, DType dtype, int64_t v, const RowMix& mix = 
 
   if (rng.chance(mix.bad_param)) {
     switch (rng.range(0, 6)) {
-      case 0: row.temperature = rng.chance(0.5) ? -1.0f : kNaN; break;
-      case 1: row.top_k = -static_cast<int32_t>(rng.range(1, 10)); break;
-      case 2: row.top_p = rng.chance(0.5) ? 0.0f : kNaN; break;
-      case 3: row.min_p = rng.chance(0.5) ? 1.5f : -0.25f; break;
-      case 4: row.repetition = rng.chance(0.5) ? 0.0f : kInf; break;
-      case 5: row.frequency = 2.5f; break;
-      default: row.presence = -3.0f; break;
+      case 0:
+        row.temperature = rng.chance(0.5) ? -1.0f : kNaN;
+        break;
+      case 1:
+        row.top_k = -static_cast<int32_t>(rng.range(1, 10));
+        break;
+      case 2:
+        row.top_p = rng.chance(0.5) ? 0.0f : kNaN;
+        break;
+      case 3:
+        row.min_p = rng.chance(0.5) ? 1.5f : -0.25f;
+        break;
+      case 4:
+        row.repetition = rng.chance(0.5) ? 0.0f : kInf;
+        break;
+      case 5:
+        row.frequency = 2.5f;
+        break;
+      default:
+        row.presence = -3.0f;
+        break;
     }
   }
   if (rng.chance(mix.bad_token_id)) {
     const int32_t bad = rng.chance(0.5) ? -1 : static_cast<int32_t>(v + rng.range(0, 3));
     switch (rng.range(0, 2)) {
-      case 0: row.bias.emplace_back(bad, 1.0f); break;
-      case 1: row.prompt.push_back(bad); break;
-      default: row.output.push_back(bad); break;
+      case 0:
+        row.bias.emplace_back(bad, 1.0f);
+        break;
+      case 1:
+        row.prompt.push_back(bad);
+        break;
+      default:
+        row.output.push_back(bad);
+        break;
     }
   }
   return row;
@@ -518,13 +606,14 @@ inline RowSpec random_row(Rng& rng, DType dtype, int64_t v, const RowMix& mix = 
 
 //! A short description of a row's parameters, for failure messages.
 inline std::string describe(const RowSpec& r) {
-  std::string s = "T=" + std::to_string(r.temperature) + " k=" + std::to_string(r.top_k) +
-                  " p=" + std::to_string(r.top_p) + " min_p=" + std::to_string(r.min_p) +
-                  " rep=" + std::to_string(r.repetition) + " freq=" + std::to_string(r.frequency) +
-                  " pres=" + std::to_string(r.presence) + " seed=" + std::to_string(r.seed) +
-                  " step=" + std::to_string(r.step) + " sub=" + std::to_string(r.substream) +
-                  " mask=" + (r.mask.empty() ? "no" : "yes") + " bias=" + std::to_string(r.bias.size()) +
-                  " prompt=" + std::to_string(r.prompt.size()) + " output=" + std::to_string(r.output.size());
+  std::string s =
+      "T=" + std::to_string(r.temperature) + " k=" + std::to_string(r.top_k) +
+      " p=" + std::to_string(r.top_p) + " min_p=" + std::to_string(r.min_p) +
+      " rep=" + std::to_string(r.repetition) + " freq=" + std::to_string(r.frequency) +
+      " pres=" + std::to_string(r.presence) + " seed=" + std::to_string(r.seed) +
+      " step=" + std::to_string(r.step) + " sub=" + std::to_string(r.substream) +
+      " mask=" + (r.mask.empty() ? "no" : "yes") + " bias=" + std::to_string(r.bias.size()) +
+      " prompt=" + std::to_string(r.prompt.size()) + " output=" + std::to_string(r.output.size());
   return s;
 }
 
@@ -539,16 +628,25 @@ inline std::string first_difference(const OutBuf& a, const OutBuf& b, const char
   for (int64_t r = 0; r < a.b; ++r) {
     const auto i = static_cast<size_t>(r);
     std::string what;
-    if (a.status[i] != b.status[i]) what = "status " + std::to_string(a.status[i]) + " vs " + std::to_string(b.status[i]);
-    else if (a.tokens[i] != b.tokens[i]) what = "token " + std::to_string(a.tokens[i]) + " vs " + std::to_string(b.tokens[i]);
-    else if (a.kept[i] != b.kept[i]) what = "kept " + std::to_string(a.kept[i]) + " vs " + std::to_string(b.kept[i]);
-    else if (bits_of(a.logprob[i]) != bits_of(b.logprob[i])) what = "logprob " + f(a.logprob[i]) + " vs " + f(b.logprob[i]);
+    if (a.status[i] != b.status[i])
+      what = "status " + std::to_string(a.status[i]) + " vs " + std::to_string(b.status[i]);
+    else if (a.tokens[i] != b.tokens[i])
+      what = "token " + std::to_string(a.tokens[i]) + " vs " + std::to_string(b.tokens[i]);
+    else if (a.kept[i] != b.kept[i])
+      what = "kept " + std::to_string(a.kept[i]) + " vs " + std::to_string(b.kept[i]);
+    else if (bits_of(a.logprob[i]) != bits_of(b.logprob[i]))
+      what = "logprob " + f(a.logprob[i]) + " vs " + f(b.logprob[i]);
     for (int32_t j = 0; what.empty() && j < a.n_top; ++j) {
       const auto k = static_cast<size_t>(r * a.n_top + j);
-      if (a.top_ids[k] != b.top_ids[k]) what = "top_ids[" + std::to_string(j) + "] " + std::to_string(a.top_ids[k]) + " vs " + std::to_string(b.top_ids[k]);
-      else if (bits_of(a.top_logprobs[k]) != bits_of(b.top_logprobs[k])) what = "top_logprobs[" + std::to_string(j) + "] " + f(a.top_logprobs[k]) + " vs " + f(b.top_logprobs[k]);
+      if (a.top_ids[k] != b.top_ids[k])
+        what = "top_ids[" + std::to_string(j) + "] " + std::to_string(a.top_ids[k]) + " vs " +
+               std::to_string(b.top_ids[k]);
+      else if (bits_of(a.top_logprobs[k]) != bits_of(b.top_logprobs[k]))
+        what = "top_logprobs[" + std::to_string(j) + "] " + f(a.top_logprobs[k]) + " vs " +
+               f(b.top_logprobs[k]);
     }
-    if (!what.empty()) return "row " + std::to_string(r) + ": " + what + " (" + a_name + " vs " + b_name + ")";
+    if (!what.empty())
+      return "row " + std::to_string(r) + ": " + what + " (" + a_name + " vs " + b_name + ")";
   }
   return "";
 }

@@ -32,13 +32,14 @@
 
 namespace {
 
-#define CK(expr)                                                                                     \
-  do {                                                                                               \
-    const cudaError_t e_ = (expr);                                                                   \
-    if (e_ != cudaSuccess) {                                                                         \
-      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                  \
-    }                                                                                                \
+#define CK(expr)                                                                \
+  do {                                                                          \
+    const cudaError_t e_ = (expr);                                              \
+    if (e_ != cudaSuccess) {                                                    \
+      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, \
+                   cudaGetErrorString(e_));                                     \
+      std::exit(1);                                                             \
+    }                                                                           \
   } while (0)
 
 using lmsample::DType;
@@ -65,7 +66,8 @@ const OpDef kOps[] = {
 
 // ---- options --------------------------------------------------------------------------------
 struct Options {
-  std::vector<std::string> ops = {"greedy", "temp", "topk", "topp", "minp", "topk_topp", "topk_topp_lp"};
+  std::vector<std::string> ops = {"greedy", "temp",      "topk",        "topp",
+                                  "minp",   "topk_topp", "topk_topp_lp"};
   std::vector<int64_t> batch = {1, 8, 32, 128, 512};
   std::vector<int64_t> vocab = {32000, 128256, 151936, 262144};
   std::vector<std::string> dtype = {"f32", "bf16"};
@@ -108,7 +110,8 @@ void usage() {
       "  --no-verify       skip the CPU check\n"
       "  --seed N          seed of the logits and of the rows' Philox keys\n"
       "  --out PATH        also write the results as CSV (or JSON when PATH ends in .json)\n"
-      "  --quick           B 1,32,512; V 151936; ops greedy,topk_topp,topk_topp_lp; 10 warm-ups, 50 runs\n");
+      "  --quick           B 1,32,512; V 151936; ops greedy,topk_topp,topk_topp_lp; 10 warm-ups, "
+      "50 runs\n");
 }
 
 bool parse(int argc, char** argv, Options& o) {
@@ -125,19 +128,33 @@ bool parse(int argc, char** argv, Options& o) {
       std::fprintf(stderr, "missing value for %s\n", a.c_str());
       std::exit(2);
     };
-    if (a == "--help" || a == "-h") { usage(); std::exit(0); }
-    else if (a == "--ops") o.ops = split(val());
-    else if (a == "--batch") o.batch = split_int(val());
-    else if (a == "--vocab") o.vocab = split_int(val());
-    else if (a == "--dtype") o.dtype = split(val());
-    else if (a == "--dist") o.dist = split(val());
-    else if (a == "--flat-ops") o.flat_ops = split(val());
-    else if (a == "--warmup") o.warmup = std::atoi(val().c_str());
-    else if (a == "--iters") o.iters = std::atoi(val().c_str());
-    else if (a == "--verify-rows") o.verify_rows = std::atoi(val().c_str());
-    else if (a == "--no-verify") o.verify = false;
-    else if (a == "--seed") o.seed = std::strtoull(val().c_str(), nullptr, 0);
-    else if (a == "--out") o.out = val();
+    if (a == "--help" || a == "-h") {
+      usage();
+      std::exit(0);
+    } else if (a == "--ops")
+      o.ops = split(val());
+    else if (a == "--batch")
+      o.batch = split_int(val());
+    else if (a == "--vocab")
+      o.vocab = split_int(val());
+    else if (a == "--dtype")
+      o.dtype = split(val());
+    else if (a == "--dist")
+      o.dist = split(val());
+    else if (a == "--flat-ops")
+      o.flat_ops = split(val());
+    else if (a == "--warmup")
+      o.warmup = std::atoi(val().c_str());
+    else if (a == "--iters")
+      o.iters = std::atoi(val().c_str());
+    else if (a == "--verify-rows")
+      o.verify_rows = std::atoi(val().c_str());
+    else if (a == "--no-verify")
+      o.verify = false;
+    else if (a == "--seed")
+      o.seed = std::strtoull(val().c_str(), nullptr, 0);
+    else if (a == "--out")
+      o.out = val();
     else if (a == "--quick") {
       o.batch = {1, 32, 512};
       o.vocab = {151936};
@@ -197,9 +214,12 @@ __global__ void gen_logits(void* out, int64_t n, int dtype, int flat, uint64_t s
       const float u2 = static_cast<float>((h >> 16) & 0xffffffu) * 0x1.0p-24f;
       x = 4.0f * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
     }
-    if (dtype == 0) static_cast<float*>(out)[i] = x;
-    else if (dtype == 1) static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x);
-    else static_cast<__half*>(out)[i] = __float2half_rn(x);
+    if (dtype == 0)
+      static_cast<float*>(out)[i] = x;
+    else if (dtype == 1)
+      static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x);
+    else
+      static_cast<__half*>(out)[i] = __float2half_rn(x);
   }
 }
 
@@ -209,7 +229,8 @@ __device__ __forceinline__ unsigned order_key(float f) {
 }
 __device__ __forceinline__ float max8_16(uint4 v, int dtype) {
   if (dtype == 0) {
-    return fmaxf(fmaxf(__uint_as_float(v.x), __uint_as_float(v.y)), fmaxf(__uint_as_float(v.z), __uint_as_float(v.w)));
+    return fmaxf(fmaxf(__uint_as_float(v.x), __uint_as_float(v.y)),
+                 fmaxf(__uint_as_float(v.z), __uint_as_float(v.w)));
   }
   const unsigned w[4] = {v.x, v.y, v.z, v.w};
   float m = -INFINITY;
@@ -230,13 +251,14 @@ __device__ __forceinline__ float max8_16(uint4 v, int dtype) {
 __device__ __forceinline__ float load_scalar(const unsigned char* p, int64_t i, int dtype) {
   if (dtype == 0) return reinterpret_cast<const float*>(p)[i];
   const unsigned short h = reinterpret_cast<const unsigned short*>(p)[i];
-  return dtype == 1 ? __uint_as_float(static_cast<unsigned>(h) << 16) : __half2float(__ushort_as_half(h));
+  return dtype == 1 ? __uint_as_float(static_cast<unsigned>(h) << 16)
+                    : __half2float(__ushort_as_half(h));
 }
 
 //! The floor: reads every logit once. grid = (chunks per row, B); 16-byte loads, 4 in flight per
 //! thread; a block max-reduction and one atomicMax per block into out[row].
-__global__ void __launch_bounds__(256) floor_read(const unsigned char* logits, int64_t vocab, int64_t chunk,
-                                                  int dtype, unsigned* out) {
+__global__ void __launch_bounds__(256) floor_read(const unsigned char* logits, int64_t vocab,
+                                                  int64_t chunk, int dtype, unsigned* out) {
   const int64_t row = blockIdx.y;
   const int esz = dtype == 0 ? 4 : 2;
   const unsigned char* base = logits + row * vocab * esz;
@@ -254,13 +276,16 @@ __global__ void __launch_bounds__(256) floor_read(const unsigned char* logits, i
     const uint4* vp = reinterpret_cast<const uint4*>(base + vb * esz);
     int64_t k = threadIdx.x;
     for (; k + 3 * blockDim.x < nvec; k += 4 * blockDim.x) {
-      const uint4 a = __ldg(vp + k), b = __ldg(vp + k + blockDim.x), c = __ldg(vp + k + 2 * blockDim.x),
-                  d = __ldg(vp + k + 3 * blockDim.x);
-      m = fmaxf(m, fmaxf(fmaxf(max8_16(a, dtype), max8_16(b, dtype)), fmaxf(max8_16(c, dtype), max8_16(d, dtype))));
+      const uint4 a = __ldg(vp + k), b = __ldg(vp + k + blockDim.x),
+                  c = __ldg(vp + k + 2 * blockDim.x), d = __ldg(vp + k + 3 * blockDim.x);
+      m = fmaxf(m, fmaxf(fmaxf(max8_16(a, dtype), max8_16(b, dtype)),
+                         fmaxf(max8_16(c, dtype), max8_16(d, dtype))));
     }
     for (; k < nvec; k += blockDim.x) m = fmaxf(m, max8_16(__ldg(vp + k), dtype));
-    for (int64_t i = begin + threadIdx.x; i < vb; i += blockDim.x) m = fmaxf(m, load_scalar(base, i, dtype));
-    for (int64_t i = ve + threadIdx.x; i < end; i += blockDim.x) m = fmaxf(m, load_scalar(base, i, dtype));
+    for (int64_t i = begin + threadIdx.x; i < vb; i += blockDim.x)
+      m = fmaxf(m, load_scalar(base, i, dtype));
+    for (int64_t i = ve + threadIdx.x; i < end; i += blockDim.x)
+      m = fmaxf(m, load_scalar(base, i, dtype));
   }
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   __shared__ float warp_max[8];
@@ -272,11 +297,14 @@ __global__ void __launch_bounds__(256) floor_read(const unsigned char* logits, i
   }
 }
 
-// ---- device state of one (dtype, B, V) -----------------------------------------------------------
+// ---- device state of one (dtype, B, V)
+// -----------------------------------------------------------
 struct DevArrays {
   void* logits = nullptr;
-  float *temperature = nullptr, *top_p = nullptr, *min_p = nullptr, *logprob = nullptr, *top_lp = nullptr;
-  int32_t *top_k = nullptr, *tokens = nullptr, *status = nullptr, *kept = nullptr, *top_ids = nullptr;
+  float *temperature = nullptr, *top_p = nullptr, *min_p = nullptr, *logprob = nullptr,
+        *top_lp = nullptr;
+  int32_t *top_k = nullptr, *tokens = nullptr, *status = nullptr, *kept = nullptr,
+          *top_ids = nullptr;
   uint64_t *seed = nullptr, *step = nullptr;
   unsigned* floor_out = nullptr;
   void* ws = nullptr;
@@ -325,14 +353,19 @@ Timing time_runs(cudaStream_t st, void* flush, size_t flush_bytes, int warmup, i
   std::vector<double> us;
   for (int i = 0; i < iters; ++i) {
     float ms = 0;
-    CK(cudaEventElapsedTime(&ms, ev[2 * static_cast<size_t>(i)], ev[2 * static_cast<size_t>(i) + 1]));
+    CK(cudaEventElapsedTime(&ms, ev[2 * static_cast<size_t>(i)],
+                            ev[2 * static_cast<size_t>(i) + 1]));
     us.push_back(static_cast<double>(ms) * 1000.0);
   }
   for (cudaEvent_t& e : ev) CK(cudaEventDestroy(e));
   std::sort(us.begin(), us.end());
-  auto q = [&](double f) { return us[std::min(us.size() - 1, static_cast<size_t>(f * static_cast<double>(us.size() - 1) + 0.5))]; };
+  auto q = [&](double f) {
+    return us[std::min(us.size() - 1,
+                       static_cast<size_t>(f * static_cast<double>(us.size() - 1) + 0.5))];
+  };
   Timing t;
-  t.median_us = us.size() % 2 ? us[us.size() / 2] : 0.5 * (us[us.size() / 2 - 1] + us[us.size() / 2]);
+  t.median_us =
+      us.size() % 2 ? us[us.size() / 2] : 0.5 * (us[us.size() / 2 - 1] + us[us.size() / 2]);
   t.p10_us = q(0.1);
   t.p90_us = q(0.9);
   return t;
@@ -354,7 +387,8 @@ bool lp_close(float a, float b) {
   std::memcpy(&ub, &b, 4);
   if (ua == ub) return true;
   if (std::isnan(a) || std::isnan(b) || std::isinf(a) || std::isinf(b)) return false;
-  return std::fabs(static_cast<double>(a) - b) <= 1e-6 * std::max(1.0, std::fabs(static_cast<double>(b)));
+  return std::fabs(static_cast<double>(a) - b) <=
+         1e-6 * std::max(1.0, std::fabs(static_cast<double>(b)));
 }
 
 // ---- one config -------------------------------------------------------------------------------
@@ -363,7 +397,8 @@ class Bench {
   Bench(const Options& o, cudaStream_t st, void* flush, size_t flush_bytes, int sms)
       : o_(o), st_(st), flush_(flush), flush_bytes_(flush_bytes), sms_(sms) {}
 
-  void run_shape(DType dt, const std::string& dts, int64_t b, int64_t v, std::vector<Result>& results) {
+  void run_shape(DType dt, const std::string& dts, int64_t b, int64_t v,
+                 std::vector<Result>& results) {
     DevArrays d;
     const size_t n = static_cast<size_t>(b * v);
     d.logits = d.alloc<unsigned char>(n * elem_bytes(dt));
@@ -399,12 +434,14 @@ class Bench {
       const bool flat = dist == "flat";
       std::vector<const OpDef*> ops;
       for (const std::string& name : o_.ops) {
-        if (flat && std::find(o_.flat_ops.begin(), o_.flat_ops.end(), name) == o_.flat_ops.end()) continue;
+        if (flat && std::find(o_.flat_ops.begin(), o_.flat_ops.end(), name) == o_.flat_ops.end())
+          continue;
         for (const OpDef& od : kOps)
           if (name == od.cli) ops.push_back(&od);
       }
       if (ops.empty()) continue;
-      gen_logits<<<sms_ * 8, 256, 0, st_>>>(d.logits, static_cast<int64_t>(n), dcode, flat ? 1 : 0, o_.seed + 17);
+      gen_logits<<<sms_ * 8, 256, 0, st_>>>(d.logits, static_cast<int64_t>(n), dcode, flat ? 1 : 0,
+                                            o_.seed + 17);
       CK(cudaGetLastError());
       CK(cudaStreamSynchronize(st_));
       if (floor_us == 0) floor_us = time_floor(d, dcode, b, v);
@@ -425,21 +462,26 @@ class Bench {
   }
 
   static void print_header() {
-    std::printf("| op | logits | dtype | B | V | median µs | p10 µs | p90 µs | MB read | GB/s | floor µs | floor GB/s | × floor | check |\n");
+    std::printf(
+        "| op | logits | dtype | B | V | median µs | p10 µs | p90 µs | MB read | GB/s | floor µs | "
+        "floor GB/s | × floor | check |\n");
     std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     std::fflush(stdout);
   }
   static void print_row(const Result& r) {
     if (!r.error.empty()) {
-      std::printf("| %s | %s | %s | %lld | %lld | - | - | - | %.1f | - | %.1f | - | - | FAILED: %s |\n", r.op.c_str(),
-                  r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch), static_cast<long long>(r.vocab),
-                  r.bytes / 1e6, r.floor_us, r.error.c_str());
+      std::printf(
+          "| %s | %s | %s | %lld | %lld | - | - | - | %.1f | - | %.1f | - | - | FAILED: %s |\n",
+          r.op.c_str(), r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch),
+          static_cast<long long>(r.vocab), r.bytes / 1e6, r.floor_us, r.error.c_str());
     } else {
-      std::printf("| %s | %s | %s | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.0f | %.1f | %.0f | %.2f | %s |\n",
-                  r.op.c_str(), r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch),
-                  static_cast<long long>(r.vocab), r.t.median_us, r.t.p10_us, r.t.p90_us, r.bytes / 1e6,
-                  r.bytes / (r.t.median_us * 1e3), r.floor_us, r.bytes / (r.floor_us * 1e3), r.t.median_us / r.floor_us,
-                  r.verified ? "cpu-equal" : "unchecked");
+      std::printf(
+          "| %s | %s | %s | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.0f | %.1f | %.0f | %.2f | "
+          "%s |\n",
+          r.op.c_str(), r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch),
+          static_cast<long long>(r.vocab), r.t.median_us, r.t.p10_us, r.t.p90_us, r.bytes / 1e6,
+          r.bytes / (r.t.median_us * 1e3), r.floor_us, r.bytes / (r.floor_us * 1e3),
+          r.t.median_us / r.floor_us, r.verified ? "cpu-equal" : "unchecked");
     }
     std::fflush(stdout);
   }
@@ -461,7 +503,8 @@ class Bench {
     }
     const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(b));
     auto fn = [&] {
-      floor_read<<<grid, 256, 0, st_>>>(static_cast<const unsigned char*>(d.logits), v, chunk, dcode, d.floor_out);
+      floor_read<<<grid, 256, 0, st_>>>(static_cast<const unsigned char*>(d.logits), v, chunk,
+                                        dcode, d.floor_out);
     };
     CK(cudaMemsetAsync(d.floor_out, 0, static_cast<size_t>(b) * 4, st_));
     fn();
@@ -530,17 +573,20 @@ class Bench {
   }
 
   //! A few rows against the CPU backend (one row at a time, from host copies).
-  std::string verify(DevArrays& d, DType dt, int64_t b, int64_t v, const OpDef& od, const lmsample::Request& dreq) {
+  std::string verify(DevArrays& d, DType dt, int64_t b, int64_t v, const OpDef& od,
+                     const lmsample::Request& dreq) {
     std::vector<int64_t> rows = {0, b / 2, b - 1};
     for (int64_t i = 3; i < o_.verify_rows; ++i) rows.push_back((i * 7919) % b);
     std::sort(rows.begin(), rows.end());
     rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-    if (static_cast<int>(rows.size()) > o_.verify_rows) rows.resize(static_cast<size_t>(std::max(1, o_.verify_rows)));
+    if (static_cast<int>(rows.size()) > o_.verify_rows)
+      rows.resize(static_cast<size_t>(std::max(1, o_.verify_rows)));
     const size_t esz = elem_bytes(dt);
     const int32_t n = od.top_logprobs;
     std::vector<unsigned char> row(static_cast<size_t>(v) * esz);
     for (const int64_t r : rows) {
-      CK(cudaMemcpy(row.data(), static_cast<const unsigned char*>(d.logits) + static_cast<size_t>(r * v) * esz,
+      CK(cudaMemcpy(row.data(),
+                    static_cast<const unsigned char*>(d.logits) + static_cast<size_t>(r * v) * esz,
                     row.size(), cudaMemcpyDeviceToHost));
       int32_t g_tok = 0, g_stat = 0, g_kept = 0;
       float g_lp = 0;
@@ -551,8 +597,10 @@ class Bench {
       if (n > 0) {
         CK(cudaMemcpy(&g_kept, d.kept + r, 4, cudaMemcpyDeviceToHost));
         CK(cudaMemcpy(&g_lp, d.logprob + r, 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(g_ids.data(), d.top_ids + r * n, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(g_tlp.data(), d.top_lp + r * n, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(g_ids.data(), d.top_ids + r * n, static_cast<size_t>(n) * 4,
+                      cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(g_tlp.data(), d.top_lp + r * n, static_cast<size_t>(n) * 4,
+                      cudaMemcpyDeviceToHost));
       }
       const float t = od.temperature, p = od.top_p, mp = od.min_p;
       const int32_t k = od.top_k;
@@ -589,18 +637,25 @@ class Bench {
       const lmsample::Status s = lmsample::sample(h, ho, w.get(), wb, cc);
       if (!s.ok()) return "CPU backend failed on row " + std::to_string(r) + ": " + s.message;
       std::ostringstream why;
-      if (g_stat != c_stat) why << "status gpu " << g_stat << " cpu " << c_stat;
-      else if (g_tok != c_tok) why << "token gpu " << g_tok << " cpu " << c_tok;
-      else if (n > 0 && g_kept != c_kept) why << "kept gpu " << g_kept << " cpu " << c_kept;
-      else if (n > 0 && !lp_close(g_lp, c_lp)) why << "logprob gpu " << g_lp << " cpu " << c_lp;
+      if (g_stat != c_stat)
+        why << "status gpu " << g_stat << " cpu " << c_stat;
+      else if (g_tok != c_tok)
+        why << "token gpu " << g_tok << " cpu " << c_tok;
+      else if (n > 0 && g_kept != c_kept)
+        why << "kept gpu " << g_kept << " cpu " << c_kept;
+      else if (n > 0 && !lp_close(g_lp, c_lp))
+        why << "logprob gpu " << g_lp << " cpu " << c_lp;
       for (int32_t j = 0; why.str().empty() && j < n; ++j) {
         const auto jj = static_cast<size_t>(j);
-        if (g_ids[jj] != c_ids[jj]) why << "top_ids[" << j << "] gpu " << g_ids[jj] << " cpu " << c_ids[jj];
-        else if (!lp_close(g_tlp[jj], c_tlp[jj])) why << "top_logprobs[" << j << "] gpu " << g_tlp[jj] << " cpu " << c_tlp[jj];
+        if (g_ids[jj] != c_ids[jj])
+          why << "top_ids[" << j << "] gpu " << g_ids[jj] << " cpu " << c_ids[jj];
+        else if (!lp_close(g_tlp[jj], c_tlp[jj]))
+          why << "top_logprobs[" << j << "] gpu " << g_tlp[jj] << " cpu " << c_tlp[jj];
       }
       if (!why.str().empty()) {
-        std::fprintf(stderr, "MISMATCH %s %s B=%lld V=%lld row %lld: %s\n", od.name, dt == DType::kFloat32 ? "f32" : "16-bit",
-                     static_cast<long long>(b), static_cast<long long>(v), static_cast<long long>(r), why.str().c_str());
+        std::fprintf(stderr, "MISMATCH %s %s B=%lld V=%lld row %lld: %s\n", od.name,
+                     dt == DType::kFloat32 ? "f32" : "16-bit", static_cast<long long>(b),
+                     static_cast<long long>(v), static_cast<long long>(r), why.str().c_str());
         return "row " + std::to_string(r) + " differs from the CPU (" + why.str() + ")";
       }
     }
@@ -623,29 +678,35 @@ void write_out(const std::string& path, const std::vector<Result>& rs, const std
   }
   const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
   if (json) {
-    std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"lmsample\": \"%s\",\n  \"results\": [\n", device.c_str(), lmsample::version());
+    std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"lmsample\": \"%s\",\n  \"results\": [\n",
+                 device.c_str(), lmsample::version());
     for (size_t i = 0; i < rs.size(); ++i) {
       const Result& r = rs[i];
-      std::fprintf(f,
-                   "    {\"op\": \"%s\", \"logits\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, \"vocab\": %lld, "
-                   "\"median_us\": %.3f, \"p10_us\": %.3f, \"p90_us\": %.3f, \"bytes\": %.0f, \"gbps\": %.2f, "
-                   "\"floor_us\": %.3f, \"ratio_to_floor\": %.4f, \"verified\": %s, \"error\": \"%s\"}%s\n",
-                   r.op.c_str(), r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch),
-                   static_cast<long long>(r.vocab), r.t.median_us, r.t.p10_us, r.t.p90_us, r.bytes,
-                   r.error.empty() ? r.bytes / (r.t.median_us * 1e3) : 0.0, r.floor_us,
-                   r.error.empty() ? r.t.median_us / r.floor_us : 0.0, r.verified ? "true" : "false",
-                   r.error.c_str(), i + 1 < rs.size() ? "," : "");
+      std::fprintf(
+          f,
+          "    {\"op\": \"%s\", \"logits\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, \"vocab\": "
+          "%lld, "
+          "\"median_us\": %.3f, \"p10_us\": %.3f, \"p90_us\": %.3f, \"bytes\": %.0f, \"gbps\": "
+          "%.2f, "
+          "\"floor_us\": %.3f, \"ratio_to_floor\": %.4f, \"verified\": %s, \"error\": \"%s\"}%s\n",
+          r.op.c_str(), r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch),
+          static_cast<long long>(r.vocab), r.t.median_us, r.t.p10_us, r.t.p90_us, r.bytes,
+          r.error.empty() ? r.bytes / (r.t.median_us * 1e3) : 0.0, r.floor_us,
+          r.error.empty() ? r.t.median_us / r.floor_us : 0.0, r.verified ? "true" : "false",
+          r.error.c_str(), i + 1 < rs.size() ? "," : "");
     }
     std::fprintf(f, "  ]\n}\n");
   } else {
-    std::fprintf(f, "op,logits,dtype,batch,vocab,median_us,p10_us,p90_us,bytes,gbps,floor_us,ratio_to_floor,verified,error,device\n");
+    std::fprintf(f,
+                 "op,logits,dtype,batch,vocab,median_us,p10_us,p90_us,bytes,gbps,floor_us,ratio_to_"
+                 "floor,verified,error,device\n");
     for (const Result& r : rs) {
-      std::fprintf(f, "%s,%s,%s,%lld,%lld,%.3f,%.3f,%.3f,%.0f,%.2f,%.3f,%.4f,%d,\"%s\",\"%s\"\n", r.op.c_str(),
-                   r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch), static_cast<long long>(r.vocab),
-                   r.t.median_us, r.t.p10_us, r.t.p90_us, r.bytes,
+      std::fprintf(f, "%s,%s,%s,%lld,%lld,%.3f,%.3f,%.3f,%.0f,%.2f,%.3f,%.4f,%d,\"%s\",\"%s\"\n",
+                   r.op.c_str(), r.dist.c_str(), r.dtype.c_str(), static_cast<long long>(r.batch),
+                   static_cast<long long>(r.vocab), r.t.median_us, r.t.p10_us, r.t.p90_us, r.bytes,
                    r.error.empty() ? r.bytes / (r.t.median_us * 1e3) : 0.0, r.floor_us,
-                   r.error.empty() ? r.t.median_us / r.floor_us : 0.0, r.verified ? 1 : 0, r.error.c_str(),
-                   device.c_str());
+                   r.error.empty() ? r.t.median_us / r.floor_us : 0.0, r.verified ? 1 : 0,
+                   r.error.c_str(), device.c_str());
     }
   }
   std::fclose(f);
@@ -660,7 +721,8 @@ int main(int argc, char** argv) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
-    std::fprintf(stderr, "no CUDA device: %s\n", e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount() = 0");
+    std::fprintf(stderr, "no CUDA device: %s\n",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount() = 0");
     return 3;
   }
   if (!lmsample::backend_available(lmsample::Backend::kCuda)) {
@@ -678,12 +740,16 @@ int main(int argc, char** argv) {
   cudaStream_t st = nullptr;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   char device[256];
-  std::snprintf(device, sizeof device, "%s (sm_%d%d, %d SMs, L2 %.0f MB)", prop.name, prop.major, prop.minor,
-                prop.multiProcessorCount, static_cast<double>(l2) / 1e6);
+  std::snprintf(device, sizeof device, "%s (sm_%d%d, %d SMs, L2 %.0f MB)", prop.name, prop.major,
+                prop.minor, prop.multiProcessorCount, static_cast<double>(l2) / 1e6);
   std::printf("# lmsample %s GPU benchmark on %s\n", lmsample::version(), device);
-  std::printf("# CUDA events; L2 flushed before each run (%.0f MB rewritten, untimed); %d warm-ups, median of %d runs\n",
-              static_cast<double>(flush_bytes) / 1e6, o.warmup, o.iters);
-  std::printf("# logits: peaked = N(0,1)*4, flat = all equal; floor = one read of the logits (16-byte loads, max-reduction)\n\n");
+  std::printf(
+      "# CUDA events; L2 flushed before each run (%.0f MB rewritten, untimed); %d warm-ups, median "
+      "of %d runs\n",
+      static_cast<double>(flush_bytes) / 1e6, o.warmup, o.iters);
+  std::printf(
+      "# logits: peaked = N(0,1)*4, flat = all equal; floor = one read of the logits (16-byte "
+      "loads, max-reduction)\n\n");
   Bench::print_header();
 
   Bench bench(o, st, flush, flush_bytes, prop.multiProcessorCount);
@@ -692,7 +758,8 @@ int main(int argc, char** argv) {
     for (const int64_t v : o.vocab)
       for (const int64_t b : o.batch) {
         if (b < 1 || v < 1 || v > lmsample::kMaxVocab) {
-          std::fprintf(stderr, "skipping B=%lld V=%lld\n", static_cast<long long>(b), static_cast<long long>(v));
+          std::fprintf(stderr, "skipping B=%lld V=%lld\n", static_cast<long long>(b),
+                       static_cast<long long>(v));
           continue;
         }
         bench.run_shape(dtype_of(dts), dts, b, v, results);

@@ -10,13 +10,13 @@
 #include "gpu/sample_gpu.cu"
 
 namespace {
-#define CHECK(x)                                                                        \
-  do {                                                                                  \
-    const cudaError_t e_ = (x);                                                         \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s failed: %s\n", #x, cudaGetErrorString(e_));               \
-      std::exit(1);                                                                     \
-    }                                                                                   \
+#define CHECK(x)                                                           \
+  do {                                                                     \
+    const cudaError_t e_ = (x);                                            \
+    if (e_ != cudaSuccess) {                                               \
+      std::fprintf(stderr, "%s failed: %s\n", #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                        \
+    }                                                                      \
   } while (0)
 }  // namespace
 
@@ -62,11 +62,12 @@ int main() {
     CHECK(cudaDeviceSynchronize());
     unsigned long long t[32];
     CHECK(cudaMemcpyFromSymbol(t, gpu::g_phase_ns, sizeof t));
-    std::printf("B=%ld: load %llu, statistics exchange (+ top-k bound) %llu, compaction %llu, "
-                "count exchange + gather %llu, rank-0 finish %llu, final barrier %llu ns "
-                "(total %llu)\n",
-                static_cast<long>(b), t[1] - t[0], t[2] - t[1], t[4] - t[3], t[5] - t[4],
-                t[6] - t[5], t[8] - t[7], t[8] - t[0]);
+    std::printf(
+        "B=%ld: load %llu, statistics exchange (+ top-k bound) %llu, compaction %llu, "
+        "count exchange + gather %llu, rank-0 finish %llu, final barrier %llu ns "
+        "(total %llu)\n",
+        static_cast<long>(b), t[1] - t[0], t[2] - t[1], t[4] - t[3], t[5] - t[4], t[6] - t[5],
+        t[8] - t[7], t[8] - t[0]);
     cudaFree(dx);
     cudaFree(dp);
     cudaFree(dk);

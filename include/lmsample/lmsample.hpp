@@ -20,16 +20,16 @@ enum class Backend : int32_t { kAuto = 0, kCpu = 1, kCuda = 2 };
 //! Per-row outcome, written to Outputs::status for every row of every call that passes the
 //! structural checks. Values are stable (they are part of the C API).
 enum RowStatus : int32_t {
-  kRowOk = 0,                     //!< a token was drawn
-  kRowEmpty = 1,                  //!< no drawable token (all masked, -inf or NaN); token -1
-  kRowBadTemperature = 2,         //!< temperature < 0, NaN or +inf; token -1
-  kRowBadTopK = 3,                //!< top_k < 0; token -1
-  kRowBadTopP = 4,                //!< top_p <= 0 or NaN; token -1
-  kRowBadMinP = 5,                //!< min_p outside [0, 1] or NaN; token -1
-  kRowBadRepetitionPenalty = 6,   //!< repetition_penalty <= 0, NaN or inf; token -1
-  kRowBadFrequencyPenalty = 7,    //!< frequency_penalty outside [-2, 2] or NaN; token -1
-  kRowBadPresencePenalty = 8,     //!< presence_penalty outside [-2, 2] or NaN; token -1
-  kRowBadTokenId = 9,             //!< a bias or history token id outside [0, V); token -1
+  kRowOk = 0,                    //!< a token was drawn
+  kRowEmpty = 1,                 //!< no drawable token (all masked, -inf or NaN); token -1
+  kRowBadTemperature = 2,        //!< temperature < 0, NaN or +inf; token -1
+  kRowBadTopK = 3,               //!< top_k < 0; token -1
+  kRowBadTopP = 4,               //!< top_p <= 0 or NaN; token -1
+  kRowBadMinP = 5,               //!< min_p outside [0, 1] or NaN; token -1
+  kRowBadRepetitionPenalty = 6,  //!< repetition_penalty <= 0, NaN or inf; token -1
+  kRowBadFrequencyPenalty = 7,   //!< frequency_penalty outside [-2, 2] or NaN; token -1
+  kRowBadPresencePenalty = 8,    //!< presence_penalty outside [-2, 2] or NaN; token -1
+  kRowBadTokenId = 9,            //!< a bias or history token id outside [0, V); token -1
 };
 
 //! Name of a row status ("ok", "empty", "bad_temperature", ...).
@@ -38,11 +38,12 @@ const char* row_status_name(int32_t status) noexcept;
 //! Call-level result codes.
 enum class Code : int32_t {
   kOk = 0,
-  kInvalidArgument = 1,      //!< the request's shape or pointers are wrong; nothing written
-  kInvalidRowParameter = 2,  //!< some rows had bad parameters; see Outputs::status (all rows written)
-  kWorkspaceTooSmall = 3,    //!< workspace smaller than workspace_size(); nothing written
-  kUnsupported = 4,          //!< backend not built in or no device present
-  kBackendError = 5,         //!< the device runtime failed (message says how)
+  kInvalidArgument = 1,  //!< the request's shape or pointers are wrong; nothing written
+  kInvalidRowParameter =
+      2,                   //!< some rows had bad parameters; see Outputs::status (all rows written)
+  kWorkspaceTooSmall = 3,  //!< workspace smaller than workspace_size(); nothing written
+  kUnsupported = 4,        //!< backend not built in or no device present
+  kBackendError = 5,       //!< the device runtime failed (message says how)
 };
 
 //! Result of a call: a code and, when not kOk, a message naming what is wrong
@@ -72,10 +73,10 @@ constexpr int32_t kMaxTopLogprobs = 64;
 //! `batch` values. Defaults: temperature 1, top_k 0 (off), top_p 1 (off), min_p 0 (off),
 //! penalties off (repetition 1, frequency 0, presence 0), seed 0, step 0, substream 0.
 struct RowParams {
-  const float* temperature = nullptr;         //!< 0 = greedy (lowest id among ties); >= 0, finite
-  const int32_t* top_k = nullptr;             //!< 0 = off; k >= valid tokens = off; ties to the k-th kept
-  const float* top_p = nullptr;               //!< in (0, 1]; >= 1 = off
-  const float* min_p = nullptr;               //!< in [0, 1]; 0 = off
+  const float* temperature = nullptr;  //!< 0 = greedy (lowest id among ties); >= 0, finite
+  const int32_t* top_k = nullptr;      //!< 0 = off; k >= valid tokens = off; ties to the k-th kept
+  const float* top_p = nullptr;        //!< in (0, 1]; >= 1 = off
+  const float* min_p = nullptr;        //!< in [0, 1]; 0 = off
   const float* repetition_penalty = nullptr;  //!< > 0, finite; 1 = off
   const float* frequency_penalty = nullptr;   //!< in [-2, 2]
   const float* presence_penalty = nullptr;    //!< in [-2, 2]
@@ -111,7 +112,8 @@ struct Request {
 };
 
 //! Outputs; every array has `batch` entries (top arrays: batch * top_logprobs).
-//! Required: tokens and status. Optional (null = not computed): logprob, kept, top_ids, top_logprobs.
+//! Required: tokens and status. Optional (null = not computed): logprob, kept, top_ids,
+//! top_logprobs.
 struct Outputs {
   int32_t* tokens = nullptr;      //!< drawn token, or -1 when status != kRowOk
   int32_t* status = nullptr;      //!< RowStatus

@@ -20,7 +20,8 @@ Status check_sparse(const SparseRows& s, const char* name, int64_t batch, bool n
                     bool host_readable) {
   if (!s.offsets) return Status::Ok();
   if (!s.tokens) return invalid(std::string(name) + ": offsets given but tokens is null");
-  if (needs_values && !s.values) return invalid(std::string(name) + ": offsets given but values is null");
+  if (needs_values && !s.values)
+    return invalid(std::string(name) + ": offsets given but values is null");
   if (!host_readable) return Status::Ok();
   if (s.offsets[0] < 0) return invalid(std::string(name) + ": offsets[0] is negative");
   for (int64_t r = 0; r < batch; ++r) {
@@ -48,16 +49,17 @@ Status validate_request(const Request& req, const Outputs& out, bool host_readab
     return invalid("logits.vocab = " + std::to_string(l.vocab) + " is outside [1, " +
                    std::to_string(kMaxVocab) + "]");
   if (l.dtype != DType::kFloat32 && l.dtype != DType::kBFloat16 && l.dtype != DType::kFloat16)
-    return invalid("logits.dtype = " + std::to_string(static_cast<int>(l.dtype)) + " is not a DType");
+    return invalid("logits.dtype = " + std::to_string(static_cast<int>(l.dtype)) +
+                   " is not a DType");
   if (l.row_stride != 0 && l.row_stride < l.vocab)
-    return invalid("logits.row_stride = " + std::to_string(l.row_stride) + " is smaller than vocab = " +
-                   std::to_string(l.vocab));
+    return invalid("logits.row_stride = " + std::to_string(l.row_stride) +
+                   " is smaller than vocab = " + std::to_string(l.vocab));
   if (req.top_logprobs < 0 || req.top_logprobs > kMaxTopLogprobs)
     return invalid("top_logprobs = " + std::to_string(req.top_logprobs) + " is outside [0, " +
                    std::to_string(kMaxTopLogprobs) + "]");
   if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (l.vocab + 31) / 32)
-    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) + " is smaller than ceil(vocab / 32) = " +
-                   std::to_string((l.vocab + 31) / 32));
+    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
+                   " is smaller than ceil(vocab / 32) = " + std::to_string((l.vocab + 31) / 32));
   if (l.batch == 0) return Status::Ok();
   if (!l.data) return invalid("logits.data is null");
   if (!out.tokens) return invalid("outputs.tokens is null");
@@ -76,18 +78,25 @@ std::string describe_bad_row(const Request& req, int64_t row, int32_t status) {
   const core::RowSettings s = core::load_row_settings(req.params, row);
   const std::string r = "row " + std::to_string(row) + ": ";
   switch (status) {
-    case kRowBadTemperature: return r + "temperature = " + fmt(s.temperature) + " (must be finite and >= 0)";
-    case kRowBadTopK: return r + "top_k = " + std::to_string(s.top_k) + " (must be >= 0)";
-    case kRowBadTopP: return r + "top_p = " + fmt(s.top_p) + " (must be > 0)";
-    case kRowBadMinP: return r + "min_p = " + fmt(s.min_p) + " (must be in [0, 1])";
+    case kRowBadTemperature:
+      return r + "temperature = " + fmt(s.temperature) + " (must be finite and >= 0)";
+    case kRowBadTopK:
+      return r + "top_k = " + std::to_string(s.top_k) + " (must be >= 0)";
+    case kRowBadTopP:
+      return r + "top_p = " + fmt(s.top_p) + " (must be > 0)";
+    case kRowBadMinP:
+      return r + "min_p = " + fmt(s.min_p) + " (must be in [0, 1])";
     case kRowBadRepetitionPenalty:
       return r + "repetition_penalty = " + fmt(s.repetition) + " (must be finite and > 0)";
-    case kRowBadFrequencyPenalty: return r + "frequency_penalty = " + fmt(s.frequency) + " (must be in [-2, 2])";
-    case kRowBadPresencePenalty: return r + "presence_penalty = " + fmt(s.presence) + " (must be in [-2, 2])";
+    case kRowBadFrequencyPenalty:
+      return r + "frequency_penalty = " + fmt(s.frequency) + " (must be in [-2, 2])";
+    case kRowBadPresencePenalty:
+      return r + "presence_penalty = " + fmt(s.presence) + " (must be in [-2, 2])";
     case kRowBadTokenId:
       return r + "a logit_bias, prompt_tokens or output_tokens id is outside [0, vocab = " +
              std::to_string(req.logits.vocab) + ")";
-    default: return r + row_status_name(status);
+    default:
+      return r + row_status_name(status);
   }
 }
 
@@ -95,30 +104,43 @@ std::string describe_bad_row(const Request& req, int64_t row, int32_t status) {
 
 const char* row_status_name(int32_t status) noexcept {
   switch (status) {
-    case kRowOk: return "ok";
-    case kRowEmpty: return "empty";
-    case kRowBadTemperature: return "bad_temperature";
-    case kRowBadTopK: return "bad_top_k";
-    case kRowBadTopP: return "bad_top_p";
-    case kRowBadMinP: return "bad_min_p";
-    case kRowBadRepetitionPenalty: return "bad_repetition_penalty";
-    case kRowBadFrequencyPenalty: return "bad_frequency_penalty";
-    case kRowBadPresencePenalty: return "bad_presence_penalty";
-    case kRowBadTokenId: return "bad_token_id";
-    default: return "unknown";
+    case kRowOk:
+      return "ok";
+    case kRowEmpty:
+      return "empty";
+    case kRowBadTemperature:
+      return "bad_temperature";
+    case kRowBadTopK:
+      return "bad_top_k";
+    case kRowBadTopP:
+      return "bad_top_p";
+    case kRowBadMinP:
+      return "bad_min_p";
+    case kRowBadRepetitionPenalty:
+      return "bad_repetition_penalty";
+    case kRowBadFrequencyPenalty:
+      return "bad_frequency_penalty";
+    case kRowBadPresencePenalty:
+      return "bad_presence_penalty";
+    case kRowBadTokenId:
+      return "bad_token_id";
+    default:
+      return "unknown";
   }
 }
 
 bool backend_available(Backend backend) {
   switch (backend) {
-    case Backend::kCpu: return true;
+    case Backend::kCpu:
+      return true;
     case Backend::kCuda:
 #if defined(LMSAMPLE_WITH_CUDA)
       return gpu::device_present();
 #else
       return false;
 #endif
-    case Backend::kAuto: return true;
+    case Backend::kAuto:
+      return true;
   }
   return false;
 }
@@ -133,9 +155,11 @@ const char* version() noexcept { return "0.1.0"; }
 size_t workspace_size(const Request& req, const ExecConfig& cfg) {
   switch (resolve_backend(cfg.backend)) {
 #if defined(LMSAMPLE_WITH_CUDA)
-    case Backend::kCuda: return gpu::workspace_size(req, cfg);
+    case Backend::kCuda:
+      return gpu::workspace_size(req, cfg);
 #endif
-    default: return cpu::workspace_size(req, cfg);
+    default:
+      return cpu::workspace_size(req, cfg);
   }
 }
 
@@ -152,7 +176,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
 #endif
   }
   if (backend != Backend::kCpu)
-    return Status{Code::kInvalidArgument, "backend = " + std::to_string(static_cast<int>(backend)) + " is not a Backend"};
+    return Status{Code::kInvalidArgument,
+                  "backend = " + std::to_string(static_cast<int>(backend)) + " is not a Backend"};
   Status s = api::validate_request(req, out, true);
   if (!s.ok()) return s;
   if (req.logits.batch == 0) return Status::Ok();
@@ -163,7 +188,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
       int64_t bad = 0;
       for (int64_t q = r; q < req.logits.batch; ++q) bad += out.status[q] >= kRowBadTemperature;
       std::string msg = api::describe_bad_row(req, r, out.status[r]);
-      if (bad > 1) msg += " (and " + std::to_string(bad - 1) + " more bad rows; see the row statuses)";
+      if (bad > 1)
+        msg += " (and " + std::to_string(bad - 1) + " more bad rows; see the row statuses)";
       return Status{Code::kInvalidRowParameter, msg};
     }
   }

@@ -94,7 +94,8 @@ void lms_exec_init(lms_exec* exec) {
 }
 
 int lms_workspace_size(const lms_request* req, const lms_exec* exec, size_t* bytes) {
-  if (!req || !bytes) return fail(LMS_INVALID_ARGUMENT, "lms_workspace_size: req and bytes must not be null");
+  if (!req || !bytes)
+    return fail(LMS_INVALID_ARGUMENT, "lms_workspace_size: req and bytes must not be null");
   try {
     *bytes = lmsample::workspace_size(to_cpp(*req), to_cpp(exec));
     g_last_error.clear();
@@ -110,7 +111,8 @@ int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
                size_t workspace_bytes, const lms_exec* exec) {
   if (!req || !out) return fail(LMS_INVALID_ARGUMENT, "lms_sample: req and out must not be null");
   try {
-    return from_status(lmsample::sample(to_cpp(*req), to_cpp(*out), workspace, workspace_bytes, to_cpp(exec)));
+    return from_status(
+        lmsample::sample(to_cpp(*req), to_cpp(*out), workspace, workspace_bytes, to_cpp(exec)));
   } catch (const std::exception& e) {
     return fail(LMS_INTERNAL_ERROR, std::string("lms_sample: ") + e.what());
   } catch (...) {

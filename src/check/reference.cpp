@@ -107,12 +107,14 @@ int32_t reference_processed_logits(const Request& req, int64_t row, std::vector<
     std::vector<char> seen(static_cast<size_t>(v), 0);
     std::vector<uint32_t> count(static_cast<size_t>(v), 0);
     if (req.prompt_tokens.offsets != nullptr) {
-      for (int64_t j = req.prompt_tokens.offsets[row]; j < req.prompt_tokens.offsets[row + 1]; ++j) {
+      for (int64_t j = req.prompt_tokens.offsets[row]; j < req.prompt_tokens.offsets[row + 1];
+           ++j) {
         seen[req.prompt_tokens.tokens[j]] = 1;
       }
     }
     if (req.output_tokens.offsets != nullptr) {
-      for (int64_t j = req.output_tokens.offsets[row]; j < req.output_tokens.offsets[row + 1]; ++j) {
+      for (int64_t j = req.output_tokens.offsets[row]; j < req.output_tokens.offsets[row + 1];
+           ++j) {
         seen[req.output_tokens.tokens[j]] = 1;
         ++count[req.output_tokens.tokens[j]];
       }
@@ -232,7 +234,8 @@ RefDistribution distribution_of(const RowState& st) {
     }
   }
 
-  // 9. top-p: the smallest set of highest tokens whose weight reaches ceil(p * W), closed under ties.
+  // 9. top-p: the smallest set of highest tokens whose weight reaches ceil(p * W), closed under
+  // ties.
   if (st.s.top_p < 1.0f) {
     uint64_t w_total = 0;
     std::vector<uint64_t> keys;
@@ -324,8 +327,9 @@ RefResult reference_sample(const Request& req, int64_t row) {
   }
   auto logprob_at = [&](int32_t t) -> float {
     if (st.n_inf > 0) {
-      return st.y[t] == kPosInf ? static_cast<float>(-core::log_u64(static_cast<uint64_t>(st.n_inf)))
-                                : kNegInf;
+      return st.y[t] == kPosInf
+                 ? static_cast<float>(-core::log_u64(static_cast<uint64_t>(st.n_inf)))
+                 : kNegInf;
     }
     return st.y[t] > kNegInf ? core::logprob_of(st.y[t], st.m, log_norm) : kNegInf;
   };
@@ -353,7 +357,8 @@ void reference_sample_batch(const Request& req, const Outputs& out) {
     if (out.kept) out.kept[row] = r.kept;
     for (int64_t i = 0; i < n_top; ++i) {
       if (out.top_ids) out.top_ids[row * n_top + i] = r.top_ids[static_cast<size_t>(i)];
-      if (out.top_logprobs) out.top_logprobs[row * n_top + i] = r.top_logprobs[static_cast<size_t>(i)];
+      if (out.top_logprobs)
+        out.top_logprobs[row * n_top + i] = r.top_logprobs[static_cast<size_t>(i)];
     }
   }
 }

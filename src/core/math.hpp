@@ -44,8 +44,8 @@ LMS_HD float exp_nonpos(float z) {
 }
 
 //! The contract's relative likelihood of a token: e = exp((y - m) / T) written as
-//! d = y - m, e = (d == 0) ? 1 : exp_nonpos(d * inv_t), with inv_t = 1 / T (all rounded to nearest).
-//! The d == 0 case keeps the row's maximum at exactly 1 even when inv_t is +inf.
+//! d = y - m, e = (d == 0) ? 1 : exp_nonpos(d * inv_t), with inv_t = 1 / T (all rounded to
+//! nearest). The d == 0 case keeps the row's maximum at exactly 1 even when inv_t is +inf.
 LMS_HD float rel_likelihood(float y, float m, float inv_t) {
   const float d = sub_rn(y, m);
   const float e = exp_nonpos(mul_rn(d, inv_t));  // d * inv_t is NaN only when d == 0
@@ -57,21 +57,23 @@ LMS_HD float rel_likelihood(float y, float m, float inv_t) {
 //! floor(e * 2^39) (every step is exact: e * 2^39 < 2^40 has a 24-bit mantissa, so its part
 //! below 2^20 is representable) and vectorises on every host SIMD level.
 LMS_HD uint64_t mass_of(float e) {
-  constexpr float kScale = 549755813888.0f;  // 2^39
-  constexpr float kTwo20 = 1048576.0f;        // 2^20
+  constexpr float kScale = 549755813888.0f;    // 2^39
+  constexpr float kTwo20 = 1048576.0f;         // 2^20
   constexpr float kInv20 = 1.0f / 1048576.0f;  // 2^-20
   const float scaled = mul_rn(e, kScale);
   const int32_t hi = static_cast<int32_t>(mul_rn(scaled, kInv20));
   const float rest = sub_rn(scaled, mul_rn(static_cast<float>(hi), kTwo20));
-  return (static_cast<uint64_t>(static_cast<uint32_t>(hi)) << 20) + static_cast<uint32_t>(static_cast<int32_t>(rest));
+  return (static_cast<uint64_t>(static_cast<uint32_t>(hi)) << 20) +
+         static_cast<uint32_t>(static_cast<int32_t>(rest));
 }
 
 //! Natural log of a positive integer, in double, from adds, multiplies and one divide.
 //! NOTE: x = m * 2^e with m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(f), f = (m-1)/(m+1),
 //! |f| <= 0.1716, summed to f^23 (truncation below 1e-17).
 LMS_HD double log_u64(uint64_t s) {
-  const double x = dadd_rn(dmul_rn(static_cast<double>(static_cast<uint32_t>(s >> 32)), 4294967296.0),
-                           static_cast<double>(static_cast<uint32_t>(s)));
+  const double x =
+      dadd_rn(dmul_rn(static_cast<double>(static_cast<uint32_t>(s >> 32)), 4294967296.0),
+              static_cast<double>(static_cast<uint32_t>(s)));
   const uint64_t bits = double_bits(x);
   int e = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
   double m = bits_double((bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
@@ -157,7 +159,7 @@ LMS_HD uint64_t ceil_fraction(float p, uint64_t w) {
   const uint32_t be = (b >> 23) & 0xffu;
   const uint64_t mant = be ? ((b & 0x7fffffu) | 0x800000u) : (b & 0x7fffffu);
   const int shift = be ? 150 - static_cast<int>(be) : 149;  // p = mant * 2^-shift, shift >= 24
-  const U128 prod = mul_u64(mant, w);                        // < 2^87
+  const U128 prod = mul_u64(mant, w);                       // < 2^87
   if (prod.hi == 0 && prod.lo == 0) return 0;
   if (shift >= 88) return 1;  // 0 < p*w < 1
   uint64_t q;

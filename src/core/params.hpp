@@ -53,7 +53,8 @@ LMS_HD int32_t validate_row_settings(const RowSettings& s) {
 //! repetition first (y / r if y > 0, else y * r) when the token is in the prompt or the output,
 //! then y - frequency * count, then y - presence if count > 0 (count: occurrences in the output).
 LMS_HD float apply_penalties(float y, bool seen, uint32_t count, const RowSettings& s) {
-  if (seen && s.repetition != 1.0f) y = y > 0.0f ? div_rn(y, s.repetition) : mul_rn(y, s.repetition);
+  if (seen && s.repetition != 1.0f)
+    y = y > 0.0f ? div_rn(y, s.repetition) : mul_rn(y, s.repetition);
   if (count > 0) {
     if (s.frequency != 0.0f) y = sub_rn(y, mul_rn(s.frequency, static_cast<float>(count)));
     if (s.presence != 0.0f) y = sub_rn(y, s.presence);

@@ -36,8 +36,10 @@ LMS_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t k0, uint32_t k1) {
 //! The row's uniform 64-bit draw: key = seed, counter = (step lo, step hi, substream, 0),
 //! u = out[1] * 2^32 + out[0].
 LMS_HD uint64_t row_uniform64(uint64_t seed, uint64_t step, uint32_t substream) {
-  const Philox4 ctr{{static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), substream, 0u}};
-  const Philox4 out = philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const Philox4 ctr{
+      {static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), substream, 0u}};
+  const Philox4 out =
+      philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   return (static_cast<uint64_t>(out.v[1]) << 32) | out.v[0];
 }
 

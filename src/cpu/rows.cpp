@@ -1,4 +1,5 @@
-// CPU backend, one row (built once per instruction-set level, see rows.hpp). In passes, in passes over a float copy of the row:
+// CPU backend, one row (built once per instruction-set level, see rows.hpp). In passes, in passes
+// over a float copy of the row:
 //   load (convert, bitmask, canonicalise) -> sparse bias and penalties -> max/valid counts ->
 //   top-k threshold (bounded heap scan, or radix select for large k) -> candidates (y >= v_k,
 //   e >= min_p) with fixed-point weights -> top-p threshold (sort of a few candidates, or
@@ -24,11 +25,8 @@
 namespace lmsample::cpu::LMS_CPU_ISA {
 namespace {
 
-
 using core::neg_inf;
 using core::order_key;
-
-
 
 // ---------------------------------------------------------------------------------------------
 // Load: key_i = key of canonical(x_i), or the key of -inf where the bitmask disallows token i.
@@ -47,12 +45,14 @@ struct RowSource {
       }
       case DType::kBFloat16: {
         const uint16_t* x = static_cast<const uint16_t*>(data) + i0;
-        for (int j = 0; j < len; ++j) out[j] = core::canonical_key_of_bits(static_cast<uint32_t>(x[j]) << 16);
+        for (int j = 0; j < len; ++j)
+          out[j] = core::canonical_key_of_bits(static_cast<uint32_t>(x[j]) << 16);
         break;
       }
       case DType::kFloat16: {
         const uint16_t* x = static_cast<const uint16_t*>(data) + i0;
-        for (int j = 0; j < len; ++j) out[j] = core::canonical_key_of_bits(core::float_bits(core::f16_to_float(x[j])));
+        for (int j = 0; j < len; ++j)
+          out[j] = core::canonical_key_of_bits(core::float_bits(core::f16_to_float(x[j])));
         break;
       }
     }
@@ -67,12 +67,14 @@ struct RowSource {
 
 RowSource row_source(const Request& req, int64_t r, int64_t stride, int64_t mask_words) {
   const size_t elem = req.logits.dtype == DType::kFloat32 ? 4 : 2;
-  return RowSource{static_cast<const char*>(req.logits.data) + static_cast<size_t>(r * stride) * elem,
-                   req.logits.dtype, req.allowed_mask ? req.allowed_mask + r * mask_words : nullptr};
+  return RowSource{
+      static_cast<const char*>(req.logits.data) + static_cast<size_t>(r * stride) * elem,
+      req.logits.dtype, req.allowed_mask ? req.allowed_mask + r * mask_words : nullptr};
 }
 
 void load_keys(uint32_t* keys, const RowSource& src, int64_t v) {
-  for (int64_t i = 0; i < v; i += kBlock) src.load(i, static_cast<int>(std::min<int64_t>(kBlock, v - i)), keys + i);
+  for (int64_t i = 0; i < v; i += kBlock)
+    src.load(i, static_cast<int>(std::min<int64_t>(kBlock, v - i)), keys + i);
 }
 
 bool sparse_ids_ok(const SparseRows& s, int64_t r, int64_t v) {
@@ -201,7 +203,8 @@ RowStats scan_row(int64_t v, int top_k, Next next) {
   st.n_valid = n_valid;
   st.n_posinf = n_posinf;
   if (n_valid > 0) {
-    const uint32_t* b = next(max_block, static_cast<int>(std::min<int64_t>(kBlock, v - max_block)), buf);
+    const uint32_t* b =
+        next(max_block, static_cast<int>(std::min<int64_t>(kBlock, v - max_block)), buf);
     st.argmax = max_block + (std::find(b, b + kBlock, mk) - b);
   }
   if (heap) st.kth_key = top.root();
@@ -299,7 +302,8 @@ void for_each_block(const uint32_t* keys, int64_t v, F f) {
 // Total weight of the keys >= lo (lo above the key of -inf) of a whole row.
 uint64_t row_mass(const uint32_t* keys, int64_t v, uint32_t lo, float m, float inv_t) {
   uint64_t total = 0;
-  for_each_block(keys, v, [&](int64_t, const uint32_t* b) { total += block_mass(b, lo, m, inv_t); });
+  for_each_block(keys, v,
+                 [&](int64_t, const uint32_t* b) { total += block_mass(b, lo, m, inv_t); });
   return total;
 }
 
@@ -344,7 +348,8 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
   const uint32_t* keys = s.keys;
   const float inv_t = core::div_rn(1.0f, rs.temperature);
   const bool use_k = rs.top_k > 0 && rs.top_k < st.n_valid;
-  if (!use_k && rs.top_p >= 1.0f && rs.min_p == 0.0f) return sample_unfiltered(keys, v, st, inv_t, u);
+  if (!use_k && rs.top_p >= 1.0f && rs.min_p == 0.0f)
+    return sample_unfiltered(keys, v, st, inv_t, u);
 
   // top-k threshold on the keys
   uint32_t lo = core::kKeyNegInf + 1;
@@ -369,7 +374,8 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
     for (int j = 0; j < kBlock; ++j) {
       const bool c = e[j] >= rs.min_p;  // false for keys below lo (e = -1), padding included
       const uint64_t w = c ? core::mass_of(e[j]) : 0;
-      s.ids[n] = static_cast<int32_t>(i0 + j);  // branch-free compaction (ids/w have V + kBlock slots)
+      s.ids[n] =
+          static_cast<int32_t>(i0 + j);  // branch-free compaction (ids/w have V + kBlock slots)
       s.w[n] = w;
       total += w;
       n += c;
@@ -425,7 +431,8 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
 // Logprob of a token with key `key` (section 5 of the contract).
 inline float logprob_at(uint32_t key, const RowStats& st, double log_norm) {
   if (st.n_posinf > 0)
-    return key == core::kKeyPosInf ? core::uniform_logprob(static_cast<uint64_t>(st.n_posinf)) : neg_inf();
+    return key == core::kKeyPosInf ? core::uniform_logprob(static_cast<uint64_t>(st.n_posinf))
+                                   : neg_inf();
   return core::logprob_of(value_of(key), st.m, log_norm);
 }
 
@@ -446,7 +453,8 @@ void top_n(const uint32_t* keys, int64_t v, int n, int32_t* ids_out, float* lp_o
   }
   for (; i < v; ++i) {
     // equal keys arrive with higher ids, so only a strictly higher key can enter
-    if (i % kBlock == 0 && i + kBlock <= v && !any_at_least(keys + i, static_cast<uint32_t>(heap[0] >> 32) + 1)) {
+    if (i % kBlock == 0 && i + kBlock <= v &&
+        !any_at_least(keys + i, static_cast<uint32_t>(heap[0] >> 32) + 1)) {
       i += kBlock - 1;
       continue;
     }
@@ -497,7 +505,8 @@ void sample_row_impl(const Scratch& s, const Request& req, const Outputs& out, i
   }
 
   const RowSource src = row_source(req, r, stride, mask_words);
-  const bool sparse = req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets;
+  const bool sparse =
+      req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets;
   const int heap_k = rs.temperature > 0.0f ? rs.top_k : 0;
   RowStats st;
   if (sparse) {
@@ -538,7 +547,8 @@ void sample_row_impl(const Scratch& s, const Request& req, const Outputs& out, i
     if (st.n_posinf == 0)
       log_norm = core::log_normaliser(row_mass(s.keys, v, core::kKeyNegInf + 1, st.m, 1.0f));
     if (out.logprob) out.logprob[r] = logprob_at(s.keys[res.token], st, log_norm);
-    if (n_top > 0) top_n(s.keys, v, n_top, out.top_ids + r * n_top, out.top_logprobs + r * n_top, st, log_norm);
+    if (n_top > 0)
+      top_n(s.keys, v, n_top, out.top_ids + r * n_top, out.top_logprobs + r * n_top, st, log_norm);
   }
 }
 

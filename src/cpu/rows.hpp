@@ -10,10 +10,11 @@
 
 namespace lmsample::cpu {
 
-constexpr int kHeapTopK = 1024;    // top-k up to this uses a bounded heap scan, else radix select
-constexpr int kSmallSort = 2048;   // top-p over at most this many candidates sorts them
+constexpr int kHeapTopK = 1024;   // top-k up to this uses a bounded heap scan, else radix select
+constexpr int kSmallSort = 2048;  // top-p over at most this many candidates sorts them
 constexpr size_t kAlign = 64;
-constexpr int kBlock = 64;  // keys per vectorised block (also two bitmask words: rows.cpp relies on it)
+constexpr int kBlock =
+    64;  // keys per vectorised block (also two bitmask words: rows.cpp relies on it)
 
 inline size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -50,7 +51,6 @@ struct Scratch {
     return s;
   }
 };
-
 
 //! Samples row r into `out` using the thread's scratch (one instruction-set build each).
 namespace baseline {

@@ -30,12 +30,11 @@ RowFn pick_row_fn() {
 
 }  // namespace
 
-const char* isa_name() {
-  return pick_row_fn() == &baseline::sample_row ? "baseline" : "avx2";
-}
+const char* isa_name() { return pick_row_fn() == &baseline::sample_row ? "baseline" : "avx2"; }
 
 int threads_for(const Request& req, const ExecConfig& cfg) {
-  int t = cfg.cpu_threads > 0 ? cfg.cpu_threads : static_cast<int>(std::thread::hardware_concurrency());
+  int t =
+      cfg.cpu_threads > 0 ? cfg.cpu_threads : static_cast<int>(std::thread::hardware_concurrency());
   if (t < 1) t = 1;
   const int64_t b = req.logits.batch;
   if (b < t) t = static_cast<int>(std::max<int64_t>(b, 1));
@@ -51,14 +50,16 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   const int threads = threads_for(req, cfg);
   const size_t per_thread = Scratch::bytes(req.logits.vocab);
   if (workspace_bytes < cpu::workspace_size(req, cfg)) {
-    return Status{Code::kWorkspaceTooSmall,
-                  "workspace of " + std::to_string(workspace_bytes) + " bytes is smaller than the " +
-                      std::to_string(cpu::workspace_size(req, cfg)) + " bytes workspace_size() asks for"};
+    return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
+                                                " bytes is smaller than the " +
+                                                std::to_string(cpu::workspace_size(req, cfg)) +
+                                                " bytes workspace_size() asks for"};
   }
   char* base = static_cast<char*>(workspace);
   base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
   const int64_t stride = req.logits.row_stride == 0 ? req.logits.vocab : req.logits.row_stride;
-  const int64_t mask_words = req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
+  const int64_t mask_words =
+      req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
   const int64_t batch = req.logits.batch;
   const RowFn row_fn = pick_row_fn();

@@ -17,18 +17,18 @@ struct alignas(16) Exchange {
   static constexpr int kMaxThreads = 512;
   static constexpr int kMaxWarps = kMaxThreads / kWarpSize;
   static constexpr int kMaxGroup = 16;
-  static constexpr int kMaxCandidates = 512;   // per CTA
-  static constexpr int kMaxGathered = 1024;    // per row, in rank 0
-  uint64_t hist[2][256];     // radix histograms exchanged with the group
-  uint64_t merged[256];      // the group's histogram (local copy)
-  uint64_t slot[2][8];       // scalar partials (64 bytes)
-  uint64_t gathered[kMaxGroup][8];  // the group's partials, read in parallel
-  uint64_t scratch[64 * 4];  // block-reduce scratch: up to 64 warps x 32 bytes
-  uint64_t bcast[4];         // block broadcast
-  uint64_t top[64];          // top-n entries gathered in rank 0
+  static constexpr int kMaxCandidates = 512;  // per CTA
+  static constexpr int kMaxGathered = 1024;   // per row, in rank 0
+  uint64_t hist[2][256];                      // radix histograms exchanged with the group
+  uint64_t merged[256];                       // the group's histogram (local copy)
+  uint64_t slot[2][8];                        // scalar partials (64 bytes)
+  uint64_t gathered[kMaxGroup][8];            // the group's partials, read in parallel
+  uint64_t scratch[64 * 4];                   // block-reduce scratch: up to 64 warps x 32 bytes
+  uint64_t bcast[4];                          // block broadcast
+  uint64_t top[64];                           // top-n entries gathered in rank 0
   uint32_t top_count;
   uint32_t warp_count[kMaxWarps];
-  union {  // never live at the same time
+  union {                                         // never live at the same time
     uint64_t stage_w[kMaxThreads];                // per-warp staging of weights (histogram fill)
     uint64_t merge_part[kMaxThreads / 256][256];  // partial sums (histogram merge)
   };
@@ -117,8 +117,7 @@ struct Sum2 {
   uint64_t a, b;
 };
 template <typename Group>
-__device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine,
-                                  Sum2* before) {
+__device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine, Sum2* before) {
   uint64_t* slot = ex.slot[phase];
   phase ^= 1;
   if (threadIdx.x == 0) {
@@ -145,7 +144,7 @@ __device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine,
 //! CTAs of lower rank. One group barrier.
 template <typename Group>
 __device__ uint64_t group_sum(const Group& g, Exchange& ex, int& phase, uint64_t mine,
-                                     uint64_t* before) {
+                              uint64_t* before) {
   Sum2 b{0, 0};
   const Sum2 all = group_sum2(g, ex, phase, Sum2{mine, 0}, &b);
   if (before) *before = b.a;
@@ -174,8 +173,8 @@ __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, O
 //! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; with
 //! kUnitWeights every entry weighs 1, and lanes of a warp aggregate their histogram updates).
 template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
-__device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n,
-                                 KeyAt key_at, WeightOf weight_of, uint64_t target) {
+__device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
+                                 WeightOf weight_of, uint64_t target) {
   // A one-CTA group needs no merge, and can clear the next round's histogram during this one.
   constexpr bool kLocal = std::is_same<Group, SingleBlock>::value;
   uint32_t prefix = 0, pmask = 0;
@@ -214,8 +213,10 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
       const uint64_t peers = match_any(bucket);
       const bool leader = (peers & ((uint64_t{1} << lane) - 1)) == 0;
       if (kUnitWeights) {
-        if (bucket < 256 && leader) atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(peers)));
-      } else if (peers == (kWarpSize == 64 ? ~uint64_t{0} : (uint64_t{1} << (kWarpSize % 64)) - 1)) {
+        if (bucket < 256 && leader)
+          atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(peers)));
+      } else if (peers ==
+                 (kWarpSize == 64 ? ~uint64_t{0} : (uint64_t{1} << (kWarpSize % 64)) - 1)) {
         // the whole warp in one bucket (flat rows, late rounds): a butterfly sum
         uint64_t sum = w;
 #pragma unroll
@@ -226,7 +227,8 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
         sync_warp();
         if (bucket < 256 && leader) {
           uint64_t sum = 0;
-          for (uint64_t rest = peers; rest; rest &= rest - 1) sum += ex.stage_w[warp * kWarpSize + __ffsll(static_cast<long long>(rest)) - 1];
+          for (uint64_t rest = peers; rest; rest &= rest - 1)
+            sum += ex.stage_w[warp * kWarpSize + __ffsll(static_cast<long long>(rest)) - 1];
           atomic_add_u64(&h[bucket], sum);
         }
         sync_warp();

@@ -11,7 +11,8 @@ namespace lmsample::gpu {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr size_t kSmemTarget = 113 * 1024;  // two CTAs per multiprocessor (228 KB, 1 KB each reserved)
+constexpr size_t kSmemTarget =
+    113 * 1024;  // two CTAs per multiprocessor (228 KB, 1 KB each reserved)
 
 struct Device {
   int id = -1;
@@ -46,7 +47,8 @@ const Device& device() {
     cached = query_device();
 #if !defined(__HIPCC__)
     if (cached.clusters) {
-      cudaFuncSetAttribute(sample_rows_kernel<kThreads>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      cudaFuncSetAttribute(sample_rows_kernel<kThreads>,
+                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       cudaFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
                            cached.max_smem);
       // Is a cluster of 16 CTAs with a full shared memory budget schedulable here?
@@ -62,8 +64,9 @@ const Device& device() {
       cfg.attrs = &attr;
       cfg.numAttrs = 1;
       int clusters = 0;
-      cached.cluster16 = cudaOccupancyMaxActiveClusters(&clusters, sample_rows_kernel<kThreads>, &cfg) ==
-                             cudaSuccess && clusters > 0;
+      cached.cluster16 = cudaOccupancyMaxActiveClusters(&clusters, sample_rows_kernel<kThreads>,
+                                                        &cfg) == cudaSuccess &&
+                         clusters > 0;
       cudaGetLastError();
     }
 #endif
@@ -75,10 +78,10 @@ const Device& device() {
 }
 
 struct Plan {
-  int group = 1;         // CTAs per row
-  int chunk = 0;         // tokens per CTA
-  bool smem_keys = true; // keys (and tags) in shared memory
-  size_t smem = 0;       // dynamic shared memory per CTA
+  int group = 1;          // CTAs per row
+  int chunk = 0;          // tokens per CTA
+  bool smem_keys = true;  // keys (and tags) in shared memory
+  size_t smem = 0;        // dynamic shared memory per CTA
 };
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -95,7 +98,8 @@ Plan make_plan(const Request& req, const Device& d) {
   while (group < max_group && b * group < d.sms && v > 1024 * group) group *= 2;
   // enough CTAs for the row to fit in shared memory
   auto chunk_of = [&](int gsize) { return round_up((v + gsize - 1) / gsize, 64); };
-  while (group < max_group && static_cast<size_t>(chunk_of(group)) * per_token + sizeof(Exchange) > kSmemTarget)
+  while (group<max_group&& static_cast<size_t>(chunk_of(group)) * per_token + sizeof(Exchange)>
+             kSmemTarget)
     group *= 2;
   // no empty CTA
   while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
@@ -105,7 +109,8 @@ Plan make_plan(const Request& req, const Device& d) {
     const char* e = std::getenv("LMSAMPLE_GPU_GROUP");
     return e ? std::atoi(e) : 0;
   }();
-  if (forced == 1 || forced == 2 || forced == 4 || forced == 8 || forced == 16) group = std::min(forced, max_group);
+  if (forced == 1 || forced == 2 || forced == 4 || forced == 8 || forced == 16)
+    group = std::min(forced, max_group);
   while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
   p.group = group;
   p.chunk = static_cast<int>(chunk_of(group));
@@ -133,7 +138,8 @@ size_t workspace_size(const Request& req, const ExecConfig&) {
   if (d.id < 0) return 0;
   const Plan p = make_plan(req, d);
   if (p.smem_keys) return 0;
-  const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) * static_cast<size_t>(req.logits.vocab);
+  const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) *
+                       static_cast<size_t>(req.logits.vocab);
   return 2 * cells * sizeof(uint32_t) + 256;
 }
 
@@ -145,7 +151,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   const size_t need = gpu::workspace_size(req, cfg);
   if (workspace_bytes < need)
     return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
-                                                " bytes is smaller than the " + std::to_string(need) +
+                                                " bytes is smaller than the " +
+                                                std::to_string(need) +
                                                 " bytes workspace_size() asks for"};
   const Plan p = make_plan(req, d);
   KernelArgs a{};
@@ -157,7 +164,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   if (!p.smem_keys) {
     char* base = static_cast<char*>(workspace);
     base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
-    const size_t cells = static_cast<size_t>(req.logits.batch) * static_cast<size_t>(req.logits.vocab);
+    const size_t cells =
+        static_cast<size_t>(req.logits.batch) * static_cast<size_t>(req.logits.vocab);
     a.ws_keys = reinterpret_cast<uint32_t*>(base);
     a.ws_tags = a.ws_keys + cells;
   }

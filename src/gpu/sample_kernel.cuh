@@ -43,10 +43,14 @@ __device__ __forceinline__ uint32_t key_of(float y) { return core::order_key(cor
 
 __device__ __forceinline__ uint32_t load_key(const void* row, DType dt, int64_t i) {
   switch (dt) {
-    case DType::kFloat32: return core::canonical_key_of_bits(static_cast<const uint32_t*>(row)[i]);
+    case DType::kFloat32:
+      return core::canonical_key_of_bits(static_cast<const uint32_t*>(row)[i]);
     case DType::kBFloat16:
-      return core::canonical_key_of_bits(static_cast<uint32_t>(static_cast<const uint16_t*>(row)[i]) << 16);
-    default: return core::canonical_key_of_bits(core::float_bits(core::f16_to_float(static_cast<const uint16_t*>(row)[i])));
+      return core::canonical_key_of_bits(static_cast<uint32_t>(static_cast<const uint16_t*>(row)[i])
+                                         << 16);
+    default:
+      return core::canonical_key_of_bits(
+          core::float_bits(core::f16_to_float(static_cast<const uint16_t*>(row)[i])));
   }
 }
 
@@ -70,7 +74,9 @@ struct StatsOp {
     return r;
   }
 };
-__device__ __forceinline__ Stats empty_stats() { return Stats{core::kKeyNegInf, 0, INT64_MAX, 0, core::kKeyNegInf + 1}; }
+__device__ __forceinline__ Stats empty_stats() {
+  return Stats{core::kKeyNegInf, 0, INT64_MAX, 0, core::kKeyNegInf + 1};
+}
 // Tokens of one thread arrive in increasing index order, so a strict > keeps the first maximum.
 __device__ __forceinline__ void add_to_stats(Stats& s, uint32_t k, int64_t token) {
   if (k > s.max_key) {
@@ -122,16 +128,18 @@ __device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
             const uint16_t h = static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
-            put(v * 8 + j, dt == DType::kBFloat16
-                               ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
-                               : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h))));
+            put(v * 8 + j,
+                dt == DType::kBFloat16
+                    ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
+                    : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h))));
           }
         }
       }
     }
     done = nvec * per;
   }
-  for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads) put(i, load_key(row, dt, c0 + i));
+  for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads)
+    put(i, load_key(row, dt, c0 + i));
   return s;
 }
 
@@ -185,7 +193,9 @@ __device__ void apply_penalties(uint32_t* keys, uint32_t* tags, const Request& r
           if (l == 1) atomicAdd(&tags[local], 1u);
         } else {
           const uint32_t tag = atomicExch(&tags[local], 0u);
-          if (tag) keys[local] = key_of(core::apply_penalties(value_of(keys[local]), true, tag & ~kSeen, rs));
+          if (tag)
+            keys[local] =
+                key_of(core::apply_penalties(value_of(keys[local]), true, tag & ~kSeen, rs));
         }
       }
     }
@@ -217,7 +227,8 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
     mine += c.kept ? c.w : 0;
     cnt += c.kept;
   }
-  const uint64_t kept_here = B::allreduce(cnt, [](uint64_t a, uint64_t b) { return a + b; }, ex);
+  const uint64_t kept_here = B::allreduce(
+      cnt, [](uint64_t a, uint64_t b) { return a + b; }, ex);
   uint64_t blk = 0;
   const uint64_t incl = B::inclusive_scan(mine, &blk, ex);
   Sum2 before2{0, 0};
@@ -255,7 +266,8 @@ __device__ int compact_at_least(int n, KeyAt key_at, ValueAt value_at, uint32_t 
   const int seg = (n + kWarps * kWarpSize - 1) / (kWarps * kWarpSize) * kWarpSize;
   const int b0 = warp * seg, b1 = b0 + seg < n ? b0 + seg : n;
   int count = 0;
-  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) count += __popcll(ballot(i < b1 && key_at(i) >= lo));
+  for (int i = b0 + lane; i - lane < b1; i += kWarpSize)
+    count += __popcll(ballot(i < b1 && key_at(i) >= lo));
   if (lane == 0) ex.warp_count[warp] = static_cast<uint32_t>(count);
   __syncthreads();
   int offset = 0, total = 0;
@@ -326,7 +338,8 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   using B = Block<kThreads>;
   constexpr int kSplit = kThreads / 256 > 0 ? kThreads / 256 : 1;
   static_assert(kWarpSize % kSplit == 0, "an entry's threads must share a warp");
-  const int e = static_cast<int>(threadIdx.x) / kSplit, part = static_cast<int>(threadIdx.x) % kSplit;
+  const int e = static_cast<int>(threadIdx.x) / kSplit,
+            part = static_cast<int>(threadIdx.x) % kSplit;
   const bool live = e < c;
   const uint32_t key = live ? keys[e] : core::kKeyNegInf;
   const auto sum_split = [](uint64_t v) {
@@ -341,7 +354,8 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
     uint64_t ge = 0;
     for (int j = part; j < c; j += kSplit) ge += keys[j] >= key;
     ge = sum_split(ge);
-    const uint32_t best = B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
+    const uint32_t best =
+        B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
     lo = best > lo ? best : lo;
   }
   const float ev = live && key >= lo ? core::rel_likelihood(value_of(key), m, inv_t) : -1.0f;
@@ -350,7 +364,8 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   uint32_t tau = 0;
   if (rs.top_p < 1.0f) {
     if (part == 0 && e < Exchange::kMaxThreads) ex.stage_w[e] = w;
-    const uint64_t total = B::allreduce(part == 0 ? w : 0, add_op, ex);  // its barriers publish stage_w
+    const uint64_t total =
+        B::allreduce(part == 0 ? w : 0, add_op, ex);  // its barriers publish stage_w
     const uint64_t target = core::ceil_fraction(rs.top_p, total);
     uint64_t suffix = 0;
     for (int j = part; j < c; j += kSplit) suffix += keys[j] >= key ? ex.stage_w[j] : 0;
@@ -400,7 +415,8 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   const uint64_t gt_all = group_sum2(g, ex, phase, Sum2{gt, eq}, &before).a;
   const uint64_t eq_before = before.b;
   const uint64_t ties_needed = static_cast<uint64_t>(want) - gt_all;
-  const uint64_t take = eq_before >= ties_needed ? 0 : (ties_needed - eq_before < eq ? ties_needed - eq_before : eq);
+  const uint64_t take =
+      eq_before >= ties_needed ? 0 : (ties_needed - eq_before < eq ? ties_needed - eq_before : eq);
   Exchange* root = g.map(&ex, 0);
   uint64_t tie_seen = 0;
   for (int base = 0; base < n; base += kThreads) {
@@ -411,7 +427,8 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
     const bool take_tie = is_tie && tie_seen + incl <= take;
     if (i < n && want > 0 && (keys[i] > tau || take_tie)) {
       const uint32_t slot = atomicAdd(&root->top_count, 1u);
-      root->top[slot] = (static_cast<uint64_t>(keys[i]) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(c0 + i));
+      root->top[slot] = (static_cast<uint64_t>(keys[i]) << 32) |
+                        static_cast<uint32_t>(~static_cast<uint32_t>(c0 + i));
     }
     tie_seen += tile;
   }
@@ -430,9 +447,10 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
       for (int q = 0; q < cnt; ++q) rank += ex.top[q] > e;
       const uint32_t key = static_cast<uint32_t>(e >> 32);
       ids_out[rank] = static_cast<int32_t>(~static_cast<uint32_t>(e));
-      lp_out[rank] = st.n_posinf > 0
-                         ? (key == core::kKeyPosInf ? core::uniform_logprob(st.n_posinf) : core::neg_inf())
-                         : core::logprob_of(value_of(key), value_of(st.max_key), log_norm);
+      lp_out[rank] =
+          st.n_posinf > 0
+              ? (key == core::kKeyPosInf ? core::uniform_logprob(st.n_posinf) : core::neg_inf())
+              : core::logprob_of(value_of(key), value_of(st.max_key), log_norm);
     }
   }
 }
@@ -463,7 +481,8 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
       const float e = core::rel_likelihood(value_of(k), m, inv_t);
       part += e >= min_p ? core::mass_of(e) : 0;
     }
-    part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
+    part = B::allreduce(
+        part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
     const uint64_t total = group_sum(g, ex, phase, part, nullptr);
     const uint64_t target = core::ceil_fraction(rs.top_p, total);
     const uint32_t tp = group_select<kThreads, false>(
@@ -500,7 +519,8 @@ __device__ void write_outputs(const Outputs& out, int64_t row, int32_t token, in
     }
 }
 
-__device__ inline bool ids_in_range(const SparseRows& s, int64_t row, int64_t v, int tid, int nthreads) {
+__device__ inline bool ids_in_range(const SparseRows& s, int64_t row, int64_t v, int tid,
+                                    int nthreads) {
   if (!s.offsets) return true;
   bool ok = true;
   for (int64_t e = s.offsets[row] + tid; e < s.offsets[row + 1]; e += nthreads)
@@ -520,7 +540,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const int64_t V = req.logits.vocab;
   const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;
   const int n = static_cast<int>(c0 >= V ? 0 : (V - c0 < a.chunk ? V - c0 : a.chunk));
-  uint32_t* keys = a.ws_keys ? a.ws_keys + row * V + c0 : reinterpret_cast<uint32_t*>(smem + sizeof(Exchange));
+  uint32_t* keys =
+      a.ws_keys ? a.ws_keys + row * V + c0 : reinterpret_cast<uint32_t*>(smem + sizeof(Exchange));
   uint32_t* tags = a.ws_keys ? a.ws_tags + row * V + c0 : keys + a.chunk;
   const int top_n = req.top_logprobs;
   const bool lead = g.rank() == 0 && threadIdx.x == 0;
@@ -533,7 +554,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     const bool ok = ids_in_range(req.logit_bias, row, V, threadIdx.x, kThreads) &&
                     ids_in_range(req.prompt_tokens, row, V, threadIdx.x, kThreads) &&
                     ids_in_range(req.output_tokens, row, V, threadIdx.x, kThreads);
-    const bool all_ok = B::allreduce(ok, [](bool x, bool y) { return x && y; }, ex);
+    const bool all_ok = B::allreduce(
+        ok, [](bool x, bool y) { return x && y; }, ex);
     if (!all_ok) status = kRowBadTokenId;
   }
   if (status != kRowOk) {
@@ -543,7 +565,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
 
   // ---- load (the one read of the logits), bias, penalties ----
   const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
-  const void* xrow = static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
+  const void* xrow =
+      static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
   const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
   LMS_STAMP(0);
   Stats s = load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask);
@@ -572,7 +595,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     const uint32_t thread_max = s.max_key;  // of the keys this thread holds
     ex.thread_max[threadIdx.x] = thread_max;
     const uint64_t valid_maxima = B::allreduce(
-        static_cast<uint64_t>(thread_max > core::kKeyNegInf), [](uint64_t x, uint64_t y) { return x + y; }, ex);
+        static_cast<uint64_t>(thread_max > core::kKeyNegInf),
+        [](uint64_t x, uint64_t y) { return x + y; }, ex);
     if (valid_maxima >= k_cta) {
       const SingleBlock self;
       s.lower = group_select<kThreads, true>(
@@ -597,12 +621,16 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   if (want_lp && st.n_posinf == 0) {
     uint64_t part = 0;
     for (int i = threadIdx.x; i < n; i += kThreads)
-      part += keys[i] > core::kKeyNegInf ? core::mass_of(core::rel_likelihood(value_of(keys[i]), m, 1.0f)) : 0;
-    part = B::allreduce(part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
+      part += keys[i] > core::kKeyNegInf
+                  ? core::mass_of(core::rel_likelihood(value_of(keys[i]), m, 1.0f))
+                  : 0;
+    part = B::allreduce(
+        part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
     log_norm = core::log_normaliser(group_sum(g, ex, phase, part, nullptr));
   }
   const auto logprob_at = [&](uint32_t key) {
-    if (st.n_posinf > 0) return key == core::kKeyPosInf ? core::uniform_logprob(st.n_posinf) : core::neg_inf();
+    if (st.n_posinf > 0)
+      return key == core::kKeyPosInf ? core::uniform_logprob(st.n_posinf) : core::neg_inf();
     return core::logprob_of(value_of(key), m, log_norm);
   };
 
@@ -617,7 +645,10 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   } else if (st.n_posinf > 0) {
     token = group_draw<kThreads>(
         g, ex, phase, n, [&](int i) { return keys[i]; }, [&](int i) { return c0 + i; },
-        [](uint32_t k) { return Contribution{k == core::kKeyPosInf, 1}; }, u, &kept);
+        [](uint32_t k) {
+          return Contribution{k == core::kKeyPosInf, 1};
+        },
+        u, &kept);
     token_key = core::kKeyPosInf;
   } else {
     const float inv_t = core::div_rn(1.0f, rs.temperature);
@@ -637,7 +668,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       LMS_STAMP(4);
       // When the row's candidates are few, rank 0 gathers them (in token order) and finishes
       // the row alone with block barriers only: one group barrier instead of one per round.
-      const Sum2 all = group_sum2(g, ex, phase, Sum2{static_cast<uint64_t>(count < 0 ? 0 : count), count < 0 ? 1u : 0u}, nullptr);
+      const Sum2 all = group_sum2(
+          g, ex, phase, Sum2{static_cast<uint64_t>(count < 0 ? 0 : count), count < 0 ? 1u : 0u},
+          nullptr);
       if (all.b == 0 && all.a <= static_cast<uint64_t>(Exchange::kMaxGathered)) {
         gathered = true;
         g.sync();  // every rank has read the counts: rank 0 may now reuse its exchange buffers
@@ -675,30 +708,30 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
             gathered_kept = static_cast<int64_t>(ex.bcast[1]);
             __syncthreads();
           } else {
-          const uint32_t lo = group_select<kThreads, true>(
-              self, ex, lhphase, gn, gkey,
-              [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
-              static_cast<uint64_t>(rs.top_k));
-          // the top-k set (ties included), in token order; usually exactly k entries
-          const int c = compact_at_least<kThreads>(
-              gn, gkey, [&](int i) { return ex.gath_tok[i]; }, lo, Exchange::kMaxCandidates,
-              ex.cand_key, ex.cand_idx, ex);
-          if (c >= 0 && c <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
-            block_finish<kThreads>(ex.cand_key, ex.cand_idx, c, 0, rs, m, inv_t, u, ex);
-            gathered_token = static_cast<int64_t>(ex.bcast[2]);
-            gathered_kept = static_cast<int64_t>(ex.bcast[1]);
-            __syncthreads();
-          } else if (c >= 0) {
-            gathered_token = filter_and_draw<kThreads>(
-                self, ex, lphase, lhphase, c, [&](int i) { return ex.cand_key[i]; },
-                [&](int i) { return static_cast<int64_t>(ex.cand_idx[i]); }, rs, m, inv_t, false, u,
-                &gathered_kept);
-          } else {
-            gathered_token = filter_and_draw<kThreads>(
-                self, ex, lphase, lhphase, gn, gkey,
-                [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k, u,
-                &gathered_kept);
-          }
+            const uint32_t lo = group_select<kThreads, true>(
+                self, ex, lhphase, gn, gkey,
+                [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+                static_cast<uint64_t>(rs.top_k));
+            // the top-k set (ties included), in token order; usually exactly k entries
+            const int c = compact_at_least<kThreads>(
+                gn, gkey, [&](int i) { return ex.gath_tok[i]; }, lo, Exchange::kMaxCandidates,
+                ex.cand_key, ex.cand_idx, ex);
+            if (c >= 0 && c <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
+              block_finish<kThreads>(ex.cand_key, ex.cand_idx, c, 0, rs, m, inv_t, u, ex);
+              gathered_token = static_cast<int64_t>(ex.bcast[2]);
+              gathered_kept = static_cast<int64_t>(ex.bcast[1]);
+              __syncthreads();
+            } else if (c >= 0) {
+              gathered_token = filter_and_draw<kThreads>(
+                  self, ex, lphase, lhphase, c, [&](int i) { return ex.cand_key[i]; },
+                  [&](int i) { return static_cast<int64_t>(ex.cand_idx[i]); }, rs, m, inv_t, false,
+                  u, &gathered_kept);
+            } else {
+              gathered_token = filter_and_draw<kThreads>(
+                  self, ex, lphase, lhphase, gn, gkey,
+                  [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k,
+                  u, &gathered_kept);
+            }
           }
         }
       }
@@ -709,16 +742,16 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     } else {
       token = filter_and_draw<kThreads>(
           g, ex, phase, hphase, en, [&](int i) { return ekeys[i]; },
-          [&](int i) { return c0 + (eidx ? static_cast<int64_t>(eidx[i]) : i); }, rs, m, inv_t, use_k,
-          u, &kept);
+          [&](int i) { return c0 + (eidx ? static_cast<int64_t>(eidx[i]) : i); }, rs, m, inv_t,
+          use_k, u, &kept);
     }
     if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }
 
   if (token >= 0 && threadIdx.x == 0) {
     const uint32_t key = token_key;
-    write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk, static_cast<int32_t>(kept),
-                            logprob_at(key), 0);
+    write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk,
+                            static_cast<int32_t>(kept), logprob_at(key), 0);
   }
   LMS_STAMP(6);
   if (top_n > 0)

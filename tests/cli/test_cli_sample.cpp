@@ -49,8 +49,10 @@ std::string slurp(const fs::path& p) {
 std::string quote(const std::string& s) {
   std::string q = "'";
   for (const char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q += c;
   }
   return q + "'";
 }
@@ -58,9 +60,10 @@ std::string quote(const std::string& s) {
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("lmsample_test_cli_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        fs::temp_directory_path() /
+        ("lmsample_test_cli_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override {
@@ -71,8 +74,8 @@ class Cli : public ::testing::Test {
 
   RunResult run(const std::string& args) const {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string cmd = quote(LMSAMPLE_CLI_EXE) + " " + args + " >" + quote(out.string()) + " 2>" +
-                            quote(err.string());
+    const std::string cmd = quote(LMSAMPLE_CLI_EXE) + " " + args + " >" + quote(out.string()) +
+                            " 2>" + quote(err.string());
     const int status = std::system(cmd.c_str());
     RunResult r;
     if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
@@ -90,13 +93,16 @@ std::vector<float> make_logits(int64_t b, int64_t v) {
   std::vector<float> x(static_cast<size_t>(b * v));
   for (int64_t r = 0; r < b; ++r) fill_llm_row(x.data() + r * v, v, rng, 10.0, 1.2, 0.5);
   if (b > 2)
-    for (int64_t t = 0; t < v; ++t) x[static_cast<size_t>(2 * v + t)] = t % 3 ? std::nanf("") : -INFINITY;
-  if (b > 3 && v > 20) x[static_cast<size_t>(3 * v + 10)] = x[static_cast<size_t>(3 * v + 20)] = INFINITY;
+    for (int64_t t = 0; t < v; ++t)
+      x[static_cast<size_t>(2 * v + t)] = t % 3 ? std::nanf("") : -INFINITY;
+  if (b > 3 && v > 20)
+    x[static_cast<size_t>(3 * v + 10)] = x[static_cast<size_t>(3 * v + 20)] = INFINITY;
   return x;
 }
 
 float json_logprob(const nlohmann::json& j) {
-  return j.is_null() ? -std::numeric_limits<float>::infinity() : static_cast<float>(j.get<double>());
+  return j.is_null() ? -std::numeric_limits<float>::infinity()
+                     : static_cast<float>(j.get<double>());
 }
 
 TEST_F(Cli, SampleMatchesTheLibrary) {
@@ -108,15 +114,16 @@ TEST_F(Cli, SampleMatchesTheLibrary) {
   write_npy(path("t.npy"), {B}, temps.data());
   const std::vector<uint64_t> seeds = {1, 2, 3, 4, 5, ~uint64_t{0}};
   write_npy(path("seeds.npy"), {B}, seeds.data());
-  const std::vector<int32_t> hist = {1, 2, 3, -1, 7, 7, 7, 7, -1, -1, -1, -1,
-                                     0, 0, 0, 0, 5, -1, -1, -1, 9, 8, 7, 6};
+  const std::vector<int32_t> hist = {1, 2, 3, -1, 7, 7,  7,  7,  -1, -1, -1, -1,
+                                     0, 0, 0, 0,  5, -1, -1, -1, 9,  8,  7,  6};
   write_npy(path("hist.npy"), {B, 4}, hist.data());
 
-  const RunResult r = run("sample --logits " + quote(path("logits.npy")) + " --temperature-npy " +
-                          quote(path("t.npy")) + " --top-p 0.9 --top-k 40 --seed-npy " + quote(path("seeds.npy")) +
-                          " --step 7 --output-tokens-npy " + quote(path("hist.npy")) +
-                          " --repetition-penalty 1.2 --frequency-penalty 0.3 --backend cpu --logprobs" +
-                          " --top-logprobs 3 --tokens-out " + quote(path("tokens.npy")));
+  const RunResult r =
+      run("sample --logits " + quote(path("logits.npy")) + " --temperature-npy " +
+          quote(path("t.npy")) + " --top-p 0.9 --top-k 40 --seed-npy " + quote(path("seeds.npy")) +
+          " --step 7 --output-tokens-npy " + quote(path("hist.npy")) +
+          " --repetition-penalty 1.2 --frequency-penalty 0.3 --backend cpu --logprobs" +
+          " --top-logprobs 3 --tokens-out " + quote(path("tokens.npy")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto lines = r.lines();
   ASSERT_EQ(static_cast<int64_t>(lines.size()), B) << r.out;
@@ -140,14 +147,16 @@ TEST_F(Cli, SampleMatchesTheLibrary) {
   std::vector<int32_t> toks;
   for (int64_t b = 0; b < B; ++b) {
     for (int j = 0; j < 4; ++j)
-      if (hist[static_cast<size_t>(b * 4 + j)] >= 0) toks.push_back(hist[static_cast<size_t>(b * 4 + j)]);
+      if (hist[static_cast<size_t>(b * 4 + j)] >= 0)
+        toks.push_back(hist[static_cast<size_t>(b * 4 + j)]);
     off.push_back(static_cast<int64_t>(toks.size()));
   }
   req.output_tokens = SparseRows{off.data(), toks.data(), nullptr};
   req.top_logprobs = n_top;
   std::vector<int32_t> tokens(B), status(B), kept(B), top_ids(B * n_top);
   std::vector<float> logprob(B), top_lp(B * n_top);
-  Outputs out{tokens.data(), status.data(), logprob.data(), kept.data(), top_ids.data(), top_lp.data()};
+  Outputs out{tokens.data(), status.data(),  logprob.data(),
+              kept.data(),   top_ids.data(), top_lp.data()};
   ExecConfig cfg;
   std::vector<unsigned char> ws(workspace_size(req, cfg) + 1);
   const Status s = sample(req, out, ws.data(), ws.size(), cfg);
@@ -186,7 +195,8 @@ TEST_F(Cli, Bf16AndOneDimensionalLogits) {
   const std::vector<float> x = make_logits(1, V);
   const std::vector<uint16_t> h = to_bf16(x);
   write_npy(path("bf16.npy"), {V}, h.data());
-  const RunResult r = run("sample --logits " + quote(path("bf16.npy")) + " --bf16 --seed 0x2a --step 3 --backend cpu");
+  const RunResult r = run("sample --logits " + quote(path("bf16.npy")) +
+                          " --bf16 --seed 0x2a --step 3 --backend cpu");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto lines = r.lines();
   ASSERT_EQ(lines.size(), 1u);
@@ -217,7 +227,8 @@ TEST_F(Cli, BadRowParametersStillPrintEveryRow) {
   write_npy(path("logits.npy"), {B, V}, x.data());
   const std::vector<float> p = {0.9f, std::nanf(""), 0.5f};
   write_npy(path("p.npy"), {B}, p.data());
-  const RunResult r = run("sample --logits " + quote(path("logits.npy")) + " --top-p-npy " + quote(path("p.npy")));
+  const RunResult r =
+      run("sample --logits " + quote(path("logits.npy")) + " --top-p-npy " + quote(path("p.npy")));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("row 1"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("top_p"), std::string::npos) << r.err;
@@ -240,11 +251,13 @@ TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
   write_npy(path("logits.npy"), {B, V}, x.data());
   {
     const std::string full = slurp(path("logits.npy"));
-    std::ofstream(path("trunc.npy"), std::ios::binary).write(full.data(), static_cast<std::streamsize>(full.size() - 9));
+    std::ofstream(path("trunc.npy"), std::ios::binary)
+        .write(full.data(), static_cast<std::streamsize>(full.size() - 9));
   }
   {
     const std::string garbage("\x93NUMPY\x01\x00\x0f\x00{'descr': 1}  \n", 25);
-    std::ofstream(path("garbage.npy"), std::ios::binary).write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+    std::ofstream(path("garbage.npy"), std::ios::binary)
+        .write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
   }
   const std::vector<float> t3 = {1.0f, 1.0f, 1.0f};
   write_npy(path("t3.npy"), {3}, t3.data());
@@ -258,8 +271,9 @@ TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
       {"sample --logits " + quote(path("garbage.npy")), "garbage.npy", "malformed .npy header"},
       {"sample --logits " + quote(path("missing.npy")), "missing.npy", "no such file"},
       {"sample --logits " + quote(path("l3.npy")), "l3.npy", "expected a 2-D array"},
-      {"sample --logits " + quote(path("logits.npy")) + " --temperature-npy " + quote(path("t3.npy")), "t3.npy",
-       "1-D array of 4 values"},
+      {"sample --logits " + quote(path("logits.npy")) + " --temperature-npy " +
+           quote(path("t3.npy")),
+       "t3.npy", "1-D array of 4 values"},
       {"sample --logits " + quote(path("logits.npy")) + " --seed -5", "--seed", "negative"},
       {"sample --logits " + quote(path("logits.npy")) + " --top-p 0.9x", "--top-p", "not a number"},
   };
@@ -271,8 +285,8 @@ TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
     EXPECT_NE(r.err.find(c.part), std::string::npos) << c.args << "\n" << r.err;
   }
   // Command-line errors (CLI11) exit non-zero with a message too.
-  const RunResult both = run("sample --logits " + quote(path("logits.npy")) + " --top-k 5 --top-k-npy " +
-                             quote(path("t3.npy")));
+  const RunResult both = run("sample --logits " + quote(path("logits.npy")) +
+                             " --top-k 5 --top-k-npy " + quote(path("t3.npy")));
   EXPECT_NE(both.exit_code, 0);
   EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
   const RunResult no_logits = run("sample");

@@ -24,9 +24,10 @@ namespace fs = std::filesystem;
 class Npy : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("lmsample_test_npy_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-            "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        fs::temp_directory_path() /
+        ("lmsample_test_npy_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override {
@@ -36,7 +37,8 @@ class Npy : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string write_bytes(const std::string& name, const std::string& bytes) const {
     const std::string p = path(name);
-    std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(p, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     return p;
   }
   // A file with the given header dict text (version 1.0) followed by `data` bytes.
@@ -61,20 +63,21 @@ class Npy : public ::testing::Test {
 };
 
 // Expects read_npy(p) to throw an NpyError naming the file and containing `part`.
-#define EXPECT_NPY_ERROR(expr, file, part)                                                    \
-  do {                                                                                        \
-    try {                                                                                     \
-      (void)(expr);                                                                           \
-      ADD_FAILURE() << "no error; expected one containing: " << (part);                       \
-    } catch (const NpyError& e) {                                                             \
-      const std::string msg = e.what();                                                       \
+#define EXPECT_NPY_ERROR(expr, file, part)                                                       \
+  do {                                                                                           \
+    try {                                                                                        \
+      (void)(expr);                                                                              \
+      ADD_FAILURE() << "no error; expected one containing: " << (part);                          \
+    } catch (const NpyError& e) {                                                                \
+      const std::string msg = e.what();                                                          \
       EXPECT_NE(msg.find(file), std::string::npos) << "message does not name the file: " << msg; \
-      EXPECT_NE(msg.find(part), std::string::npos) << "message: " << msg;                    \
-    }                                                                                         \
+      EXPECT_NE(msg.find(part), std::string::npos) << "message: " << msg;                        \
+    }                                                                                            \
   } while (0)
 
 TEST_F(Npy, RoundTripAllWriterTypes) {
-  const std::vector<float> f = {1.5f, -2.0f, std::numeric_limits<float>::infinity(), 0.0f, -0.0f, 3e38f};
+  const std::vector<float> f = {1.5f, -2.0f, std::numeric_limits<float>::infinity(),
+                                0.0f, -0.0f, 3e38f};
   write_npy(path("f.npy"), {2, 3}, f.data());
   NpyArray a = read_npy(path("f.npy"));
   EXPECT_EQ(a.type(), NpyType::kFloat32);
@@ -113,25 +116,42 @@ TEST_F(Npy, RoundTripAllWriterTypes) {
 }
 
 TEST_F(Npy, ReadsVersions2And3AndPythonVariants) {
-  EXPECT_EQ(read_npy(write_raw("v2.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }",
-                               floats(4), 2)).count(), 4);
-  EXPECT_EQ(read_npy(write_raw("v3.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
-                               floats(4), 3)).count(), 4);
+  EXPECT_EQ(
+      read_npy(write_raw("v2.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }",
+                         floats(4), 2))
+          .count(),
+      4);
+  EXPECT_EQ(
+      read_npy(write_raw("v3.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
+                         floats(4), 3))
+          .count(),
+      4);
   // Double quotes, no trailing comma, other key order, Python 2 long literals, extra spaces.
-  const NpyArray a = read_npy(write_raw(
-      "variants.npy", "{ \"shape\" : (2L,3L) , \"fortran_order\":False,\"descr\":\"<f4\"}", floats(6)));
+  const NpyArray a = read_npy(
+      write_raw("variants.npy",
+                "{ \"shape\" : (2L,3L) , \"fortran_order\":False,\"descr\":\"<f4\"}", floats(6)));
   EXPECT_EQ(a.shape(), (std::vector<int64_t>{2, 3}));
   // Fortran order is harmless for 1-D arrays and dimensions of 1.
   EXPECT_EQ(read_npy(write_raw("f1.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (3,), }",
-                               floats(3))).count(), 3);
-  EXPECT_EQ(read_npy(write_raw("f2.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 3), }",
-                               floats(3))).count(), 3);
+                               floats(3)))
+                .count(),
+            3);
+  EXPECT_EQ(
+      read_npy(write_raw("f2.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 3), }",
+                         floats(3)))
+          .count(),
+      3);
   // One-byte types take any byte-order character.
   EXPECT_EQ(read_npy(write_raw("b.npy", "{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }",
-                               std::string("\x01\x00\x01", 3))).type(), NpyType::kBool);
+                               std::string("\x01\x00\x01", 3)))
+                .type(),
+            NpyType::kBool);
   // Trailing bytes after the data are ignored, as np.load does.
-  EXPECT_EQ(read_npy(write_raw("trail.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
-                               floats(3))).count(), 1);
+  EXPECT_EQ(
+      read_npy(write_raw("trail.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
+                         floats(3)))
+          .count(),
+      1);
 }
 
 TEST_F(Npy, RejectsBadFilesWithClearMessages) {
@@ -146,12 +166,14 @@ TEST_F(Npy, RejectsBadFilesWithClearMessages) {
   EXPECT_NPY_ERROR(read_npy(p), p, "truncated");
   p = write_bytes("prefix.npy", std::string("\x93NUMPY\x01\x00\x76", 9));
   EXPECT_NPY_ERROR(read_npy(p), p, "truncated");
-  p = write_bytes("version.npy", std::string("\x93NUMPY\x04\x00\x10\x00", 10) + std::string(16, ' '));
+  p = write_bytes("version.npy",
+                  std::string("\x93NUMPY\x04\x00\x10\x00", 10) + std::string(16, ' '));
   EXPECT_NPY_ERROR(read_npy(p), p, "unsupported .npy format version 4.0");
 
   // Truncated header: the length field promises more than the file has.
   {
-    const std::string full = std::string("\x93NUMPY\x01\x00", 8) + "\x76" + std::string(1, '\0') + ok_dict;
+    const std::string full =
+        std::string("\x93NUMPY\x01\x00", 8) + "\x76" + std::string(1, '\0') + ok_dict;
     p = write_bytes("trunc_header.npy", full);
     EXPECT_NPY_ERROR(read_npy(p), p, "truncated .npy header");
   }
@@ -164,16 +186,20 @@ TEST_F(Npy, RejectsBadFilesWithClearMessages) {
   // Types and layouts.
   p = write_raw("be.npy", "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", floats(6));
   EXPECT_NPY_ERROR(read_npy(p), p, "big-endian");
-  p = write_raw("native.npy", "{'descr': '=f4', 'fortran_order': False, 'shape': (2, 3), }", floats(6));
+  p = write_raw("native.npy", "{'descr': '=f4', 'fortran_order': False, 'shape': (2, 3), }",
+                floats(6));
   EXPECT_NPY_ERROR(read_npy(p), p, "native byte order");
-  p = write_raw("fortran.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", floats(6));
+  p = write_raw("fortran.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+                floats(6));
   EXPECT_NPY_ERROR(read_npy(p), p, "Fortran-order");
   for (const char* d : {"<c8", "|O", "<U10", "|S5", "<M8[ns]", "f4", "<f16", "<q"}) {
-    p = write_raw("dtype.npy", std::string("{'descr': '") + d + "', 'fortran_order': False, 'shape': (1,), }",
+    p = write_raw("dtype.npy",
+                  std::string("{'descr': '") + d + "', 'fortran_order': False, 'shape': (1,), }",
                   floats(8));
     EXPECT_NPY_ERROR(read_npy(p), p, std::string("unsupported dtype '") + d + "'");
   }
-  p = write_raw("struct.npy", "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", floats(1));
+  p = write_raw("struct.npy", "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }",
+                floats(1));
   EXPECT_NPY_ERROR(read_npy(p), p, "structured");
 
   // Missing files and directories.
@@ -181,7 +207,8 @@ TEST_F(Npy, RejectsBadFilesWithClearMessages) {
   EXPECT_NPY_ERROR(read_npy(dir_.string()), dir_.string(), "is a directory");
 
   // A huge header length field.
-  p = write_bytes("huge_header.npy", std::string("\x93NUMPY\x02\x00\xff\xff\xff\xff", 12) + ok_dict);
+  p = write_bytes("huge_header.npy",
+                  std::string("\x93NUMPY\x02\x00\xff\xff\xff\xff", 12) + ok_dict);
   EXPECT_NPY_ERROR(read_npy(p), p, "1 MiB");
 }
 
@@ -196,17 +223,23 @@ TEST_F(Npy, RejectsGarbageHeaders) {
       {"{'descr': '<f4', 'fortran_order': False}", "no 'shape'"},
       {"{'fortran_order': False, 'shape': (3,)}", "no 'descr'"},
       {"{'descr': '<f4', 'shape': (3,)}", "no 'fortran_order'"},
-      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'extra': 1}", "unexpected key 'extra'"},
-      {"{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (3,)}", "duplicate key 'descr'"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'extra': 1}",
+       "unexpected key 'extra'"},
+      {"{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (3,)}",
+       "duplicate key 'descr'"},
       {"{'descr': <f4, 'fortran_order': False, 'shape': (3,)}", "quoted dtype"},
-      {"{'descr': '<f4, 'fortran_order': False, 'shape': (3,)}", "expected ',' or '}' after the value of 'descr'"},
+      {"{'descr': '<f4, 'fortran_order': False, 'shape': (3,)}",
+       "expected ',' or '}' after the value of 'descr'"},
       {"{'descr': '<f4', 'fortran_order': 0, 'shape': (3,)}", "True or False"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': [3]}", "tuple, not a list"},
-      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3)}", "a 1-element tuple is written (n,)"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3)}",
+       "a 1-element tuple is written (n,)"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (-3,)}", "negative dimension"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (3, x)}", "non-negative integers"},
-      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,} ", "must be a tuple of non-negative integers"},
-      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3 4)}", "expected ',' or ')' in 'shape'"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,} ",
+       "must be a tuple of non-negative integers"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3 4)}",
+       "expected ',' or ')' in 'shape'"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,)} trailing", "unexpected text after"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,)", "expected ',' or '}'"},
       {"{'descr': '<f4' 'fortran_order': False, 'shape': (3,)}", "expected ',' or '}'"},
@@ -221,7 +254,8 @@ TEST_F(Npy, RejectsGarbageHeaders) {
     EXPECT_NPY_ERROR(read_npy(p), p, c.part);
   }
   // NUL bytes inside the header.
-  const std::string p = write_raw("nul.npy", std::string("{'descr': '<f4'\0, 'shape': (3,)}", 32), floats(3));
+  const std::string p =
+      write_raw("nul.npy", std::string("{'descr': '<f4'\0, 'shape': (3,)}", 32), floats(3));
   EXPECT_NPY_ERROR(read_npy(p), p, "not printable ASCII");
 }
 
@@ -278,7 +312,8 @@ TEST_F(Npy, LogitsChecks) {
   p = path("v0.npy");
   write_npy(p, {4, 0}, f.data());
   EXPECT_NPY_ERROR(load_logits(p, false), p, "vocabulary size is 0");
-  EXPECT_NPY_ERROR(load_logits(path("l2.npy"), true), "l2.npy", "--bf16 was given but the logits are float32");
+  EXPECT_NPY_ERROR(load_logits(path("l2.npy"), true), "l2.npy",
+                   "--bf16 was given but the logits are float32");
 
   const std::vector<uint16_t> h(6, 0x3f80);
   p = path("u2.npy");
@@ -287,10 +322,12 @@ TEST_F(Npy, LogitsChecks) {
   d = load_logits(p, true);
   EXPECT_EQ(d.dtype, DType::kBFloat16);
 
-  p = write_raw("f2.npy", "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3), }", std::string(12, '\0'));
+  p = write_raw("f2.npy", "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3), }",
+                std::string(12, '\0'));
   EXPECT_EQ(load_logits(p, false).dtype, DType::kFloat16);
   EXPECT_NPY_ERROR(load_logits(p, true), p, "--bf16 was given but the logits are float16");
-  p = write_raw("f8.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", std::string(48, '\0'));
+  p = write_raw("f8.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+                std::string(48, '\0'));
   EXPECT_NPY_ERROR(load_logits(p, false), p, "float64 logits are not supported");
   const std::vector<int32_t> ints(6, 1);
   p = path("i4.npy");
@@ -310,12 +347,14 @@ TEST_F(Npy, ParameterArrays) {
   write_npy(path("t3.npy"), {3}, t3.data());
   const NpyArray a3 = read_npy(path("t3.npy"));
   EXPECT_EQ(float_param(a3, "--temperature-npy", 3), t3);
-  EXPECT_NPY_ERROR(float_param(a3, "--temperature-npy", 4), "t3.npy",
-                   "--temperature-npy: expected a 0-d array (one value for every row) or a 1-D array of 4 "
-                   "values (one per row of the logits), got shape (3,)");
+  EXPECT_NPY_ERROR(
+      float_param(a3, "--temperature-npy", 4), "t3.npy",
+      "--temperature-npy: expected a 0-d array (one value for every row) or a 1-D array of 4 "
+      "values (one per row of the logits), got shape (3,)");
   EXPECT_NPY_ERROR(float_param(a3, "--temperature-npy", 2), "t3.npy", "got shape (3,)");
   write_npy(path("t2d.npy"), {3, 1}, t3.data());
-  EXPECT_NPY_ERROR(float_param(read_npy(path("t2d.npy")), "--top-p-npy", 3), "t2d.npy", "got shape (3, 1)");
+  EXPECT_NPY_ERROR(float_param(read_npy(path("t2d.npy")), "--top-p-npy", 3), "t2d.npy",
+                   "got shape (3, 1)");
 
   // 0-d broadcasts to every row.
   const float one = 0.25f;
@@ -328,9 +367,11 @@ TEST_F(Npy, ParameterArrays) {
   const NpyArray ai = read_npy(path("i64.npy"));
   EXPECT_EQ(float_param(ai, "--temperature-npy", 3), (std::vector<float>{1.0f, -2.0f, 3.0f}));
   EXPECT_EQ(int32_param(ai, "--top-k-npy", 3), (std::vector<int32_t>{1, -2, 3}));
-  EXPECT_NPY_ERROR(uint64_param(ai, "--seed-npy", 3), "i64.npy", "--seed-npy: element 1 = -2 is negative");
+  EXPECT_NPY_ERROR(uint64_param(ai, "--seed-npy", 3), "i64.npy",
+                   "--seed-npy: element 1 = -2 is negative");
   EXPECT_NPY_ERROR(uint32_param(ai, "--substream-npy", 3), "i64.npy", "element 1 = -2 is below 0");
-  EXPECT_NPY_ERROR(int32_param(a3, "--top-k-npy", 3), "t3.npy", "expected an integer array, got float32");
+  EXPECT_NPY_ERROR(int32_param(a3, "--top-k-npy", 3), "t3.npy",
+                   "expected an integer array, got float32");
 
   const std::vector<int64_t> big = {int64_t{1} << 40};
   write_npy(path("big.npy"), {1}, big.data());
@@ -348,7 +389,8 @@ TEST_F(Npy, TokenListsAndBitmasks) {
   const TokenLists t = token_lists(h, "--output-tokens-npy", 3);
   EXPECT_EQ(t.offsets, (std::vector<int64_t>{0, 2, 5, 5}));
   EXPECT_EQ(t.tokens, (std::vector<int32_t>{1, 2, 5, 5, 5}));
-  EXPECT_NPY_ERROR(token_lists(h, "--output-tokens-npy", 2), "h.npy", "expected a 2-D integer array [2, L]");
+  EXPECT_NPY_ERROR(token_lists(h, "--output-tokens-npy", 2), "h.npy",
+                   "expected a 2-D integer array [2, L]");
   const std::vector<float> fl(3, 1.0f);
   write_npy(path("hf.npy"), {1, 3}, fl.data());
   EXPECT_NPY_ERROR(token_lists(read_npy(path("hf.npy")), "--prompt-tokens-npy", 1), "hf.npy",
@@ -373,11 +415,11 @@ TEST_F(Npy, TokenListsAndBitmasks) {
 TEST(Synth, HalfConversionsRoundToNearestEven) {
   EXPECT_EQ(float_to_bf16(1.0f), 0x3f80);
   EXPECT_EQ(float_to_bf16(-2.0f), 0xc000);
-  EXPECT_EQ(float_to_bf16(1.00390625f), 0x3f80);   // halfway: to even
-  EXPECT_EQ(float_to_bf16(1.01171875f), 0x3f82);   // halfway: to even (up)
+  EXPECT_EQ(float_to_bf16(1.00390625f), 0x3f80);  // halfway: to even
+  EXPECT_EQ(float_to_bf16(1.01171875f), 0x3f82);  // halfway: to even (up)
   EXPECT_EQ(float_to_fp16(1.0f), 0x3c00);
   EXPECT_EQ(float_to_fp16(65504.0f), 0x7bff);
-  EXPECT_EQ(float_to_fp16(65520.0f), 0x7c00);      // rounds to +inf
+  EXPECT_EQ(float_to_fp16(65520.0f), 0x7c00);  // rounds to +inf
   EXPECT_EQ(float_to_fp16(-0.0f), 0x8000);
   EXPECT_EQ(float_to_fp16(5.9604645e-8f), 0x0001);  // smallest subnormal
   EXPECT_EQ(float_to_fp16(std::numeric_limits<float>::infinity()), 0x7c00);

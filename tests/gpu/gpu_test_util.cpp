@@ -65,7 +65,8 @@ std::string no_device_reason() {
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
-      return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+      return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorName(e) + " (" +
+             cudaGetErrorString(e) + ")";
     }
     if (n == 0) return std::string("cudaGetDeviceCount() = 0");
     return std::string();
@@ -77,10 +78,12 @@ std::string device_description() {
   static const std::string desc = [] {
     int dev = 0;
     cudaDeviceProp p{};
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return std::string("?");
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess)
+      return std::string("?");
     char buf[512];
     std::snprintf(buf, sizeof buf, "%.256s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor,
-                  p.multiProcessorCount, static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
+                  p.multiProcessorCount,
+                  static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
     return std::string(buf);
   }();
   return desc;
@@ -113,7 +116,8 @@ void watchdog_thread() {
     if (Clock::now() >= first->second.first) {
       std::fflush(stdout);
       std::fprintf(stderr,
-                   "\n[lmsample gpu tests] TIMEOUT: %s did not finish before its deadline: a hung kernel or a "
+                   "\n[lmsample gpu tests] TIMEOUT: %s did not finish before its deadline: a hung "
+                   "kernel or a "
                    "blocking call? Exiting with code 124.\n",
                    first->second.second.c_str());
       std::fflush(stderr);
@@ -132,7 +136,8 @@ WatchdogGuard::WatchdogGuard(double seconds, std::string what) {
     s.started = true;
   }
   id_ = s.next++;
-  s.armed[id_] = {Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0)), std::move(what)};
+  s.armed[id_] = {Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0)),
+                  std::move(what)};
   s.cv.notify_all();
 }
 
@@ -149,15 +154,19 @@ double wait_stream(cudaStream_t stream, double seconds, const std::string& what)
   for (;;) {
     const cudaError_t e = cudaStreamQuery(stream);
     if (e == cudaSuccess) return ms_since(t0);
-    if (e != cudaErrorNotReady) cuda_check(e, ("cudaStreamQuery after " + what).c_str(), __FILE__, __LINE__);
+    if (e != cudaErrorNotReady)
+      cuda_check(e, ("cudaStreamQuery after " + what).c_str(), __FILE__, __LINE__);
     const double ms = ms_since(t0);
     if (ms > seconds * 1000.0) {
       std::ostringstream o;
       o << "TIMEOUT: " << what << " did not complete within " << seconds
-        << " s (host-side deadline, polling cudaStreamQuery): the GPU backend hangs or is far too slow";
+        << " s (host-side deadline, polling cudaStreamQuery): the GPU backend hangs or is far too "
+           "slow";
       ADD_FAILURE() << o.str();
       std::fflush(stdout);
-      std::fprintf(stderr, "\n[lmsample gpu tests] %s. Exiting: a stuck device cannot be recovered.\n", o.str().c_str());
+      std::fprintf(stderr,
+                   "\n[lmsample gpu tests] %s. Exiting: a stuck device cannot be recovered.\n",
+                   o.str().c_str());
       std::fflush(stderr);
       std::_Exit(1);
     }
@@ -228,11 +237,14 @@ uint16_t float_to_f16(float f) {  // round to nearest even, subnormals, overflow
 }
 
 const char* shape_name(int s) {
-  static const char* n[] = {"gauss", "quantized", "few_values", "llm_like", "wide", "nearly_flat", "flat", "peaked", "extreme"};
+  static const char* n[] = {"gauss",       "quantized", "few_values", "llm_like", "wide",
+                            "nearly_flat", "flat",      "peaked",     "extreme"};
   return s >= 0 && s < kNumShapes ? n[s] : "?";
 }
 const char* special_name(int s) {
-  static const char* n[] = {"none", "all_-inf", "all_nan", "few_+inf", "sprinkled_nan/-inf/-0", "all_masked", "one_valid"};
+  static const char* n[] = {
+      "none",       "all_-inf", "all_nan", "few_+inf", "sprinkled_nan/-inf/-0",
+      "all_masked", "one_valid"};
   return s >= 0 && s < kNumSpecials ? n[s] : "?";
 }
 
@@ -264,7 +276,8 @@ void gen_shape(Rng& rng, int shape, float* x, int64_t v) {
       const auto sd = static_cast<float>(rng.uniform(1.0, 3.0));
       for (int64_t i = 0; i < v; ++i) x[i] = mean + sd * rng.normal();
       const int64_t spikes = rng.range(1, 10);
-      for (int64_t i = 0; i < spikes; ++i) x[rng.range(0, v - 1)] += static_cast<float>(rng.uniform(5.0, 20.0));
+      for (int64_t i = 0; i < spikes; ++i)
+        x[rng.range(0, v - 1)] += static_cast<float>(rng.uniform(5.0, 20.0));
       break;
     }
     case kWide:
@@ -305,7 +318,8 @@ struct RowLists {
   std::vector<int32_t> prompt, output;
 };
 
-void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& xbuf, RowLists& lists) {
+void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& xbuf,
+             RowLists& lists) {
   const Mix& mix = cfg.mix;
   const int64_t v = hb.vocab;
   Rng rng(mix_seed(cfg.seed, static_cast<uint64_t>(r)));
@@ -314,17 +328,26 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
 
   // logits
   int shape;
-  if (mix.force_shape >= 0) shape = mix.force_shape;
-  else if (mix.tie_heavy) shape = rng.chance(0.5) ? kQuantized : rng.chance(0.6) ? kFewValues : kFlat;
-  else shape = static_cast<int>(rng.range(0, kNumShapes - 1));
+  if (mix.force_shape >= 0)
+    shape = mix.force_shape;
+  else if (mix.tie_heavy)
+    shape = rng.chance(0.5) ? kQuantized : rng.chance(0.6) ? kFewValues : kFlat;
+  else
+    shape = static_cast<int>(rng.range(0, kNumShapes - 1));
   gen_shape(rng, shape, x, v);
   int special = kNone;
-  if (mix.cycle_specials) special = static_cast<int>(r % kNumSpecials);
-  else if (rng.chance(mix.special)) special = static_cast<int>(rng.range(1, kNumSpecials - 1));
+  if (mix.cycle_specials)
+    special = static_cast<int>(r % kNumSpecials);
+  else if (rng.chance(mix.special))
+    special = static_cast<int>(rng.range(1, kNumSpecials - 1));
   if (special == kAllMasked && !hb.has_mask) special = kAllNegInf;
   switch (special) {
-    case kAllNegInf: std::fill(x, x + v, -kInf); break;
-    case kAllNaN: std::fill(x, x + v, kNaN); break;
+    case kAllNegInf:
+      std::fill(x, x + v, -kInf);
+      break;
+    case kAllNaN:
+      std::fill(x, x + v, kNaN);
+      break;
     case kFewPosInf: {
       const int64_t n = rng.range(1, std::min<int64_t>(v, 5));
       for (int64_t i = 0; i < n; ++i) x[rng.range(0, v - 1)] = kInf;
@@ -346,7 +369,8 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
       x[keep] = std::isfinite(kv) ? kv : 1.0f;
       break;
     }
-    default: break;
+    default:
+      break;
   }
   store_row(hb, r, x);
   hb.shape[ri] = static_cast<uint8_t>(shape);
@@ -358,59 +382,118 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
     t = 0.0f;
   } else {
     switch (rng.range(0, 8)) {
-      case 0: t = 1.0f; break;
-      case 1: t = 0.7f; break;
-      case 2: t = static_cast<float>(rng.uniform(0.05, 3.0)); break;
-      case 3: t = 1e-3f; break;
-      case 4: t = 50.0f; break;
-      case 5: t = 1e-40f; break;  // subnormal: 1/T = +inf
-      case 6: t = rng.chance(0.1) ? 3e38f : 1.3f; break;
-      default: t = static_cast<float>(std::exp(rng.uniform(-12.0, 6.0))); break;
+      case 0:
+        t = 1.0f;
+        break;
+      case 1:
+        t = 0.7f;
+        break;
+      case 2:
+        t = static_cast<float>(rng.uniform(0.05, 3.0));
+        break;
+      case 3:
+        t = 1e-3f;
+        break;
+      case 4:
+        t = 50.0f;
+        break;
+      case 5:
+        t = 1e-40f;
+        break;  // subnormal: 1/T = +inf
+      case 6:
+        t = rng.chance(0.1) ? 3e38f : 1.3f;
+        break;
+      default:
+        t = static_cast<float>(std::exp(rng.uniform(-12.0, 6.0)));
+        break;
     }
   }
   // top-k
   int32_t& k = hb.top_k[ri];
   if (rng.chance(mix.tie_heavy ? 0.8 : mix.top_k)) {
     switch (rng.range(0, 8)) {
-      case 0: k = 1; break;
-      case 1: k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 64))); break;
-      case 2: k = static_cast<int32_t>(v); break;
-      case 3: k = static_cast<int32_t>(v + rng.range(0, 100)); break;
-      case 4: k = static_cast<int32_t>(std::max<int64_t>(1, v - rng.range(0, 3))); break;
-      case 5: k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 4000))); break;
+      case 0:
+        k = 1;
+        break;
+      case 1:
+        k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 64)));
+        break;
+      case 2:
+        k = static_cast<int32_t>(v);
+        break;
+      case 3:
+        k = static_cast<int32_t>(v + rng.range(0, 100));
+        break;
+      case 4:
+        k = static_cast<int32_t>(std::max<int64_t>(1, v - rng.range(0, 3)));
+        break;
+      case 5:
+        k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 4000)));
+        break;
       case 6: {
         static const int32_t edges[] = {50, 255, 256, 257, 1023, 1024, 1025, 2048, 4096};
         k = edges[rng.range(0, 8)];
         break;
       }
-      case 7: k = 0; break;
-      default: k = static_cast<int32_t>(rng.range(1, v)); break;
+      case 7:
+        k = 0;
+        break;
+      default:
+        k = static_cast<int32_t>(rng.range(1, v));
+        break;
     }
-    if (mix.tie_heavy && k > 64 && rng.chance(0.7)) k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 64)));
+    if (mix.tie_heavy && k > 64 && rng.chance(0.7))
+      k = static_cast<int32_t>(rng.range(1, std::min<int64_t>(v, 64)));
   }
   // top-p
   float& p = hb.top_p[ri];
   if (rng.chance(mix.tie_heavy ? 0.8 : mix.top_p)) {
     switch (rng.range(0, 7)) {
-      case 0: p = static_cast<float>(rng.uniform(0.05, 0.99)); break;
-      case 1: p = 1e-6f; break;
-      case 2: p = 1e-30f; break;
-      case 3: p = 0.99999994f; break;  // largest float below 1
-      case 4: p = rng.chance(0.5) ? 1.0f : 1.5f; break;
-      case 5: p = 0.9f; break;
-      case 6: p = 0.5f; break;
-      default: p = static_cast<float>(rng.uniform(0.5, 0.999)); break;
+      case 0:
+        p = static_cast<float>(rng.uniform(0.05, 0.99));
+        break;
+      case 1:
+        p = 1e-6f;
+        break;
+      case 2:
+        p = 1e-30f;
+        break;
+      case 3:
+        p = 0.99999994f;
+        break;  // largest float below 1
+      case 4:
+        p = rng.chance(0.5) ? 1.0f : 1.5f;
+        break;
+      case 5:
+        p = 0.9f;
+        break;
+      case 6:
+        p = 0.5f;
+        break;
+      default:
+        p = static_cast<float>(rng.uniform(0.5, 0.999));
+        break;
     }
   }
   // min-p
   float& mp = hb.min_p[ri];
   if (rng.chance(mix.min_p)) {
     switch (rng.range(0, 4)) {
-      case 0: mp = static_cast<float>(rng.uniform(0.0, 0.5)); break;
-      case 1: mp = 1.0f; break;
-      case 2: mp = 1e-8f; break;
-      case 3: mp = 0.05f; break;
-      default: mp = static_cast<float>(std::exp(rng.uniform(-25.0, 0.0))); break;
+      case 0:
+        mp = static_cast<float>(rng.uniform(0.0, 0.5));
+        break;
+      case 1:
+        mp = 1.0f;
+        break;
+      case 2:
+        mp = 1e-8f;
+        break;
+      case 3:
+        mp = 0.05f;
+        break;
+      default:
+        mp = static_cast<float>(std::exp(rng.uniform(-25.0, 0.0)));
+        break;
     }
   }
   // bitmask
@@ -423,7 +506,10 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
         m[b / 32] |= 1u << (b % 32);
       hb.mask_density[ri] = 0.0f;
     } else if (rng.chance(mix.mask)) {
-      const double density = rng.chance(0.1) ? 0.003 : rng.chance(0.3) ? 0.02 : rng.chance(0.5) ? 0.5 : 0.97;
+      const double density = rng.chance(0.1)   ? 0.003
+                             : rng.chance(0.3) ? 0.02
+                             : rng.chance(0.5) ? 0.5
+                                               : 0.97;
       hb.mask_density[ri] = static_cast<float>(density);
       if (density == 0.5) {
         for (int64_t w = 0; w < valid_words; ++w) m[w] = static_cast<uint32_t>(rng.u64());
@@ -437,7 +523,8 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
       // Words past ceil(V/32) (mask_row_words > that): junk from their own stream, so that the
       // rows are the same whatever the layout.
       Rng junk(mix_seed(cfg.seed ^ 0x6a756e6bull, static_cast<uint64_t>(r)));
-      for (int64_t w = valid_words; w < hb.mask_words; ++w) m[w] = static_cast<uint32_t>(junk.u64());
+      for (int64_t w = valid_words; w < hb.mask_words; ++w)
+        m[w] = static_cast<uint32_t>(junk.u64());
     }
   }
   // logit bias: duplicates add up in order; rare +-inf and NaN; sometimes one dominant token
@@ -463,9 +550,11 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
     const int64_t no = long_h ? rng.range(500, 3000) : rng.range(0, 40);
     const int64_t span = std::min<int64_t>(v, rng.chance(0.5) ? 20 : v);
     if (hb.prompt.used)
-      for (int64_t i = 0; i < np; ++i) lists.prompt.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
+      for (int64_t i = 0; i < np; ++i)
+        lists.prompt.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
     if (hb.output.used)
-      for (int64_t i = 0; i < no; ++i) lists.output.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
+      for (int64_t i = 0; i < no; ++i)
+        lists.output.push_back(static_cast<int32_t>(rng.range(0, span - 1)));
   }
   hb.seed[ri] = rng.u64();
   hb.step[ri] = rng.chance(0.5) ? static_cast<uint64_t>(rng.range(0, 5000)) : rng.u64();
@@ -473,22 +562,42 @@ void gen_row(const GroupCfg& cfg, HostBatch& hb, int64_t r, std::vector<float>& 
 
   if (rng.chance(mix.bad_param)) {
     switch (rng.range(0, 6)) {
-      case 0: t = rng.chance(0.3) ? -1.0f : rng.chance(0.5) ? kNaN : kInf; break;
-      case 1: k = -static_cast<int32_t>(rng.range(1, 10)); break;
-      case 2: p = rng.chance(0.3) ? 0.0f : rng.chance(0.5) ? kNaN : -0.5f; break;
-      case 3: mp = rng.chance(0.3) ? 1.5f : rng.chance(0.5) ? -0.25f : kNaN; break;
-      case 4: hb.repetition[ri] = rng.chance(0.3) ? 0.0f : rng.chance(0.5) ? kInf : kNaN; break;
-      case 5: hb.frequency[ri] = rng.chance(0.5) ? 2.5f : kNaN; break;
-      default: hb.presence[ri] = -3.0f; break;
+      case 0:
+        t = rng.chance(0.3) ? -1.0f : rng.chance(0.5) ? kNaN : kInf;
+        break;
+      case 1:
+        k = -static_cast<int32_t>(rng.range(1, 10));
+        break;
+      case 2:
+        p = rng.chance(0.3) ? 0.0f : rng.chance(0.5) ? kNaN : -0.5f;
+        break;
+      case 3:
+        mp = rng.chance(0.3) ? 1.5f : rng.chance(0.5) ? -0.25f : kNaN;
+        break;
+      case 4:
+        hb.repetition[ri] = rng.chance(0.3) ? 0.0f : rng.chance(0.5) ? kInf : kNaN;
+        break;
+      case 5:
+        hb.frequency[ri] = rng.chance(0.5) ? 2.5f : kNaN;
+        break;
+      default:
+        hb.presence[ri] = -3.0f;
+        break;
     }
   }
   if (rng.chance(mix.bad_token_id)) {
-    const int32_t bad = rng.chance(0.5) ? -1 : static_cast<int32_t>(std::min<int64_t>(v + rng.range(0, 3), INT32_MAX));
+    const int32_t bad =
+        rng.chance(0.5) ? -1
+                        : static_cast<int32_t>(std::min<int64_t>(v + rng.range(0, 3), INT32_MAX));
     const int64_t where = rng.range(0, 2);
-    if (where == 0 && hb.bias.used) lists.bias.emplace_back(bad, 1.0f);
-    else if (where == 1 && hb.prompt.used) lists.prompt.push_back(bad);
-    else if (hb.output.used) lists.output.push_back(bad);
-    else if (hb.bias.used) lists.bias.emplace_back(bad, 1.0f);
+    if (where == 0 && hb.bias.used)
+      lists.bias.emplace_back(bad, 1.0f);
+    else if (where == 1 && hb.prompt.used)
+      lists.prompt.push_back(bad);
+    else if (hb.output.used)
+      lists.output.push_back(bad);
+    else if (hb.bias.used)
+      lists.bias.emplace_back(bad, 1.0f);
   }
 }
 
@@ -536,7 +645,8 @@ HostBatch make_batch(const GroupCfg& cfg) {
     std::fill(f, f + hb.logits_elems(), 0x7f800000u);
   } else {
     auto* h = reinterpret_cast<uint16_t*>(hb.logits.data());
-    std::fill(h, h + hb.logits_elems(), cfg.dtype == DType::kBFloat16 ? uint16_t{0x7f80} : uint16_t{0x7c00});
+    std::fill(h, h + hb.logits_elems(),
+              cfg.dtype == DType::kBFloat16 ? uint16_t{0x7f80} : uint16_t{0x7c00});
   }
   hb.temperature.assign(b, 1.0f);
   hb.top_k.assign(b, 0);
@@ -573,11 +683,13 @@ HostBatch make_batch(const GroupCfg& cfg) {
   build_csr(hb.output, lists, lay.csr_base, 2);
 
   auto any_f = [&](const std::vector<float>& a, float d) {
-    for (const float x : a) if (!(x == d)) return true;
+    for (const float x : a)
+      if (!(x == d)) return true;
     return false;
   };
   auto any_i = [&](const auto& a) {
-    for (const auto x : a) if (x != 0) return true;
+    for (const auto x : a)
+      if (x != 0) return true;
     return false;
   };
   const bool all = lay.pass_all_params;
@@ -644,7 +756,8 @@ lmsample::Request HostBatch::slice(const lmsample::Request& req, int64_t first, 
   shift(s.params.step);
   shift(s.params.substream);
   if (s.allowed_mask) {
-    const int64_t words = req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
+    const int64_t words =
+        req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
     s.allowed_mask += first * words;
   }
   shift(s.logit_bias.offsets);
@@ -659,12 +772,11 @@ std::string HostBatch::describe_row(int64_t r) const {
   o.precision(9);
   o << dtype_name(dtype) << " V=" << vocab << " shape=" << shape_name(shape[i])
     << " special=" << special_name(special[i]) << " T=" << temperature[i] << " k=" << top_k[i]
-    << " p=" << top_p[i] << " min_p=" << min_p[i] << " rep=" << repetition[i] << " freq=" << frequency[i]
-    << " pres=" << presence[i] << " seed=" << seed[i] << " step=" << step[i] << " sub=" << substream[i]
+    << " p=" << top_p[i] << " min_p=" << min_p[i] << " rep=" << repetition[i]
+    << " freq=" << frequency[i] << " pres=" << presence[i] << " seed=" << seed[i]
+    << " step=" << step[i] << " sub=" << substream[i]
     << " mask=" << (mask_density[i] < 0 ? std::string("none") : std::to_string(mask_density[i]));
-  auto csr_n = [&](const Csr& c) {
-    return c.used ? c.offsets[i + 1] - c.offsets[i] : int64_t{0};
-  };
+  auto csr_n = [&](const Csr& c) { return c.used ? c.offsets[i + 1] - c.offsets[i] : int64_t{0}; };
   o << " bias=" << csr_n(bias);
   if (bias.used && csr_n(bias) > 0) {
     o << " [";
@@ -701,7 +813,9 @@ void DevBuf::alloc(size_t bytes) {
 
 namespace {
 template <class T>
-size_t vbytes(const std::vector<T>& v) { return v.size() * sizeof(T); }
+size_t vbytes(const std::vector<T>& v) {
+  return v.size() * sizeof(T);
+}
 
 template <class T, class F>
 size_t max_bytes(const std::vector<const HostBatch*>& hs, F get) {
@@ -712,8 +826,11 @@ size_t max_bytes(const std::vector<const HostBatch*>& hs, F get) {
 }  // namespace
 
 DeviceBatch::DeviceBatch(const HostBatch& hb, const std::vector<const HostBatch*>& cap) {
-  logits_.alloc(max_bytes<unsigned char>(cap, [](const HostBatch& h) -> const auto& { return h.logits; }));
-#define LMS_CAP(buf, T, member) buf.alloc(max_bytes<T>(cap, [](const HostBatch& h) -> const auto& { return h.member; }))
+  logits_.alloc(max_bytes<unsigned char>(
+      cap, [](const HostBatch& h) -> const auto& { return h.logits; }));
+#define LMS_CAP(buf, T, member) \
+  buf.alloc(max_bytes<T>(       \
+      cap, [](const HostBatch& h) -> const auto& { return h.member; }))
   LMS_CAP(temperature_, float, temperature);
   LMS_CAP(top_k_, int32_t, top_k);
   LMS_CAP(top_p_, float, top_p);
@@ -746,7 +863,8 @@ DeviceBatch::DeviceBatch(const HostBatch& hb, const std::vector<const HostBatch*
 void DeviceBatch::upload(const HostBatch& hb, cudaStream_t st) {
   auto up = [&](DevBuf& d, const auto& v) {
     const size_t n = vbytes(v);
-    if (n > d.size()) throw std::runtime_error("DeviceBatch::upload: host array larger than the device buffer");
+    if (n > d.size())
+      throw std::runtime_error("DeviceBatch::upload: host array larger than the device buffer");
     if (n) LMS_CUDA(cudaMemcpyAsync(d.get(), v.data(), n, cudaMemcpyHostToDevice, st));
   };
   up(logits_, hb.logits);
@@ -776,7 +894,8 @@ void DeviceBatch::upload(const HostBatch& hb, cudaStream_t st) {
   }
   // The same request as the host one, with device pointers.
   req_ = hb.request();
-  req_.logits.data = logits_.as<unsigned char>() + static_cast<size_t>(hb.base) * dtype_bytes(hb.dtype);
+  req_.logits.data =
+      logits_.as<unsigned char>() + static_cast<size_t>(hb.base) * dtype_bytes(hb.dtype);
   auto dev = [](auto*& p, const DevBuf& d) {
     using T = std::remove_const_t<std::remove_pointer_t<std::remove_reference_t<decltype(p)>>>;
     if (p) p = d.as<T>();
@@ -867,8 +986,10 @@ void DeviceOutputs::download(HostOutputs& ho, int64_t first) const {
   LMS_CUDA(cudaMemcpy(ho.kept.data(), kept.as<int32_t>() + f, n * 4, cudaMemcpyDeviceToHost));
   if (ho.top_n > 0) {
     const size_t t = static_cast<size_t>(ho.top_n);
-    LMS_CUDA(cudaMemcpy(ho.top_ids.data(), top_ids.as<int32_t>() + f * t, n * t * 4, cudaMemcpyDeviceToHost));
-    LMS_CUDA(cudaMemcpy(ho.top_logprobs.data(), top_logprobs.as<float>() + f * t, n * t * 4, cudaMemcpyDeviceToHost));
+    LMS_CUDA(cudaMemcpy(ho.top_ids.data(), top_ids.as<int32_t>() + f * t, n * t * 4,
+                        cudaMemcpyDeviceToHost));
+    LMS_CUDA(cudaMemcpy(ho.top_logprobs.data(), top_logprobs.as<float>() + f * t, n * t * 4,
+                        cudaMemcpyDeviceToHost));
   }
 }
 
@@ -882,8 +1003,8 @@ lmsample::Status run_cpu(const lmsample::Request& req, HostOutputs& out, bool op
   return lmsample::sample(req, out.outputs(optional), ws.get(), bytes, cfg);
 }
 
-GpuRun run_gpu(const lmsample::Request& dreq, DeviceOutputs& out, bool optional, cudaStream_t stream,
-               Workspace& ws, double timeout_s, const std::string& what) {
+GpuRun run_gpu(const lmsample::Request& dreq, DeviceOutputs& out, bool optional,
+               cudaStream_t stream, Workspace& ws, double timeout_s, const std::string& what) {
   lmsample::ExecConfig cfg;
   cfg.backend = lmsample::Backend::kCuda;
   cfg.stream = stream;
@@ -952,8 +1073,9 @@ void compare_row(const HostBatch& hb, int64_t hb_row, const HostOutputs& gpu, in
 
   std::string what;
   if (gpu.status[gi] != cpu.status[ci]) {
-    what = "status gpu " + std::to_string(gpu.status[gi]) + " (" + lmsample::row_status_name(gpu.status[gi]) +
-           ") cpu " + std::to_string(cpu.status[ci]) + " (" + lmsample::row_status_name(cpu.status[ci]) + ")";
+    what = "status gpu " + std::to_string(gpu.status[gi]) + " (" +
+           lmsample::row_status_name(gpu.status[gi]) + ") cpu " + std::to_string(cpu.status[ci]) +
+           " (" + lmsample::row_status_name(cpu.status[ci]) + ")";
   } else if (gpu.tokens[gi] != cpu.tokens[ci]) {
     what = "token gpu " + std::to_string(gpu.tokens[gi]) + " cpu " + std::to_string(cpu.tokens[ci]);
   } else if (optional && gpu.kept[gi] != cpu.kept[ci]) {
@@ -981,17 +1103,19 @@ void compare_row(const HostBatch& hb, int64_t hb_row, const HostOutputs& gpu, in
   if (!what.empty() || unwritten) {
     acc.mismatched += what.empty() ? 0 : 1;
     if (acc.report.size() < 4000) {
-      acc.report += "\n  row " + std::to_string(hb_row) + ": " +
-                    (what.empty() ? "" : what + (unwritten ? "; " : "")) +
-                    (unwritten ? std::to_string(unwritten) + " output element(s) not written (first: " +
-                                     unwritten_what + ")"
-                               : "") +
-                    "\n    " + hb.describe_row(hb_row);
+      acc.report +=
+          "\n  row " + std::to_string(hb_row) + ": " +
+          (what.empty() ? "" : what + (unwritten ? "; " : "")) +
+          (unwritten ? std::to_string(unwritten) +
+                           " output element(s) not written (first: " + unwritten_what + ")"
+                     : "") +
+          "\n    " + hb.describe_row(hb_row);
     }
   }
 }
 
-Compared compare_all(const HostBatch& hb, const HostOutputs& gpu, const HostOutputs& cpu, bool optional) {
+Compared compare_all(const HostBatch& hb, const HostOutputs& gpu, const HostOutputs& cpu,
+                     bool optional) {
   Compared c;
   for (int64_t r = 0; r < hb.batch; ++r) compare_row(hb, r, gpu, r, cpu, r, optional, c);
   return c;
@@ -1001,7 +1125,9 @@ std::string bitwise_difference(const HostOutputs& a, const HostOutputs& b, bool 
   for (int64_t r = 0; r < a.batch; ++r) {
     const auto i = static_cast<size_t>(r);
     bool same = a.tokens[i] == b.tokens[i] && a.status[i] == b.status[i];
-    if (optional) same = same && a.kept[i] == b.kept[i] && float_to_bits(a.logprob[i]) == float_to_bits(b.logprob[i]);
+    if (optional)
+      same = same && a.kept[i] == b.kept[i] &&
+             float_to_bits(a.logprob[i]) == float_to_bits(b.logprob[i]);
     for (int32_t j = 0; j < a.top_n; ++j) {
       const size_t k = i * static_cast<size_t>(a.top_n) + static_cast<size_t>(j);
       same = same && a.top_ids[k] == b.top_ids[k] &&
@@ -1011,7 +1137,8 @@ std::string bitwise_difference(const HostOutputs& a, const HostOutputs& b, bool 
       return "row " + std::to_string(r) + ": token " + std::to_string(a.tokens[i]) + " vs " +
              std::to_string(b.tokens[i]) + ", status " + std::to_string(a.status[i]) + " vs " +
              std::to_string(b.status[i]) + ", kept " + std::to_string(a.kept[i]) + " vs " +
-             std::to_string(b.kept[i]) + ", logprob " + fstr(a.logprob[i]) + " vs " + fstr(b.logprob[i]);
+             std::to_string(b.kept[i]) + ", logprob " + fstr(a.logprob[i]) + " vs " +
+             fstr(b.logprob[i]);
     }
   }
   return "";
@@ -1020,7 +1147,8 @@ std::string bitwise_difference(const HostOutputs& a, const HostOutputs& b, bool 
 // ---- fixture ---------------------------------------------------------------------------------
 void GpuTest::SetUp() {
   const std::string why = no_device_reason();
-  if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why << " (the GPU tests need an NVIDIA GPU)";
+  if (!why.empty())
+    GTEST_SKIP() << "no CUDA device: " << why << " (the GPU tests need an NVIDIA GPU)";
   ASSERT_TRUE(lmsample::backend_available(lmsample::Backend::kCuda))
       << "a CUDA device is present but lmsample::backend_available(kCuda) is false";
   LMS_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -1052,11 +1180,12 @@ Compared GpuTest::run_group(const GroupCfg& cfg) {
 
   DeviceBatch db(hb);
   DeviceOutputs dout(cfg.batch, cfg.top_n);
-  const GpuRun g = run_gpu(db.request(), dout, cfg.optional_outputs, cfg.default_stream ? nullptr : stream_, ws_,
-                           call_timeout_s(), cfg.name);
+  const GpuRun g = run_gpu(db.request(), dout, cfg.optional_outputs,
+                           cfg.default_stream ? nullptr : stream_, ws_, call_timeout_s(), cfg.name);
   Compared c;
   EXPECT_EQ(g.status.code, lmsample::Code::kOk)
-      << cfg.name << ": GPU backend returned " << static_cast<int>(g.status.code) << ": " << g.status.message
+      << cfg.name << ": GPU backend returned " << static_cast<int>(g.status.code) << ": "
+      << g.status.message
       << " (row parameter errors must be reported through the row statuses only)";
   if (g.status.code != lmsample::Code::kOk) {
     c.rows = cfg.batch;
@@ -1076,23 +1205,26 @@ Compared GpuTest::run_group(const GroupCfg& cfg) {
     bad_rows += s >= lmsample::kRowBadTemperature;
     empty_rows += s == lmsample::kRowEmpty;
   }
-  std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d%s%s: %lld/%lld rows equal "
-              "(%lld logprob-exact, %lld empty, %lld bad-param) | gen %.0f ms, cpu %.0f ms, gpu %.2f ms\n",
-              cfg.name.c_str(), dtype_name(cfg.dtype), static_cast<long long>(cfg.vocab),
-              static_cast<long long>(cfg.batch), cfg.top_n, cfg.optional_outputs ? "" : " (no optional outputs)",
-              cfg.default_stream ? " (default stream)" : "", static_cast<long long>(c.rows - c.mismatched),
-              static_cast<long long>(c.rows), static_cast<long long>(c.logprob_exact),
-              static_cast<long long>(empty_rows), static_cast<long long>(bad_rows), gen_ms, cpu_ms, g.ms);
+  std::printf(
+      "[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d%s%s: %lld/%lld rows equal "
+      "(%lld logprob-exact, %lld empty, %lld bad-param) | gen %.0f ms, cpu %.0f ms, gpu %.2f ms\n",
+      cfg.name.c_str(), dtype_name(cfg.dtype), static_cast<long long>(cfg.vocab),
+      static_cast<long long>(cfg.batch), cfg.top_n,
+      cfg.optional_outputs ? "" : " (no optional outputs)",
+      cfg.default_stream ? " (default stream)" : "", static_cast<long long>(c.rows - c.mismatched),
+      static_cast<long long>(c.rows), static_cast<long long>(c.logprob_exact),
+      static_cast<long long>(empty_rows), static_cast<long long>(bad_rows), gen_ms, cpu_ms, g.ms);
   std::fflush(stdout);
   return c;
 }
 
 void GpuTest::summary(const Compared& c, const std::string& extra) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::printf("[ summary  ] %s.%s: %lld rows compared, %lld differ, %lld unwritten outputs, on %s%s%s\n",
-              info->test_suite_name(), info->name(), static_cast<long long>(c.rows),
-              static_cast<long long>(c.mismatched), static_cast<long long>(c.unwritten),
-              device_description().c_str(), extra.empty() ? "" : "; ", extra.c_str());
+  std::printf(
+      "[ summary  ] %s.%s: %lld rows compared, %lld differ, %lld unwritten outputs, on %s%s%s\n",
+      info->test_suite_name(), info->name(), static_cast<long long>(c.rows),
+      static_cast<long long>(c.mismatched), static_cast<long long>(c.unwritten),
+      device_description().c_str(), extra.empty() ? "" : "; ", extra.c_str());
   std::fflush(stdout);
 }
 

@@ -96,11 +96,27 @@ uint32_t float_to_bits(float f);
 // ---- a batch on the host --------------------------------------------------------------------
 //! Shape of a row's logits (recorded per row for failure messages).
 enum Shape : int {
-  kGauss, kQuantized, kFewValues, kLlmLike, kWide, kNearlyFlat, kFlat, kPeaked, kExtreme, kNumShapes
+  kGauss,
+  kQuantized,
+  kFewValues,
+  kLlmLike,
+  kWide,
+  kNearlyFlat,
+  kFlat,
+  kPeaked,
+  kExtreme,
+  kNumShapes
 };
 //! Special content of a row.
 enum Special : int {
-  kNone, kAllNegInf, kAllNaN, kFewPosInf, kSprinkle, kAllMasked, kOneValid, kNumSpecials
+  kNone,
+  kAllNegInf,
+  kAllNaN,
+  kFewPosInf,
+  kSprinkle,
+  kAllMasked,
+  kOneValid,
+  kNumSpecials
 };
 const char* shape_name(int s);
 const char* special_name(int s);
@@ -116,9 +132,9 @@ struct Mix {
   double bad_param = 0.03;
   double bad_token_id = 0.02;
   double top_k = 0.45, top_p = 0.45, min_p = 0.35;
-  int force_shape = -1;     //!< >= 0: every row has this shape
+  int force_shape = -1;         //!< >= 0: every row has this shape
   bool cycle_specials = false;  //!< row r gets special r % kNumSpecials (directed test)
-  bool tie_heavy = false;   //!< shapes with many exact ties, top-k/top-p set on most rows
+  bool tie_heavy = false;       //!< shapes with many exact ties, top-k/top-p set on most rows
 };
 
 //! Layout of a batch (never changes a row's result).
@@ -136,7 +152,7 @@ struct GroupCfg {
   int64_t vocab = 1;
   int64_t batch = 1;
   uint64_t seed = 1;
-  int32_t top_n = 0;            //!< Request::top_logprobs
+  int32_t top_n = 0;             //!< Request::top_logprobs
   bool optional_outputs = true;  //!< pass logprob / kept (else null)
   bool default_stream = false;   //!< run on the legacy default stream
   Layout layout;
@@ -177,7 +193,16 @@ struct HostBatch {
 };
 
 enum ParamIndex : uint32_t {
-  kPTemperature, kPTopK, kPTopP, kPMinP, kPRepetition, kPFrequency, kPPresence, kPSeed, kPStep, kPSubstream
+  kPTemperature,
+  kPTopK,
+  kPTopP,
+  kPMinP,
+  kPRepetition,
+  kPFrequency,
+  kPPresence,
+  kPSeed,
+  kPStep,
+  kPSubstream
 };
 
 //! A random batch (rows generated in parallel; deterministic in cfg.seed).
@@ -189,15 +214,23 @@ class DevBuf {
   DevBuf() = default;
   explicit DevBuf(size_t bytes) { alloc(bytes); }
   ~DevBuf();
-  DevBuf(DevBuf&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  DevBuf(DevBuf&& o) noexcept : p_(o.p_), n_(o.n_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
   DevBuf& operator=(DevBuf&& o) noexcept;
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
-  void alloc(size_t bytes);           //!< exactly `bytes` (>= 1), replacing what was held
-  void reserve(size_t bytes) { if (bytes > n_) alloc(bytes); }
+  void alloc(size_t bytes);  //!< exactly `bytes` (>= 1), replacing what was held
+  void reserve(size_t bytes) {
+    if (bytes > n_) alloc(bytes);
+  }
   void* get() const { return p_; }
   size_t size() const { return n_; }
-  template <class T> T* as() const { return static_cast<T*>(p_); }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
 
  private:
   void* p_ = nullptr;
@@ -205,7 +238,8 @@ class DevBuf {
 };
 
 //! Device copy of a HostBatch. Buffers are allocated exactly (so that memcheck sees over-reads),
-//! or with the capacities of `capacity_from` (graph replays upload other batches of the same shape).
+//! or with the capacities of `capacity_from` (graph replays upload other batches of the same
+//! shape).
 class DeviceBatch {
  public:
   explicit DeviceBatch(const HostBatch& hb) : DeviceBatch(hb, {&hb}) {}
@@ -262,22 +296,23 @@ struct GpuRun {
   double ms = 0;  //!< wall time of the call and the wait
 };
 //! Poisons `out`, calls lmsample::sample (kCuda) on `stream`, waits (deadline `timeout_s`).
-GpuRun run_gpu(const lmsample::Request& dreq, DeviceOutputs& out, bool optional, cudaStream_t stream,
-               Workspace& ws, double timeout_s, const std::string& what);
+GpuRun run_gpu(const lmsample::Request& dreq, DeviceOutputs& out, bool optional,
+               cudaStream_t stream, Workspace& ws, double timeout_s, const std::string& what);
 
 // ---- comparison ------------------------------------------------------------------------------
 struct Compared {
   int64_t rows = 0;
   int64_t mismatched = 0;
-  int64_t unwritten = 0;         //!< GPU output elements still holding the poison
-  int64_t logprob_exact = 0;     //!< logprobs (and all top logprobs) bitwise equal
-  std::string report;            //!< the first few differences
+  int64_t unwritten = 0;      //!< GPU output elements still holding the poison
+  int64_t logprob_exact = 0;  //!< logprobs (and all top logprobs) bitwise equal
+  std::string report;         //!< the first few differences
   void add(const Compared& o);
 };
 //! Row `gpu_row` of `gpu` against row `cpu_row` of `cpu`; `hb_row` names the row in `hb`.
 void compare_row(const HostBatch& hb, int64_t hb_row, const HostOutputs& gpu, int64_t gpu_row,
                  const HostOutputs& cpu, int64_t cpu_row, bool optional, Compared& acc);
-Compared compare_all(const HostBatch& hb, const HostOutputs& gpu, const HostOutputs& cpu, bool optional);
+Compared compare_all(const HostBatch& hb, const HostOutputs& gpu, const HostOutputs& cpu,
+                     bool optional);
 //! GPU against GPU: every bit equal.
 std::string bitwise_difference(const HostOutputs& a, const HostOutputs& b, bool optional);
 

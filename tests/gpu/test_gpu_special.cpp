@@ -26,17 +26,20 @@ ExecConfig cuda_cfg(cudaStream_t s) {
 //! Rows [first, first + count) of `h` as their own HostOutputs.
 HostOutputs rows_of(const HostOutputs& h, int64_t first, int64_t count) {
   HostOutputs o(count, h.top_n);
-  const auto f = static_cast<size_t>(first), c = static_cast<size_t>(count), n = static_cast<size_t>(h.top_n);
+  const auto f = static_cast<size_t>(first), c = static_cast<size_t>(count),
+             n = static_cast<size_t>(h.top_n);
   std::copy_n(h.tokens.begin() + static_cast<std::ptrdiff_t>(f), c, o.tokens.begin());
   std::copy_n(h.status.begin() + static_cast<std::ptrdiff_t>(f), c, o.status.begin());
   std::copy_n(h.kept.begin() + static_cast<std::ptrdiff_t>(f), c, o.kept.begin());
   std::copy_n(h.logprob.begin() + static_cast<std::ptrdiff_t>(f), c, o.logprob.begin());
   std::copy_n(h.top_ids.begin() + static_cast<std::ptrdiff_t>(f * n), c * n, o.top_ids.begin());
-  std::copy_n(h.top_logprobs.begin() + static_cast<std::ptrdiff_t>(f * n), c * n, o.top_logprobs.begin());
+  std::copy_n(h.top_logprobs.begin() + static_cast<std::ptrdiff_t>(f * n), c * n,
+              o.top_logprobs.begin());
   return o;
 }
 
-GroupCfg cfg_of(const std::string& name, DType dt, int64_t v, int64_t b, int32_t top, uint64_t salt) {
+GroupCfg cfg_of(const std::string& name, DType dt, int64_t v, int64_t b, int32_t top,
+                uint64_t salt) {
   GroupCfg g;
   g.name = name;
   g.dtype = dt;
@@ -58,8 +61,10 @@ TEST_F(GpuGraph, CaptureAndReplayWithNewParameters) {
     int64_t v, b;
     int32_t top;
   };
-  std::vector<Case> cases = {{DType::kFloat32, 32000, 48, 5}, {DType::kBFloat16, 151936, 8, 20},
-                             {DType::kFloat16, 111, 99, 0}, {DType::kFloat32, 1, 7, 1}};
+  std::vector<Case> cases = {{DType::kFloat32, 32000, 48, 5},
+                             {DType::kBFloat16, 151936, 8, 20},
+                             {DType::kFloat16, 111, 99, 0},
+                             {DType::kFloat32, 1, 7, 1}};
   if (small_mode()) cases = {{DType::kFloat32, 4097, 4, 5}, {DType::kBFloat16, 111, 5, 0}};
   Compared total;
   int64_t replays = 0;
@@ -71,7 +76,8 @@ TEST_F(GpuGraph, CaptureAndReplayWithNewParameters) {
     std::vector<HostBatch> hbs;
     std::vector<const HostBatch*> caps;
     for (int i = 0; i < 5; ++i) {
-      GroupCfg g = cfg_of(name, cs.dt, cs.v, cs.b, cs.top, 1000 + ci * 10 + static_cast<uint64_t>(i));
+      GroupCfg g =
+          cfg_of(name, cs.dt, cs.v, cs.b, cs.top, 1000 + ci * 10 + static_cast<uint64_t>(i));
       g.layout.pass_all_params = true;
       g.layout.stride_extra = ci == 0 ? 5 : 0;
       g.mix.long_history = 0.1;
@@ -95,10 +101,12 @@ TEST_F(GpuGraph, CaptureAndReplayWithNewParameters) {
     }
     const cudaError_t ec = cudaStreamEndCapture(stream_, &graph);
     (void)cudaGetLastError();
-    ASSERT_EQ(s.code, Code::kOk) << name << ": lmsample::sample failed under stream capture: " << s.message;
-    ASSERT_EQ(ec, cudaSuccess) << name << ": cudaStreamEndCapture: " << cudaGetErrorName(ec)
-                               << " (sample() did something a graph cannot capture: a synchronisation, "
-                                  "an allocation, a host read of device memory, a legacy-stream operation?)";
+    ASSERT_EQ(s.code, Code::kOk) << name
+                                 << ": lmsample::sample failed under stream capture: " << s.message;
+    ASSERT_EQ(ec, cudaSuccess)
+        << name << ": cudaStreamEndCapture: " << cudaGetErrorName(ec)
+        << " (sample() did something a graph cannot capture: a synchronisation, "
+           "an allocation, a host read of device memory, a legacy-stream operation?)";
     size_t nodes = 0;
     LMS_CUDA(cudaGraphGetNodes(graph, nullptr, &nodes));
     EXPECT_GT(nodes, 0u) << name << ": the captured graph is empty";
@@ -127,12 +135,15 @@ TEST_F(GpuGraph, CaptureAndReplayWithNewParameters) {
       ++replays;
       if (k == 0) first = gpu;
       if (k + 1 == order.size()) {
-        EXPECT_EQ(bitwise_difference(gpu, first, true), "") << name << ": replaying the same inputs changed bits";
+        EXPECT_EQ(bitwise_difference(gpu, first, true), "")
+            << name << ": replaying the same inputs changed bits";
       }
     }
-    std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: %zu graph nodes, %zu replays equal the CPU\n",
-                name.c_str(), dtype_name(cs.dt), static_cast<long long>(cs.v), static_cast<long long>(cs.b),
-                cs.top, nodes, order.size());
+    std::printf(
+        "[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: %zu graph nodes, %zu replays equal "
+        "the CPU\n",
+        name.c_str(), dtype_name(cs.dt), static_cast<long long>(cs.v), static_cast<long long>(cs.b),
+        cs.top, nodes, order.size());
     LMS_CUDA(cudaGraphExecDestroy(exec));
     LMS_CUDA(cudaGraphDestroy(graph));
   }
@@ -153,8 +164,8 @@ class GpuWatchdog : public GpuTest {
     const size_t ws_bytes = lmsample::workspace_size(shape_only, cfg);
     const size_t need = hb.logits.size() + ws_bytes + (size_t{1} << 29);
     if (need > free_b) {
-      GTEST_SKIP() << name << ": needs about " << (need >> 20) << " MiB of device memory, " << (free_b >> 20)
-                   << " MiB free";
+      GTEST_SKIP() << name << ": needs about " << (need >> 20) << " MiB of device memory, "
+                   << (free_b >> 20) << " MiB free";
     }
     DeviceBatch db(hb);
     DeviceOutputs dout(hb.batch, hb.top_n);
@@ -177,14 +188,16 @@ class GpuWatchdog : public GpuTest {
     std::string first_bad;
     for (int64_t r = 0; r < hb.batch; ++r) {
       const auto i = static_cast<size_t>(r);
-      const bool ok = gpu.status[i] >= 0 && gpu.status[i] <= lmsample::kRowBadTokenId &&
-                      (gpu.status[i] == lmsample::kRowOk ? gpu.tokens[i] >= 0 && gpu.tokens[i] < hb.vocab
-                                                         : gpu.tokens[i] == -1);
+      const bool ok =
+          gpu.status[i] >= 0 && gpu.status[i] <= lmsample::kRowBadTokenId &&
+          (gpu.status[i] == lmsample::kRowOk ? gpu.tokens[i] >= 0 && gpu.tokens[i] < hb.vocab
+                                             : gpu.tokens[i] == -1);
       if (!ok && bad++ == 0)
-        first_bad = "row " + std::to_string(r) + ": status " + std::to_string(gpu.status[i]) + " token " +
-                    std::to_string(gpu.tokens[i]);
+        first_bad = "row " + std::to_string(r) + ": status " + std::to_string(gpu.status[i]) +
+                    " token " + std::to_string(gpu.tokens[i]);
     }
-    EXPECT_EQ(bad, 0) << name << ": " << bad << " rows with an impossible status/token, first " << first_bad;
+    EXPECT_EQ(bad, 0) << name << ": " << bad << " rows with an impossible status/token, first "
+                      << first_bad;
 
     Compared c;
     const auto t0 = std::chrono::steady_clock::now();
@@ -213,19 +226,23 @@ class GpuWatchdog : public GpuTest {
         c.unwritten += float_to_bits(gpu.logprob[i]) == kPoisonBits;
       }
     }
-    const double cpu_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double cpu_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_EQ(c.mismatched, 0) << name << ": GPU differs from the CPU:" << c.report;
     EXPECT_EQ(c.unwritten, 0) << name << ": outputs left unwritten";
-    std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: finished in %.2f ms (deadline %.0f s); %lld/%lld "
-                "checked rows equal the CPU (cpu %.0f ms)\n",
-                name.c_str(), dtype_name(hb.dtype), static_cast<long long>(hb.vocab),
-                static_cast<long long>(hb.batch), hb.top_n, ms, watchdog_timeout_s(),
-                static_cast<long long>(c.rows - c.mismatched), static_cast<long long>(c.rows), cpu_ms);
+    std::printf(
+        "[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: finished in %.2f ms (deadline %.0f "
+        "s); %lld/%lld "
+        "checked rows equal the CPU (cpu %.0f ms)\n",
+        name.c_str(), dtype_name(hb.dtype), static_cast<long long>(hb.vocab),
+        static_cast<long long>(hb.batch), hb.top_n, ms, watchdog_timeout_s(),
+        static_cast<long long>(c.rows - c.mismatched), static_cast<long long>(c.rows), cpu_ms);
     summary(c);
   }
 };
 
-TEST_F(GpuWatchdog, HugeVocabFlatRows) {  // V = 2^24 (kMaxVocab), all logits equal: worst case for ties
+TEST_F(GpuWatchdog,
+       HugeVocabFlatRows) {  // V = 2^24 (kMaxVocab), all logits equal: worst case for ties
   if (small_mode()) GTEST_SKIP() << "LMS_GPU_TEST_SMALL: skipped";
   GroupCfg g = cfg_of("huge_flat", DType::kFloat32, int64_t{1} << 24, 2, 20, 501);
   g.mix.force_shape = kFlat;
@@ -261,7 +278,8 @@ TEST_F(GpuWatchdog, WideBatch) {  // B = 4096, V = 4096: every row compared
   run_big("wide_batch", make_batch(g), 0);
 }
 
-TEST_F(GpuWatchdog, WideBatchLargeVocab) {  // B = 4096, V = 151936 fp32 (2.5 GB of logits): 24 rows checked
+TEST_F(GpuWatchdog,
+       WideBatchLargeVocab) {  // B = 4096, V = 151936 fp32 (2.5 GB of logits): 24 rows checked
   if (small_mode()) GTEST_SKIP() << "LMS_GPU_TEST_SMALL: skipped";
   GroupCfg g = cfg_of("wide_batch_large_vocab", DType::kFloat32, 151936, 4096, 20, 504);
   run_big("wide_batch_large_vocab", make_batch(g), 24);
@@ -287,7 +305,8 @@ TEST_F(GpuErrors, StructuralErrorsWriteNothing) {
   void* w = ws_.get(need + 256);
   int cases = 0;
 
-  auto expect = [&](const Request& req, const Outputs& out, void* ws, size_t bytes, Code code, const std::string& what) {
+  auto expect = [&](const Request& req, const Outputs& out, void* ws, size_t bytes, Code code,
+                    const std::string& what) {
     ++cases;
     dout.poison(stream_);
     Status s;
@@ -296,8 +315,8 @@ TEST_F(GpuErrors, StructuralErrorsWriteNothing) {
       s = lmsample::sample(req, out, ws, bytes, cfg);
       wait_stream(stream_, call_timeout_s(), "error case " + what);
     }
-    EXPECT_EQ(static_cast<int>(s.code), static_cast<int>(code)) << what << ": got code " << static_cast<int>(s.code)
-                                                                << " (" << s.message << ")";
+    EXPECT_EQ(static_cast<int>(s.code), static_cast<int>(code))
+        << what << ": got code " << static_cast<int>(s.code) << " (" << s.message << ")";
     if (code != Code::kOk) {
       EXPECT_FALSE(s.message.empty()) << what << ": no message";
     }
@@ -310,28 +329,97 @@ TEST_F(GpuErrors, StructuralErrorsWriteNothing) {
     for (const float v : h.logprob) written += float_to_bits(v) != kPoisonBits;
     for (const int32_t v : h.top_ids) written += static_cast<uint32_t>(v) != kPoisonBits;
     for (const float v : h.top_logprobs) written += float_to_bits(v) != kPoisonBits;
-    EXPECT_EQ(written, 0) << what << ": " << written << " output elements written by a call that failed";
+    EXPECT_EQ(written, 0) << what << ": " << written
+                          << " output elements written by a call that failed";
   };
   const Outputs out = dout.outputs(true);
   const Code kInv = Code::kInvalidArgument;
 
-  { Request r = good; r.logits.data = nullptr; expect(r, out, w, need, kInv, "null logits"); }
-  { Request r = good; r.logits.vocab = 0; expect(r, out, w, need, kInv, "V = 0"); }
-  { Request r = good; r.logits.vocab = lmsample::kMaxVocab + 1; expect(r, out, w, need, kInv, "V = 2^24 + 1"); }
-  { Request r = good; r.logits.batch = -1; expect(r, out, w, need, kInv, "B = -1"); }
-  { Request r = good; r.logits.row_stride = r.logits.vocab - 1; expect(r, out, w, need, kInv, "row_stride < V"); }
-  { Request r = good; r.logits.dtype = static_cast<DType>(7); expect(r, out, w, need, kInv, "dtype 7"); }
-  { Request r = good; r.top_logprobs = 65; expect(r, out, w, need, kInv, "top_logprobs = 65"); }
-  { Request r = good; r.top_logprobs = -1; expect(r, out, w, need, kInv, "top_logprobs = -1"); }
-  { Outputs o = out; o.top_ids = nullptr; expect(good, o, w, need, kInv, "top_logprobs = 3, top_ids null"); }
-  { Outputs o = out; o.top_logprobs = nullptr; expect(good, o, w, need, kInv, "top_logprobs = 3, top_logprobs null"); }
-  { Outputs o = out; o.tokens = nullptr; expect(good, o, w, need, kInv, "null tokens"); }
-  { Outputs o = out; o.status = nullptr; expect(good, o, w, need, kInv, "null status"); }
-  { Request r = good; r.mask_row_words = (r.logits.vocab + 31) / 32 - 1; expect(r, out, w, need, kInv, "mask_row_words too small"); }
-  { Request r = good; r.logit_bias.tokens = nullptr; expect(r, out, w, need, kInv, "logit_bias.tokens null"); }
-  { Request r = good; r.logit_bias.values = nullptr; expect(r, out, w, need, kInv, "logit_bias.values null"); }
-  { Request r = good; r.prompt_tokens.tokens = nullptr; expect(r, out, w, need, kInv, "prompt_tokens.tokens null"); }
-  { Request r = good; r.output_tokens.tokens = nullptr; expect(r, out, w, need, kInv, "output_tokens.tokens null"); }
+  {
+    Request r = good;
+    r.logits.data = nullptr;
+    expect(r, out, w, need, kInv, "null logits");
+  }
+  {
+    Request r = good;
+    r.logits.vocab = 0;
+    expect(r, out, w, need, kInv, "V = 0");
+  }
+  {
+    Request r = good;
+    r.logits.vocab = lmsample::kMaxVocab + 1;
+    expect(r, out, w, need, kInv, "V = 2^24 + 1");
+  }
+  {
+    Request r = good;
+    r.logits.batch = -1;
+    expect(r, out, w, need, kInv, "B = -1");
+  }
+  {
+    Request r = good;
+    r.logits.row_stride = r.logits.vocab - 1;
+    expect(r, out, w, need, kInv, "row_stride < V");
+  }
+  {
+    Request r = good;
+    r.logits.dtype = static_cast<DType>(7);
+    expect(r, out, w, need, kInv, "dtype 7");
+  }
+  {
+    Request r = good;
+    r.top_logprobs = 65;
+    expect(r, out, w, need, kInv, "top_logprobs = 65");
+  }
+  {
+    Request r = good;
+    r.top_logprobs = -1;
+    expect(r, out, w, need, kInv, "top_logprobs = -1");
+  }
+  {
+    Outputs o = out;
+    o.top_ids = nullptr;
+    expect(good, o, w, need, kInv, "top_logprobs = 3, top_ids null");
+  }
+  {
+    Outputs o = out;
+    o.top_logprobs = nullptr;
+    expect(good, o, w, need, kInv, "top_logprobs = 3, top_logprobs null");
+  }
+  {
+    Outputs o = out;
+    o.tokens = nullptr;
+    expect(good, o, w, need, kInv, "null tokens");
+  }
+  {
+    Outputs o = out;
+    o.status = nullptr;
+    expect(good, o, w, need, kInv, "null status");
+  }
+  {
+    Request r = good;
+    r.mask_row_words = (r.logits.vocab + 31) / 32 - 1;
+    expect(r, out, w, need, kInv, "mask_row_words too small");
+  }
+  {
+    Request r = good;
+    r.logit_bias.tokens = nullptr;
+    expect(r, out, w, need, kInv, "logit_bias.tokens null");
+  }
+  {
+    Request r = good;
+    r.logit_bias.values = nullptr;
+    expect(r, out, w, need, kInv, "logit_bias.values null");
+  }
+  {
+    Request r = good;
+    r.prompt_tokens.tokens = nullptr;
+    expect(r, out, w, need, kInv, "prompt_tokens.tokens null");
+  }
+  {
+    Request r = good;
+    r.output_tokens.tokens = nullptr;
+    expect(r, out, w, need, kInv, "output_tokens.tokens null");
+  }
   if (need > 0) {
     expect(good, out, w, need - 1, Code::kWorkspaceTooSmall, "workspace one byte short");
     expect(good, out, nullptr, 0, Code::kWorkspaceTooSmall, "no workspace");
@@ -346,17 +434,25 @@ TEST_F(GpuErrors, StructuralErrorsWriteNothing) {
     const size_t need_big = lmsample::workspace_size(rb, cfg);
     void* wb = ws_.get(std::max(need_big, need + 256));
     if (need_big > 0) {
-      expect(rb, out, wb, need_big - 1, Code::kWorkspaceTooSmall, "V = 2^20: workspace one byte short");
+      expect(rb, out, wb, need_big - 1, Code::kWorkspaceTooSmall,
+             "V = 2^20: workspace one byte short");
       expect(rb, out, nullptr, 0, Code::kWorkspaceTooSmall, "V = 2^20: no workspace");
     } else {
-      std::printf("[   gpu    ] workspace_size() is 0 even for V = 2^20: workspace-too-small cases not applicable\n");
+      std::printf(
+          "[   gpu    ] workspace_size() is 0 even for V = 2^20: workspace-too-small cases not "
+          "applicable\n");
     }
     w = ws_.get(need + 256);
   }
-  { Request r = good; r.logits.batch = 0; expect(r, out, w, need, Code::kOk, "B = 0 (nothing to do)"); }
+  {
+    Request r = good;
+    r.logits.batch = 0;
+    expect(r, out, w, need, Code::kOk, "B = 0 (nothing to do)");
+  }
 
   // The untouched request still works and equals the CPU.
-  const GpuRun run = run_gpu(good, dout, true, stream_, ws_, call_timeout_s(), "errors: valid call");
+  const GpuRun run =
+      run_gpu(good, dout, true, stream_, ws_, call_timeout_s(), "errors: valid call");
   ASSERT_EQ(run.status.code, Code::kOk) << run.status.message;
   HostOutputs gpu(hb.batch, hb.top_n), cpu(hb.batch, hb.top_n);
   dout.download(gpu);
@@ -386,7 +482,8 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
     int64_t v, b;
     int32_t top;
   };
-  std::vector<Case> cases = {{DType::kBFloat16, 32000, 99, 20}, {DType::kFloat32, 151936, 16, 5},
+  std::vector<Case> cases = {{DType::kBFloat16, 32000, 99, 20},
+                             {DType::kFloat32, 151936, 16, 5},
                              {DType::kFloat16, 111, 300, 64}};
   if (small_mode()) cases = {{DType::kBFloat16, 4097, 9, 20}};
   Compared total;
@@ -398,7 +495,8 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
     DeviceOutputs dout(cs.b, cs.top);
     const Request dreq = db.request();
 
-    ASSERT_EQ(run_gpu(dreq, dout, true, stream_, ws_, call_timeout_s(), name).status.code, Code::kOk);
+    ASSERT_EQ(run_gpu(dreq, dout, true, stream_, ws_, call_timeout_s(), name).status.code,
+              Code::kOk);
     HostOutputs full(cs.b, cs.top), cpu(cs.b, cs.top);
     dout.download(full);
     (void)run_cpu(hb.request(), cpu, true);
@@ -408,7 +506,8 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
 
     // Repeat, and on the legacy default stream.
     for (cudaStream_t st : {stream_, static_cast<cudaStream_t>(nullptr)}) {
-      ASSERT_EQ(run_gpu(dreq, dout, true, st, ws_, call_timeout_s(), name + " repeat").status.code, Code::kOk);
+      ASSERT_EQ(run_gpu(dreq, dout, true, st, ws_, call_timeout_s(), name + " repeat").status.code,
+                Code::kOk);
       HostOutputs again(cs.b, cs.top);
       dout.download(again);
       EXPECT_EQ(bitwise_difference(again, full, true), "")
@@ -422,11 +521,14 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
       if (first < 0 || count < 1 || first + count > cs.b) continue;
       DeviceOutputs sout(count, cs.top);
       const Request sreq = HostBatch::slice(dreq, first, count);
-      ASSERT_EQ(run_gpu(sreq, sout, true, stream_, ws_, call_timeout_s(), name + " slice").status.code, Code::kOk);
+      ASSERT_EQ(
+          run_gpu(sreq, sout, true, stream_, ws_, call_timeout_s(), name + " slice").status.code,
+          Code::kOk);
       HostOutputs s(count, cs.top);
       sout.download(s);
       EXPECT_EQ(bitwise_difference(s, rows_of(full, first, count), true), "")
-          << name << ": rows [" << first << ", " << first + count << ") sampled on their own differ from the full batch";
+          << name << ": rows [" << first << ", " << first + count
+          << ") sampled on their own differ from the full batch";
     }
 
     // Two calls in flight at once on two streams with their own workspaces and outputs.
@@ -455,12 +557,16 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
     HostOutputs r1(cs.b, cs.top), r2(cs.b, cs.top);
     o1.download(r1);
     o2.download(r2);
-    EXPECT_EQ(bitwise_difference(r1, full, true), "") << name << ": concurrent call on stream 1 differs";
-    EXPECT_EQ(bitwise_difference(r2, full, true), "") << name << ": concurrent call on stream 2 differs";
-    std::printf("[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: repeat, default stream, %zu slices, 2 streams: "
-                "bitwise equal\n",
-                name.c_str(), dtype_name(cs.dt), static_cast<long long>(cs.v), static_cast<long long>(cs.b), cs.top,
-                slices.size());
+    EXPECT_EQ(bitwise_difference(r1, full, true), "")
+        << name << ": concurrent call on stream 1 differs";
+    EXPECT_EQ(bitwise_difference(r2, full, true), "")
+        << name << ": concurrent call on stream 2 differs";
+    std::printf(
+        "[   gpu    ] %-30s %-4s V=%-8lld B=%-4lld top=%-2d: repeat, default stream, %zu slices, 2 "
+        "streams: "
+        "bitwise equal\n",
+        name.c_str(), dtype_name(cs.dt), static_cast<long long>(cs.v), static_cast<long long>(cs.b),
+        cs.top, slices.size());
   }
   summary(total);
 }

@@ -35,12 +35,26 @@ GroupCfg make_group(const std::string& test, DType dt, int64_t v, int64_t b, int
   static const int32_t tops[] = {0, 5, 20, 64, 1, 0, 20};
   g.top_n = tops[idx % 7];
   switch (idx % 6) {
-    case 0: break;
-    case 1: g.layout.stride_extra = 1; g.layout.pass_all_params = true; break;  // odd stride: misaligned rows
-    case 2: g.layout = {3, 1, 1, 5, false}; break;  // misaligned base, longer mask rows, CSR base 5
-    case 3: g.layout.stride_extra = 64; g.layout.csr_base = 2; g.optional_outputs = false; break;
-    case 4: g.default_stream = true; break;
-    default: g.layout = {8, 3, 3, 0, true}; break;
+    case 0:
+      break;
+    case 1:
+      g.layout.stride_extra = 1;
+      g.layout.pass_all_params = true;
+      break;  // odd stride: misaligned rows
+    case 2:
+      g.layout = {3, 1, 1, 5, false};
+      break;  // misaligned base, longer mask rows, CSR base 5
+    case 3:
+      g.layout.stride_extra = 64;
+      g.layout.csr_base = 2;
+      g.optional_outputs = false;
+      break;
+    case 4:
+      g.default_stream = true;
+      break;
+    default:
+      g.layout = {8, 3, 3, 0, true};
+      break;
   }
   g.name = test + "#" + std::to_string(idx);
   return g;
@@ -54,7 +68,8 @@ struct Shape {
 
 class GpuVsCpu : public GpuTest {
  protected:
-  void run_shapes(const std::string& test, const std::vector<Shape>& shapes, const Mix* mix = nullptr) {
+  void run_shapes(const std::string& test, const std::vector<Shape>& shapes,
+                  const Mix* mix = nullptr) {
     Compared total;
     int idx = 0;
     for (const Shape& s : shapes) {
@@ -81,33 +96,61 @@ TEST_F(GpuVsCpu, SmallVocab) {
 }
 
 TEST_F(GpuVsCpu, OddVocab) {  // not a multiple of the vector width or of 32 (bitmask words)
-  run_shapes("OddVocab", {{kF32, 4097, 989}, {kBF16, 4097, 99}, {kF16, 4097, 7}, {kF32, 50001, 7},
-                          {kBF16, 33, 989}, {kF16, 1000, 99}});
+  run_shapes("OddVocab", {{kF32, 4097, 989},
+                          {kBF16, 4097, 99},
+                          {kF16, 4097, 7},
+                          {kF32, 50001, 7},
+                          {kBF16, 33, 989},
+                          {kF16, 1000, 99}});
 }
 
 TEST_F(GpuVsCpu, Vocab32000) {
-  run_shapes("Vocab32000", {{kF32, 32000, 1}, {kF32, 32000, 7}, {kF32, 32000, 99}, {kF32, 32000, 989},
-                            {kBF16, 32000, 99}, {kBF16, 32000, 989}, {kF16, 32000, 7}, {kF16, 32000, 989}});
+  run_shapes("Vocab32000", {{kF32, 32000, 1},
+                            {kF32, 32000, 7},
+                            {kF32, 32000, 99},
+                            {kF32, 32000, 989},
+                            {kBF16, 32000, 99},
+                            {kBF16, 32000, 989},
+                            {kF16, 32000, 7},
+                            {kF16, 32000, 989}});
 }
 
 TEST_F(GpuVsCpu, Vocab128256) {
-  run_shapes("Vocab128256", {{kF32, 128256, 1}, {kF32, 128256, 99}, {kBF16, 128256, 7}, {kBF16, 128256, 989},
-                             {kF16, 128256, 7}, {kF16, 128256, 99}});
+  run_shapes("Vocab128256", {{kF32, 128256, 1},
+                             {kF32, 128256, 99},
+                             {kBF16, 128256, 7},
+                             {kBF16, 128256, 989},
+                             {kF16, 128256, 7},
+                             {kF16, 128256, 99}});
 }
 
 TEST_F(GpuVsCpu, Vocab151936) {
-  run_shapes("Vocab151936", {{kF32, 151936, 7}, {kF32, 151936, 989}, {kBF16, 151936, 1}, {kBF16, 151936, 99},
-                             {kBF16, 151936, 512}, {kF16, 151936, 7}, {kF16, 151936, 99}});
+  run_shapes("Vocab151936", {{kF32, 151936, 7},
+                             {kF32, 151936, 989},
+                             {kBF16, 151936, 1},
+                             {kBF16, 151936, 99},
+                             {kBF16, 151936, 512},
+                             {kF16, 151936, 7},
+                             {kF16, 151936, 99}});
 }
 
 TEST_F(GpuVsCpu, Vocab262144) {
-  run_shapes("Vocab262144", {{kF32, 262144, 7}, {kF32, 262144, 256}, {kBF16, 262144, 7}, {kBF16, 262144, 99},
-                             {kF16, 262144, 1}, {kF16, 262144, 7}});
+  run_shapes("Vocab262144", {{kF32, 262144, 7},
+                             {kF32, 262144, 256},
+                             {kBF16, 262144, 7},
+                             {kBF16, 262144, 99},
+                             {kF16, 262144, 1},
+                             {kF16, 262144, 7}});
 }
 
 TEST_F(GpuVsCpu, Vocab1M) {
-  run_shapes("Vocab1M", {{kF32, 1 << 20, 1}, {kF32, 1 << 20, 7}, {kF32, 1 << 20, 64}, {kBF16, 1 << 20, 7},
-                         {kBF16, 1 << 20, 33}, {kF16, 1 << 20, 1}, {kF16, 1 << 20, 7}});
+  run_shapes("Vocab1M", {{kF32, 1 << 20, 1},
+                         {kF32, 1 << 20, 7},
+                         {kF32, 1 << 20, 64},
+                         {kBF16, 1 << 20, 7},
+                         {kBF16, 1 << 20, 33},
+                         {kF16, 1 << 20, 1},
+                         {kF16, 1 << 20, 7}});
 }
 
 // Every special row kind in every batch: all -inf, all NaN, a few +inf, NaN/-inf/-0 sprinkled,
@@ -158,9 +201,9 @@ TEST_F(GpuVsCpu, HeavyExtras) {
 TEST_F(GpuVsCpu, RandomShapes) {
   const char* env_rounds = std::getenv("LMS_GPU_TEST_ROUNDS");
   const int rounds = env_rounds ? std::atoi(env_rounds) : small_mode() ? 4 : 24;
-  static const int64_t vocabs[] = {1,    2,    3,     31,    32,    33,     255,    256,    1023,   1024,
-                                   1025, 4095, 4096,  8193,  32000, 32768,  50257,  65537,  100277, 128256,
-                                   151936, 152064, 201088, 256000, 262144};
+  static const int64_t vocabs[] = {
+      1,    2,     3,     31,    32,    33,     255,    256,    1023,   1024,   1025,   4095,  4096,
+      8193, 32000, 32768, 50257, 65537, 100277, 128256, 151936, 152064, 201088, 256000, 262144};
   static const int64_t batches[] = {1, 2, 3, 5, 8, 16, 31, 64, 99, 128, 257};
   Rng rng(mix_seed(base_seed(), 424242));
   std::vector<Shape> shapes;
@@ -179,12 +222,21 @@ TEST_F(GpuVsCpu, RandomShapes) {
 // (RacecheckShapes). Both are also part of the normal run.
 TEST_F(GpuVsCpu, SanitizerShapes) {
   const int64_t b = small_mode() ? 3 : 7;
-  run_shapes("Sanitizer", {{kF32, 1, b}, {kBF16, 2, b}, {kF16, 111, b}, {kF32, 4097, b}, {kBF16, 32000, b},
-                           {kF32, 151936, 2}, {kF16, 151936, 2}});
+  run_shapes("Sanitizer", {{kF32, 1, b},
+                           {kBF16, 2, b},
+                           {kF16, 111, b},
+                           {kF32, 4097, b},
+                           {kBF16, 32000, b},
+                           {kF32, 151936, 2},
+                           {kF16, 151936, 2}});
 }
 
 TEST_F(GpuVsCpu, RacecheckShapes) {
-  run_shapes("Racecheck", {{kF32, 1, 3}, {kBF16, 2, 3}, {kF16, 111, 3}, {kF32, 1000, 3}, {kBF16, 4097, 2},
+  run_shapes("Racecheck", {{kF32, 1, 3},
+                           {kBF16, 2, 3},
+                           {kF16, 111, 3},
+                           {kF32, 1000, 3},
+                           {kBF16, 4097, 2},
                            {kF16, 20000, 1}});
 }
 

@@ -13,18 +13,25 @@
 namespace lmsample::tool {
 
 bool parse_backend(const std::string& text, Backend* out) {
-  if (text == "auto") *out = Backend::kAuto;
-  else if (text == "cpu") *out = Backend::kCpu;
-  else if (text == "cuda") *out = Backend::kCuda;
-  else return false;
+  if (text == "auto")
+    *out = Backend::kAuto;
+  else if (text == "cpu")
+    *out = Backend::kCpu;
+  else if (text == "cuda")
+    *out = Backend::kCuda;
+  else
+    return false;
   return true;
 }
 
 const char* backend_name(Backend b) {
   switch (b) {
-    case Backend::kAuto: return "auto";
-    case Backend::kCpu: return "cpu";
-    case Backend::kCuda: return "cuda";
+    case Backend::kAuto:
+      return "auto";
+    case Backend::kCpu:
+      return "cpu";
+    case Backend::kCuda:
+      return "cuda";
   }
   return "?";
 }
@@ -263,8 +270,7 @@ Status Executor::prepare(const Request& req, const Outputs& out) {
 }
 
 Status Executor::launch() {
-  if (cfg_.backend == Backend::kCpu)
-    return sample(req_, out_, workspace_, workspace_bytes_, cfg_);
+  if (cfg_.backend == Backend::kCpu) return sample(req_, out_, workspace_, workspace_bytes_, cfg_);
 #if defined(LMSAMPLE_CLI_CUDA)
   Status s = sample(req_, out_, dev_->workspace, workspace_bytes_, cfg_);
   const cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(cfg_.stream));

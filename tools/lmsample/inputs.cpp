@@ -17,9 +17,8 @@ int64_t param_step(const NpyArray& a, const std::string& what, int64_t batch) {
   if (a.rank() == 0) return 0;
   if (a.rank() == 1 && a.shape()[0] == batch) return 1;
   fail(a, what,
-       "expected a 0-d array (one value for every row) or a 1-D array of " +
-           std::to_string(batch) + " values (one per row of the logits), got shape " +
-           shape_string(a.shape()));
+       "expected a 0-d array (one value for every row) or a 1-D array of " + std::to_string(batch) +
+           " values (one per row of the logits), got shape " + shape_string(a.shape()));
 }
 
 // Signed integer at element i, range-checked to [lo, hi].
@@ -33,13 +32,14 @@ int64_t checked_integer(const NpyArray& a, const std::string& what, int64_t i, i
   if (neg) {
     const uint64_t lim = lo < 0 ? uint64_t{0} - static_cast<uint64_t>(lo) : 0;
     if (mag > lim)
-      fail(a, what, "element " + std::to_string(i) + " = " + value_text() + " is below " +
-                        std::to_string(lo));
+      fail(a, what,
+           "element " + std::to_string(i) + " = " + value_text() + " is below " +
+               std::to_string(lo));
     return mag == 0 ? 0 : static_cast<int64_t>(uint64_t{0} - mag);
   }
   if (mag > hi)
-    fail(a, what, "element " + std::to_string(i) + " = " + value_text() + " is above " +
-                      std::to_string(hi));
+    fail(a, what,
+         "element " + std::to_string(i) + " = " + value_text() + " is above " + std::to_string(hi));
   return static_cast<int64_t>(mag);
 }
 
@@ -147,8 +147,8 @@ std::vector<uint64_t> uint64_param(const NpyArray& a, const std::string& what, i
     if (!a.integer_at(r * step, &neg, &mag))
       fail(a, what, std::string("expected an integer array, got ") + npy_type_name(a.type()));
     if (neg && mag != 0)
-      fail(a, what, "element " + std::to_string(r * step) + " = -" + std::to_string(mag) +
-                        " is negative");
+      fail(a, what,
+           "element " + std::to_string(r * step) + " = -" + std::to_string(mag) + " is negative");
     out[static_cast<size_t>(r)] = mag;
   }
   return out;
@@ -178,8 +178,9 @@ TokenLists token_lists(const NpyArray& a, const std::string& what, int64_t batch
       a.integer_at(r * len + j, &neg, &mag);
       if (neg) continue;  // padding
       if (mag > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
-        fail(a, what, "token id " + std::to_string(mag) + " (row " + std::to_string(r) +
-                          ") does not fit in int32");
+        fail(a, what,
+             "token id " + std::to_string(mag) + " (row " + std::to_string(r) +
+                 ") does not fit in int32");
       t.tokens.push_back(static_cast<int32_t>(mag));
     }
     t.offsets.push_back(static_cast<int64_t>(t.tokens.size()));

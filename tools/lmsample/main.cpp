@@ -38,9 +38,9 @@ namespace {
 
 // Exit codes.
 constexpr int kExitOk = 0;
-constexpr int kExitError = 1;       // bad input, unusable backend, library error
-constexpr int kExitBadRows = 2;     // `sample`: some rows had invalid parameters
-constexpr int kExitCheckFailed = 3; // `verify`: a check failed
+constexpr int kExitError = 1;        // bad input, unusable backend, library error
+constexpr int kExitBadRows = 2;      // `sample`: some rows had invalid parameters
+constexpr int kExitCheckFailed = 3;  // `verify`: a check failed
 
 //! A problem with the command line or the input files; main prints what() and exits 1.
 class UsageError : public std::runtime_error {
@@ -55,7 +55,8 @@ float parse_float(const std::string& text, const std::string& what) {
   errno = 0;
   char* end = nullptr;
   const float v = std::strtof(text.c_str(), &end);
-  if (end != text.c_str() + text.size()) throw UsageError(what + ": '" + text + "' is not a number");
+  if (end != text.c_str() + text.size())
+    throw UsageError(what + ": '" + text + "' is not a number");
   return v;  // nan / inf are passed on: the library reports them as bad parameters
 }
 
@@ -79,8 +80,10 @@ bool parse_integer(const std::string& text, bool* negative, uint64_t* magnitude)
 int64_t parse_int_range(const std::string& text, const std::string& what, int64_t lo, int64_t hi) {
   bool neg = false;
   uint64_t mag = 0;
-  if (!parse_integer(text, &neg, &mag)) throw UsageError(what + ": '" + text + "' is not an integer");
-  const bool ok = neg ? mag <= static_cast<uint64_t>(-(lo + 1)) + 1 : mag <= static_cast<uint64_t>(hi);
+  if (!parse_integer(text, &neg, &mag))
+    throw UsageError(what + ": '" + text + "' is not an integer");
+  const bool ok =
+      neg ? mag <= static_cast<uint64_t>(-(lo + 1)) + 1 : mag <= static_cast<uint64_t>(hi);
   if (!ok)
     throw UsageError(what + ": " + text + " is out of range [" + std::to_string(lo) + ", " +
                      std::to_string(hi) + "]");
@@ -126,11 +129,13 @@ struct ParamOption {
 
   void add(CLI::App* app, const std::string& help) {
     scalar = app->add_option("--" + name, value, help + " (the same value for every row)");
-    file = app->add_option("--" + name + "-npy", path,
-                           "a .npy file of per-row " + name +
-                               " values: 1-D with one value per logits row, or 0-d");
-    scalar->type_name(kind == ParamKind::kFloat ? "FLOAT" : kind == ParamKind::kInt32 ? "INT"
-                      : kind == ParamKind::kUInt32 ? "UINT32" : "UINT64");
+    file = app->add_option(
+        "--" + name + "-npy", path,
+        "a .npy file of per-row " + name + " values: 1-D with one value per logits row, or 0-d");
+    scalar->type_name(kind == ParamKind::kFloat    ? "FLOAT"
+                      : kind == ParamKind::kInt32  ? "INT"
+                      : kind == ParamKind::kUInt32 ? "UINT32"
+                                                   : "UINT64");
     file->type_name("FILE");
     scalar->excludes(file);
     file->excludes(scalar);
@@ -143,24 +148,38 @@ struct ParamOption {
     const std::string flag = "--" + name;
     if (scalar->count()) {
       switch (kind) {
-        case ParamKind::kFloat: f.assign(n, parse_float(value, flag)); break;
+        case ParamKind::kFloat:
+          f.assign(n, parse_float(value, flag));
+          break;
         case ParamKind::kInt32:
-          i32.assign(n, static_cast<int32_t>(parse_int_range(value, flag, std::numeric_limits<int32_t>::min(),
+          i32.assign(n, static_cast<int32_t>(parse_int_range(value, flag,
+                                                             std::numeric_limits<int32_t>::min(),
                                                              std::numeric_limits<int32_t>::max())));
           break;
         case ParamKind::kUInt32:
-          u32.assign(n, static_cast<uint32_t>(parse_int_range(value, flag, 0, std::numeric_limits<uint32_t>::max())));
+          u32.assign(n, static_cast<uint32_t>(
+                            parse_int_range(value, flag, 0, std::numeric_limits<uint32_t>::max())));
           break;
-        case ParamKind::kUInt64: u64.assign(n, parse_u64(value, flag)); break;
+        case ParamKind::kUInt64:
+          u64.assign(n, parse_u64(value, flag));
+          break;
       }
     } else if (file->count()) {
       const NpyArray a = read_npy(path);
       const std::string what = flag + "-npy";
       switch (kind) {
-        case ParamKind::kFloat: f = float_param(a, what, batch); break;
-        case ParamKind::kInt32: i32 = int32_param(a, what, batch); break;
-        case ParamKind::kUInt32: u32 = uint32_param(a, what, batch); break;
-        case ParamKind::kUInt64: u64 = uint64_param(a, what, batch); break;
+        case ParamKind::kFloat:
+          f = float_param(a, what, batch);
+          break;
+        case ParamKind::kInt32:
+          i32 = int32_param(a, what, batch);
+          break;
+        case ParamKind::kUInt32:
+          u32 = uint32_param(a, what, batch);
+          break;
+        case ParamKind::kUInt64:
+          u64 = uint64_param(a, what, batch);
+          break;
       }
     }
   }
@@ -190,7 +209,8 @@ struct SampleArgs {
 };
 
 void add_sample_command(CLI::App& app, SampleArgs& a) {
-  auto* s = app.add_subcommand("sample", "Sample one token per row of a logits .npy file; JSON lines out");
+  auto* s = app.add_subcommand("sample",
+                               "Sample one token per row of a logits .npy file; JSON lines out");
   s->footer(
       "Output: one JSON object per row, in row order, on stdout:\n"
       "  {\"row\":0,\"token\":1234,\"status\":\"ok\",\"kept\":57,\"logprob\":-1.25,\n"
@@ -210,12 +230,14 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
       "parameters.\n"
       "Example:\n"
       "  lmsample sample --logits logits.npy --temperature 0.7 --top-p 0.9 --seed 42 --logprobs");
-  s->add_option("--logits", a.logits,
-                "logits .npy file: 2-D [batch, vocab] (or 1-D [vocab] = one row) of float32 '<f4',\n"
-                "float16 '<f2', or bfloat16 stored as uint16 '<u2' (with --bf16); little-endian, C order")
+  s->add_option(
+       "--logits", a.logits,
+       "logits .npy file: 2-D [batch, vocab] (or 1-D [vocab] = one row) of float32 '<f4',\n"
+       "float16 '<f2', or bfloat16 stored as uint16 '<u2' (with --bf16); little-endian, C order")
       ->required()
       ->type_name("FILE");
-  s->add_flag("--bf16", a.bf16, "the logits file holds bfloat16 bit patterns as uint16 (or 2-byte void)");
+  s->add_flag("--bf16", a.bf16,
+              "the logits file holds bfloat16 bit patterns as uint16 (or 2-byte void)");
   struct Def {
     const char* name;
     ParamKind kind;
@@ -224,14 +246,19 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
   const Def defs[] = {
       {"temperature", ParamKind::kFloat, "temperature >= 0; 0 = greedy (lowest id among ties)"},
       {"top-k", ParamKind::kInt32, "keep the k highest logits (ties with the k-th kept); 0 = off"},
-      {"top-p", ParamKind::kFloat, "nucleus: keep the smallest top set with probability >= p, p in (0, 1]; 1 = off"},
+      {"top-p", ParamKind::kFloat,
+       "nucleus: keep the smallest top set with probability >= p, p in (0, 1]; 1 = off"},
       {"min-p", ParamKind::kFloat, "keep tokens with p >= min_p * p_max, min_p in [0, 1]; 0 = off"},
-      {"repetition-penalty", ParamKind::kFloat, "repetition penalty > 0 for tokens in the prompt/output history; 1 = off"},
-      {"frequency-penalty", ParamKind::kFloat, "frequency penalty in [-2, 2] per occurrence in the output history"},
-      {"presence-penalty", ParamKind::kFloat, "presence penalty in [-2, 2] for tokens in the output history"},
+      {"repetition-penalty", ParamKind::kFloat,
+       "repetition penalty > 0 for tokens in the prompt/output history; 1 = off"},
+      {"frequency-penalty", ParamKind::kFloat,
+       "frequency penalty in [-2, 2] per occurrence in the output history"},
+      {"presence-penalty", ParamKind::kFloat,
+       "presence penalty in [-2, 2] for tokens in the output history"},
       {"seed", ParamKind::kUInt64, "Philox key of the row (unsigned 64-bit, decimal or 0x hex)"},
       {"step", ParamKind::kUInt64, "Philox counter: the decoding step (unsigned 64-bit)"},
-      {"substream", ParamKind::kUInt32, "sub-stream id (unsigned 32-bit), e.g. for speculative drafts"},
+      {"substream", ParamKind::kUInt32,
+       "sub-stream id (unsigned 32-bit), e.g. for speculative drafts"},
   };
   for (const auto& d : defs) {
     auto p = std::make_unique<ParamOption>();
@@ -240,22 +267,30 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
     p->add(s, d.help);
     a.params.push_back(std::move(p));
   }
-  s->add_option("--prompt-tokens-npy", a.prompt_npy,
-                "prompt token ids per row (repetition penalty): integer .npy [batch, L]; negative ids\n"
-                "are padding; [L] when batch = 1")
-      ->type_name("FILE")->group("Token histories and masks");
-  s->add_option("--output-tokens-npy", a.output_npy,
-                "generated token ids per row (repetition, frequency and presence penalties): integer\n"
-                ".npy [batch, L]; negative ids are padding; [L] when batch = 1")
-      ->type_name("FILE")->group("Token histories and masks");
-  s->add_option("--allowed-mask-npy", a.mask_npy,
-                "allowed-token bitmask: int32/uint32 .npy [batch, W], W >= ceil(vocab/32); bit t%32\n"
-                "of word t/32 set = token t allowed (xgrammar's layout)")
-      ->type_name("FILE")->group("Token histories and masks");
+  s->add_option(
+       "--prompt-tokens-npy", a.prompt_npy,
+       "prompt token ids per row (repetition penalty): integer .npy [batch, L]; negative ids\n"
+       "are padding; [L] when batch = 1")
+      ->type_name("FILE")
+      ->group("Token histories and masks");
+  s->add_option(
+       "--output-tokens-npy", a.output_npy,
+       "generated token ids per row (repetition, frequency and presence penalties): integer\n"
+       ".npy [batch, L]; negative ids are padding; [L] when batch = 1")
+      ->type_name("FILE")
+      ->group("Token histories and masks");
+  s->add_option(
+       "--allowed-mask-npy", a.mask_npy,
+       "allowed-token bitmask: int32/uint32 .npy [batch, W], W >= ceil(vocab/32); bit t%32\n"
+       "of word t/32 set = token t allowed (xgrammar's layout)")
+      ->type_name("FILE")
+      ->group("Token histories and masks");
   s->add_flag("--logprobs", a.logprobs, "add \"logprob\": the chosen token's log-probability");
-  s->add_option("--top-logprobs", a.top_logprobs, "add the N most likely tokens with their logprobs (0..64)")
+  s->add_option("--top-logprobs", a.top_logprobs,
+                "add the N most likely tokens with their logprobs (0..64)")
       ->check(CLI::Range(0, static_cast<int>(kMaxTopLogprobs)));
-  s->add_option("--backend", a.backend, "auto | cpu | cuda (auto: CUDA when built in and a GPU is present)")
+  s->add_option("--backend", a.backend,
+                "auto | cpu | cuda (auto: CUDA when built in and a GPU is present)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   s->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
       ->check(CLI::NonNegativeNumber);
@@ -294,11 +329,13 @@ int run_sample(SampleArgs& a) {
   TokenLists prompt, output;
   if (!a.prompt_npy.empty()) {
     prompt = token_lists(read_npy(a.prompt_npy), "--prompt-tokens-npy", batch);
-    if (!prompt.tokens.empty()) req.prompt_tokens = SparseRows{prompt.offsets.data(), prompt.tokens.data(), nullptr};
+    if (!prompt.tokens.empty())
+      req.prompt_tokens = SparseRows{prompt.offsets.data(), prompt.tokens.data(), nullptr};
   }
   if (!a.output_npy.empty()) {
     output = token_lists(read_npy(a.output_npy), "--output-tokens-npy", batch);
-    if (!output.tokens.empty()) req.output_tokens = SparseRows{output.offsets.data(), output.tokens.data(), nullptr};
+    if (!output.tokens.empty())
+      req.output_tokens = SparseRows{output.offsets.data(), output.tokens.data(), nullptr};
   }
   Bitmask mask;
   if (!a.mask_npy.empty()) {
@@ -374,7 +411,8 @@ int run_sample(SampleArgs& a) {
       const std::string name = row_status_name(status[first]);
       msg = "row " + std::to_string(first) + ": invalid " + name.substr(name.find('_') + 1) +
             " (status " + name + ")";
-      if (count > 1) msg += " (and " + std::to_string(count - 1) + " more bad rows; see the row statuses)";
+      if (count > 1)
+        msg += " (and " + std::to_string(count - 1) + " more bad rows; see the row statuses)";
     }
     std::cerr << "lmsample sample: invalid row parameters: " << msg << "\n";
     return kExitBadRows;
@@ -410,8 +448,10 @@ std::vector<double> time_launches(Executor& ex, int warmup, int repeats) {
 
 std::string fmt_us(double us) {
   char buf[64];
-  if (us >= 10000.0) std::snprintf(buf, sizeof buf, "%.2f ms", us / 1000.0);
-  else std::snprintf(buf, sizeof buf, "%.1f us", us);
+  if (us >= 10000.0)
+    std::snprintf(buf, sizeof buf, "%.2f ms", us / 1000.0);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f us", us);
   return buf;
 }
 
@@ -466,8 +506,9 @@ int run_demo(const DemoArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   if (a.vocab < 1 || a.vocab > kMaxVocab) throw UsageError("--vocab must be in [1, 2^24]");
   auto ex = make_executor(a.backend, a.threads);
-  std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION << " demo: synthetic LLM logits, B = " << a.batch
-            << " rows x V = " << a.vocab << " tokens (Qwen2's vocabulary size), fp32\n";
+  std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION
+            << " demo: synthetic LLM logits, B = " << a.batch << " rows x V = " << a.vocab
+            << " tokens (Qwen2's vocabulary size), fp32\n";
   std::cout << "backend: " << ex->describe() << "\n";
   const auto t0 = std::chrono::steady_clock::now();
   const SyntheticBatch sb = make_synthetic_batch(a.batch, a.vocab, 2024);
@@ -484,7 +525,8 @@ int run_demo(const DemoArgs& a) {
   if (mask_row >= 0)
     for (int64_t w = 0; w < sb.mask_words; ++w)
       allowed += __builtin_popcount(sb.mask[static_cast<size_t>(mask_row * sb.mask_words + w)]);
-  std::cout << "rows: " << n_llm << " heavy-tailed (logit = a - b ln(rank+1) + noise, random ranks)";
+  std::cout << "rows: " << n_llm
+            << " heavy-tailed (logit = a - b ln(rank+1) + noise, random ranks)";
   if (n_peaked) std::cout << ", " << n_peaked << " peaked (rows 1-2)";
   if (flat_row >= 0) std::cout << ", 1 flat (row " << flat_row << ", all logits equal)";
   if (mask_row >= 0)
@@ -542,14 +584,17 @@ int run_demo(const DemoArgs& a) {
     if (flat_row >= 0) std::cout << "; flat row: " << tokens[static_cast<size_t>(flat_row)];
     if (mask_row >= 0) {
       const int32_t t = tokens[static_cast<size_t>(mask_row)];
-      const bool ok = t >= 0 && ((sb.mask[static_cast<size_t>(mask_row * sb.mask_words + t / 32)] >> (t % 32)) & 1u);
+      const bool ok =
+          t >= 0 &&
+          ((sb.mask[static_cast<size_t>(mask_row * sb.mask_words + t / 32)] >> (t % 32)) & 1u);
       std::cout << "; constrained row: " << t << (ok ? " (allowed)" : " (NOT ALLOWED)");
     }
     std::vector<int32_t> ks(kept);
     std::sort(ks.begin(), ks.end());
     std::cout << "\n  kept: rows 0-" << show - 1 << ":";
     for (int r = 0; r < show; ++r) std::cout << " " << kept[static_cast<size_t>(r)];
-    std::cout << "; min " << ks.front() << ", median " << ks[ks.size() / 2] << ", max " << ks.back();
+    std::cout << "; min " << ks.front() << ", median " << ks[ks.size() / 2] << ", max "
+              << ks.back();
     if (flat_row >= 0) std::cout << "; flat row " << kept[static_cast<size_t>(flat_row)];
     if (s.history) {
       auto repeats = [&](const std::vector<int32_t>& toks) {
@@ -576,11 +621,12 @@ int run_demo(const DemoArgs& a) {
       pout.tokens = ptokens.data();
       pout.status = pstatus.data();
       const Status ps = ex->run(preq, pout);
-      std::cout << "\n  rows whose token is in their history: " << repeats(tokens) << " of " << a.batch;
+      std::cout << "\n  rows whose token is in their history: " << repeats(tokens) << " of "
+                << a.batch;
       if (ps.ok()) std::cout << " (without the penalty: " << repeats(ptokens) << ")";
     }
-    std::cout << "\n  time: " << fmt_us(med) << " per call, " << fmt_us(med / static_cast<double>(a.batch))
-              << " per row\n\n";
+    std::cout << "\n  time: " << fmt_us(med) << " per call, "
+              << fmt_us(med / static_cast<double>(a.batch)) << " per row\n\n";
   }
   std::cout << "Run `lmsample verify` to check this machine's results against the reference.\n";
   return kExitOk;
@@ -615,8 +661,8 @@ int run_bench(const BenchArgs& a) {
     base.logits.dtype = a.dtype == "bf16" ? DType::kBFloat16 : DType::kFloat16;
     base.logits.data = half.data();
   }
-  std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION << " bench: V = " << a.vocab << ", B = " << a.batch
-            << ", " << a.dtype << " heavy-tailed synthetic logits\n"
+  std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION << " bench: V = " << a.vocab
+            << ", B = " << a.batch << ", " << a.dtype << " heavy-tailed synthetic logits\n"
             << "backend: " << ex->describe() << "; median of " << a.repeats << " calls after "
             << a.warmup << " warm-up calls (steady_clock)\n\n";
   const std::vector<Setting> settings = {
@@ -627,7 +673,8 @@ int run_bench(const BenchArgs& a) {
       {"temperature 0.8", 0.8f, 0, 1.0f, 0.0f, 1.0f, false},
   };
   char line[160];
-  std::snprintf(line, sizeof line, "%-24s %14s %14s %14s\n", "setting", "per call", "per row", "min per call");
+  std::snprintf(line, sizeof line, "%-24s %14s %14s %14s\n", "setting", "per call", "per row",
+                "min per call");
   std::cout << line;
   const auto nb = static_cast<size_t>(a.batch);
   for (const Setting& s : settings) {
@@ -667,12 +714,14 @@ int run_verify_command(const VerifyArgs& a) {
     return kExitOk;
   }
   VerifyOptions o;
-  if (!parse_backend(a.backend, &o.backend)) throw UsageError("--backend: unknown backend '" + a.backend + "'");
+  if (!parse_backend(a.backend, &o.backend))
+    throw UsageError("--backend: unknown backend '" + a.backend + "'");
   o.threads = a.threads;
   o.quick = a.quick;
   o.filter = a.filter;
   o.log = &std::cout;
-  std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION << " verify" << (a.quick ? " --quick" : "") << "\n";
+  std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION << " verify" << (a.quick ? " --quick" : "")
+            << "\n";
   const auto t0 = std::chrono::steady_clock::now();
   const VerifyReport rep = run_verify(o);
   if (!rep.error.empty()) {
@@ -686,13 +735,14 @@ int run_verify_command(const VerifyArgs& a) {
   std::snprintf(buf, sizeof buf, "%.1f", secs);
   std::cout << (rep.passed() ? "PASS" : "FAIL") << ": " << passed << " of " << rep.checks.size()
             << " checks passed on " << rep.backend << " in " << buf << " s\n";
-  if (rep.checks.empty()) std::cerr << "lmsample verify: no check matches --only '" << a.filter << "'\n";
+  if (rep.checks.empty())
+    std::cerr << "lmsample verify: no check matches --only '" << a.filter << "'\n";
   return rep.passed() ? kExitOk : kExitCheckFailed;
 }
 
 std::string version_text() {
-  std::string s = std::string("lmsample ") + LMSAMPLE_TOOL_VERSION + " (library " + lmsample::version() +
-                  "; backends:";
+  std::string s = std::string("lmsample ") + LMSAMPLE_TOOL_VERSION + " (library " +
+                  lmsample::version() + "; backends:";
   s += " cpu";
   if (backend_available(Backend::kCuda)) s += ", cuda";
   s += ")";
@@ -722,8 +772,10 @@ int main_impl(int argc, char** argv) {
   demo->add_option("--batch", da.batch, "rows (default 32)");
   demo->add_option("--vocab", da.vocab, "vocabulary size (default 151936)");
   demo->add_option("--threads", da.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
-  demo->add_option("--backend", da.backend, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  demo->add_option("--repeats", da.repeats, "timed calls per setting (default 7)")->check(CLI::Range(1, 100000));
+  demo->add_option("--backend", da.backend, "auto | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  demo->add_option("--repeats", da.repeats, "timed calls per setting (default 7)")
+      ->check(CLI::Range(1, 100000));
 
   VerifyArgs va;
   auto* verify = app.add_subcommand(
@@ -731,24 +783,31 @@ int main_impl(int argc, char** argv) {
       "Self-check this machine: outputs equal the reference implementation bit for bit, sampled "
       "frequencies fit the exact distributions (chi-square, p > 1e-4), results do not depend on "
       "threads, batch size or row position, and errors are reported as specified");
-  verify->add_option("--backend", va.backend, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  verify->add_option("--backend", va.backend, "auto | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   verify->add_option("--threads", va.threads, "CPU threads of the baseline runs; 0 = all")
       ->check(CLI::NonNegativeNumber);
   verify->add_flag("--quick", va.quick, "fewer rows and draws (a few seconds)");
   verify->add_option("--only", va.filter, "run only the checks whose name contains this text");
   verify->add_flag("--list", va.list, "list the checks and exit");
-  verify->footer("Prints one PASS/FAIL line per check and a summary; exit status 3 if any check fails.\n"
-                 "Deterministic: the data, seeds and steps are fixed, so a result is reproducible.");
+  verify->footer(
+      "Prints one PASS/FAIL line per check and a summary; exit status 3 if any check fails.\n"
+      "Deterministic: the data, seeds and steps are fixed, so a result is reproducible.");
 
   BenchArgs ba;
-  auto* bench = app.add_subcommand("bench", "Time sample() for typical settings (median per call and per row)");
+  auto* bench = app.add_subcommand(
+      "bench", "Time sample() for typical settings (median per call and per row)");
   bench->add_option("--vocab", ba.vocab, "vocabulary size (default 151936)");
   bench->add_option("--batch", ba.batch, "rows (default 32)");
   bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
-  bench->add_option("--backend", ba.backend, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
-  bench->add_option("--repeats", ba.repeats, "timed calls per setting (default 20)")->check(CLI::Range(1, 1000000));
-  bench->add_option("--warmup", ba.warmup, "untimed calls first (default 3)")->check(CLI::Range(0, 1000000));
+  bench->add_option("--backend", ba.backend, "auto | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  bench->add_option("--repeats", ba.repeats, "timed calls per setting (default 20)")
+      ->check(CLI::Range(1, 1000000));
+  bench->add_option("--warmup", ba.warmup, "untimed calls first (default 3)")
+      ->check(CLI::Range(0, 1000000));
 
   try {
     app.parse(argc, argv);

@@ -99,7 +99,8 @@ class DictParser {
   char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
   bool at_end() const { return pos_ >= s_.size(); }
   void skip_ws() {
-    while (!at_end() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+    while (!at_end() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
       ++pos_;
   }
   void expect(char c, const std::string& what) {
@@ -183,12 +184,18 @@ struct TypeInfo {
   const char* name;
 };
 constexpr TypeInfo kTypes[] = {
-    {"b1", NpyType::kBool, 1, "bool"},       {"i1", NpyType::kInt8, 1, "int8"},
-    {"u1", NpyType::kUInt8, 1, "uint8"},     {"i2", NpyType::kInt16, 2, "int16"},
-    {"u2", NpyType::kUInt16, 2, "uint16"},   {"i4", NpyType::kInt32, 4, "int32"},
-    {"u4", NpyType::kUInt32, 4, "uint32"},   {"i8", NpyType::kInt64, 8, "int64"},
-    {"u8", NpyType::kUInt64, 8, "uint64"},   {"f2", NpyType::kFloat16, 2, "float16"},
-    {"f4", NpyType::kFloat32, 4, "float32"}, {"f8", NpyType::kFloat64, 8, "float64"},
+    {"b1", NpyType::kBool, 1, "bool"},
+    {"i1", NpyType::kInt8, 1, "int8"},
+    {"u1", NpyType::kUInt8, 1, "uint8"},
+    {"i2", NpyType::kInt16, 2, "int16"},
+    {"u2", NpyType::kUInt16, 2, "uint16"},
+    {"i4", NpyType::kInt32, 4, "int32"},
+    {"u4", NpyType::kUInt32, 4, "uint32"},
+    {"i8", NpyType::kInt64, 8, "int64"},
+    {"u8", NpyType::kUInt64, 8, "uint64"},
+    {"f2", NpyType::kFloat16, 2, "float16"},
+    {"f4", NpyType::kFloat32, 4, "float32"},
+    {"f8", NpyType::kFloat64, 8, "float64"},
     {"V2", NpyType::kVoid2, 2, "void16 (2-byte opaque, e.g. ml_dtypes bfloat16)"},
 };
 
@@ -202,7 +209,8 @@ NpyType parse_descr(const std::string& descr, const std::string& name) {
   const std::string supported =
       "supported: '<f4', '<f2', '<f8', '<u2' (bfloat16 with --bf16), '<i4', '<i8', '<u4', '<u8', "
       "'<i2', '|i1', '|u1', '|b1'";
-  if (descr.size() < 2) fail(name, "unsupported dtype '" + printable(descr) + "' (" + supported + ")");
+  if (descr.size() < 2)
+    fail(name, "unsupported dtype '" + printable(descr) + "' (" + supported + ")");
   const char order = descr[0];
   const std::string code = descr.substr(1);
   const TypeInfo* found = nullptr;
@@ -212,21 +220,23 @@ NpyType parse_descr(const std::string& descr, const std::string& name) {
   if (!found) fail(name, "unsupported dtype '" + printable(descr) + "' (" + supported + ")");
   if (found->size > 1 && found->type != NpyType::kVoid2) {
     if (order == '>')
-      fail(name, "big-endian data ('" + descr + "') is not supported; save it little-endian, e.g. "
-                 "a.astype('<" + code + "')");
+      fail(name, "big-endian data ('" + descr +
+                     "') is not supported; save it little-endian, e.g. "
+                     "a.astype('<" +
+                     code + "')");
     if (order == '=')
-      fail(name, "dtype '" + descr + "' has native byte order, which a file cannot specify; save it "
-                 "as '<" + code + "'");
+      fail(name, "dtype '" + descr +
+                     "' has native byte order, which a file cannot specify; save it "
+                     "as '<" +
+                     code + "'");
     if (order == '|')
       fail(name, "dtype '" + descr + "' has no byte order but " + std::to_string(found->size) +
-                 "-byte elements; expected '<" + code + "'");
+                     "-byte elements; expected '<" + code + "'");
   }
   return found->type;
 }
 
-uint16_t load_u16(const unsigned char* p) {
-  return static_cast<uint16_t>(p[0] | (p[1] << 8));
-}
+uint16_t load_u16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint32_t load_u32(const unsigned char* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
@@ -301,8 +311,9 @@ void parse_header_dict(const std::string& text, const std::string& name, NpyHead
     count *= ud;
   }
   if (h->fortran_order && non_trivial > 1)
-    fail(name, "Fortran-order (column-major) arrays are not supported; save "
-               "np.ascontiguousarray(a) instead");
+    fail(name,
+         "Fortran-order (column-major) arrays are not supported; save "
+         "np.ascontiguousarray(a) instead");
   h->count = static_cast<int64_t>(count);
   h->data_bytes = count * item;
 }
@@ -320,7 +331,8 @@ NpyHeader parse_npy_header(const void* bytes, size_t size, const std::string& na
   return h;
 }
 
-[[noreturn]] static void truncated_data(const std::string& name, const NpyHeader& h, uint64_t have) {
+[[noreturn]] static void truncated_data(const std::string& name, const NpyHeader& h,
+                                        uint64_t have) {
   fail(name, "truncated .npy data: shape " + shape_string(h.shape) + " of " +
                  npy_type_name(h.type) + " needs " + std::to_string(h.data_bytes) +
                  " bytes, the file has only " + std::to_string(have) + " after the header");
@@ -406,17 +418,28 @@ double NpyArray::as_double(int64_t i) const {
     return v;
   };
   switch (header.type) {
-    case NpyType::kBool: return load(uint8_t{}) != 0 ? 1.0 : 0.0;
-    case NpyType::kInt8: return load(int8_t{});
-    case NpyType::kUInt8: return load(uint8_t{});
-    case NpyType::kInt16: return load(int16_t{});
-    case NpyType::kUInt16: return load(uint16_t{});
-    case NpyType::kInt32: return load(int32_t{});
-    case NpyType::kUInt32: return load(uint32_t{});
-    case NpyType::kInt64: return static_cast<double>(load(int64_t{}));
-    case NpyType::kUInt64: return static_cast<double>(load(uint64_t{}));
-    case NpyType::kFloat32: return load(float{});
-    case NpyType::kFloat64: return load(double{});
+    case NpyType::kBool:
+      return load(uint8_t{}) != 0 ? 1.0 : 0.0;
+    case NpyType::kInt8:
+      return load(int8_t{});
+    case NpyType::kUInt8:
+      return load(uint8_t{});
+    case NpyType::kInt16:
+      return load(int16_t{});
+    case NpyType::kUInt16:
+      return load(uint16_t{});
+    case NpyType::kInt32:
+      return load(int32_t{});
+    case NpyType::kUInt32:
+      return load(uint32_t{});
+    case NpyType::kInt64:
+      return static_cast<double>(load(int64_t{}));
+    case NpyType::kUInt64:
+      return static_cast<double>(load(uint64_t{}));
+    case NpyType::kFloat32:
+      return load(float{});
+    case NpyType::kFloat64:
+      return load(double{});
     case NpyType::kFloat16: {
       const uint16_t h = load(uint16_t{});
       const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
@@ -435,7 +458,8 @@ double NpyArray::as_double(int64_t i) const {
       std::memcpy(&f, &bits, sizeof f);
       return f;
     }
-    case NpyType::kVoid2: return load(uint16_t{});
+    case NpyType::kVoid2:
+      return load(uint16_t{});
   }
   return 0.0;
 }
@@ -456,24 +480,43 @@ bool NpyArray::integer_at(int64_t i, bool* negative, uint64_t* magnitude) const 
     *magnitude = v;
   };
   switch (header.type) {
-    case NpyType::kBool: set_unsigned(load(uint8_t{}) != 0 ? 1 : 0); return true;
-    case NpyType::kInt8: set_signed(load(int8_t{})); return true;
-    case NpyType::kUInt8: set_unsigned(load(uint8_t{})); return true;
-    case NpyType::kInt16: set_signed(load(int16_t{})); return true;
-    case NpyType::kUInt16: set_unsigned(load(uint16_t{})); return true;
-    case NpyType::kInt32: set_signed(load(int32_t{})); return true;
-    case NpyType::kUInt32: set_unsigned(load(uint32_t{})); return true;
-    case NpyType::kInt64: set_signed(load(int64_t{})); return true;
-    case NpyType::kUInt64: set_unsigned(load(uint64_t{})); return true;
-    default: return false;
+    case NpyType::kBool:
+      set_unsigned(load(uint8_t{}) != 0 ? 1 : 0);
+      return true;
+    case NpyType::kInt8:
+      set_signed(load(int8_t{}));
+      return true;
+    case NpyType::kUInt8:
+      set_unsigned(load(uint8_t{}));
+      return true;
+    case NpyType::kInt16:
+      set_signed(load(int16_t{}));
+      return true;
+    case NpyType::kUInt16:
+      set_unsigned(load(uint16_t{}));
+      return true;
+    case NpyType::kInt32:
+      set_signed(load(int32_t{}));
+      return true;
+    case NpyType::kUInt32:
+      set_unsigned(load(uint32_t{}));
+      return true;
+    case NpyType::kInt64:
+      set_signed(load(int64_t{}));
+      return true;
+    case NpyType::kUInt64:
+      set_unsigned(load(uint64_t{}));
+      return true;
+    default:
+      return false;
   }
 }
 
 std::string make_npy_header(const std::string& descr, bool fortran_order,
                             const std::vector<int64_t>& shape) {
-  std::string dict = "{'descr': '" + descr + "', 'fortran_order': " +
-                     (fortran_order ? "True" : "False") + ", 'shape': " + shape_string(shape) +
-                     ", }";
+  std::string dict = "{'descr': '" + descr +
+                     "', 'fortran_order': " + (fortran_order ? "True" : "False") +
+                     ", 'shape': " + shape_string(shape) + ", }";
   // Pad with spaces so that magic + length + dict + '\n' is a multiple of 64 bytes.
   size_t prefix = 10;
   size_t total = prefix + dict.size() + 1;
@@ -500,9 +543,9 @@ std::string make_npy_header(const std::string& descr, bool fortran_order,
 void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape,
                const void* data, size_t bytes) {
   NpyHeader check;
-  parse_header_dict("{'descr': '" + descr + "', 'fortran_order': False, 'shape': " +
-                        shape_string(shape) + "}",
-                    path, &check);
+  parse_header_dict(
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_string(shape) + "}",
+      path, &check);
   if (check.data_bytes != bytes)
     fail(path, "write_npy: " + std::to_string(bytes) + " bytes given for shape " +
                    shape_string(shape) + " of " + npy_type_name(check.type));

@@ -47,15 +47,15 @@ bool npy_is_float(NpyType t);
 
 //! The parsed header of a .npy file.
 struct NpyHeader {
-  int major = 1;                 //!< format version
+  int major = 1;  //!< format version
   int minor = 0;
-  std::string descr;             //!< as written, e.g. "<f4"
+  std::string descr;  //!< as written, e.g. "<f4"
   NpyType type = NpyType::kFloat32;
   bool fortran_order = false;
-  std::vector<int64_t> shape;    //!< empty = 0-d (one element)
-  int64_t count = 1;             //!< number of elements (product of shape)
-  uint64_t data_offset = 0;      //!< bytes before the data
-  uint64_t data_bytes = 0;       //!< count * element size
+  std::vector<int64_t> shape;  //!< empty = 0-d (one element)
+  int64_t count = 1;           //!< number of elements (product of shape)
+  uint64_t data_offset = 0;    //!< bytes before the data
+  uint64_t data_bytes = 0;     //!< count * element size
 };
 
 //! A whole array in memory. The data is 8-byte aligned.

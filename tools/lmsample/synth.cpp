@@ -84,8 +84,9 @@ SyntheticBatch make_synthetic_batch(int64_t batch, int64_t vocab, uint64_t seed,
     const float* row = s.logits.data() + r * vocab;
     std::iota(ids.begin(), ids.end(), 0);
     const int64_t top = std::min<int64_t>(16, vocab);
-    std::partial_sort(ids.begin(), ids.begin() + top, ids.end(),
-                      [row](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+    std::partial_sort(ids.begin(), ids.begin() + top, ids.end(), [row](int32_t a, int32_t b) {
+      return row[a] > row[b] || (row[a] == row[b] && a < b);
+    });
     for (int i = 0; i < 32; ++i)
       s.history.push_back(ids[static_cast<size_t>(rng.below(static_cast<uint64_t>(top)))]);
     s.history_offsets.push_back(static_cast<int64_t>(s.history.size()));
@@ -96,7 +97,8 @@ SyntheticBatch make_synthetic_batch(int64_t batch, int64_t vocab, uint64_t seed,
 uint16_t float_to_bf16(float f) {
   uint32_t b;
   std::memcpy(&b, &f, sizeof b);
-  if ((b & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((b >> 16) | 0x40u);  // quiet NaN
+  if ((b & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((b >> 16) | 0x40u);  // quiet NaN
   return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 

@@ -31,16 +31,17 @@ class Rng {
 };
 
 //! One row of heavy-tailed LLM-like logits: token ranks are a random permutation and
-//! logit = a - b * ln(rank + 1) + sigma * N(0, 1), so a few tokens dominate and a long tail follows.
+//! logit = a - b * ln(rank + 1) + sigma * N(0, 1), so a few tokens dominate and a long tail
+//! follows.
 void fill_llm_row(float* row, int64_t vocab, Rng& rng, double a, double b, double sigma);
 
 //! A batch of synthetic logits in the shapes an LLM serving engine sees.
 struct SyntheticBatch {
   int64_t batch = 0;
   int64_t vocab = 0;
-  std::vector<float> logits;          //!< [batch, vocab]
-  std::vector<std::string> kind;      //!< per row: "llm", "peaked", "flat", "bitmask"
-  std::vector<uint32_t> mask;         //!< [batch, mask_words]; empty when no row is masked
+  std::vector<float> logits;      //!< [batch, vocab]
+  std::vector<std::string> kind;  //!< per row: "llm", "peaked", "flat", "bitmask"
+  std::vector<uint32_t> mask;     //!< [batch, mask_words]; empty when no row is masked
   int64_t mask_words = 0;
   std::vector<int64_t> history_offsets;  //!< batch + 1: generated tokens per row (for penalties)
   std::vector<int32_t> history;

@@ -140,8 +140,7 @@ HostBatch build(const std::vector<RowSpec>& rows, int64_t vocab, const BuildOpti
     h.seed.push_back(r.seed);
     h.step.push_back(r.step);
     h.substream.push_back(r.substream);
-    if (!r.mask.empty())
-      std::copy(r.mask.begin(), r.mask.end(), h.mask.begin() + i * h.mask_words);
+    if (!r.mask.empty()) std::copy(r.mask.begin(), r.mask.end(), h.mask.begin() + i * h.mask_words);
     for (const auto& [t, b] : r.bias) {
       h.bias.tokens.push_back(t);
       h.bias.values.push_back(b);
@@ -155,17 +154,23 @@ HostBatch build(const std::vector<RowSpec>& rows, int64_t vocab, const BuildOpti
   h.bias.present = !h.bias.tokens.empty();
   h.prompt.present = !h.prompt.tokens.empty();
   h.output.present = !h.output.tokens.empty();
-  if (o.dtype == DType::kFloat32) h.f32 = std::move(x);
-  else if (o.dtype == DType::kBFloat16) h.u16 = to_bf16(x);
-  else h.u16 = to_fp16(x);
+  if (o.dtype == DType::kFloat32)
+    h.f32 = std::move(x);
+  else if (o.dtype == DType::kBFloat16)
+    h.u16 = to_bf16(x);
+  else
+    h.u16 = to_fp16(x);
   return h;
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kFloat32: return "fp32";
-    case DType::kBFloat16: return "bf16";
-    case DType::kFloat16: return "fp16";
+    case DType::kFloat32:
+      return "fp32";
+    case DType::kBFloat16:
+      return "bf16";
+    case DType::kFloat16:
+      return "fp16";
   }
   return "?";
 }
@@ -212,12 +217,13 @@ bool same_float(float a, float b, double tol) {
   if (ua == ub) return true;
   if (tol == 0.0) return false;
   if (std::isnan(a) || std::isnan(b) || std::isinf(a) || std::isinf(b)) return a == b;
-  return std::fabs(static_cast<double>(a) - b) <= tol * std::max(1.0, std::fabs(static_cast<double>(a)));
+  return std::fabs(static_cast<double>(a) - b) <=
+         tol * std::max(1.0, std::fabs(static_cast<double>(a)));
 }
 
 // First difference between row ra of a and row rb of b ("" when equal).
-std::string diff_row(const HostOutputs& a, int64_t ra, const HostOutputs& b, int64_t rb,
-                     double tol, bool compare_logprobs = true) {
+std::string diff_row(const HostOutputs& a, int64_t ra, const HostOutputs& b, int64_t rb, double tol,
+                     bool compare_logprobs = true) {
   const auto ia = static_cast<size_t>(ra), ib = static_cast<size_t>(rb);
   std::ostringstream s;
   if (a.status[ia] != b.status[ib])
@@ -249,10 +255,11 @@ std::string describe(const RowSpec& r, int64_t vocab) {
   std::ostringstream s;
   s << "[" << (r.label.empty() ? "row" : r.label) << ": V=" << vocab << " T=" << fstr(r.temperature)
     << " k=" << r.top_k << " p=" << fstr(r.top_p) << " min_p=" << fstr(r.min_p)
-    << " rep=" << fstr(r.repetition) << " freq=" << fstr(r.frequency) << " pres=" << fstr(r.presence)
-    << " seed=" << r.seed << " step=" << r.step << " substream=" << r.substream
-    << (r.mask.empty() ? "" : " masked") << " bias=" << r.bias.size() << " prompt=" << r.prompt.size()
-    << " output=" << r.output.size() << "]";
+    << " rep=" << fstr(r.repetition) << " freq=" << fstr(r.frequency)
+    << " pres=" << fstr(r.presence) << " seed=" << r.seed << " step=" << r.step
+    << " substream=" << r.substream << (r.mask.empty() ? "" : " masked")
+    << " bias=" << r.bias.size() << " prompt=" << r.prompt.size() << " output=" << r.output.size()
+    << "]";
   return s.str();
 }
 
@@ -260,13 +267,25 @@ std::string describe(const RowSpec& r, int64_t vocab) {
 // Random rows
 
 enum class Kind {
-  kLlm, kNormal, kTies, kFlat, kAllNegInf, kAllNaN, kNanMix, kOnePosInf, kSomePosInf,
-  kPosInfNaN, kHuge, kTiny, kSingleValid, kCount
+  kLlm,
+  kNormal,
+  kTies,
+  kFlat,
+  kAllNegInf,
+  kAllNaN,
+  kNanMix,
+  kOnePosInf,
+  kSomePosInf,
+  kPosInfNaN,
+  kHuge,
+  kTiny,
+  kSingleValid,
+  kCount
 };
 const char* kind_name(Kind k) {
-  static const char* names[] = {"llm",   "normal",    "ties",      "flat",   "all-neg-inf",
-                                "all-nan", "nan-mix", "one-pos-inf", "some-pos-inf",
-                                "pos-inf-nan", "huge", "tiny", "single-valid"};
+  static const char* names[] = {"llm",     "normal",  "ties",        "flat",         "all-neg-inf",
+                                "all-nan", "nan-mix", "one-pos-inf", "some-pos-inf", "pos-inf-nan",
+                                "huge",    "tiny",    "single-valid"};
   return names[static_cast<int>(k)];
 }
 
@@ -275,13 +294,19 @@ T pick(Rng& rng, std::initializer_list<T> xs) {
   return *(xs.begin() + rng.below(xs.size()));
 }
 
-int32_t rand_token(Rng& rng, int64_t v) { return static_cast<int32_t>(rng.below(static_cast<uint64_t>(v))); }
+int32_t rand_token(Rng& rng, int64_t v) {
+  return static_cast<int32_t>(rng.below(static_cast<uint64_t>(v)));
+}
 
 std::vector<float> make_logits(Rng& rng, int64_t v, Kind k) {
   std::vector<float> x(static_cast<size_t>(v));
-  auto llm = [&] { fill_llm_row(x.data(), v, rng, 10.0 + 10.0 * rng.uniform(), 1.0 + 2.0 * rng.uniform(), 0.4); };
+  auto llm = [&] {
+    fill_llm_row(x.data(), v, rng, 10.0 + 10.0 * rng.uniform(), 1.0 + 2.0 * rng.uniform(), 0.4);
+  };
   switch (k) {
-    case Kind::kLlm: llm(); break;
+    case Kind::kLlm:
+      llm();
+      break;
     case Kind::kNormal: {
       const double s = 0.3 + 6.0 * rng.uniform();
       for (auto& f : x) f = static_cast<float>(s * rng.normal());
@@ -305,8 +330,10 @@ std::vector<float> make_logits(Rng& rng, int64_t v, Kind k) {
       llm();
       for (auto& f : x) {
         const uint64_t u = rng.below(10);
-        if (u < 4) f = kNaN;
-        else if (u < 7) f = -kInf;
+        if (u < 4)
+          f = kNaN;
+        else if (u < 7)
+          f = -kInf;
       }
       break;
     case Kind::kOnePosInf:
@@ -326,8 +353,9 @@ std::vector<float> make_logits(Rng& rng, int64_t v, Kind k) {
     case Kind::kHuge:
       for (auto& f : x) {
         const uint64_t u = rng.below(5);
-        f = u == 0 ? kFltMax : u == 1 ? -kFltMax
-                             : static_cast<float>((rng.uniform() * 2.0 - 1.0) * 3.0e38);
+        f = u == 0   ? kFltMax
+            : u == 1 ? -kFltMax
+                     : static_cast<float>((rng.uniform() * 2.0 - 1.0) * 3.0e38);
       }
       break;
     case Kind::kTiny:
@@ -339,7 +367,8 @@ std::vector<float> make_logits(Rng& rng, int64_t v, Kind k) {
       for (auto& f : x) f = -kInf;
       x[static_cast<size_t>(rand_token(rng, v))] = static_cast<float>(rng.normal());
       break;
-    case Kind::kCount: break;
+    case Kind::kCount:
+      break;
   }
   return x;
 }
@@ -355,15 +384,25 @@ std::vector<uint32_t> random_mask(Rng& rng, int64_t v, double allowed_fraction) 
 void random_params(Rng& rng, RowSpec& r, int64_t v, bool bad, bool extras) {
   const auto vi = static_cast<int32_t>(std::min<int64_t>(v, 1 << 30));
   switch (rng.below(7)) {
-    case 0: r.temperature = 0.0f; break;
-    case 1: r.temperature = 1.0f; break;
-    case 2: r.temperature = 0.7f; break;
-    default: r.temperature = static_cast<float>(0.05 + 2.0 * rng.uniform()); break;
+    case 0:
+      r.temperature = 0.0f;
+      break;
+    case 1:
+      r.temperature = 1.0f;
+      break;
+    case 2:
+      r.temperature = 0.7f;
+      break;
+    default:
+      r.temperature = static_cast<float>(0.05 + 2.0 * rng.uniform());
+      break;
   }
   if (rng.below(2)) r.top_k = pick(rng, {1, 2, 5, 50, vi, vi + 5, 1 + rand_token(rng, v)});
-  if (rng.below(5) < 3) r.top_p = pick(rng, {0.9f, 0.5f, 0.95f, 0.99f, 1.5f, static_cast<float>(rng.uniform())});
+  if (rng.below(5) < 3)
+    r.top_p = pick(rng, {0.9f, 0.5f, 0.95f, 0.99f, 1.5f, static_cast<float>(rng.uniform())});
   if (r.top_p <= 0.0f) r.top_p = 0.25f;
-  if (rng.below(5) < 2) r.min_p = pick(rng, {0.05f, 0.1f, 0.5f, 1.0f, static_cast<float>(rng.uniform())});
+  if (rng.below(5) < 2)
+    r.min_p = pick(rng, {0.05f, 0.1f, 0.5f, 1.0f, static_cast<float>(rng.uniform())});
   r.seed = rng.next();
   r.step = rng.below(4) == 0 ? rng.next() : rng.below(100000);
   r.substream = rng.below(5) == 0 ? static_cast<uint32_t>(rng.next()) : 0u;
@@ -391,18 +430,42 @@ void random_params(Rng& rng, RowSpec& r, int64_t v, bool bad, bool extras) {
   }
   if (bad && rng.below(12) == 0) {
     switch (rng.below(12)) {
-      case 0: r.temperature = -1.0f; break;
-      case 1: r.temperature = kNaN; break;
-      case 2: r.top_k = -3; break;
-      case 3: r.top_p = 0.0f; break;
-      case 4: r.top_p = kNaN; break;
-      case 5: r.min_p = 1.5f; break;
-      case 6: r.repetition = 0.0f; break;
-      case 7: r.repetition = kInf; break;
-      case 8: r.frequency = 2.5f; break;
-      case 9: r.presence = -kNaN; break;
-      case 10: r.output.push_back(static_cast<int32_t>(v)); break;
-      default: r.bias.emplace_back(-1, 1.0f); break;
+      case 0:
+        r.temperature = -1.0f;
+        break;
+      case 1:
+        r.temperature = kNaN;
+        break;
+      case 2:
+        r.top_k = -3;
+        break;
+      case 3:
+        r.top_p = 0.0f;
+        break;
+      case 4:
+        r.top_p = kNaN;
+        break;
+      case 5:
+        r.min_p = 1.5f;
+        break;
+      case 6:
+        r.repetition = 0.0f;
+        break;
+      case 7:
+        r.repetition = kInf;
+        break;
+      case 8:
+        r.frequency = 2.5f;
+        break;
+      case 9:
+        r.presence = -kNaN;
+        break;
+      case 10:
+        r.output.push_back(static_cast<int32_t>(v));
+        break;
+      default:
+        r.bias.emplace_back(-1, 1.0f);
+        break;
     }
   }
 }
@@ -427,46 +490,84 @@ std::vector<std::pair<const char*, Preset>> presets() {
   std::vector<std::pair<const char*, Preset>> p = {
       {"greedy", [](RowSpec& r, Rng&, int64_t) { r.temperature = 0.0f; }},
       {"T=1", [](RowSpec&, Rng&, int64_t) {}},
-      {"T=0.7,p=0.9", [](RowSpec& r, Rng&, int64_t) { r.temperature = 0.7f; r.top_p = 0.9f; }},
+      {"T=0.7,p=0.9",
+       [](RowSpec& r, Rng&, int64_t) {
+         r.temperature = 0.7f;
+         r.top_p = 0.9f;
+       }},
       {"k=1", [](RowSpec& r, Rng&, int64_t) { r.top_k = 1; }},
-      {"k=5,T=1.3", [](RowSpec& r, Rng&, int64_t) { r.top_k = 5; r.temperature = 1.3f; }},
+      {"k=5,T=1.3",
+       [](RowSpec& r, Rng&, int64_t) {
+         r.top_k = 5;
+         r.temperature = 1.3f;
+       }},
       {"k=V", [](RowSpec& r, Rng&, int64_t v) { r.top_k = static_cast<int32_t>(v); }},
       {"k=V+7", [](RowSpec& r, Rng&, int64_t v) { r.top_k = static_cast<int32_t>(v + 7); }},
       {"p=1e-30", [](RowSpec& r, Rng&, int64_t) { r.top_p = 1e-30f; }},
       {"p=1.5", [](RowSpec& r, Rng&, int64_t) { r.top_p = 1.5f; }},
       {"min_p=1", [](RowSpec& r, Rng&, int64_t) { r.min_p = 1.0f; }},
       {"min_p=-0", [](RowSpec& r, Rng&, int64_t) { r.min_p = -0.0f; }},
-      {"min_p=0.5,T=2", [](RowSpec& r, Rng&, int64_t) { r.min_p = 0.5f; r.temperature = 2.0f; }},
+      {"min_p=0.5,T=2",
+       [](RowSpec& r, Rng&, int64_t) {
+         r.min_p = 0.5f;
+         r.temperature = 2.0f;
+       }},
       {"T=1e-30", [](RowSpec& r, Rng&, int64_t) { r.temperature = 1e-30f; }},
       {"T=1e30", [](RowSpec& r, Rng&, int64_t) { r.temperature = 1e30f; }},
       {"T=1e-45", [](RowSpec& r, Rng&, int64_t) { r.temperature = 1e-45f; }},
-      {"all-filters", [](RowSpec& r, Rng&, int64_t) {
-         r.top_p = 0.5f; r.top_k = 3; r.min_p = 0.1f; r.temperature = 0.8f; }},
-      {"penalties", [tok](RowSpec& r, Rng& rng, int64_t v) {
-         r.repetition = 1.5f; r.frequency = 0.7f; r.presence = 0.3f;
+      {"all-filters",
+       [](RowSpec& r, Rng&, int64_t) {
+         r.top_p = 0.5f;
+         r.top_k = 3;
+         r.min_p = 0.1f;
+         r.temperature = 0.8f;
+       }},
+      {"penalties",
+       [tok](RowSpec& r, Rng& rng, int64_t v) {
+         r.repetition = 1.5f;
+         r.frequency = 0.7f;
+         r.presence = 0.3f;
          for (int i = 0; i < 5; ++i) r.prompt.push_back(tok(rng, v));
          const int32_t t = tok(rng, v);
          for (int i = 0; i < 4; ++i) r.output.push_back(t);
-         r.output.push_back(tok(rng, v)); }},
-      {"penalties-negative", [tok](RowSpec& r, Rng& rng, int64_t v) {
-         r.repetition = 0.7f; r.frequency = -2.0f; r.presence = 2.0f;
-         for (int i = 0; i < 6; ++i) r.output.push_back(tok(rng, v)); }},
-      {"bias+inf", [tok](RowSpec& r, Rng& rng, int64_t v) { r.bias.emplace_back(tok(rng, v), kInf); }},
-      {"bias-nan", [tok](RowSpec& r, Rng& rng, int64_t v) { r.bias.emplace_back(tok(rng, v), kNaN); }},
-      {"bias-dup", [tok](RowSpec& r, Rng& rng, int64_t v) {
+         r.output.push_back(tok(rng, v));
+       }},
+      {"penalties-negative",
+       [tok](RowSpec& r, Rng& rng, int64_t v) {
+         r.repetition = 0.7f;
+         r.frequency = -2.0f;
+         r.presence = 2.0f;
+         for (int i = 0; i < 6; ++i) r.output.push_back(tok(rng, v));
+       }},
+      {"bias+inf",
+       [tok](RowSpec& r, Rng& rng, int64_t v) { r.bias.emplace_back(tok(rng, v), kInf); }},
+      {"bias-nan",
+       [tok](RowSpec& r, Rng& rng, int64_t v) { r.bias.emplace_back(tok(rng, v), kNaN); }},
+      {"bias-dup",
+       [tok](RowSpec& r, Rng& rng, int64_t v) {
          const int32_t t = tok(rng, v);
-         r.bias.emplace_back(t, 3.0f); r.bias.emplace_back(t, -1.5f);
-         r.bias.emplace_back(tok(rng, v), -kInf); }},
+         r.bias.emplace_back(t, 3.0f);
+         r.bias.emplace_back(t, -1.5f);
+         r.bias.emplace_back(tok(rng, v), -kInf);
+       }},
       {"mask-none", [](RowSpec& r, Rng& rng, int64_t v) { r.mask = random_mask(rng, v, 0.0); }},
-      {"mask-one", [tok](RowSpec& r, Rng& rng, int64_t v) {
+      {"mask-one",
+       [tok](RowSpec& r, Rng& rng, int64_t v) {
          r.mask = random_mask(rng, v, 0.0);
          const int32_t t = tok(rng, v);
-         r.mask[static_cast<size_t>(t / 32)] |= 1u << (t % 32); }},
-      {"mask-half+bias", [tok](RowSpec& r, Rng& rng, int64_t v) {
+         r.mask[static_cast<size_t>(t / 32)] |= 1u << (t % 32);
+       }},
+      {"mask-half+bias",
+       [tok](RowSpec& r, Rng& rng, int64_t v) {
          r.mask = random_mask(rng, v, 0.5);
-         for (int i = 0; i < 4; ++i) r.bias.emplace_back(tok(rng, v), 50.0f); }},
-      {"large-seed-step", [](RowSpec& r, Rng&, int64_t) {
-         r.seed = ~uint64_t{0}; r.step = (uint64_t{1} << 63) + 5; r.substream = 0xffffffffu; }},
+         for (int i = 0; i < 4; ++i) r.bias.emplace_back(tok(rng, v), 50.0f);
+       }},
+      {"large-seed-step",
+       [](RowSpec& r, Rng&, int64_t) {
+         r.seed = ~uint64_t{0};
+         r.step = (uint64_t{1} << 63) + 5;
+         r.substream = 0xffffffffu;
+       }},
       {"bad:T=-1", [](RowSpec& r, Rng&, int64_t) { r.temperature = -1.0f; }},
       {"bad:T=nan", [](RowSpec& r, Rng&, int64_t) { r.temperature = kNaN; }},
       {"bad:T=inf", [](RowSpec& r, Rng&, int64_t) { r.temperature = kInf; }},
@@ -480,10 +581,16 @@ std::vector<std::pair<const char*, Preset>> presets() {
       {"bad:rep=-1", [](RowSpec& r, Rng&, int64_t) { r.repetition = -1.0f; }},
       {"bad:freq=2.5", [](RowSpec& r, Rng&, int64_t) { r.frequency = 2.5f; }},
       {"bad:pres=nan", [](RowSpec& r, Rng&, int64_t) { r.presence = kNaN; }},
-      {"bad:bias-id=V", [](RowSpec& r, Rng&, int64_t v) { r.bias.emplace_back(static_cast<int32_t>(v), 1.0f); }},
+      {"bad:bias-id=V",
+       [](RowSpec& r, Rng&, int64_t v) { r.bias.emplace_back(static_cast<int32_t>(v), 1.0f); }},
       {"bad:prompt-id=-1", [](RowSpec& r, Rng&, int64_t) { r.prompt.push_back(-1); }},
-      {"bad:output-id=V+10", [](RowSpec& r, Rng&, int64_t v) { r.output.push_back(static_cast<int32_t>(v + 10)); }},
-      {"bad:T=-1,p=0", [](RowSpec& r, Rng&, int64_t) { r.temperature = -1.0f; r.top_p = 0.0f; }},
+      {"bad:output-id=V+10",
+       [](RowSpec& r, Rng&, int64_t v) { r.output.push_back(static_cast<int32_t>(v + 10)); }},
+      {"bad:T=-1,p=0",
+       [](RowSpec& r, Rng&, int64_t) {
+         r.temperature = -1.0f;
+         r.top_p = 0.0f;
+       }},
   };
   return p;
 }
@@ -537,8 +644,9 @@ std::string exact_batch(Context& c, const std::vector<RowSpec>& rows, int64_t v,
     ++tally->logprob_total;
     if (same_float(got.logprob[i], want.logprob[i], 0.0)) ++tally->logprob_exact;
     if (std::isfinite(got.logprob[i]) && std::isfinite(want.logprob[i]))
-      tally->max_logprob_diff = std::max(
-          tally->max_logprob_diff, std::fabs(static_cast<double>(got.logprob[i]) - want.logprob[i]));
+      tally->max_logprob_diff =
+          std::max(tally->max_logprob_diff,
+                   std::fabs(static_cast<double>(got.logprob[i]) - want.logprob[i]));
   }
   tally->rows += hb.batch;
   return "";
@@ -575,8 +683,9 @@ bool check_exact_random(Context& c, std::string* detail) {
       }
     }
   }
-  *detail = tally_text(t) + " (V 1..4099; fp32, bf16, fp16; random parameters, masks, biases, "
-                            "histories, bad rows)";
+  *detail = tally_text(t) +
+            " (V 1..4099; fp32, bf16, fp16; random parameters, masks, biases, "
+            "histories, bad rows)";
   return true;
 }
 
@@ -584,8 +693,8 @@ bool check_exact_edge(Context& c, std::string* detail) {
   Rng rng(0x2002);
   Tally t;
   const auto ps = presets();
-  const std::vector<int64_t> vocabs = c.quick ? std::vector<int64_t>{1, 3, 64, 1500}
-                                              : std::vector<int64_t>{1, 2, 3, 64, 1500};
+  const std::vector<int64_t> vocabs =
+      c.quick ? std::vector<int64_t>{1, 3, 64, 1500} : std::vector<int64_t>{1, 2, 3, 64, 1500};
   std::vector<DType> dtypes = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
   if (c.quick) dtypes = {DType::kFloat32, DType::kBFloat16};
   for (const int64_t v : vocabs) {
@@ -681,7 +790,8 @@ bool chi2_check(Context& c, std::string* detail, const RowSpec& spec, int64_t v,
   const HostBatch one = build({spec}, v, BuildOptions{dt, 0, 0, 0, false});
   const check::RefDistribution d = check::reference_distribution(one.request(), 0);
   if (d.status != kRowOk || d.ids.empty()) {
-    *detail = "the test row has no distribution (status " + std::string(row_status_name(d.status)) + ")";
+    *detail =
+        "the test row has no distribution (status " + std::string(row_status_name(d.status)) + ")";
     return false;
   }
   // N draws in chunks of identical rows that differ only in step / seed / substream.
@@ -697,9 +807,15 @@ bool chi2_check(Context& c, std::string* detail, const RowSpec& spec, int64_t v,
       const auto k = static_cast<uint64_t>(start + i);
       const auto ii = static_cast<size_t>(i);
       switch (vary) {
-        case Vary::kStep: hb.step[ii] = spec.step + k; break;
-        case Vary::kSeed: hb.seed[ii] = spec.seed + k; break;
-        case Vary::kSubstream: hb.substream[ii] = spec.substream + static_cast<uint32_t>(k); break;
+        case Vary::kStep:
+          hb.step[ii] = spec.step + k;
+          break;
+        case Vary::kSeed:
+          hb.seed[ii] = spec.seed + k;
+          break;
+        case Vary::kSubstream:
+          hb.substream[ii] = spec.substream + static_cast<uint32_t>(k);
+          break;
       }
     }
     hb.batch = n;
@@ -769,7 +885,8 @@ Request sub_request(const Request& full, int64_t r0, int64_t n) {
   Request r = full;
   const int64_t stride = full.logits.row_stride ? full.logits.row_stride : full.logits.vocab;
   const size_t elem = full.logits.dtype == DType::kFloat32 ? 4 : 2;
-  r.logits.data = static_cast<const char*>(full.logits.data) + static_cast<size_t>(r0 * stride) * elem;
+  r.logits.data =
+      static_cast<const char*>(full.logits.data) + static_cast<size_t>(r0 * stride) * elem;
   r.logits.batch = n;
   RowParams& p = r.params;
   if (p.temperature) p.temperature += r0;
@@ -860,8 +977,8 @@ bool check_position_one(Context& c, std::string* detail, int64_t v, int nrows, u
     return false;
   }
   auto fail_row = [&](int64_t r, const std::string& how, const std::string& d) {
-    *detail = "row " + std::to_string(r) + " " + describe(rows[static_cast<size_t>(r)], v) +
-              ": " + how + " vs full batch: " + d;
+    *detail = "row " + std::to_string(r) + " " + describe(rows[static_cast<size_t>(r)], v) + ": " +
+              how + " vs full batch: " + d;
     return false;
   };
   // Every row alone (B = 1, CSR offsets not starting at 0).
@@ -886,7 +1003,9 @@ bool check_position_one(Context& c, std::string* detail, int64_t v, int nrows, u
     }
     for (int64_t i = 0; i < n; ++i) {
       const std::string d = diff_row(o, i, base, r0 + i, 0.0);
-      if (!d.empty()) return fail_row(r0 + i, "in rows " + std::to_string(r0) + ".." + std::to_string(r0 + n - 1), d);
+      if (!d.empty())
+        return fail_row(r0 + i, "in rows " + std::to_string(r0) + ".." + std::to_string(r0 + n - 1),
+                        d);
     }
   }
   // Reversed, and each row repeated within a larger batch.
@@ -920,7 +1039,8 @@ bool check_repeat_one(Context& c, std::string* detail, int64_t v, int nrows, uin
   const Status s1 = c.ex.run(hb.request(), a.view());
   const Status s2 = c.ex.run(hb.request(), b.view());
   if (!run_ok(s1) || !run_ok(s2) || s1.code != s2.code || s1.message != s2.message) {
-    *detail = "the two calls returned different statuses: '" + s1.message + "' / '" + s2.message + "'";
+    *detail =
+        "the two calls returned different statuses: '" + s1.message + "' / '" + s2.message + "'";
     return false;
   }
   for (int64_t r = 0; r < hb.batch; ++r) {
@@ -995,7 +1115,8 @@ bool check_cuda_vs_cpu(Context& c, std::string* detail) {
       total += hb.batch;
     }
   }
-  *detail = std::to_string(total) + " rows: cuda == cpu (tokens, statuses, kept; logprobs within 1e-6)";
+  *detail =
+      std::to_string(total) + " rows: cuda == cpu (tokens, statuses, kept; logprobs within 1e-6)";
   return true;
 }
 
@@ -1026,16 +1147,31 @@ bool check_structural(Context&, std::string* detail) {
       {"null status", [](Request&, Outputs& o, size_t&) { o.status = nullptr; }, false},
       {"null logits", [](Request& r, Outputs&, size_t&) { r.logits.data = nullptr; }, false},
       {"V = 0", [](Request& r, Outputs&, size_t&) { r.logits.vocab = 0; }, false},
-      {"V > 2^24", [](Request& r, Outputs&, size_t&) { r.logits.vocab = kMaxVocab + 1; r.logits.batch = 1; }, false},
+      {"V > 2^24",
+       [](Request& r, Outputs&, size_t&) {
+         r.logits.vocab = kMaxVocab + 1;
+         r.logits.batch = 1;
+       },
+       false},
       {"B < 0", [](Request& r, Outputs&, size_t&) { r.logits.batch = -1; }, false},
-      {"row_stride < V", [](Request& r, Outputs&, size_t&) { r.logits.row_stride = r.logits.vocab - 1; }, false},
-      {"mask_row_words < ceil(V/32)", [&](Request& r, Outputs&, size_t&) {
-         r.allowed_mask = short_mask.data(); r.mask_row_words = 1; }, false},
+      {"row_stride < V",
+       [](Request& r, Outputs&, size_t&) { r.logits.row_stride = r.logits.vocab - 1; }, false},
+      {"mask_row_words < ceil(V/32)",
+       [&](Request& r, Outputs&, size_t&) {
+         r.allowed_mask = short_mask.data();
+         r.mask_row_words = 1;
+       },
+       false},
       {"top_logprobs = 65", [](Request& r, Outputs&, size_t&) { r.top_logprobs = 65; }, false},
       {"top_logprobs = -1", [](Request& r, Outputs&, size_t&) { r.top_logprobs = -1; }, false},
-      {"decreasing CSR offsets", [&](Request& r, Outputs&, size_t&) {
-         r.output_tokens.offsets = bad_offsets.data(); r.output_tokens.tokens = some_tokens.data(); }, false},
-      {"workspace too small", [](Request&, Outputs&, size_t& ws) { ws = ws > 0 ? ws - 1 : 0; }, true},
+      {"decreasing CSR offsets",
+       [&](Request& r, Outputs&, size_t&) {
+         r.output_tokens.offsets = bad_offsets.data();
+         r.output_tokens.tokens = some_tokens.data();
+       },
+       false},
+      {"workspace too small", [](Request&, Outputs&, size_t& ws) { ws = ws > 0 ? ws - 1 : 0; },
+       true},
   };
   int n_checked = 0;
   for (const auto& cs : cases) {
@@ -1049,9 +1185,9 @@ bool check_structural(Context&, std::string* detail) {
     HostOutputs before = ho;
     const Status s = sample(req, out, workspace.data(), ws, cfg);
     ++n_checked;
-    const bool code_ok = cs.workspace_case
-                             ? s.code == Code::kWorkspaceTooSmall
-                             : (s.code == Code::kInvalidArgument || s.code == Code::kWorkspaceTooSmall);
+    const bool code_ok = cs.workspace_case ? s.code == Code::kWorkspaceTooSmall
+                                           : (s.code == Code::kInvalidArgument ||
+                                              s.code == Code::kWorkspaceTooSmall);
     if (!code_ok || s.message.empty()) {
       *detail = std::string(cs.name) + ": sample() returned code " +
                 std::to_string(static_cast<int>(s.code)) + " '" + s.message + "', expected " +
@@ -1091,7 +1227,12 @@ bool check_bad_rows(Context& c, std::string* detail) {
       {[](RowSpec& r) { r.presence = 2.5f; }, kRowBadPresencePenalty},
       {[](RowSpec& r) { r.prompt.push_back(50); }, kRowBadTokenId},
       {[](RowSpec& r) { r.bias.emplace_back(-7, 1.0f); }, kRowBadTokenId},
-      {[](RowSpec& r) { r.top_k = -1; r.presence = 9.0f; r.prompt.push_back(99); }, kRowBadTopK},
+      {[](RowSpec& r) {
+         r.top_k = -1;
+         r.presence = 9.0f;
+         r.prompt.push_back(99);
+       },
+       kRowBadTopK},
       {[](RowSpec& r) { r.temperature = 0.0f; }, kRowOk},
   };
   std::vector<RowSpec> rows;
@@ -1156,7 +1297,8 @@ std::vector<CheckDef> all_checks(bool quick) {
   v.push_back({"chi2/softmax-v64", [k](Context& c, std::string* d) {
                  RowSpec r;
                  Rng rng(1);
-                 for (int i = 0; i < 64; ++i) r.logits.push_back(static_cast<float>(rng.normal() * 1.5));
+                 for (int i = 0; i < 64; ++i)
+                   r.logits.push_back(static_cast<float>(rng.normal() * 1.5));
                  r.seed = 42;
                  return chi2_check(c, d, r, 64, DType::kFloat32, 10000 * k, Vary::kStep);
                }});
@@ -1236,7 +1378,8 @@ std::vector<CheckDef> all_checks(bool quick) {
                  r.seed = 2024;
                  r.top_p = 0.95f;
                  r.temperature = 0.9f;
-                 return chi2_check(c, d, r, 151936, DType::kBFloat16, quick ? 200 : 1500, Vary::kStep);
+                 return chi2_check(c, d, r, 151936, DType::kBFloat16, quick ? 200 : 1500,
+                                   Vary::kStep);
                }});
   v.push_back({"invariance/threads", check_threads});
   v.push_back({"invariance/batch-position", check_position});

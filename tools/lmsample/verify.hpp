@@ -23,9 +23,9 @@ namespace lmsample::tool {
 
 struct VerifyOptions {
   Backend backend = Backend::kAuto;
-  int threads = 0;           //!< cpu_threads of the baseline runs (0 = all)
-  bool quick = false;        //!< fewer rows and draws (a few seconds)
-  std::string filter;        //!< run only the checks whose name contains this text
+  int threads = 0;              //!< cpu_threads of the baseline runs (0 = all)
+  bool quick = false;           //!< fewer rows and draws (a few seconds)
+  std::string filter;           //!< run only the checks whose name contains this text
   std::ostream* log = nullptr;  //!< one PASS/FAIL line per check as it finishes
 };
 
