@@ -40,6 +40,7 @@ extern "C" {
 #define LMS_BACKEND_AUTO 0
 #define LMS_BACKEND_CPU 1
 #define LMS_BACKEND_CUDA 2
+#define LMS_BACKEND_HIP 3
 
 typedef struct lms_sparse_rows {
   const int64_t* offsets; /* batch + 1 entries, or NULL for none */

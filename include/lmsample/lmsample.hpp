@@ -14,8 +14,9 @@ namespace lmsample {
 //! Element type of the logits.
 enum class DType : int32_t { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
-//! Where a call runs. kAuto picks CUDA when the library was built with it and a GPU is present.
-enum class Backend : int32_t { kAuto = 0, kCpu = 1, kCuda = 2 };
+//! Where a call runs. kAuto picks the GPU backend the library was built with (CUDA or HIP) when
+//! a device is present, else the CPU. A library has at most one GPU backend.
+enum class Backend : int32_t { kAuto = 0, kCpu = 1, kCuda = 2, kHip = 3 };
 
 //! Per-row outcome, written to Outputs::status for every row of every call that passes the
 //! structural checks. Values are stable (they are part of the C API).
@@ -123,8 +124,9 @@ struct Outputs {
   float* top_logprobs = nullptr;  //!< [batch, top_logprobs], -inf padded
 };
 
-//! How a call runs. For kCuda, every pointer in Request and Outputs and the workspace are device
-//! pointers, and the call is asynchronous on `stream` (a cudaStream_t, null = default stream).
+//! How a call runs. For kCuda and kHip, every pointer in Request and Outputs and the workspace
+//! are device pointers, and the call is asynchronous on `stream` (a cudaStream_t / hipStream_t,
+//! null = the default stream).
 struct ExecConfig {
   Backend backend = Backend::kCpu;
   int cpu_threads = 0;     //!< 0 = all hardware threads; results never depend on it

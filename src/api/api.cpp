@@ -6,7 +6,7 @@
 #include "core/params.hpp"
 #include "cpu/sample_cpu.hpp"
 #include "lmsample/lmsample.hpp"
-#if defined(LMSAMPLE_WITH_CUDA)
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
 #include "gpu/sample_gpu.hpp"
 #endif
 
@@ -129,51 +129,64 @@ const char* row_status_name(int32_t status) noexcept {
   }
 }
 
+namespace {
+
+// The GPU backend this library was built with (kCpu when none).
+constexpr Backend kBuiltGpu =
+#if defined(LMSAMPLE_WITH_CUDA)
+    Backend::kCuda;
+#elif defined(LMSAMPLE_WITH_HIP)
+    Backend::kHip;
+#else
+    Backend::kCpu;
+#endif
+
+}  // namespace
+
 bool backend_available(Backend backend) {
   switch (backend) {
     case Backend::kCpu:
+    case Backend::kAuto:
       return true;
     case Backend::kCuda:
-#if defined(LMSAMPLE_WITH_CUDA)
-      return gpu::device_present();
+    case Backend::kHip:
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
+      return backend == kBuiltGpu && gpu::device_present();
 #else
       return false;
 #endif
-    case Backend::kAuto:
-      return true;
   }
   return false;
 }
 
 Backend resolve_backend(Backend backend) {
   if (backend != Backend::kAuto) return backend;
-  return backend_available(Backend::kCuda) ? Backend::kCuda : Backend::kCpu;
+  return kBuiltGpu != Backend::kCpu && backend_available(kBuiltGpu) ? kBuiltGpu : Backend::kCpu;
 }
 
 const char* version() noexcept { return "0.1.0"; }
 
 size_t workspace_size(const Request& req, const ExecConfig& cfg) {
-  switch (resolve_backend(cfg.backend)) {
-#if defined(LMSAMPLE_WITH_CUDA)
-    case Backend::kCuda:
-      return gpu::workspace_size(req, cfg);
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
+  if (resolve_backend(cfg.backend) == kBuiltGpu) return gpu::workspace_size(req, cfg);
 #endif
-    default:
-      return cpu::workspace_size(req, cfg);
-  }
+  return cpu::workspace_size(req, cfg);
 }
 
 Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
               const ExecConfig& cfg) {
   const Backend backend = resolve_backend(cfg.backend);
-  if (backend == Backend::kCuda) {
-#if defined(LMSAMPLE_WITH_CUDA)
-    Status s = api::validate_request(req, out, false);
-    if (!s.ok()) return s;
-    return gpu::sample(req, out, workspace, workspace_bytes, cfg);
-#else
-    return Status{Code::kUnsupported, "this lmsample was built without the CUDA backend"};
+  if (backend == Backend::kCuda || backend == Backend::kHip) {
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
+    if (backend == kBuiltGpu) {
+      Status s = api::validate_request(req, out, false);
+      if (!s.ok()) return s;
+      return gpu::sample(req, out, workspace, workspace_bytes, cfg);
+    }
 #endif
+    return Status{Code::kUnsupported, std::string("this lmsample was built without the ") +
+                                          (backend == Backend::kCuda ? "CUDA" : "HIP") +
+                                          " backend"};
   }
   if (backend != Backend::kCpu)
     return Status{Code::kInvalidArgument,

@@ -26,11 +26,15 @@ Device query_device() {
   Device d;
   if (gpuGetDevice(&d.id) != gpuSuccess) return Device{};
   int major = 0;
-  gpuDeviceGetAttribute(&d.sms, gpuDevAttrMultiProcessorCount, d.id);
-  gpuDeviceGetAttribute(&d.max_smem, gpuDevAttrMaxSharedMemoryPerBlockOptin, d.id);
-  gpuDeviceGetAttribute(&major, gpuDevAttrComputeCapabilityMajor, d.id);
+  if (gpuDeviceGetAttribute(&d.sms, gpuDevAttrMultiProcessorCount, d.id) != gpuSuccess ||
+      gpuDeviceGetAttribute(&d.max_smem, gpuDevAttrMaxSharedMemoryPerBlockOptin, d.id) !=
+          gpuSuccess ||
+      gpuDeviceGetAttribute(&major, gpuDevAttrComputeCapabilityMajor, d.id) != gpuSuccess)
+    return Device{};
 #if !defined(__HIPCC__)
-  d.clusters = major >= 9;
+  d.clusters = major >= 9;  // thread-block clusters: Hopper and later
+#else
+  (void)major;
 #endif
   return d;
 }
@@ -71,8 +75,8 @@ const Device& device() {
     }
 #endif
     if (!cached.clusters)
-      gpuFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
-                          cached.max_smem);
+      (void)gpuFuncSetAttribute(reinterpret_cast<const void*>(&sample_rows_kernel<kThreads>),
+                                gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
   }
   return cached;
 }
@@ -129,7 +133,7 @@ Status runtime_error(const char* what, gpuError_t e) {
 bool device_present() {
   int n = 0;
   const bool ok = gpuGetDeviceCount(&n) == gpuSuccess && n > 0;
-  gpuGetLastError();  // clear the error a machine without a driver leaves behind
+  (void)gpuGetLastError();  // clear the error a machine without a driver leaves behind
   return ok;
 }
 

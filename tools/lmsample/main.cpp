@@ -291,7 +291,7 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
       ->check(CLI::Range(0, static_cast<int>(kMaxTopLogprobs)));
   s->add_option("--backend", a.backend,
                 "auto | cpu | cuda (auto: CUDA when built in and a GPU is present)")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   s->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
       ->check(CLI::NonNegativeNumber);
   s->add_option("--tokens-out", a.tokens_out, "also write the tokens as an int32 .npy file [batch]")
@@ -773,7 +773,7 @@ int main_impl(int argc, char** argv) {
   demo->add_option("--vocab", da.vocab, "vocabulary size (default 151936)");
   demo->add_option("--threads", da.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
   demo->add_option("--backend", da.backend, "auto | cpu | cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   demo->add_option("--repeats", da.repeats, "timed calls per setting (default 7)")
       ->check(CLI::Range(1, 100000));
 
@@ -784,7 +784,7 @@ int main_impl(int argc, char** argv) {
       "frequencies fit the exact distributions (chi-square, p > 1e-4), results do not depend on "
       "threads, batch size or row position, and errors are reported as specified");
   verify->add_option("--backend", va.backend, "auto | cpu | cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   verify->add_option("--threads", va.threads, "CPU threads of the baseline runs; 0 = all")
       ->check(CLI::NonNegativeNumber);
   verify->add_flag("--quick", va.quick, "fewer rows and draws (a few seconds)");
@@ -801,7 +801,7 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--batch", ba.batch, "rows (default 32)");
   bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
   bench->add_option("--backend", ba.backend, "auto | cpu | cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   bench->add_option("--repeats", ba.repeats, "timed calls per setting (default 20)")
