@@ -212,38 +212,36 @@ namespace lmsample::gpu {
 
 constexpr int kWarpSize = LMS_WARP_SIZE;
 
-// Warp shuffles and ballots of any trivially copyable value, as 32-bit words.
-template <typename T>
-__device__ __forceinline__ T shfl_xor(T v, int mask) {
+// Warp shuffles of any trivially copyable value, as 32-bit words.
+template <typename T, typename WordShuffle>
+__device__ __forceinline__ T shuffle_words(T v, WordShuffle shuffle) {
   constexpr int kWords = (sizeof(T) + 3) / 4;
   uint32_t w[kWords] = {};
   memcpy(w, &v, sizeof(T));
 #pragma unroll
-  for (int i = 0; i < kWords; ++i) {
-#if defined(__HIPCC__)
-    w[i] = static_cast<uint32_t>(__shfl_xor(static_cast<int>(w[i]), mask));
-#else
-    w[i] = __shfl_xor_sync(0xffffffffu, w[i], mask);
-#endif
-  }
+  for (int i = 0; i < kWords; ++i) w[i] = shuffle(w[i]);
   memcpy(&v, w, sizeof(T));
   return v;
 }
 template <typename T>
-__device__ __forceinline__ T shfl_up(T v, int delta) {
-  constexpr int kWords = (sizeof(T) + 3) / 4;
-  uint32_t w[kWords] = {};
-  memcpy(w, &v, sizeof(T));
-#pragma unroll
-  for (int i = 0; i < kWords; ++i) {
+__device__ __forceinline__ T shfl_xor(T v, int mask) {
+  return shuffle_words(v, [mask](uint32_t x) {
 #if defined(__HIPCC__)
-    w[i] = static_cast<uint32_t>(__shfl_up(static_cast<int>(w[i]), delta));
+    return static_cast<uint32_t>(__shfl_xor(static_cast<int>(x), mask));
 #else
-    w[i] = __shfl_up_sync(0xffffffffu, w[i], delta);
+    return __shfl_xor_sync(0xffffffffu, x, mask);
 #endif
-  }
-  memcpy(&v, w, sizeof(T));
-  return v;
+  });
+}
+template <typename T>
+__device__ __forceinline__ T shfl_up(T v, int delta) {
+  return shuffle_words(v, [delta](uint32_t x) {
+#if defined(__HIPCC__)
+    return static_cast<uint32_t>(__shfl_up(static_cast<int>(x), delta));
+#else
+    return __shfl_up_sync(0xffffffffu, x, delta);
+#endif
+  });
 }
 //! Bit l set when lane l's predicate holds (bits above the warp size are 0).
 __device__ __forceinline__ uint64_t ballot(bool pred) {
@@ -282,18 +280,8 @@ __device__ __forceinline__ void atomic_add_u64(uint64_t* p, uint64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
 
-//! The CTAs that share one row: a thread-block cluster on Hopper (distributed shared memory,
-//! hardware barrier, co-scheduled by construction so no wait can hang), else one CTA.
-struct RowGroup {
-#if LMS_HAS_CLUSTERS
-  __device__ unsigned rank() const { return cooperative_groups::this_cluster().block_rank(); }
-  __device__ unsigned size() const { return cooperative_groups::this_cluster().num_blocks(); }
-  __device__ void sync() const { cooperative_groups::this_cluster().sync(); }
-  template <typename T>
-  __device__ T* map(T* p, unsigned r) const {
-    return cooperative_groups::this_cluster().map_shared_rank(p, r);
-  }
-#else
+//! A row group of one CTA.
+struct SingleBlock {
   __device__ unsigned rank() const { return 0; }
   __device__ unsigned size() const { return 1; }
   __device__ void sync() const { __syncthreads(); }
@@ -301,8 +289,23 @@ struct RowGroup {
   __device__ T* map(T* p, unsigned) const {
     return p;
   }
-#endif
 };
+
+//! The CTAs that share one row: a thread-block cluster on Hopper (distributed shared memory,
+//! hardware barrier, co-scheduled by construction so no wait can hang), else one CTA.
+#if LMS_HAS_CLUSTERS
+struct RowGroup {
+  __device__ unsigned rank() const { return cooperative_groups::this_cluster().block_rank(); }
+  __device__ unsigned size() const { return cooperative_groups::this_cluster().num_blocks(); }
+  __device__ void sync() const { cooperative_groups::this_cluster().sync(); }
+  template <typename T>
+  __device__ T* map(T* p, unsigned r) const {
+    return cooperative_groups::this_cluster().map_shared_rank(p, r);
+  }
+};
+#else
+using RowGroup = SingleBlock;
+#endif
 
 }  // namespace lmsample::gpu
 #endif  // LMS_GPU_COMPILER

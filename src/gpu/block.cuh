@@ -43,17 +43,6 @@ struct alignas(16) Exchange {
   uint32_t gath_tok[kMaxGathered];
 };
 
-//! A row group of one CTA: what the block-level selections run on.
-struct SingleBlock {
-  __device__ unsigned rank() const { return 0; }
-  __device__ unsigned size() const { return 1; }
-  __device__ void sync() const { __syncthreads(); }
-  template <typename T>
-  __device__ T* map(T* p, unsigned) const {
-    return p;
-  }
-};
-
 //! Copies every rank's slot (64 bytes) into ex.gathered: thread (q, word) loads word `word` of
 //! rank q, all loads in flight at once (a remote load costs a round trip). Ends with a block
 //! barrier; the caller has passed the group barrier that made the slots complete.
