@@ -163,8 +163,14 @@ LMS_HD float f16_to_float(uint16_t h) {
 }  // namespace lmsample::core
 
 // ===================== GPU spelling (CUDA and HIP), device code only =====================
-#if LMS_GPU_COMPILER
-#if defined(__HIPCC__)
+// (LMS_SIMT_EMULATION: the host emulation of one thread block that the tests of src/gpu/'s
+// block-level code run on, for both warp sizes; see core/simt_host.hpp.)
+#if LMS_GPU_COMPILER || defined(LMS_SIMT_EMULATION)
+#if defined(LMS_SIMT_EMULATION)
+#include "core/simt_host.hpp"
+#define LMS_WARP_SIZE LMS_SIMT_WARP
+#define LMS_HAS_CLUSTERS 0
+#elif defined(__HIPCC__)
 // Wave size is a compile-time constant of the device pass: 64 on CDNA, 32 on RDNA.
 #if defined(__AMDGCN_WAVEFRONT_SIZE)
 #define LMS_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
@@ -226,7 +232,9 @@ __device__ __forceinline__ T shuffle_words(T v, WordShuffle shuffle) {
 template <typename T>
 __device__ __forceinline__ T shfl_xor(T v, int mask) {
   return shuffle_words(v, [mask](uint32_t x) {
-#if defined(__HIPCC__)
+#if defined(LMS_SIMT_EMULATION)
+    return lms_simt::shfl_word(x, lms_simt::lane() ^ mask);
+#elif defined(__HIPCC__)
     return static_cast<uint32_t>(__shfl_xor(static_cast<int>(x), mask));
 #else
     return __shfl_xor_sync(0xffffffffu, x, mask);
@@ -236,7 +244,10 @@ __device__ __forceinline__ T shfl_xor(T v, int mask) {
 template <typename T>
 __device__ __forceinline__ T shfl_up(T v, int delta) {
   return shuffle_words(v, [delta](uint32_t x) {
-#if defined(__HIPCC__)
+#if defined(LMS_SIMT_EMULATION)
+    const int lane = lms_simt::lane();
+    return lms_simt::shfl_word(x, lane >= delta ? lane - delta : lane);
+#elif defined(__HIPCC__)
     return static_cast<uint32_t>(__shfl_up(static_cast<int>(x), delta));
 #else
     return __shfl_up_sync(0xffffffffu, x, delta);
@@ -245,14 +256,18 @@ __device__ __forceinline__ T shfl_up(T v, int delta) {
 }
 //! Bit l set when lane l's predicate holds (bits above the warp size are 0).
 __device__ __forceinline__ uint64_t ballot(bool pred) {
-#if defined(__HIPCC__)
+#if defined(LMS_SIMT_EMULATION)
+  return lms_simt::ballot(pred);
+#elif defined(__HIPCC__)
   return static_cast<uint64_t>(__ballot(pred));
 #else
   return static_cast<uint64_t>(__ballot_sync(0xffffffffu, pred));
 #endif
 }
 __device__ __forceinline__ uint32_t shfl_idx(uint32_t v, int src_lane) {
-#if defined(__HIPCC__)
+#if defined(LMS_SIMT_EMULATION)
+  return lms_simt::shfl_word(v, src_lane);
+#elif defined(__HIPCC__)
   return static_cast<uint32_t>(__shfl(static_cast<int>(v), src_lane));
 #else
   return __shfl_sync(0xffffffffu, v, src_lane);
@@ -264,6 +279,8 @@ __device__ __forceinline__ uint32_t shfl_idx(uint32_t v, int src_lane) {
 __device__ __forceinline__ uint64_t match_any(uint32_t v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700 && !defined(__HIPCC__)
   return static_cast<uint64_t>(__match_any_sync(0xffffffffu, v));
+#elif defined(LMS_SIMT_EMULATION)
+  return lms_simt::match_any(v);
 #else
   uint64_t peers = 0;
   for (int j = 0; j < kWarpSize; ++j) peers |= static_cast<uint64_t>(shfl_idx(v, j) == v) << j;
@@ -272,7 +289,9 @@ __device__ __forceinline__ uint64_t match_any(uint32_t v) {
 }
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }
 __device__ __forceinline__ void sync_warp() {
-#if !defined(__HIPCC__)
+#if defined(LMS_SIMT_EMULATION)
+  lms_simt::sync_warp();
+#elif !defined(__HIPCC__)
   __syncwarp();
 #endif
 }

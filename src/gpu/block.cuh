@@ -35,9 +35,9 @@ struct alignas(16) Exchange {
   union {  // the thread maxima are dead once the candidates are compacted
     uint32_t thread_max[kMaxThreads];  // each thread's largest key (top-k pre-filter)
     struct {
-      uint32_t cand_key[kMaxCandidates];  // compacted candidates, in token order
-      uint32_t cand_idx[kMaxCandidates];
-    };
+      uint32_t key[kMaxCandidates];  // compacted candidates, in token order
+      uint32_t idx[kMaxCandidates];
+    } cand;
   };
   uint32_t gath_key[kMaxGathered];  // the row's candidates gathered in rank 0, in token order
   uint32_t gath_tok[kMaxGathered];

@@ -309,8 +309,8 @@ __device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exch
     const uint64_t m = ballot(c);
     const int pos = count + __popcll(m & below);
     if (c && pos < kPerWarp) {
-      ex.cand_key[warp * kPerWarp + pos] = keys[i];
-      ex.cand_idx[warp * kPerWarp + pos] = static_cast<uint32_t>(i);
+      ex.cand.key[warp * kPerWarp + pos] = keys[i];
+      ex.cand.idx[warp * kPerWarp + pos] = static_cast<uint32_t>(i);
     }
     count += __popcll(m);
   }
@@ -683,8 +683,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
             uint32_t offset = 0;
             for (unsigned r = 0; r < q; ++r) offset += static_cast<uint32_t>(ex.gathered[r][0]);
             const uint32_t* counts = g.map(ex.warp_count, q);
-            const uint32_t* rk = g.map(ex.cand_key, q);
-            const uint32_t* ri = g.map(ex.cand_idx, q);
+            const uint32_t* rk = g.map(ex.cand.key, q);
+            const uint32_t* ri = g.map(ex.cand.idx, q);
             const int64_t cq0 = static_cast<int64_t>(q) * a.chunk;
             for (int r = 0; r < kWarps; ++r) {
               const uint32_t cr = counts[r];
@@ -715,16 +715,16 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
             // the top-k set (ties included), in token order; usually exactly k entries
             const int c = compact_at_least<kThreads>(
                 gn, gkey, [&](int i) { return ex.gath_tok[i]; }, lo, Exchange::kMaxCandidates,
-                ex.cand_key, ex.cand_idx, ex);
+                ex.cand.key, ex.cand.idx, ex);
             if (c >= 0 && c <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
-              block_finish<kThreads>(ex.cand_key, ex.cand_idx, c, 0, rs, m, inv_t, u, ex);
+              block_finish<kThreads>(ex.cand.key, ex.cand.idx, c, 0, rs, m, inv_t, u, ex);
               gathered_token = static_cast<int64_t>(ex.bcast[2]);
               gathered_kept = static_cast<int64_t>(ex.bcast[1]);
               __syncthreads();
             } else if (c >= 0) {
               gathered_token = filter_and_draw<kThreads>(
-                  self, ex, lphase, lhphase, c, [&](int i) { return ex.cand_key[i]; },
-                  [&](int i) { return static_cast<int64_t>(ex.cand_idx[i]); }, rs, m, inv_t, false,
+                  self, ex, lphase, lhphase, c, [&](int i) { return ex.cand.key[i]; },
+                  [&](int i) { return static_cast<int64_t>(ex.cand.idx[i]); }, rs, m, inv_t, false,
                   u, &gathered_kept);
             } else {
               gathered_token = filter_and_draw<kThreads>(

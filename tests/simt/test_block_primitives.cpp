@@ -1,0 +1,129 @@
+// The block-level code of the GPU backend (src/gpu/block.cuh) run on the CPU through the host
+// emulation of a thread block (core/simt_host.hpp), once per warp size: this file is compiled
+// with LMS_SIMT_WARP = 32 (NVIDIA, AMD RDNA) and 64 (AMD CDNA). Results are compared with plain
+// host computations.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "gpu/block.cuh"
+
+namespace {
+
+using lmsample::gpu::Block;
+using lmsample::gpu::Exchange;
+using lmsample::gpu::group_select;
+using lmsample::gpu::SingleBlock;
+
+Exchange& shared_exchange() {
+  static Exchange ex;  // the block's shared memory
+  return ex;
+}
+
+constexpr uint32_t kKeyNegInf = 0x007fffffu;
+
+template <int kThreads>
+void check_allreduce_and_scan(uint32_t seed) {
+  std::mt19937_64 gen(seed);
+  std::vector<uint64_t> v(kThreads);
+  for (auto& x : v) x = gen() >> 24;  // sums stay far below 2^64
+  std::vector<uint64_t> sum(kThreads), mx(kThreads), incl(kThreads), total(kThreads);
+  Exchange& ex = shared_exchange();
+  lms_simt::launch_block(kThreads, [&] {
+    const unsigned t = threadIdx.x;
+    using B = Block<kThreads>;
+    sum[t] = B::allreduce(
+        v[t], [](uint64_t a, uint64_t b) { return a + b; }, ex);
+    mx[t] = B::allreduce(
+        v[t], [](uint64_t a, uint64_t b) { return a > b ? a : b; }, ex);
+    incl[t] = B::inclusive_scan(v[t], &total[t], ex);
+  });
+  uint64_t s = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    s += v[t];
+    ASSERT_EQ(incl[t], s) << "thread " << t;
+  }
+  const uint64_t m = *std::max_element(v.begin(), v.end());
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_EQ(sum[t], s) << "thread " << t;
+    ASSERT_EQ(mx[t], m) << "thread " << t;
+    ASSERT_EQ(total[t], s) << "thread " << t;
+  }
+}
+
+TEST(SimtBlock, AllreduceAndScan) {
+  for (uint32_t seed = 1; seed <= 2; ++seed) {
+    check_allreduce_and_scan<256>(seed);
+    check_allreduce_and_scan<512>(seed);
+  }
+}
+
+// Largest key t with sum of weights of keys >= t reaching target (the contract's selections).
+uint32_t reference_select(const std::vector<uint32_t>& keys, const std::vector<uint64_t>& w,
+                          uint64_t target) {
+  std::vector<size_t> order(keys.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return keys[a] > keys[b]; });
+  uint64_t acc = 0;
+  for (const size_t i : order) {
+    acc += w[i];
+    if (acc >= target) return keys[i];
+  }
+  return 0;
+}
+
+template <int kThreads, bool kUnit>
+void check_select(const std::vector<uint32_t>& keys, const std::vector<uint64_t>& w,
+                  uint64_t target) {
+  std::vector<uint32_t> got(kThreads);
+  Exchange& ex = shared_exchange();
+  const int n = static_cast<int>(keys.size());
+  lms_simt::launch_block(kThreads, [&] {
+    const SingleBlock g;
+    int hphase = 0;
+    got[threadIdx.x] = group_select<kThreads, kUnit>(
+        g, ex, hphase, n, [&](int i) { return keys[static_cast<size_t>(i)]; },
+        [&](uint32_t, int i) { return w[static_cast<size_t>(i)]; }, target);
+  });
+  const uint32_t want = reference_select(keys, w, target);
+  for (int t = 0; t < kThreads; ++t)
+    ASSERT_EQ(got[t], want) << "thread " << t << ", n = " << n << ", target = " << target;
+}
+
+TEST(SimtBlock, SelectByCountAndByMass) {
+  std::mt19937_64 gen(7);
+  for (const int n : {1, 37, 700}) {
+    for (const int kind : {0, 1, 2}) {  // distinct-ish keys, heavy ties, one key
+      std::vector<uint32_t> keys(static_cast<size_t>(n));
+      for (auto& k : keys) {
+        const uint32_t r = static_cast<uint32_t>(gen());
+        k = kind == 0   ? (r | 0x00800000u)
+            : kind == 1 ? (0xc0000000u | (r & 0x7u) << 20)
+                        : 0xbf800000u;
+      }
+      // count select: unit weights of valid keys (one -inf key when n > 1 must not count)
+      std::vector<uint64_t> unit(keys.size(), 1);
+      if (n > 1) {
+        keys[1] = kKeyNegInf;
+        unit[1] = 0;
+      }
+      const uint64_t valid = static_cast<uint64_t>(std::count(unit.begin(), unit.end(), 1));
+      for (const uint64_t k : {uint64_t{1}, (valid + 1) / 2, valid})
+        check_select<256, true>(keys, unit, k);
+      check_select<512, true>(keys, unit, valid);
+      // mass select: fixed-point weights up to 2^39
+      std::vector<uint64_t> mass(keys.size());
+      uint64_t total = 0;
+      for (auto& m : mass) total += (m = gen() >> 25);
+      if (total == 0) continue;
+      for (const uint64_t target : {uint64_t{1}, total / 3 + 1, total})
+        check_select<256, false>(keys, mass, target);
+    }
+  }
+}
+
+}  // namespace
