@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "api/validate.hpp"
 #include "cpu/rows.hpp"
 
 namespace lmsample::cpu {
@@ -57,9 +58,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   }
   char* base = static_cast<char*>(workspace);
   base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
-  const int64_t stride = req.logits.row_stride == 0 ? req.logits.vocab : req.logits.row_stride;
-  const int64_t mask_words =
-      req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
+  const int64_t stride = api::row_stride_of(req);
+  const int64_t mask_words = api::mask_words_of(req);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
   const int64_t batch = req.logits.batch;
   const RowFn row_fn = pick_row_fn();

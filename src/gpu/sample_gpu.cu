@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "api/validate.hpp"
 #include "gpu/sample_gpu.hpp"
 #include "gpu/sample_kernel.cuh"
 
@@ -162,8 +163,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   KernelArgs a{};
   a.req = req;
   a.out = out;
-  a.stride = req.logits.row_stride == 0 ? req.logits.vocab : req.logits.row_stride;
-  a.mask_words = req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
+  a.stride = api::row_stride_of(req);
+  a.mask_words = api::mask_words_of(req);
   a.chunk = p.chunk;
   if (!p.smem_keys) {
     char* base = static_cast<char*>(workspace);
