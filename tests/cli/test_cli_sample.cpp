@@ -17,6 +17,7 @@
 #include "lmsample/lmsample.hpp"
 #include "npy.hpp"
 #include "synth.hpp"
+#include "temp_dir_test.hpp"
 
 #ifndef LMSAMPLE_CLI_EXE
 #error "LMSAMPLE_CLI_EXE must be the path of the lmsample tool"
@@ -57,20 +58,9 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
-class Cli : public ::testing::Test {
+class Cli : public lmstest::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ =
-        fs::temp_directory_path() /
-        ("lmsample_test_cli_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  Cli() : TempDirTest("lmsample_test_cli_") {}
 
   RunResult run(const std::string& args) const {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
@@ -83,8 +73,6 @@ class Cli : public ::testing::Test {
     r.err = slurp(err);
     return r;
   }
-
-  fs::path dir_;
 };
 
 // Logits [B, V] with LLM-like rows; row 2 all NaN/-inf (empty), row 3 with two +inf (ties).

@@ -14,6 +14,7 @@
 #include "inputs.hpp"
 #include "npy.hpp"
 #include "synth.hpp"
+#include "temp_dir_test.hpp"
 #include "verify.hpp"
 
 namespace lmsample::tool {
@@ -21,20 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class Npy : public ::testing::Test {
+class Npy : public lmstest::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ =
-        fs::temp_directory_path() /
-        ("lmsample_test_npy_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  Npy() : TempDirTest("lmsample_test_npy_") {}
   std::string write_bytes(const std::string& name, const std::string& bytes) const {
     const std::string p = path(name);
     std::ofstream(p, std::ios::binary)
@@ -58,8 +48,6 @@ class Npy : public ::testing::Test {
     return write_bytes(name, bytes + h + data);
   }
   static std::string floats(int n) { return std::string(static_cast<size_t>(n) * 4, '\0'); }
-
-  fs::path dir_;
 };
 
 // Expects read_npy(p) to throw an NpyError naming the file and containing `part`.
