@@ -3,6 +3,7 @@
 // top-k 50 + top-p 0.9 at V = 151,936 (fp32, N(0,1)*4 logits) for a few batch sizes.
 // results/gpu/README.md quotes its output.
 #define LMS_PROFILE_PHASES 1
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -60,14 +61,28 @@ int main() {
       }
     }
     CHECK(cudaDeviceSynchronize());
-    unsigned long long t[32];
-    CHECK(cudaMemcpyFromSymbol(t, gpu::g_phase_ns, sizeof t));
+    unsigned long long ts[16][32], vals[16][8];
+    CHECK(cudaMemcpyFromSymbol(ts, gpu::g_phase_ns, sizeof ts));
+    CHECK(cudaMemcpyFromSymbol(vals, gpu::g_phase_value, sizeof vals));
+    const unsigned long long* t = ts[0];
+    // the group's CTAs of row 0: those that stamped the end
+    int group = 0;
+    while (group < 16 && ts[group][8] >= t[0] && ts[group][8] - t[0] < 1000000000ull) ++group;
+    unsigned long long start_lo = ~0ull, start_hi = 0, load_lo = ~0ull, load_hi = 0;
+    for (int q = 0; q < group; ++q) {
+      start_lo = std::min(start_lo, ts[q][0]);
+      start_hi = std::max(start_hi, ts[q][0]);
+      load_lo = std::min(load_lo, ts[q][1]);
+      load_hi = std::max(load_hi, ts[q][1]);
+    }
     std::printf(
-        "B=%ld: load %llu, statistics exchange (+ top-k bound) %llu, compaction %llu, "
-        "count exchange + gather %llu, rank-0 finish %llu, final barrier %llu ns "
-        "(total %llu)\n",
-        static_cast<long>(b), t[1] - t[0], t[2] - t[1], t[4] - t[3], t[5] - t[4], t[6] - t[5],
-        t[8] - t[7], t[8] - t[0]);
+        "B=%ld (group %d): load %llu, local bound %llu, block reduce %llu, group exchange %llu, "
+        "compaction %llu, count exchange + gather %llu, rank-0 finish %llu, final barrier %llu ns "
+        "(total %llu); start spread %llu, load-end spread %llu ns; candidates %llu (rank 0: "
+        "%llu)\n",
+        static_cast<long>(b), group, t[1] - t[0], t[9] - t[1], t[10] - t[9], t[2] - t[10],
+        t[4] - t[3], t[5] - t[4], t[6] - t[5], t[8] - t[7], t[8] - t[0], start_hi - start_lo,
+        load_hi - load_lo, vals[0][0], vals[0][1]);
     cudaFree(dx);
     cudaFree(dp);
     cudaFree(dk);

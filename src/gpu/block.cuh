@@ -28,18 +28,23 @@ struct alignas(16) Exchange {
   uint64_t top[64];                           // top-n entries gathered in rank 0
   uint32_t top_count;
   uint32_t warp_count[kMaxWarps];
-  union {                                         // never live at the same time
-    uint64_t stage_w[kMaxThreads];                // per-warp staging of weights (histogram fill)
+  uint32_t cand_count;              // candidates this CTA found (top-k pre-filter)
+  uint32_t gcount[kMaxGroup];       // candidates of each rank of the group (pushed by each rank)
+  uint32_t bound;                   // this CTA's lower bound of its k'-th largest key
+  union {                           // never live at the same time
+    uint64_t stage_w[kMaxThreads];  // per-warp staging of weights (histogram fill)
     uint64_t merge_part[kMaxThreads / 256][256];  // partial sums (histogram merge)
   };
-  union {  // the thread maxima are dead once the candidates are compacted
+  union {                              // the thread maxima are dead once the candidates are pushed
     uint32_t thread_max[kMaxThreads];  // each thread's largest key (top-k pre-filter)
     struct {
-      uint32_t key[kMaxCandidates];  // compacted candidates, in token order
-      uint32_t idx[kMaxCandidates];
+      uint32_t key[kMaxCandidates];  // the row's candidates, compacted in rank 0 (any order)
+      uint32_t tok[kMaxCandidates];
     } cand;
   };
-  uint32_t gath_key[kMaxGathered];  // the row's candidates gathered in rank 0, in token order
+  // The candidates of the group's ranks, pushed into rank 0: rank q's in the q-th of G equal
+  // regions (any order inside a region).
+  uint32_t gath_key[kMaxGathered];
   uint32_t gath_tok[kMaxGathered];
 };
 
@@ -99,6 +104,61 @@ struct Block {
     return v + before;
   }
 };
+
+//! The warp's values sorted in descending order across its lanes (lane 0 gets the largest):
+//! a bitonic sort by shuffles.
+__device__ __forceinline__ uint32_t warp_sort_desc(uint32_t v) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int k = 2; k <= kWarpSize; k <<= 1) {
+#pragma unroll
+    for (int j = k / 2; j > 0; j >>= 1) {
+      const uint32_t p = shfl_xor(v, j);
+      const bool low = (lane & j) == 0, desc = (lane & k) == 0;
+      v = low == desc ? (v > p ? v : p) : (v < p ? v : p);
+    }
+  }
+  return v;
+}
+
+//! The kWarpSize largest of two descending lane-sorted lists, sorted descending (bitonic merge).
+__device__ __forceinline__ uint32_t warp_merge_desc(uint32_t a, uint32_t b) {
+  const int lane = lane_id();
+  const uint32_t rb = shfl_idx(b, kWarpSize - 1 - lane);
+  uint32_t v = a > rb ? a : rb;  // a bitonic sequence holding the kWarpSize largest
+#pragma unroll
+  for (int j = kWarpSize / 2; j > 0; j >>= 1) {
+    const uint32_t p = shfl_xor(v, j);
+    v = (lane & j) == 0 ? (v > p ? v : p) : (v < p ? v : p);
+  }
+  return v;
+}
+
+//! The k-th largest (1 <= k <= kWarpSize) of the block's values, one per thread: each warp sorts
+//! its values, then warp 0 merges the sorted lists pairwise. Every thread gets the result.
+//! Contains two block barriers.
+template <int kThreads>
+__device__ uint32_t block_kth_largest(uint32_t v, int k, Exchange& ex) {
+  constexpr int kWarps = kThreads / kWarpSize;
+  static_assert((kWarps & (kWarps - 1)) == 0, "warps per block must be a power of two");
+  const int lane = lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  ex.thread_max[warp * kWarpSize + lane] = warp_sort_desc(v);
+  __syncthreads();
+  if (warp == 0) {
+    uint32_t list[kWarps];
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) list[w] = ex.thread_max[w * kWarpSize + lane];
+#pragma unroll
+    for (int width = kWarps / 2; width > 0; width /= 2) {
+#pragma unroll
+      for (int w = 0; w < width; ++w) list[w] = warp_merge_desc(list[w], list[w + width]);
+    }
+    const uint32_t kth = shfl_idx(list[0], k - 1);
+    if (lane == 0) ex.bound = kth;
+  }
+  __syncthreads();
+  return ex.bound;
+}
 
 //! Sums over the row group of each CTA's block-uniform pair `mine`; *before gets the sums over
 //! the CTAs of lower rank (earlier tokens). One group barrier.

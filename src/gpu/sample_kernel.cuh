@@ -15,17 +15,21 @@ namespace lmsample::gpu {
 #if defined(LMS_PROFILE_PHASES)
 // Development aid (bench/gpu/profile_phases.cu): global-timer stamps of the phases of rank 0 of
 // row 0. Compiled out of the library.
-__device__ unsigned long long g_phase_ns[32];
-__device__ __forceinline__ void stamp(int i, int64_t row, int64_t prof_row) {
-  if (row == prof_row && threadIdx.x == 0) {
+__device__ unsigned long long g_phase_ns[16][32];  // [rank][stamp]
+__device__ unsigned long long g_phase_value[16][8];
+__device__ __forceinline__ void stamp(int i, unsigned rank, int64_t row) {
+  if (row == 0 && threadIdx.x == 0) {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    g_phase_ns[i] = t;
+    g_phase_ns[rank][i] = t;
   }
 }
-#define LMS_STAMP(i) stamp(i, g.rank() == 0 ? row : -1, 0)
+#define LMS_STAMP(i) stamp(i, g.rank(), row)
+#define LMS_PROFILE_VALUE(i, v) \
+  ((row == 0 && threadIdx.x == 0) ? (void)(g_phase_value[g.rank()][i] = (v)) : (void)0)
 #else
 #define LMS_STAMP(i) ((void)0)
+#define LMS_PROFILE_VALUE(i, v) ((void)0)
 #endif
 
 struct KernelArgs {
@@ -77,37 +81,86 @@ struct StatsOp {
 __device__ __forceinline__ Stats empty_stats() {
   return Stats{core::kKeyNegInf, 0, INT64_MAX, 0, core::kKeyNegInf + 1};
 }
-// Tokens of one thread arrive in increasing index order, so a strict > keeps the first maximum.
-__device__ __forceinline__ void add_to_stats(Stats& s, uint32_t k, int64_t token) {
-  if (k > s.max_key) {
-    s.max_key = k;
-    s.argmax = token;
+// The three largest keys a thread holds (with multiplicity) and the chunk indices of the first
+// two. Tokens of one thread arrive in increasing index order, so a strict > keeps the first
+// maximum (the argmax).
+struct Top3 {
+  uint32_t k1 = core::kKeyNegInf, k2 = core::kKeyNegInf, k3 = core::kKeyNegInf;
+  int i1 = -1, i2 = -1;
+  __device__ __forceinline__ void add(uint32_t k, int i) {
+    if (k > k2) {
+      k3 = k2;
+      if (k > k1) {
+        k2 = k1;
+        i2 = i1;
+        k1 = k;
+        i1 = i;
+      } else {
+        k2 = k;
+        i2 = i;
+      }
+    } else if (k > k3) {
+      k3 = k;
+    }
   }
+};
+__device__ __forceinline__ void count_key(Stats& s, uint32_t k) {
   s.n_valid += k > core::kKeyNegInf;
   s.n_posinf += k == core::kKeyPosInf;
 }
+__device__ __forceinline__ void finish_stats(Stats& s, const Top3& t, int64_t c0) {
+  s.max_key = t.k1;
+  s.argmax = t.i1 >= 0 ? c0 + t.i1 : INT64_MAX;
+}
 
-// Loads tokens [c0, c0 + n) of the row as keys (bitmask applied), with 16-byte loads where
-// aligned and several in flight per thread, and returns this thread's statistics of them.
-template <int kThreads>
-__device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0, int n,
-                            const uint32_t* mask) {
-  Stats s = empty_stats();
-  const auto put = [&](int i, uint32_t k) {
-    if (mask) {
-      const int64_t t = c0 + i;
-      k = ((mask[t >> 5] >> (t & 31)) & 1u) ? k : core::kKeyNegInf;
-    }
-    keys[i] = k;
-    add_to_stats(s, k, c0 + i);
-  };
+// Which of a CTA's chunk indices a thread owns: 16-byte vectors v = tid, tid + kThreads, ...
+// (`per` elements each) when the chunk starts 16-byte aligned, then (or else) single elements
+// strided by kThreads. The load, the recount and the candidate rescan all follow it.
+struct Ownership {
+  bool vec;
+  int per;
+};
+__device__ __forceinline__ Ownership ownership_of(const void* row, DType dt, int64_t c0) {
   const int esize = dt == DType::kFloat32 ? 4 : 2;
   const char* base = static_cast<const char*>(row) + c0 * esize;
-  const int per = 16 / esize;  // elements per 16-byte load
+  return Ownership{(reinterpret_cast<uintptr_t>(base) & 15u) == 0, 16 / esize};
+}
+template <int kThreads, typename F>
+__device__ __forceinline__ void for_each_owned(const Ownership& o, int n, F f) {
   int done = 0;
-  if ((reinterpret_cast<uintptr_t>(base) & 15u) == 0) {
+  if (o.vec) {
+    const int nvec = n / o.per;
+    for (int v = threadIdx.x; v < nvec; v += kThreads)
+      for (int j = 0; j < o.per; ++j) f(v * o.per + j);
+    done = nvec * o.per;
+  }
+  for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads) f(i);
+}
+
+// Loads tokens [c0, c0 + n) of the row as keys (bitmask applied), with 16-byte loads where
+// aligned and several in flight per thread (the indices `ownership_of` gives this thread), and
+// returns this thread's statistics of them; *top gets its three largest keys.
+template <int kThreads>
+__device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0, int n,
+                            const uint32_t* mask, Top3* top) {
+  Stats s = empty_stats();
+  Top3 t;
+  const auto put = [&](int i, uint32_t k) {
+    if (mask) {
+      const int64_t tok = c0 + i;
+      k = ((mask[tok >> 5] >> (tok & 31)) & 1u) ? k : core::kKeyNegInf;
+    }
+    keys[i] = k;
+    t.add(k, i);
+    count_key(s, k);
+  };
+  const int esize = dt == DType::kFloat32 ? 4 : 2;
+  const Ownership own = ownership_of(row, dt, c0);
+  const int per = own.per;  // elements per 16-byte load
+  int done = 0;
+  if (own.vec) {
     const int nvec = n / per;
-    const uint4* src = reinterpret_cast<const uint4*>(base);
+    const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(row) + c0 * esize);
     constexpr int kInFlight = 4;  // independent 16-byte loads per thread before the first use
     for (int v0 = threadIdx.x; v0 < nvec; v0 += kThreads * kInFlight) {
       uint4 q4[kInFlight];
@@ -140,6 +193,8 @@ __device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c
   }
   for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads)
     put(i, load_key(row, dt, c0 + i));
+  finish_stats(s, t, c0);
+  *top = t;
   return s;
 }
 
@@ -255,96 +310,26 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   return token;
 }
 
-// The entries [0, n) whose key is >= lo, compacted in order into out_key / out_val (value_at(i)
-// is stored beside each key): each warp takes a contiguous segment (ballots keep the order) and
-// the warp counts are prefixed. Returns the count, or -1 if more than `cap` (nothing written).
-template <int kThreads, typename KeyAt, typename ValueAt>
-__device__ int compact_at_least(int n, KeyAt key_at, ValueAt value_at, uint32_t lo, int cap,
-                                uint32_t* out_key, uint32_t* out_val, Exchange& ex) {
-  constexpr int kWarps = kThreads / kWarpSize;
-  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
-  const int seg = (n + kWarps * kWarpSize - 1) / (kWarps * kWarpSize) * kWarpSize;
-  const int b0 = warp * seg, b1 = b0 + seg < n ? b0 + seg : n;
-  int count = 0;
-  for (int i = b0 + lane; i - lane < b1; i += kWarpSize)
-    count += __popcll(ballot(i < b1 && key_at(i) >= lo));
-  if (lane == 0) ex.warp_count[warp] = static_cast<uint32_t>(count);
-  __syncthreads();
-  int offset = 0, total = 0;
-  for (int w = 0; w < kWarps; ++w) {
-    offset += w < warp ? static_cast<int>(ex.warp_count[w]) : 0;
-    total += static_cast<int>(ex.warp_count[w]);
-  }
-  __syncthreads();
-  if (total > cap) return -1;
-  const uint64_t below = (uint64_t{1} << lane) - 1;
-  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) {
-    const bool c = i < b1 && key_at(i) >= lo;
-    const uint64_t m = ballot(c);
-    if (c) {
-      const int pos = offset + __popcll(m & below);
-      out_key[pos] = key_at(i);
-      out_val[pos] = value_at(i);
-    }
-    offset += __popcll(m);
-  }
-  __syncthreads();
-  return total;
-}
-
-// Keys of this CTA's chunk that are >= lo, with their chunk indices, in one pass: warp w keeps
-// its contiguous segment's candidates in order in its own region of ex.cand_* (kPerWarp slots)
-// and its count in ex.warp_count[w]. Returns the CTA's count, or -1 if a region overflowed.
-template <int kThreads>
-__device__ int compact_candidates(const uint32_t* keys, int n, uint32_t lo, Exchange& ex) {
-  constexpr int kWarps = kThreads / kWarpSize;
-  constexpr int kPerWarp = Exchange::kMaxCandidates / kWarps;
-  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
-  const int seg = (n + kWarps * kWarpSize - 1) / (kWarps * kWarpSize) * kWarpSize;
-  const int b0 = warp * seg, b1 = b0 + seg < n ? b0 + seg : n;
-  const uint64_t below = (uint64_t{1} << lane) - 1;
-  int count = 0;
-  for (int i = b0 + lane; i - lane < b1; i += kWarpSize) {
-    const bool c = i < b1 && keys[i] >= lo;
-    const uint64_t m = ballot(c);
-    const int pos = count + __popcll(m & below);
-    if (c && pos < kPerWarp) {
-      ex.cand.key[warp * kPerWarp + pos] = keys[i];
-      ex.cand.idx[warp * kPerWarp + pos] = static_cast<uint32_t>(i);
-    }
-    count += __popcll(m);
-  }
-  if (lane == 0) ex.warp_count[warp] = static_cast<uint32_t>(count);
-  __syncthreads();
-  int total = 0;
-  bool overflow = false;
-  for (int w = 0; w < kWarps; ++w) {
-    total += static_cast<int>(ex.warp_count[w]);
-    overflow = overflow || ex.warp_count[w] > static_cast<uint32_t>(kPerWarp);
-  }
-  return overflow ? -1 : total;
-}
-
-// The last steps of a row whose candidates (token order, keys[0, c) / toks[0, c), c <= kMax)
-// hold every token the filters can keep, in one CTA: kSplit threads per entry count in parallel
-// (c <= kThreads / kSplit).
+// The last steps of a row whose candidates (keys[0, c) / toks[0, c), in any order, c <=
+// kThreads, distinct tokens) hold every token the filters can keep, in one CTA: `split` threads
+// per entry (a power of two, as many as the block allows) count over the entries in parallel.
 // The top-k threshold (top_k > 0) is the largest key with at least k entries at or above it;
-// the top-p threshold the largest key whose suffix mass reaches the target; the draw is a block
-// scan in token order. Results (kept-set size, token, its key) land in ex.bcast[1..3].
+// the top-p threshold the largest key whose suffix mass reaches the target; the draw takes the
+// kept entry whose running weight in token order (the weight of the kept entries of lower ids)
+// brackets t. Results (kept-set size, token, its key) land in ex.bcast[1..3].
 template <int kThreads>
 __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
                              const core::RowSettings& rs, float m, float inv_t, uint64_t u,
                              Exchange& ex) {
   using B = Block<kThreads>;
-  constexpr int kSplit = kThreads / 256 > 0 ? kThreads / 256 : 1;
-  static_assert(kWarpSize % kSplit == 0, "an entry's threads must share a warp");
-  const int e = static_cast<int>(threadIdx.x) / kSplit,
-            part = static_cast<int>(threadIdx.x) % kSplit;
+  int split = 1;
+  while (split < kWarpSize && c * split * 2 <= kThreads) split *= 2;
+  const int e = static_cast<int>(threadIdx.x) / split, part = static_cast<int>(threadIdx.x) % split;
   const bool live = e < c;
   const uint32_t key = live ? keys[e] : core::kKeyNegInf;
-  const auto sum_split = [](uint64_t v) {
-#pragma unroll
-    for (int d = 1; d < kSplit; d <<= 1) v += shfl_xor(v, d);
+  const uint32_t tok = live ? toks[e] : 0u;
+  const auto sum_split = [split](uint64_t v) {
+    for (int d = 1; d < split; d <<= 1) v += shfl_xor(v, d);  // the entry's lanes share a warp
     return v;
   };
   const auto max_op = [](uint32_t x, uint32_t y) { return x > y ? x : y; };
@@ -352,7 +337,7 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   uint32_t lo = core::kKeyNegInf + 1;
   if (top_k > 0) {
     uint64_t ge = 0;
-    for (int j = part; j < c; j += kSplit) ge += keys[j] >= key;
+    for (int j = part; j < c; j += split) ge += keys[j] >= key;
     ge = sum_split(ge);
     const uint32_t best =
         B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
@@ -363,24 +348,31 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   const uint64_t w = ok ? core::mass_of(ev) : 0;
   uint32_t tau = 0;
   if (rs.top_p < 1.0f) {
-    if (part == 0 && e < Exchange::kMaxThreads) ex.stage_w[e] = w;
+    if (part == 0 && live) ex.stage_w[e] = w;
     const uint64_t total =
         B::allreduce(part == 0 ? w : 0, add_op, ex);  // its barriers publish stage_w
     const uint64_t target = core::ceil_fraction(rs.top_p, total);
     uint64_t suffix = 0;
-    for (int j = part; j < c; j += kSplit) suffix += keys[j] >= key ? ex.stage_w[j] : 0;
+    for (int j = part; j < c; j += split) suffix += keys[j] >= key ? ex.stage_w[j] : 0;
     suffix = sum_split(suffix);
-    tau = B::allreduce(ok && suffix >= target ? key : 0u, max_op, ex);
+    tau = B::allreduce(ok && suffix >= target ? key : 0u, max_op, ex);  // (every read is done)
   }
-  const bool keep = ok && key >= tau && part == 0;
+  const bool keep = ok && key >= tau;
   const uint64_t wk = keep ? w : 0;
-  const uint64_t kept = B::allreduce(static_cast<uint64_t>(keep), add_op, ex);
-  uint64_t kept_total = 0;
-  const uint64_t incl = B::inclusive_scan(wk, &kept_total, ex);  // thread order = token order
-  const uint64_t t = core::scale_draw(u, kept_total);
-  if (wk > 0 && incl > t && incl - wk <= t) {
-    ex.bcast[1] = kept;
-    ex.bcast[2] = toks[e];
+  if (part == 0 && live) ex.stage_w[e] = wk;
+  const Sum2 kept = B::allreduce(
+      Sum2{part == 0 && keep ? 1u : 0u, part == 0 ? wk : 0},
+      [](Sum2 x, Sum2 y) {
+        return Sum2{x.a + y.a, x.b + y.b};
+      },
+      ex);  // publishes stage_w
+  uint64_t before = 0;
+  for (int j = part; j < c; j += split) before += toks[j] < tok ? ex.stage_w[j] : 0;
+  before = sum_split(before);
+  const uint64_t t = core::scale_draw(u, kept.b);
+  if (part == 0 && wk > 0 && before <= t && t - before < wk) {
+    ex.bcast[1] = kept.a;
+    ex.bcast[2] = tok;
     ex.bcast[3] = key;
   }
   __syncthreads();
@@ -568,8 +560,11 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const void* xrow =
       static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
   const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
+  const Ownership own = ownership_of(xrow, req.logits.dtype, c0);
+  if (threadIdx.x == 0) ex.cand_count = 0;  // published by the barriers below
   LMS_STAMP(0);
-  Stats s = load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask);
+  Top3 top;
+  Stats s = load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask, &top);
   LMS_STAMP(1);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
   if (req.logit_bias.offsets || penalties) {
@@ -581,7 +576,12 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     if (penalties) apply_penalties<kThreads>(keys, tags, req, row, c0, n, rs);
     // the statistics of the load no longer hold: recount
     s = empty_stats();
-    for (int i = threadIdx.x; i < n; i += kThreads) add_to_stats(s, keys[i], c0 + i);
+    top = Top3{};
+    for_each_owned<kThreads>(own, n, [&](int i) {
+      top.add(keys[i], i);
+      count_key(s, keys[i]);
+    });
+    finish_stats(s, top, c0);
   }
 
   // ---- statistics ----
@@ -592,20 +592,27 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const bool small_k = rs.temperature > 0.0f && rs.top_k > 0 && rs.top_k <= kThreads;
   if (small_k) {
     const uint32_t k_cta = (static_cast<uint32_t>(rs.top_k) + G - 1) / G;
-    const uint32_t thread_max = s.max_key;  // of the keys this thread holds
-    ex.thread_max[threadIdx.x] = thread_max;
-    const uint64_t valid_maxima = B::allreduce(
-        static_cast<uint64_t>(thread_max > core::kKeyNegInf),
-        [](uint64_t x, uint64_t y) { return x + y; }, ex);
-    if (valid_maxima >= k_cta) {
-      const SingleBlock self;
-      s.lower = group_select<kThreads, true>(
-          self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
-          [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
-          static_cast<uint64_t>(k_cta));
+    const uint32_t thread_max = top.k1;
+    if (k_cta <= static_cast<uint32_t>(kWarpSize)) {
+      const uint32_t kth = block_kth_largest<kThreads>(thread_max, static_cast<int>(k_cta), ex);
+      s.lower = kth > core::kKeyNegInf ? kth : core::kKeyNegInf + 1;
+    } else {
+      ex.thread_max[threadIdx.x] = thread_max;
+      const uint64_t valid_maxima = B::allreduce(
+          static_cast<uint64_t>(thread_max > core::kKeyNegInf),
+          [](uint64_t x, uint64_t y) { return x + y; }, ex);
+      if (valid_maxima >= k_cta) {
+        const SingleBlock self;
+        s.lower = group_select<kThreads, true>(
+            self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
+            [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+            static_cast<uint64_t>(k_cta));
+      }
     }
   }
+  LMS_STAMP(9);
   s = B::allreduce(s, StatsOp{}, ex);
+  LMS_STAMP(10);
   const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
   LMS_STAMP(2);
   if (st.n_valid == 0) {
@@ -653,86 +660,68 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   } else {
     const float inv_t = core::div_rn(1.0f, rs.temperature);
     const bool use_k = rs.top_k > 0 && static_cast<uint32_t>(rs.top_k) < st.n_valid;
-    // The entries the selections and the draw look at: the whole chunk, or (small top-k) only
-    // the keys >= a lower bound of the k-th largest key, compacted in token order. The k-th
-    // largest of the thread maxima (maxima of a partition of the chunk) is at most the chunk's
-    // k-th largest, hence at most the row's: every key the filters can keep passes.
-    const uint32_t* ekeys = keys;
-    const uint32_t* eidx = nullptr;
-    int en = n;
+    // Small top-k: the selections and the draw need only the keys >= st.lower, a lower bound of
+    // the row's k-th largest key (every key the filters can keep passes). When they are few,
+    // rank 0 gathers them and finishes the row alone, with block barriers only; otherwise (or
+    // for other rows) every CTA takes part in the selections over its whole chunk.
     bool gathered = false;
     int64_t gathered_token = -1, gathered_kept = 0;
     if (use_k && small_k) {
+      // Each CTA pushes its keys >= the bound (its threads' three largest keys tell which
+      // threads hold any, and which hold more than two and must rescan their tokens) into its
+      // region of rank 0's gather buffer, and its count to every rank; after one group barrier
+      // every rank knows whether rank 0 can finish the row alone.
       LMS_STAMP(3);
-      const int count = compact_candidates<kThreads>(keys, n, st.lower, ex);
+      const uint32_t lo = st.lower;
+      const unsigned rank = g.rank();
+      const int cap = Exchange::kMaxGathered / static_cast<int>(G);
+      uint32_t* root_key = g.map(ex.gath_key, 0) + rank * cap;
+      uint32_t* root_tok = g.map(ex.gath_tok, 0) + rank * cap;
+      const auto push = [&](uint32_t k, int i) {
+        const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
+        if (slot < cap) {
+          root_key[slot] = k;
+          root_tok[slot] = static_cast<uint32_t>(c0 + i);
+        }
+      };
+      if (top.k3 >= lo) {
+        for_each_owned<kThreads>(own, n, [&](int i) {
+          if (keys[i] >= lo) push(keys[i], i);
+        });
+      } else {
+        if (top.k1 >= lo) push(top.k1, top.i1);
+        if (top.k2 >= lo) push(top.k2, top.i2);
+      }
+      __syncthreads();
+      if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[rank] = ex.cand_count;
+      g.sync();
       LMS_STAMP(4);
-      // When the row's candidates are few, rank 0 gathers them (in token order) and finishes
-      // the row alone with block barriers only: one group barrier instead of one per round.
-      const Sum2 all = group_sum2(
-          g, ex, phase, Sum2{static_cast<uint64_t>(count < 0 ? 0 : count), count < 0 ? 1u : 0u},
-          nullptr);
-      if (all.b == 0 && all.a <= static_cast<uint64_t>(Exchange::kMaxGathered)) {
+      int total = 0;
+      bool overflow = false;
+      for (unsigned q = 0; q < G; ++q) {
+        total += static_cast<int>(ex.gcount[q]);
+        overflow = overflow || ex.gcount[q] > static_cast<uint32_t>(cap);
+      }
+      LMS_PROFILE_VALUE(0, static_cast<unsigned long long>(total));
+      LMS_PROFILE_VALUE(1, static_cast<unsigned long long>(ex.gcount[0]));
+      if (!overflow && total <= kThreads) {
         gathered = true;
-        g.sync();  // every rank has read the counts: rank 0 may now reuse its exchange buffers
-        if (g.rank() == 0) {
-          // warp q copies rank q's regions (all ranks at once: remote loads are round trips)
-          constexpr int kWarps = kThreads / kWarpSize;
-          constexpr int kPerWarp = Exchange::kMaxCandidates / kWarps;
-          const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
-          for (unsigned q = static_cast<unsigned>(warp); q < g.size(); q += kWarps) {
-            uint32_t offset = 0;
-            for (unsigned r = 0; r < q; ++r) offset += static_cast<uint32_t>(ex.gathered[r][0]);
-            const uint32_t* counts = g.map(ex.warp_count, q);
-            const uint32_t* rk = g.map(ex.cand.key, q);
-            const uint32_t* ri = g.map(ex.cand.idx, q);
-            const int64_t cq0 = static_cast<int64_t>(q) * a.chunk;
-            for (int r = 0; r < kWarps; ++r) {
-              const uint32_t cr = counts[r];
-              for (uint32_t j = static_cast<uint32_t>(lane); j < cr; j += kWarpSize) {
-                ex.gath_key[offset + j] = rk[r * kPerWarp + j];
-                ex.gath_tok[offset + j] = static_cast<uint32_t>(cq0 + ri[r * kPerWarp + j]);
-              }
-              offset += cr;
-            }
+        if (rank == 0) {
+          // compact the regions (the thread maxima are dead: cand may be written)
+          for (int slot = threadIdx.x; slot < cap * static_cast<int>(G); slot += kThreads) {
+            const int q = slot / cap, j = slot % cap;
+            if (j >= static_cast<int>(ex.gcount[q])) continue;
+            int at = j;
+            for (int r = 0; r < q; ++r) at += static_cast<int>(ex.gcount[r]);
+            ex.cand.key[at] = ex.gath_key[slot];
+            ex.cand.tok[at] = ex.gath_tok[slot];
           }
           __syncthreads();
-          // local exchange-buffer parities: the group's must stay in step across ranks
           LMS_STAMP(5);
-          const SingleBlock self;
-          int lphase = phase, lhphase = hphase;
-          const int gn = static_cast<int>(all.a);
-          const auto gkey = [&](int i) { return ex.gath_key[i]; };
-          if (gn <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
-            block_finish<kThreads>(ex.gath_key, ex.gath_tok, gn, rs.top_k, rs, m, inv_t, u, ex);
-            gathered_token = static_cast<int64_t>(ex.bcast[2]);
-            gathered_kept = static_cast<int64_t>(ex.bcast[1]);
-            __syncthreads();
-          } else {
-            const uint32_t lo = group_select<kThreads, true>(
-                self, ex, lhphase, gn, gkey,
-                [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
-                static_cast<uint64_t>(rs.top_k));
-            // the top-k set (ties included), in token order; usually exactly k entries
-            const int c = compact_at_least<kThreads>(
-                gn, gkey, [&](int i) { return ex.gath_tok[i]; }, lo, Exchange::kMaxCandidates,
-                ex.cand.key, ex.cand.idx, ex);
-            if (c >= 0 && c <= kThreads / (kThreads / 256 > 0 ? kThreads / 256 : 1)) {
-              block_finish<kThreads>(ex.cand.key, ex.cand.idx, c, 0, rs, m, inv_t, u, ex);
-              gathered_token = static_cast<int64_t>(ex.bcast[2]);
-              gathered_kept = static_cast<int64_t>(ex.bcast[1]);
-              __syncthreads();
-            } else if (c >= 0) {
-              gathered_token = filter_and_draw<kThreads>(
-                  self, ex, lphase, lhphase, c, [&](int i) { return ex.cand.key[i]; },
-                  [&](int i) { return static_cast<int64_t>(ex.cand.idx[i]); }, rs, m, inv_t, false,
-                  u, &gathered_kept);
-            } else {
-              gathered_token = filter_and_draw<kThreads>(
-                  self, ex, lphase, lhphase, gn, gkey,
-                  [&](int i) { return static_cast<int64_t>(ex.gath_tok[i]); }, rs, m, inv_t, use_k,
-                  u, &gathered_kept);
-            }
-          }
+          block_finish<kThreads>(ex.cand.key, ex.cand.tok, total, rs.top_k, rs, m, inv_t, u, ex);
+          gathered_token = static_cast<int64_t>(ex.bcast[2]);
+          gathered_kept = static_cast<int64_t>(ex.bcast[1]);
+          __syncthreads();
         }
       }
     }
@@ -741,9 +730,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       kept = gathered_kept;
     } else {
       token = filter_and_draw<kThreads>(
-          g, ex, phase, hphase, en, [&](int i) { return ekeys[i]; },
-          [&](int i) { return c0 + (eidx ? static_cast<int64_t>(eidx[i]) : i); }, rs, m, inv_t,
-          use_k, u, &kept);
+          g, ex, phase, hphase, n, [&](int i) { return keys[i]; },
+          [&](int i) { return c0 + static_cast<int64_t>(i); }, rs, m, inv_t, use_k, u, &kept);
     }
     if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }

@@ -15,6 +15,7 @@
 namespace {
 
 using lmsample::gpu::Block;
+using lmsample::gpu::block_kth_largest;
 using lmsample::gpu::Exchange;
 using lmsample::gpu::group_select;
 using lmsample::gpu::SingleBlock;
@@ -124,6 +125,33 @@ TEST(SimtBlock, SelectByCountAndByMass) {
         check_select<256, false>(keys, mass, target);
     }
   }
+}
+
+// The k-th largest of one value per thread (the top-k pre-filter's bound), against a sort: values
+// with many duplicates and with the -inf key, k from 1 to the warp size.
+template <int kThreads>
+void check_kth_largest(uint32_t seed, uint32_t spread) {
+  std::mt19937 gen(seed);
+  std::vector<uint32_t> v(kThreads);
+  for (auto& x : v)
+    x = gen() % 4 == 0 ? kKeyNegInf : 0x80000000u + static_cast<uint32_t>(gen() % spread);
+  std::vector<uint32_t> sorted = v;
+  std::sort(sorted.begin(), sorted.end(), std::greater<uint32_t>());
+  Exchange& ex = shared_exchange();
+  constexpr int kW = lmsample::gpu::kWarpSize;
+  for (const int k : {1, 2, 3, 7, kW / 2 + 1, kW}) {
+    std::vector<uint32_t> got(kThreads);
+    lms_simt::launch_block(
+        kThreads, [&] { got[threadIdx.x] = block_kth_largest<kThreads>(v[threadIdx.x], k, ex); });
+    for (int t = 0; t < kThreads; ++t)
+      ASSERT_EQ(got[t], sorted[k - 1]) << "k " << k << " thread " << t << " seed " << seed;
+  }
+}
+
+TEST(SimtBlock, KthLargestOfThreadValues) {
+  check_kth_largest<256>(1, 1u << 30);
+  check_kth_largest<512>(2, 1u << 30);
+  check_kth_largest<512>(3, 7);  // heavy ties
 }
 
 }  // namespace
