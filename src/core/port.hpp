@@ -287,6 +287,35 @@ __device__ __forceinline__ uint64_t match_any(uint32_t v) {
   return peers;
 #endif
 }
+//! Warp-wide max / min / sum of 32-bit values: one instruction on NVIDIA sm_80+, a butterfly of
+//! shuffles elsewhere. Every lane of the warp must call it; every lane gets the result.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(__HIPCC__)
+__device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
+  return __reduce_max_sync(0xffffffffu, v);
+}
+__device__ __forceinline__ uint32_t warp_min_u32(uint32_t v) {
+  return __reduce_min_sync(0xffffffffu, v);
+}
+__device__ __forceinline__ uint32_t warp_sum_u32(uint32_t v) {
+  return __reduce_add_sync(0xffffffffu, v);
+}
+#else
+template <typename Op>
+__device__ __forceinline__ uint32_t warp_reduce_u32(uint32_t v, Op op) {
+#pragma unroll
+  for (int m = kWarpSize / 2; m > 0; m >>= 1) v = op(v, shfl_xor(v, m));
+  return v;
+}
+__device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
+  return warp_reduce_u32(v, [](uint32_t a, uint32_t b) { return a > b ? a : b; });
+}
+__device__ __forceinline__ uint32_t warp_min_u32(uint32_t v) {
+  return warp_reduce_u32(v, [](uint32_t a, uint32_t b) { return a < b ? a : b; });
+}
+__device__ __forceinline__ uint32_t warp_sum_u32(uint32_t v) {
+  return warp_reduce_u32(v, [](uint32_t a, uint32_t b) { return a + b; });
+}
+#endif
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }
 __device__ __forceinline__ void sync_warp() {
 #if defined(LMS_SIMT_EMULATION)
@@ -304,6 +333,8 @@ struct SingleBlock {
   __device__ unsigned rank() const { return 0; }
   __device__ unsigned size() const { return 1; }
   __device__ void sync() const { __syncthreads(); }
+  __device__ void arrive() const {}
+  __device__ void wait() const {}
   template <typename T>
   __device__ T* map(T* p, unsigned) const {
     return p;
@@ -317,6 +348,12 @@ struct RowGroup {
   __device__ unsigned rank() const { return cooperative_groups::this_cluster().block_rank(); }
   __device__ unsigned size() const { return cooperative_groups::this_cluster().num_blocks(); }
   __device__ void sync() const { cooperative_groups::this_cluster().sync(); }
+  // A split barrier (every thread of every CTA of the group, convergent): after wait(), every
+  // CTA of the group has arrived, so its shared memory may be written. No memory ordering.
+  __device__ void arrive() const {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  }
+  __device__ void wait() const { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
   template <typename T>
   __device__ T* map(T* p, unsigned r) const {
     return cooperative_groups::this_cluster().map_shared_rank(p, r);

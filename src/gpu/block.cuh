@@ -21,25 +21,25 @@ struct alignas(16) Exchange {
   static constexpr int kMaxGathered = 1024;   // per row, in rank 0
   uint64_t hist[2][256];                      // radix histograms exchanged with the group
   uint64_t merged[256];                       // the group's histogram (local copy)
-  uint64_t slot[2][8];                        // scalar partials (64 bytes)
-  uint64_t gathered[kMaxGroup][8];            // the group's partials, read in parallel
-  uint64_t scratch[64 * 4];                   // block-reduce scratch: up to 64 warps x 32 bytes
-  uint64_t bcast[4];                          // block broadcast
-  uint64_t top[64];                           // top-n entries gathered in rank 0
+  uint64_t posted[2][kMaxGroup][8];  // the group's partials (64 bytes), pushed by each rank
+  uint64_t scratch[64 * 4];          // block-reduce scratch: up to 64 warps x 32 bytes
+  uint64_t bcast[4];                 // block broadcast
+  uint64_t top[64];                  // top-n entries gathered in rank 0
   uint32_t top_count;
   uint32_t warp_count[kMaxWarps];
-  uint32_t cand_count;              // candidates this CTA found (top-k pre-filter)
-  uint32_t gcount[kMaxGroup];       // candidates of each rank of the group (pushed by each rank)
-  uint32_t bound;                   // this CTA's lower bound of its k'-th largest key
-  union {                           // never live at the same time
-    uint64_t stage_w[kMaxThreads];  // per-warp staging of weights (histogram fill)
+  uint32_t cand_count;                // candidates this CTA found (top-k pre-filter)
+  uint32_t gcount[kMaxGroup];         // candidates of each rank (pushed by each rank)
+  uint32_t bound;                     // the k-th largest of the block's values (pre-filter)
+  uint32_t warp_stats[kMaxWarps][8];  // per-warp partial statistics
+  union {                             // never live at the same time
+    alignas(16) uint64_t stage_w[kMaxThreads];    // staging of weights (histogram fill, finish)
     uint64_t merge_part[kMaxThreads / 256][256];  // partial sums (histogram merge)
   };
   union {                              // the thread maxima are dead once the candidates are pushed
-    uint32_t thread_max[kMaxThreads];  // each thread's largest key (top-k pre-filter)
+    uint32_t thread_max[kMaxThreads];  // the warps' sorted thread maxima (top-k pre-filter)
     struct {
-      uint32_t key[kMaxCandidates];  // the row's candidates, compacted in rank 0 (any order)
-      uint32_t tok[kMaxCandidates];
+      alignas(16) uint32_t key[kMaxCandidates];  // the row's candidates in rank 0 (any order)
+      alignas(16) uint32_t tok[kMaxCandidates];
     } cand;
   };
   // The candidates of the group's ranks, pushed into rank 0: rank q's in the q-th of G equal
@@ -48,17 +48,28 @@ struct alignas(16) Exchange {
   uint32_t gath_tok[kMaxGathered];
 };
 
-//! Copies every rank's slot (64 bytes) into ex.gathered: thread (q, word) loads word `word` of
-//! rank q, all loads in flight at once (a remote load costs a round trip). Ends with a block
-//! barrier; the caller has passed the group barrier that made the slots complete.
-template <typename Group>
-__device__ void gather_slots(const Group& g, Exchange& ex, const uint64_t* slot) {
-  const unsigned n = g.size();
-  if (threadIdx.x < n * 8) {
-    const unsigned q = threadIdx.x / 8, w = threadIdx.x % 8;
-    ex.gathered[q][w] = g.map(slot, q)[w];
+//! Pushes this CTA's block-uniform `mine` into slot [rank] of every rank's ex.posted[phase] (remote
+//! stores: no round trip), then passes the group barrier; returns this CTA's ex.posted[phase],
+//! which then holds every rank's value. Every CTA of the group must have started (see
+//! RowGroup::arrive / wait) before the first post. Two parities: a rank can post into a buffer
+//! again only after passing the next barrier, which every thread of every rank reaches after its
+//! last read of that buffer.
+template <typename Group, typename T>
+__device__ const uint64_t (*post_to_group(const Group& g, Exchange& ex, int& phase,
+                                          const T& mine))[8] {
+  static_assert(sizeof(T) <= sizeof(ex.posted[0][0]), "value too large");
+  uint64_t(*box)[8] = ex.posted[phase];
+  phase ^= 1;
+  if (threadIdx.x < g.size()) {
+    constexpr int kWords = (sizeof(T) + 7) / 8;
+    uint64_t w[kWords] = {};
+    memcpy(w, &mine, sizeof(T));
+    uint64_t* dst = g.map(&box[0][0], threadIdx.x) + 8 * g.rank();
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) dst[i] = w[i];  // 8-byte remote stores
   }
-  __syncthreads();
+  g.sync();
+  return box;
 }
 
 template <int kThreads>
@@ -134,28 +145,36 @@ __device__ __forceinline__ uint32_t warp_merge_desc(uint32_t a, uint32_t b) {
   return v;
 }
 
-//! The k-th largest (1 <= k <= kWarpSize) of the block's values, one per thread: each warp sorts
-//! its values, then warp 0 merges the sorted lists pairwise. Every thread gets the result.
-//! Contains two block barriers.
+//! The k-th largest (1 <= k <= kWarpSize) of the block's values, one per thread, in two steps
+//! around a block barrier: kth_post (every thread: its warp sorts its values into
+//! ex.thread_max), then kth_merge (warp 0 merges the warps' sorted lists pairwise and writes the
+//! result to ex.bound).
+__device__ __forceinline__ void kth_post(uint32_t v, Exchange& ex) {
+  ex.thread_max[threadIdx.x / kWarpSize * kWarpSize + lane_id()] = warp_sort_desc(v);
+}
 template <int kThreads>
-__device__ uint32_t block_kth_largest(uint32_t v, int k, Exchange& ex) {
+__device__ __forceinline__ void kth_merge(int k, Exchange& ex) {
   constexpr int kWarps = kThreads / kWarpSize;
   static_assert((kWarps & (kWarps - 1)) == 0, "warps per block must be a power of two");
-  const int lane = lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
-  ex.thread_max[warp * kWarpSize + lane] = warp_sort_desc(v);
-  __syncthreads();
-  if (warp == 0) {
-    uint32_t list[kWarps];
+  if (threadIdx.x >= kWarpSize) return;
+  const int lane = lane_id();
+  uint32_t list[kWarps];
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) list[w] = ex.thread_max[w * kWarpSize + lane];
+  for (int w = 0; w < kWarps; ++w) list[w] = ex.thread_max[w * kWarpSize + lane];
 #pragma unroll
-    for (int width = kWarps / 2; width > 0; width /= 2) {
+  for (int width = kWarps / 2; width > 0; width /= 2) {
 #pragma unroll
-      for (int w = 0; w < width; ++w) list[w] = warp_merge_desc(list[w], list[w + width]);
-    }
-    const uint32_t kth = shfl_idx(list[0], k - 1);
-    if (lane == 0) ex.bound = kth;
+    for (int w = 0; w < width; ++w) list[w] = warp_merge_desc(list[w], list[w + width]);
   }
+  const uint32_t kth = shfl_idx(list[0], k - 1);
+  if (lane == 0) ex.bound = kth;
+}
+//! Both steps; every thread gets the result. Two block barriers.
+template <int kThreads>
+__device__ uint32_t block_kth_largest(uint32_t v, int k, Exchange& ex) {
+  kth_post(v, ex);
+  __syncthreads();
+  kth_merge<kThreads>(k, ex);
   __syncthreads();
   return ex.bound;
 }
@@ -167,24 +186,16 @@ struct Sum2 {
 };
 template <typename Group>
 __device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine, Sum2* before) {
-  uint64_t* slot = ex.slot[phase];
-  phase ^= 1;
-  if (threadIdx.x == 0) {
-    slot[0] = mine.a;
-    slot[1] = mine.b;
-  }
-  g.sync();
-  gather_slots(g, ex, slot);
+  const uint64_t(*box)[8] = post_to_group(g, ex, phase, mine);
   Sum2 all{0, 0}, b{0, 0};
   const unsigned rank = g.rank(), n = g.size();
   for (unsigned q = 0; q < n; ++q) {
-    const uint64_t va = ex.gathered[q][0], vb = ex.gathered[q][1];
+    const uint64_t va = box[q][0], vb = box[q][1];
     all.a += va;
     all.b += vb;
     b.a += q < rank ? va : 0;
     b.b += q < rank ? vb : 0;
   }
-  __syncthreads();  // ex.gathered is rewritten by the next exchange
   if (before) *before = b;
   return all;
 }
@@ -203,15 +214,14 @@ __device__ uint64_t group_sum(const Group& g, Exchange& ex, int& phase, uint64_t
 //! Group all-reduce of a block-uniform value (sizeof <= 64). One group barrier.
 template <typename Group, typename T, typename Op>
 __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, Op op) {
-  static_assert(sizeof(T) <= sizeof(ex.slot[0]), "value too large");
-  T* slot = reinterpret_cast<T*>(ex.slot[phase]);
-  phase ^= 1;
-  if (threadIdx.x == 0) *slot = mine;
-  g.sync();
-  gather_slots(g, ex, reinterpret_cast<const uint64_t*>(slot));
-  T r = *reinterpret_cast<const T*>(ex.gathered[0]);
-  for (unsigned q = 1; q < g.size(); ++q) r = op(r, *reinterpret_cast<const T*>(ex.gathered[q]));
-  __syncthreads();  // ex.gathered is rewritten by the next exchange
+  const uint64_t(*box)[8] = post_to_group(g, ex, phase, mine);
+  T r;
+  memcpy(&r, box[0], sizeof(T));
+  for (unsigned q = 1; q < g.size(); ++q) {
+    T v;
+    memcpy(&v, box[q], sizeof(T));
+    r = op(r, v);
+  }
   return r;
 }
 

@@ -113,6 +113,55 @@ __device__ __forceinline__ void finish_stats(Stats& s, const Top3& t, int64_t c0
   s.argmax = t.i1 >= 0 ? c0 + t.i1 : INT64_MAX;
 }
 
+// The CTA's statistics from each thread's, through per-warp reductions and one block barrier.
+// With k > 0 (1 <= k <= kWarpSize) the same barrier serves the k-th largest of the threads'
+// `thread_max` (block_kth_largest's two steps), which becomes the CTA's `lower` (at least
+// kKeyNegInf + 1), at the cost of a second barrier.
+template <int kThreads>
+__device__ Stats block_stats(const Stats& s, uint32_t thread_max, int k, Exchange& ex) {
+  constexpr int kWarps = kThreads / kWarpSize;
+  const int lane = lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const uint32_t mk = warp_max_u32(s.max_key);
+  const uint32_t am =
+      warp_min_u32(s.max_key == mk && s.argmax != INT64_MAX ? static_cast<uint32_t>(s.argmax)
+                                                            : UINT32_MAX);  // token ids < 2^24
+  const uint32_t nv = warp_sum_u32(s.n_valid), np = warp_sum_u32(s.n_posinf);
+  const uint32_t lo = warp_min_u32(s.lower);
+  if (k > 0) kth_post(thread_max, ex);
+  if (lane == 0) {
+    uint32_t* w = ex.warp_stats[warp];
+    w[0] = mk;
+    w[1] = am;
+    w[2] = nv;
+    w[3] = np;
+    w[4] = lo;
+  }
+  __syncthreads();
+  if (k > 0) kth_merge<kThreads>(k, ex);
+  uint32_t rmax = core::kKeyNegInf, rarg = UINT32_MAX, rlo = UINT32_MAX;
+  Stats r = empty_stats();
+  for (int w = 0; w < kWarps; ++w) {
+    const uint32_t* p = ex.warp_stats[w];
+    if (p[0] > rmax) {
+      rmax = p[0];
+      rarg = p[1];
+    } else if (p[0] == rmax) {
+      rarg = p[1] < rarg ? p[1] : rarg;
+    }
+    r.n_valid += p[2];
+    r.n_posinf += p[3];
+    rlo = p[4] < rlo ? p[4] : rlo;
+  }
+  r.max_key = rmax;
+  r.argmax = rarg == UINT32_MAX ? INT64_MAX : static_cast<int64_t>(rarg);
+  r.lower = rlo;
+  if (k > 0) {
+    __syncthreads();  // publishes ex.bound
+    r.lower = ex.bound > core::kKeyNegInf ? ex.bound : core::kKeyNegInf + 1;
+  }
+  return r;
+}
+
 // Which of a CTA's chunk indices a thread owns: 16-byte vectors v = tid, tid + kThreads, ...
 // (`per` elements each) when the chunk starts 16-byte aligned, then (or else) single elements
 // strided by kThreads. The load, the recount and the candidate rescan all follow it.
@@ -324,10 +373,22 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   using B = Block<kThreads>;
   int split = 1;
   while (split < kWarpSize && c * split * 2 <= kThreads) split *= 2;
+  const int c4 = (c + 3) / 4;  // 16-byte groups of entries (the caller pads keys with 0 and
+                               // tokens with UINT32_MAX up to a multiple of 4)
   const int e = static_cast<int>(threadIdx.x) / split, part = static_cast<int>(threadIdx.x) % split;
   const bool live = e < c;
+  const bool staged = e < 4 * c4;  // entries (padding included) whose weight is staged
   const uint32_t key = live ? keys[e] : core::kKeyNegInf;
   const uint32_t tok = live ? toks[e] : 0u;
+  const uint4* keys4 = reinterpret_cast<const uint4*>(keys);
+  const uint4* toks4 = reinterpret_cast<const uint4*>(toks);
+  const ulonglong2* w2 = reinterpret_cast<const ulonglong2*>(ex.stage_w);
+  // weight of the staged entries 4j .. 4j + 3 whose key / token passes `pass`
+  const auto staged4 = [&](int j, uint4 q, auto pass) {
+    const ulonglong2 a = w2[2 * j], b = w2[2 * j + 1];
+    return (pass(q.x) ? a.x : 0) + (pass(q.y) ? a.y : 0) + (pass(q.z) ? b.x : 0) +
+           (pass(q.w) ? b.y : 0);
+  };
   const auto sum_split = [split](uint64_t v) {
     for (int d = 1; d < split; d <<= 1) v += shfl_xor(v, d);  // the entry's lanes share a warp
     return v;
@@ -337,7 +398,10 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   uint32_t lo = core::kKeyNegInf + 1;
   if (top_k > 0) {
     uint64_t ge = 0;
-    for (int j = part; j < c; j += split) ge += keys[j] >= key;
+    for (int j = part; j < c4; j += split) {
+      const uint4 q = keys4[j];
+      ge += (q.x >= key) + (q.y >= key) + (q.z >= key) + (q.w >= key);
+    }
     ge = sum_split(ge);
     const uint32_t best =
         B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
@@ -348,18 +412,19 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   const uint64_t w = ok ? core::mass_of(ev) : 0;
   uint32_t tau = 0;
   if (rs.top_p < 1.0f) {
-    if (part == 0 && live) ex.stage_w[e] = w;
+    if (part == 0 && staged) ex.stage_w[e] = w;
     const uint64_t total =
         B::allreduce(part == 0 ? w : 0, add_op, ex);  // its barriers publish stage_w
     const uint64_t target = core::ceil_fraction(rs.top_p, total);
     uint64_t suffix = 0;
-    for (int j = part; j < c; j += split) suffix += keys[j] >= key ? ex.stage_w[j] : 0;
+    for (int j = part; j < c4; j += split)
+      suffix += staged4(j, keys4[j], [key](uint32_t x) { return x >= key; });
     suffix = sum_split(suffix);
     tau = B::allreduce(ok && suffix >= target ? key : 0u, max_op, ex);  // (every read is done)
   }
   const bool keep = ok && key >= tau;
   const uint64_t wk = keep ? w : 0;
-  if (part == 0 && live) ex.stage_w[e] = wk;
+  if (part == 0 && staged) ex.stage_w[e] = wk;
   const Sum2 kept = B::allreduce(
       Sum2{part == 0 && keep ? 1u : 0u, part == 0 ? wk : 0},
       [](Sum2 x, Sum2 y) {
@@ -367,7 +432,8 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
       },
       ex);  // publishes stage_w
   uint64_t before = 0;
-  for (int j = part; j < c; j += split) before += toks[j] < tok ? ex.stage_w[j] : 0;
+  for (int j = part; j < c4; j += split)
+    before += staged4(j, toks4[j], [tok](uint32_t x) { return x < tok; });
   before = sum_split(before);
   const uint64_t t = core::scale_draw(u, kept.b);
   if (part == 0 && wk > 0 && before <= t && t - before < wk) {
@@ -555,6 +621,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     return;  // no sibling reads this CTA's shared memory yet
   }
 
+  g.arrive();  // waited for before the first write into a sibling's shared memory
+
   // ---- load (the one read of the logits), bias, penalties ----
   const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
   const void* xrow =
@@ -590,29 +658,25 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   // holds at least k' keys at or above it; the minimum over the G CTAs then has at least
   // G k' >= k keys of the row at or above it. It rides on the statistics exchange.
   const bool small_k = rs.temperature > 0.0f && rs.top_k > 0 && rs.top_k <= kThreads;
-  if (small_k) {
-    const uint32_t k_cta = (static_cast<uint32_t>(rs.top_k) + G - 1) / G;
-    const uint32_t thread_max = top.k1;
-    if (k_cta <= static_cast<uint32_t>(kWarpSize)) {
-      const uint32_t kth = block_kth_largest<kThreads>(thread_max, static_cast<int>(k_cta), ex);
-      s.lower = kth > core::kKeyNegInf ? kth : core::kKeyNegInf + 1;
-    } else {
-      ex.thread_max[threadIdx.x] = thread_max;
-      const uint64_t valid_maxima = B::allreduce(
-          static_cast<uint64_t>(thread_max > core::kKeyNegInf),
-          [](uint64_t x, uint64_t y) { return x + y; }, ex);
-      if (valid_maxima >= k_cta) {
-        const SingleBlock self;
-        s.lower = group_select<kThreads, true>(
-            self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
-            [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
-            static_cast<uint64_t>(k_cta));
-      }
+  const uint32_t k_cta = small_k ? (static_cast<uint32_t>(rs.top_k) + G - 1) / G : 0;
+  const bool warp_kth = k_cta > 0 && k_cta <= static_cast<uint32_t>(kWarpSize);
+  if (small_k && !warp_kth) {  // k' above the warp size: a radix select of the thread maxima
+    ex.thread_max[threadIdx.x] = top.k1;
+    const uint64_t valid_maxima = B::allreduce(
+        static_cast<uint64_t>(top.k1 > core::kKeyNegInf),
+        [](uint64_t x, uint64_t y) { return x + y; }, ex);
+    if (valid_maxima >= k_cta) {
+      const SingleBlock self;
+      s.lower = group_select<kThreads, true>(
+          self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
+          [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
+          static_cast<uint64_t>(k_cta));
     }
   }
   LMS_STAMP(9);
-  s = B::allreduce(s, StatsOp{}, ex);
+  s = block_stats<kThreads>(s, top.k1, warp_kth ? static_cast<int>(k_cta) : 0, ex);
   LMS_STAMP(10);
+  g.wait();  // every sibling has started: its shared memory may be written
   const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
   LMS_STAMP(2);
   if (st.n_valid == 0) {
@@ -715,6 +779,10 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
             for (int r = 0; r < q; ++r) at += static_cast<int>(ex.gcount[r]);
             ex.cand.key[at] = ex.gath_key[slot];
             ex.cand.tok[at] = ex.gath_tok[slot];
+          }
+          if (threadIdx.x < 4 && total + static_cast<int>(threadIdx.x) < (total + 3) / 4 * 4) {
+            ex.cand.key[total + threadIdx.x] = 0;  // padding for block_finish's 16-byte reads
+            ex.cand.tok[total + threadIdx.x] = UINT32_MAX;
           }
           __syncthreads();
           LMS_STAMP(5);
