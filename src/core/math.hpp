@@ -139,6 +139,13 @@ LMS_HD float key_to_float(uint32_t k) {
 constexpr uint32_t kKeyNegInf = 0x007fffffu;
 constexpr uint32_t kKeyPosInf = 0xff800000u;
 
+//! Order key of the non-NaN float with bits u, -0 taken as +0 (NaN bits map outside
+//! [kKeyNegInf, kKeyPosInf]; canonical_key_of_bits maps them to kKeyNegInf). Branch-free.
+LMS_HD uint32_t order_key_of_bits(uint32_t u) {
+  const uint32_t k = u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
+  return k == 0x7fffffffu ? 0x80000000u : k;  // -0
+}
+
 //! Order key of the canonical form of the float with bits u: NaN -> -inf, -0 -> +0.
 //! Integer-only, so loops over a row vectorise.
 LMS_HD uint32_t canonical_key_of_bits(uint32_t u) {

@@ -324,6 +324,20 @@ __device__ __forceinline__ void sync_warp() {
   __syncwarp();
 #endif
 }
+//! 16-byte copies from global to shared memory that bypass the registers (cp.async, sm_80+):
+//! a thread issues any number, then async_copy_wait() makes its own copies visible to it.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(__HIPCC__)
+#define LMS_HAS_ASYNC_COPY 1
+__device__ __forceinline__ void async_copy16(void* smem, const void* gmem) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void async_copy_wait() {
+  asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
+}
+#else
+#define LMS_HAS_ASYNC_COPY 0
+#endif
 __device__ __forceinline__ void atomic_add_u64(uint64_t* p, uint64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }

@@ -231,6 +231,8 @@ __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, O
 //! merge through distributed shared memory and a warp scan from the top bucket down.
 //! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; with
 //! kUnitWeights every entry weighs 1, and lanes of a warp aggregate their histogram updates).
+//! Siblings read this CTA's histograms after each round's barrier: a CTA passes another group
+//! barrier before it leaves.
 template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
 __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
                                  WeightOf weight_of, uint64_t target) {

@@ -45,16 +45,15 @@ struct KernelArgs {
 __device__ __forceinline__ float value_of(uint32_t key) { return core::key_to_float(key); }
 __device__ __forceinline__ uint32_t key_of(float y) { return core::order_key(core::canonical(y)); }
 
-__device__ __forceinline__ uint32_t load_key(const void* row, DType dt, int64_t i) {
+// The float bits of element i of a row (16-bit formats widened exactly).
+__device__ __forceinline__ uint32_t load_bits(const void* row, DType dt, int64_t i) {
   switch (dt) {
     case DType::kFloat32:
-      return core::canonical_key_of_bits(static_cast<const uint32_t*>(row)[i]);
+      return static_cast<const uint32_t*>(row)[i];
     case DType::kBFloat16:
-      return core::canonical_key_of_bits(static_cast<uint32_t>(static_cast<const uint16_t*>(row)[i])
-                                         << 16);
+      return static_cast<uint32_t>(static_cast<const uint16_t*>(row)[i]) << 16;
     default:
-      return core::canonical_key_of_bits(
-          core::float_bits(core::f16_to_float(static_cast<const uint16_t*>(row)[i])));
+      return core::float_bits(core::f16_to_float(static_cast<const uint16_t*>(row)[i]));
   }
 }
 
@@ -105,8 +104,7 @@ struct Top3 {
   }
 };
 __device__ __forceinline__ void count_key(Stats& s, uint32_t k) {
-  s.n_valid += k > core::kKeyNegInf;
-  s.n_posinf += k == core::kKeyPosInf;
+  s.n_valid += k > core::kKeyNegInf;  // (+inf keys are counted only in rows whose maximum is +inf)
 }
 __device__ __forceinline__ void finish_stats(Stats& s, const Top3& t, int64_t c0) {
   s.max_key = t.k1;
@@ -188,13 +186,16 @@ __device__ __forceinline__ void for_each_owned(const Ownership& o, int n, F f) {
 
 // Loads tokens [c0, c0 + n) of the row as keys (bitmask applied), with 16-byte loads where
 // aligned and several in flight per thread (the indices `ownership_of` gives this thread), and
-// returns this thread's statistics of them; *top gets its three largest keys.
+// returns this thread's statistics of them; *top gets its three largest keys. keys_in_smem: keys
+// points to shared memory.
 template <int kThreads>
-__device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c0, int n,
-                            const uint32_t* mask, Top3* top) {
+__device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, DType dt,
+                            int64_t c0, int n, const uint32_t* mask, Top3* top) {
   Stats s = empty_stats();
   Top3 t;
-  const auto put = [&](int i, uint32_t k) {
+  // one token, exactly: canonical key, bitmask, statistics
+  const auto put = [&](int i, uint32_t bits) {
+    uint32_t k = core::canonical_key_of_bits(bits);
     if (mask) {
       const int64_t tok = c0 + i;
       k = ((mask[tok >> 5] >> (tok & 31)) & 1u) ? k : core::kKeyNegInf;
@@ -203,11 +204,82 @@ __device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c
     t.add(k, i);
     count_key(s, k);
   };
+  const bool keys16 = (reinterpret_cast<uintptr_t>(keys) & 15u) == 0;
+  // four tokens i0 .. i0 + 3 (i0 a multiple of 4: one mask word holds their bits), with the
+  // per-token work only where a vector needs it (NaN, a partial mask, a new top-3 key, -inf)
+  const auto put4 = [&](int i0, uint32_t b0, uint32_t b1, uint32_t b2, uint32_t b3) {
+    uint32_t nib = 0xfu;
+    if (mask) {
+      const int64_t tok = c0 + i0;
+      nib = (mask[tok >> 5] >> (tok & 31)) & 0xfu;
+    }
+    if (nib == 0) {  // all masked out
+      if (keys16) {
+        *reinterpret_cast<uint4*>(keys + i0) =
+            uint4{core::kKeyNegInf, core::kKeyNegInf, core::kKeyNegInf, core::kKeyNegInf};
+      } else {
+        for (int j = 0; j < 4; ++j) keys[i0 + j] = core::kKeyNegInf;
+      }
+      return;
+    }
+    const uint32_t k0 = core::order_key_of_bits(b0), k1 = core::order_key_of_bits(b1),
+                   k2 = core::order_key_of_bits(b2), k3 = core::order_key_of_bits(b3);
+    const uint32_t mx01 = k0 > k1 ? k0 : k1, mx23 = k2 > k3 ? k2 : k3;
+    const uint32_t mn01 = k0 < k1 ? k0 : k1, mn23 = k2 < k3 ? k2 : k3;
+    const uint32_t mx = mx01 > mx23 ? mx01 : mx23, mn = mn01 < mn23 ? mn01 : mn23;
+    // outside [-inf, +inf]: a NaN, which the exact path turns into -inf
+    if (nib != 0xfu || mn < core::kKeyNegInf || mx > core::kKeyPosInf) {
+      put(i0, b0);
+      put(i0 + 1, b1);
+      put(i0 + 2, b2);
+      put(i0 + 3, b3);
+      return;
+    }
+    if (keys16) {
+      *reinterpret_cast<uint4*>(keys + i0) = uint4{k0, k1, k2, k3};
+    } else {
+      keys[i0] = k0;
+      keys[i0 + 1] = k1;
+      keys[i0 + 2] = k2;
+      keys[i0 + 3] = k3;
+    }
+    s.n_valid += mn > core::kKeyNegInf ? 4u
+                                       : (k0 > core::kKeyNegInf) + (k1 > core::kKeyNegInf) +
+                                             (k2 > core::kKeyNegInf) + (k3 > core::kKeyNegInf);
+    if (mx > t.k3) {
+      t.add(k0, i0);
+      t.add(k1, i0 + 1);
+      t.add(k2, i0 + 2);
+      t.add(k3, i0 + 3);
+    }
+  };
+  const auto bits16 = [dt](uint32_t word, int half) {
+    const uint16_t h = static_cast<uint16_t>(word >> (16 * half));
+    return dt == DType::kBFloat16 ? static_cast<uint32_t>(h) << 16
+                                  : core::float_bits(core::f16_to_float(h));
+  };
   const int esize = dt == DType::kFloat32 ? 4 : 2;
   const Ownership own = ownership_of(row, dt, c0);
   const int per = own.per;  // elements per 16-byte load
   int done = 0;
-  if (own.vec) {
+  (void)keys_in_smem;  // (without async copies every load goes through registers)
+#if LMS_HAS_ASYNC_COPY
+  if (own.vec && esize == 4 && keys_in_smem) {
+    // fp32 into shared memory: every 16-byte copy of this thread in flight at once (no
+    // registers held), then each thread turns its own vectors into keys in place
+    const int nvec = n / 4;
+    const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(row) + c0 * 4);
+    uint4* dst = reinterpret_cast<uint4*>(keys);
+    for (int v = threadIdx.x; v < nvec; v += kThreads) async_copy16(dst + v, src + v);
+    async_copy_wait();
+    for (int v = threadIdx.x; v < nvec; v += kThreads) {
+      const uint4 q = dst[v];
+      put4(v * 4, q.x, q.y, q.z, q.w);
+    }
+    done = nvec * 4;
+  } else
+#endif
+      if (own.vec) {
     const int nvec = n / per;
     const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(row) + c0 * esize);
     constexpr int kInFlight = 4;  // independent 16-byte loads per thread before the first use
@@ -222,26 +294,19 @@ __device__ Stats load_chunk(uint32_t* keys, const void* row, DType dt, int64_t c
       for (int u = 0; u < kInFlight; ++u) {
         const int v = v0 + u * kThreads;
         if (v >= nvec) break;
-        const uint32_t words[4] = {q4[u].x, q4[u].y, q4[u].z, q4[u].w};
+        const uint4 q = q4[u];
         if (esize == 4) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) put(v * 4 + j, core::canonical_key_of_bits(words[j]));
+          put4(v * 4, q.x, q.y, q.z, q.w);
         } else {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            const uint16_t h = static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
-            put(v * 8 + j,
-                dt == DType::kBFloat16
-                    ? core::canonical_key_of_bits(static_cast<uint32_t>(h) << 16)
-                    : core::canonical_key_of_bits(core::float_bits(core::f16_to_float(h))));
-          }
+          put4(v * 8, bits16(q.x, 0), bits16(q.x, 1), bits16(q.y, 0), bits16(q.y, 1));
+          put4(v * 8 + 4, bits16(q.z, 0), bits16(q.z, 1), bits16(q.w, 0), bits16(q.w, 1));
         }
       }
     }
     done = nvec * per;
   }
   for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads)
-    put(i, load_key(row, dt, c0 + i));
+    put(i, load_bits(row, dt, c0 + i));
   finish_stats(s, t, c0);
   *top = t;
   return s;
@@ -632,7 +697,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   if (threadIdx.x == 0) ex.cand_count = 0;  // published by the barriers below
   LMS_STAMP(0);
   Top3 top;
-  Stats s = load_chunk<kThreads>(keys, xrow, req.logits.dtype, c0, n, mask, &top);
+  Stats s =
+      load_chunk<kThreads>(keys, a.ws_keys == nullptr, xrow, req.logits.dtype, c0, n, mask, &top);
   LMS_STAMP(1);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
   if (req.logit_bias.offsets || penalties) {
@@ -677,11 +743,17 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   s = block_stats<kThreads>(s, top.k1, warp_kth ? static_cast<int>(k_cta) : 0, ex);
   LMS_STAMP(10);
   g.wait();  // every sibling has started: its shared memory may be written
-  const Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
+  Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
+  if (st.max_key == core::kKeyPosInf) {  // +inf logits: the draw is uniform over them
+    uint64_t part = 0;
+    for (int i = threadIdx.x; i < n; i += kThreads) part += keys[i] == core::kKeyPosInf;
+    part = B::allreduce(
+        part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
+    st.n_posinf = static_cast<uint32_t>(group_sum(g, ex, phase, part, nullptr));
+  }
   LMS_STAMP(2);
   if (st.n_valid == 0) {
     if (lead) write_outputs<kThreads>(a.out, row, -1, kRowEmpty, 0, core::neg_inf(), top_n);
-    g.sync();
     return;
   }
   const float m = value_of(st.max_key);
@@ -814,7 +886,11 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     group_top_n<kThreads>(g, ex, phase, hphase, keys, n, c0, st, log_norm, top_n,
                           a.out.top_ids + row * top_n, a.out.top_logprobs + row * top_n);
   LMS_STAMP(7);
-  g.sync();  // siblings may still read this CTA's shared memory until here
+  // No final group barrier: siblings write into a CTA's shared memory only before a group
+  // barrier (post_to_group, the candidate push, top-n's atomics) and read it only between one
+  // group barrier and the next (group_select's histogram merge), and every path ends with a
+  // barrier followed by local work only. So each CTA leaves as soon as its part is done (rank 0
+  // alone finishes a gathered row), and its multiprocessor slot goes to the next CTA.
   LMS_STAMP(8);
 }
 
