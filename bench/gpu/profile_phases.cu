@@ -83,6 +83,10 @@ int main() {
         static_cast<long>(b), group, t[1] - t[0], t[9] - t[1], t[10] - t[9], t[2] - t[10],
         t[4] - t[3], t[5] - t[4], t[6] - t[5], t[8] - t[7], t[8] - t[0], start_hi - start_lo,
         load_hi - load_lo, vals[0][0], vals[0][1]);
+    std::printf(
+        "  finish: top-k %llu, weights + total %llu, top-p %llu, kept %llu, draw %llu, "
+        "barrier %llu ns\n",
+        t[11] - t[5], t[12] - t[11], t[13] - t[12], t[14] - t[13], t[15] - t[14], t[6] - t[15]);
     cudaFree(dx);
     cudaFree(dp);
     cudaFree(dk);

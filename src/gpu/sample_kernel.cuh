@@ -25,10 +25,12 @@ __device__ __forceinline__ void stamp(int i, unsigned rank, int64_t row) {
   }
 }
 #define LMS_STAMP(i) stamp(i, g.rank(), row)
+#define LMS_STAMP_ROW(i, r) stamp(i, 0, r)
 #define LMS_PROFILE_VALUE(i, v) \
   ((row == 0 && threadIdx.x == 0) ? (void)(g_phase_value[g.rank()][i] = (v)) : (void)0)
 #else
 #define LMS_STAMP(i) ((void)0)
+#define LMS_STAMP_ROW(i, r) ((void)(r))
 #define LMS_PROFILE_VALUE(i, v) ((void)0)
 #endif
 
@@ -431,13 +433,12 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
 // the top-p threshold the largest key whose suffix mass reaches the target; the draw takes the
 // kept entry whose running weight in token order (the weight of the kept entries of lower ids)
 // brackets t. Results (kept-set size, token, its key) land in ex.bcast[1..3].
-template <int kThreads>
-__device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
-                             const core::RowSettings& rs, float m, float inv_t, uint64_t u,
-                             Exchange& ex) {
+template <int kThreads, int split>
+__device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
+                                   const core::RowSettings& rs, float m, float inv_t, uint64_t u,
+                                   Exchange& ex, int64_t row) {
   using B = Block<kThreads>;
-  int split = 1;
-  while (split < kWarpSize && c * split * 2 <= kThreads) split *= 2;
+  static_assert(split <= kWarpSize, "an entry's threads share a warp");
   const int c4 = (c + 3) / 4;  // 16-byte groups of entries (the caller pads keys with 0 and
                                // tokens with UINT32_MAX up to a multiple of 4)
   const int e = static_cast<int>(threadIdx.x) / split, part = static_cast<int>(threadIdx.x) % split;
@@ -448,21 +449,16 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
   const uint4* keys4 = reinterpret_cast<const uint4*>(keys);
   const uint4* toks4 = reinterpret_cast<const uint4*>(toks);
   const ulonglong2* w2 = reinterpret_cast<const ulonglong2*>(ex.stage_w);
-  // weight of the staged entries 4j .. 4j + 3 whose key / token passes `pass`
-  const auto staged4 = [&](int j, uint4 q, auto pass) {
-    const ulonglong2 a = w2[2 * j], b = w2[2 * j + 1];
-    return (pass(q.x) ? a.x : 0) + (pass(q.y) ? a.y : 0) + (pass(q.z) ? b.x : 0) +
-           (pass(q.w) ? b.y : 0);
-  };
-  const auto sum_split = [split](uint64_t v) {
-    for (int d = 1; d < split; d <<= 1) v += shfl_xor(v, d);  // the entry's lanes share a warp
+  const auto sum_split = [](uint64_t v) {
+#pragma unroll
+    for (int d = 1; d < split; d <<= 1) v += shfl_xor(v, d);
     return v;
   };
   const auto max_op = [](uint32_t x, uint32_t y) { return x > y ? x : y; };
-  const auto add_op = [](uint64_t x, uint64_t y) { return x + y; };
   uint32_t lo = core::kKeyNegInf + 1;
   if (top_k > 0) {
     uint64_t ge = 0;
+#pragma unroll 4
     for (int j = part; j < c4; j += split) {
       const uint4 q = keys4[j];
       ge += (q.x >= key) + (q.y >= key) + (q.z >= key) + (q.w >= key);
@@ -472,41 +468,102 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
         B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
     lo = best > lo ? best : lo;
   }
+  LMS_STAMP_ROW(11, row);
   const float ev = live && key >= lo ? core::rel_likelihood(value_of(key), m, inv_t) : -1.0f;
   const bool ok = live && key >= lo && ev >= rs.min_p;
-  const uint64_t w = ok ? core::mass_of(ev) : 0;
-  uint32_t tau = 0;
-  if (rs.top_p < 1.0f) {
-    if (part == 0 && staged) ex.stage_w[e] = w;
-    const uint64_t total =
-        B::allreduce(part == 0 ? w : 0, add_op, ex);  // its barriers publish stage_w
-    const uint64_t target = core::ceil_fraction(rs.top_p, total);
-    uint64_t suffix = 0;
-    for (int j = part; j < c4; j += split)
-      suffix += staged4(j, keys4[j], [key](uint32_t x) { return x >= key; });
-    suffix = sum_split(suffix);
-    tau = B::allreduce(ok && suffix >= target ? key : 0u, max_op, ex);  // (every read is done)
-  }
-  const bool keep = ok && key >= tau;
-  const uint64_t wk = keep ? w : 0;
-  if (part == 0 && staged) ex.stage_w[e] = wk;
-  const Sum2 kept = B::allreduce(
-      Sum2{part == 0 && keep ? 1u : 0u, part == 0 ? wk : 0},
+  const uint64_t w = ok ? core::mass_of(ev) : 0;  // < 2^40
+  // staged: the weight of each entry that passes top-k and min-p, with bit 63 set
+  constexpr uint64_t kOk = uint64_t{1} << 63;
+  if (part == 0 && staged) ex.stage_w[e] = ok ? (w | kOk) : 0;
+  const Sum2 all = B::allreduce(
+      Sum2{part == 0 && ok ? 1u : 0u, part == 0 ? w : 0},
       [](Sum2 x, Sum2 y) {
         return Sum2{x.a + y.a, x.b + y.b};
       },
-      ex);  // publishes stage_w
+      ex);  // its barriers publish stage_w
+  // top-p: tau is the largest key whose suffix mass (over the staged entries) reaches the
+  // target; the kept set is the staged entries at or above it, whose count and weight are that
+  // suffix's (so they ride on the same reduction)
+  struct Pick {
+    uint32_t key, count;
+    uint64_t weight;
+  };
+  Pick kept{0, static_cast<uint32_t>(all.a), all.b};
+  if (rs.top_p < 1.0f) {
+    const uint64_t target = core::ceil_fraction(rs.top_p, all.b);
+    LMS_STAMP_ROW(12, row);
+    uint64_t sw = 0, sn = 0;
+    const auto add = [&](uint32_t k, uint64_t v) {
+      if (k >= key) {
+        sw += v & ~kOk;
+        sn += v >> 63;
+      }
+    };
+#pragma unroll 4
+    for (int j = part; j < c4; j += split) {
+      const uint4 q = keys4[j];
+      const ulonglong2 a = w2[2 * j], b = w2[2 * j + 1];
+      add(q.x, a.x);
+      add(q.y, a.y);
+      add(q.z, b.x);
+      add(q.w, b.y);
+    }
+    sw = sum_split(sw);
+    sn = sum_split(sn);
+    const bool hit = ok && sw >= target;
+    kept = B::allreduce(
+        Pick{hit ? key : 0u, hit ? static_cast<uint32_t>(sn) : 0u, hit ? sw : 0},
+        [](const Pick& x, const Pick& y) { return x.key >= y.key ? x : y; }, ex);
+  }
+  const uint32_t tau = kept.key;
+  LMS_STAMP_ROW(13, row);
+  LMS_STAMP_ROW(14, row);
+  // the draw: the kept entry whose running kept weight in token order brackets t
+  const bool keep = ok && key >= tau;
+  const uint64_t wk = keep ? w : 0;
   uint64_t before = 0;
-  for (int j = part; j < c4; j += split)
-    before += staged4(j, toks4[j], [tok](uint32_t x) { return x < tok; });
+  const auto add_before = [&](uint32_t k, uint32_t t2, uint64_t v) {
+    return k >= tau && t2 < tok ? (v & ~kOk) : 0;
+  };
+#pragma unroll 4
+  for (int j = part; j < c4; j += split) {
+    const uint4 q = keys4[j], r = toks4[j];
+    const ulonglong2 a = w2[2 * j], b = w2[2 * j + 1];
+    before += add_before(q.x, r.x, a.x) + add_before(q.y, r.y, a.y) + add_before(q.z, r.z, b.x) +
+              add_before(q.w, r.w, b.y);
+  }
   before = sum_split(before);
-  const uint64_t t = core::scale_draw(u, kept.b);
+  const uint64_t t = core::scale_draw(u, kept.weight);
   if (part == 0 && wk > 0 && before <= t && t - before < wk) {
-    ex.bcast[1] = kept.a;
+    ex.bcast[1] = kept.count;
     ex.bcast[2] = tok;
     ex.bcast[3] = key;
   }
+  LMS_STAMP_ROW(15, row);
   __syncthreads();
+}
+
+// block_finish_split with as many threads per entry as the block allows (at most a warp).
+template <int kThreads>
+__device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
+                             const core::RowSettings& rs, float m, float inv_t, uint64_t u,
+                             Exchange& ex, int64_t row = -1) {
+  const auto run = [&](auto split) {
+    block_finish_split<kThreads, decltype(split)::value>(keys, toks, c, top_k, rs, m, inv_t, u, ex,
+                                                         row);
+  };
+  if (32 * c <= kThreads)
+    run(std::integral_constant<int, 32>{});
+  else if (16 * c <= kThreads)
+    run(std::integral_constant<int, 16>{});
+  else if (8 * c <= kThreads)
+    run(std::integral_constant<int, 8>{});
+  else if (4 * c <= kThreads)
+    run(std::integral_constant<int, 4>{});
+  else if (2 * c <= kThreads)
+    run(std::integral_constant<int, 2>{});
+  else
+    run(std::integral_constant<int, 1>{});
 }
 
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
@@ -673,7 +730,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   // ---- parameters (every CTA of the row reaches the same verdict) ----
   const core::RowSettings rs = core::load_row_settings(req.params, row);
   int32_t status = core::validate_row_settings(rs);
-  if (status == kRowOk) {
+  if (status == kRowOk &&
+      (req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets)) {
     const bool ok = ids_in_range(req.logit_bias, row, V, threadIdx.x, kThreads) &&
                     ids_in_range(req.prompt_tokens, row, V, threadIdx.x, kThreads) &&
                     ids_in_range(req.output_tokens, row, V, threadIdx.x, kThreads);
@@ -858,7 +916,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           }
           __syncthreads();
           LMS_STAMP(5);
-          block_finish<kThreads>(ex.cand.key, ex.cand.tok, total, rs.top_k, rs, m, inv_t, u, ex);
+          block_finish<kThreads>(ex.cand.key, ex.cand.tok, total, rs.top_k, rs, m, inv_t, u, ex,
+                                 row);
           gathered_token = static_cast<int64_t>(ex.bcast[2]);
           gathered_kept = static_cast<int64_t>(ex.bcast[1]);
           __syncthreads();
