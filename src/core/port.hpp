@@ -274,6 +274,12 @@ __device__ __forceinline__ uint32_t shfl_idx(uint32_t v, int src_lane) {
 #endif
 }
 
+__device__ __forceinline__ uint64_t shfl_idx64(uint64_t v, int src_lane) {
+  const uint32_t lo = shfl_idx(static_cast<uint32_t>(v), src_lane);
+  const uint32_t hi = shfl_idx(static_cast<uint32_t>(v >> 32), src_lane);
+  return (static_cast<uint64_t>(hi) << 32) | lo;
+}
+
 //! Lanes of the warp holding the same value as this lane. Every lane of the warp must call it.
 //! One instruction on NVIDIA (sm_70+); a loop of kWarpSize shuffles elsewhere.
 __device__ __forceinline__ uint64_t match_any(uint32_t v) {

@@ -233,9 +233,13 @@ __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, O
 //! kUnitWeights every entry weighs 1, and lanes of a warp aggregate their histogram updates).
 //! Siblings read this CTA's histograms after each round's barrier: a CTA passes another group
 //! barrier before it leaves.
-template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
-__device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
-                                 WeightOf weight_of, uint64_t target) {
+//! group_select_of sets the target from the group's total weight (target_of(total), computed
+//! in the first round, so that a caller needs no pass of its own for the total).
+template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf,
+          typename TargetOf>
+__device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
+                                    WeightOf weight_of, TargetOf target_of) {
+  uint64_t target = 0;  // known to warp 0 from the first round on
   // A one-CTA group needs no merge, and can clear the next round's histogram during this one.
   constexpr bool kLocal = std::is_same<Group, SingleBlock>::value;
   uint32_t prefix = 0, pmask = 0;
@@ -339,6 +343,12 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
         const uint64_t t = shfl_up(incl, d);
         if (lane0 >= d) incl += t;
       }
+      if (round == 0) {
+        uint64_t total = part;
+#pragma unroll
+        for (int d = kWarpSize / 2; d > 0; d >>= 1) total += shfl_xor(total, d);
+        target = target_of(total);
+      }
       const uint64_t need = target - above;
       const uint64_t hit = ballot(incl >= need);
       const int first = hit ? __ffsll(static_cast<long long>(hit)) - 1 : kWarpSize - 1;
@@ -365,6 +375,13 @@ __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int 
     above = ex.bcast[1];
   }
   return prefix;
+}
+
+template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
+__device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
+                                 WeightOf weight_of, uint64_t target) {
+  return group_select_of<kThreads, kUnitWeights>(g, ex, hphase, n, key_at, weight_of,
+                                                 [target](uint64_t) { return target; });
 }
 
 }  // namespace lmsample::gpu

@@ -97,12 +97,12 @@ Plan make_plan(const Request& req, const Device& d) {
   const size_t per_token = penalties ? 8 : 4;  // key (+ tag)
   const int max_group = d.clusters ? (d.cluster16 ? 16 : 8) : 1;
   Plan p;
-  // about one CTA per multiprocessor at small batch, at least 1024 tokens per CTA, and at most
-  // 8 CTAs per row unless the row needs more shared memory: a group of 16 splits the load
-  // further but has more candidates and slower cluster barriers (H100, V = 151,936, top-k 50 +
-  // top-p 0.9: 21.8 us at B = 1 and 22.1 at B = 8 with 8 CTAs per row; 21.7 and 27.2 with 16)
+  // about one CTA per multiprocessor at small batch, at least 1024 tokens per CTA. (A cap of 8
+  // CTAs per row was measured on an H100 at V = 151,936: it gains 3 us on top-k + top-p at
+  // B = 8, whose candidates are fewer with 8, but loses 4 us on temperature and 40 us on top-p
+  // at B = 1, whose passes over the chunk are split further with 16.)
   int group = 1;
-  while (group < std::min(max_group, 8) && b * group < d.sms && v > 1024 * group) group *= 2;
+  while (group < max_group && b * group < d.sms && v > 1024 * group) group *= 2;
   // enough CTAs for the row to fit in shared memory
   auto chunk_of = [&](int gsize) { return round_up((v + gsize - 1) / gsize, 64); };
   while (group<max_group&& static_cast<size_t>(chunk_of(group)) * per_token + sizeof(Exchange)>

@@ -389,7 +389,7 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
                               int64_t* kept_count) {
   using B = Block<kThreads>;
   // Each thread owns a contiguous run of entries, so one block scan of the threads' sums
-  // locates the thread that holds the draw, which then walks its run alone.
+  // locates the thread that holds the draw, whose warp then walks its run.
   const int per = (n + kThreads - 1) / kThreads;
   const int i0 = static_cast<int>(threadIdx.x) * per, i1 = i0 + per < n ? i0 + per : n;
   uint64_t mine = 0, cnt = 0;
@@ -408,16 +408,38 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   *kept_count = static_cast<int64_t>(all.b);
   const uint64_t t = core::scale_draw(u, total);
   if (!(before <= t && t < before + blk)) return -1;  // uniform within the CTA
-  uint64_t acc = before + incl - mine;
-  if (mine > 0 && acc <= t && t < acc + mine) {
-    for (int i = i0; i < i1; ++i) {
-      const Contribution c = contribution_of(key_at(i));
-      acc += c.kept ? c.w : 0;
-      if (acc > t) {
-        ex.bcast[2] = static_cast<uint64_t>(token_at(i));
-        ex.bcast[3] = key_at(i);  // the drawn token's key (for its logprob)
+  const uint64_t acc = before + incl - mine;
+  // The warp of the thread whose run brackets t walks that run together: kWarpSize entries at a
+  // time, a warp scan of their weights in entry order, the first entry whose running weight
+  // passes t.
+  const uint64_t owner = ballot(mine > 0 && acc <= t && t < acc + mine);
+  if (owner != 0) {
+    const int src = __ffsll(static_cast<long long>(owner)) - 1, lane = lane_id();
+    const int s0 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i0), src));
+    const int s1 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i1), src));
+    uint64_t base = shfl_idx64(acc, src);
+    for (int b = s0; b < s1; b += kWarpSize) {
+      const int i = b + lane;
+      uint64_t w = 0;
+      if (i < s1) {
+        const Contribution c = contribution_of(key_at(i));
+        w = c.kept ? c.w : 0;
+      }
+      uint64_t run = w;
+#pragma unroll
+      for (int d = 1; d < kWarpSize; d <<= 1) {
+        const uint64_t x = shfl_up(run, d);
+        if (lane >= d) run += x;
+      }
+      const uint64_t past = ballot(base + run > t);
+      if (past != 0) {
+        if (lane == __ffsll(static_cast<long long>(past)) - 1) {
+          ex.bcast[2] = static_cast<uint64_t>(token_at(i));
+          ex.bcast[3] = key_at(i);  // the drawn token's key (for its logprob)
+        }
         break;
       }
+      base += shfl_idx64(run, kWarpSize - 1);
     }
   }
   __syncthreads();
@@ -653,26 +675,17 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
   const float min_p = rs.min_p;
   uint32_t tau = lo;
   if (rs.top_p < 1.0f) {
-    // total weight of the candidates, then the top-p threshold by mass
-    uint64_t part = 0;
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const uint32_t k = key_at(i);
-      if (k < lo) continue;
-      const float e = core::rel_likelihood(value_of(k), m, inv_t);
-      part += e >= min_p ? core::mass_of(e) : 0;
-    }
-    part = B::allreduce(
-        part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
-    const uint64_t total = group_sum(g, ex, phase, part, nullptr);
-    const uint64_t target = core::ceil_fraction(rs.top_p, total);
-    const uint32_t tp = group_select<kThreads, false>(
+    // the top-p threshold by mass; the target comes from the total weight of the entries the
+    // first round of the select sees
+    const float top_p = rs.top_p;
+    const uint32_t tp = group_select_of<kThreads, false>(
         g, ex, hphase, n, key_at,
         [&](uint32_t k, int) -> uint64_t {
           if (k < lo) return 0;
           const float e = core::rel_likelihood(value_of(k), m, inv_t);
           return e >= min_p ? core::mass_of(e) : 0;
         },
-        target);
+        [top_p](uint64_t total) { return core::ceil_fraction(top_p, total); });
     tau = tp > lo ? tp : lo;
   }
   return group_draw<kThreads>(
@@ -854,19 +867,31 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   } else {
     const float inv_t = core::div_rn(1.0f, rs.temperature);
     const bool use_k = rs.top_k > 0 && static_cast<uint32_t>(rs.top_k) < st.n_valid;
-    // Small top-k: the selections and the draw need only the keys >= st.lower, a lower bound of
-    // the row's k-th largest key (every key the filters can keep passes). When they are few,
-    // rank 0 gathers them and finishes the row alone, with block barriers only; otherwise (or
-    // for other rows) every CTA takes part in the selections over its whole chunk.
+    // The candidate path: with a lower bound `cand_lo` of every key the filters can keep, each
+    // CTA pushes its keys >= it to rank 0, which (when they are few) finishes the row alone,
+    // with block barriers only; otherwise (or for other rows) every CTA takes part in the
+    // selections over its whole chunk.
+    //  - small top-k: st.lower (the k-th largest key is at least it);
+    //  - min-p alone: a key below y = m + T ln(min_p), less a margin far above the rounding of
+    //    the contract's likelihood (relative 1e-6), cannot pass the exact min-p test.
+    uint32_t cand_lo = 0;  // 0: no candidate path
     bool gathered = false;
     int64_t gathered_token = -1, gathered_kept = 0;
     if (use_k && small_k) {
+      cand_lo = st.lower;
+    } else if (!use_k && rs.top_p >= 1.0f && rs.min_p > 0.0f) {
+      const float ln_p = logf(rs.min_p), t = rs.temperature;
+      const float margin = 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_p) + 1.0f));
+      const float y = m + t * ln_p - margin;
+      if (core::is_finite(y)) cand_lo = key_of(y) > core::kKeyNegInf ? key_of(y) : 0u;
+    }
+    if (cand_lo != 0) {
       // Each CTA pushes its keys >= the bound (its threads' three largest keys tell which
       // threads hold any, and which hold more than two and must rescan their tokens) into its
       // region of rank 0's gather buffer, and its count to every rank; after one group barrier
       // every rank knows whether rank 0 can finish the row alone.
       LMS_STAMP(3);
-      const uint32_t lo = st.lower;
+      const uint32_t lo = cand_lo;
       const unsigned rank = g.rank();
       const int cap = Exchange::kMaxGathered / static_cast<int>(G);
       uint32_t* root_key = g.map(ex.gath_key, 0) + rank * cap;
@@ -916,8 +941,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           }
           __syncthreads();
           LMS_STAMP(5);
-          block_finish<kThreads>(ex.cand.key, ex.cand.tok, total, rs.top_k, rs, m, inv_t, u, ex,
-                                 row);
+          block_finish<kThreads>(ex.cand.key, ex.cand.tok, total, use_k ? rs.top_k : 0, rs, m,
+                                 inv_t, u, ex, row);
           gathered_token = static_cast<int64_t>(ex.bcast[2]);
           gathered_kept = static_cast<int64_t>(ex.bcast[1]);
           __syncthreads();

@@ -77,19 +77,30 @@ uint32_t reference_select(const std::vector<uint32_t>& keys, const std::vector<u
   return 0;
 }
 
+// target_of_total: 0 = the fixed target; else the target is ceil(total * num / 16), set by
+// group_select_of from the total it finds in its first round.
 template <int kThreads, bool kUnit>
 void check_select(const std::vector<uint32_t>& keys, const std::vector<uint64_t>& w,
-                  uint64_t target) {
+                  uint64_t target, uint64_t num = 0) {
   std::vector<uint32_t> got(kThreads);
   Exchange& ex = shared_exchange();
   const int n = static_cast<int>(keys.size());
   lms_simt::launch_block(kThreads, [&] {
     const SingleBlock g;
     int hphase = 0;
-    got[threadIdx.x] = group_select<kThreads, kUnit>(
-        g, ex, hphase, n, [&](int i) { return keys[static_cast<size_t>(i)]; },
-        [&](uint32_t, int i) { return w[static_cast<size_t>(i)]; }, target);
+    const auto key_at = [&](int i) { return keys[static_cast<size_t>(i)]; };
+    const auto weight_of = [&](uint32_t, int i) { return w[static_cast<size_t>(i)]; };
+    got[threadIdx.x] =
+        num == 0 ? group_select<kThreads, kUnit>(g, ex, hphase, n, key_at, weight_of, target)
+                 : lmsample::gpu::group_select_of<kThreads, kUnit>(
+                       g, ex, hphase, n, key_at, weight_of,
+                       [num](uint64_t total) { return (total * num + 15) / 16; });
   });
+  if (num != 0) {
+    uint64_t total = 0;
+    for (const uint64_t x : w) total += x;
+    target = (total * num + 15) / 16;
+  }
   const uint32_t want = reference_select(keys, w, target);
   for (int t = 0; t < kThreads; ++t)
     ASSERT_EQ(got[t], want) << "thread " << t << ", n = " << n << ", target = " << target;
@@ -123,6 +134,9 @@ TEST(SimtBlock, SelectByCountAndByMass) {
       if (total == 0) continue;
       for (const uint64_t target : {uint64_t{1}, total / 3 + 1, total})
         check_select<256, false>(keys, mass, target);
+      // the target as a fraction of the total the select finds (top-p)
+      for (const uint64_t num : {uint64_t{1}, uint64_t{9}, uint64_t{16}})
+        check_select<256, false>(keys, mass, 0, num);
     }
   }
 }
