@@ -230,7 +230,7 @@ __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, O
 //! this CTA's n entries, a shared-memory histogram (integer atomics: order-free), a group-wide
 //! merge through distributed shared memory and a warp scan from the top bucket down.
 //! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; with
-//! kUnitWeights every entry weighs 1, and lanes of a warp aggregate their histogram updates).
+//! kUnitWeights every entry weighs 1 or 0).
 //! Siblings read this CTA's histograms after each round's barrier: a CTA passes another group
 //! barrier before it leaves.
 //! group_select_of sets the target from the group's total weight (target_of(total), computed
@@ -258,47 +258,46 @@ __device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, i
       for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
       __syncthreads();
     }
-    // Lanes of a warp that hit the same bucket are combined by the lowest of them (match_any),
-    // which adds their count or total weight with one atomic: contention stays low even when
-    // every key falls into one bucket (flat logits). Every lane of the warp runs the same
-    // number of iterations (match_any needs them all).
-    const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = lane_id();
-    const int n_pad = (n + kThreads - 1) / kThreads * kThreads;
-    for (int i = threadIdx.x; i < n_pad; i += kThreads) {
-      uint64_t w = 0;
-      uint32_t bucket = 256;  // no bucket
-      if (i < n) {
-        const uint32_t k = key_at(i);
-        if ((k & pmask) == prefix) {
-          w = weight_of(k, i);
-          if (w) bucket = (k >> shift) & 255u;
+    // Each thread sums its entries' weights per bucket in a small cache of registers (a few
+    // buckets hold almost every entry: the digits of nearby keys agree) and adds a sum to the
+    // shared histogram (integer atomics: order-free) only when a bucket leaves the cache.
+    constexpr int kSlots = 4;
+    uint32_t slot_bucket[kSlots];
+    uint64_t slot_sum[kSlots];
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      slot_bucket[j] = 256;  // empty
+      slot_sum[j] = 0;
+    }
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const uint32_t k = key_at(i);
+      if ((k & pmask) != prefix) continue;
+      const uint64_t w = weight_of(k, i);
+      if (w == 0) continue;
+      const uint32_t bucket = (k >> shift) & 255u;
+      bool hit = false;
+#pragma unroll
+      for (int j = 0; j < kSlots; ++j) {
+        if (!hit && slot_bucket[j] == bucket) {
+          slot_sum[j] += w;
+          hit = true;
         }
       }
-      if (ballot(bucket < 256) == 0) continue;  // warp-uniform: nothing to count here
-      const uint64_t peers = match_any(bucket);
-      const bool leader = (peers & ((uint64_t{1} << lane) - 1)) == 0;
-      if (kUnitWeights) {
-        if (bucket < 256 && leader)
-          atomic_add_u64(&h[bucket], static_cast<uint64_t>(__popcll(peers)));
-      } else if (peers ==
-                 (kWarpSize == 64 ? ~uint64_t{0} : (uint64_t{1} << (kWarpSize % 64)) - 1)) {
-        // the whole warp in one bucket (flat rows, late rounds): a butterfly sum
-        uint64_t sum = w;
+      if (!hit) {  // the oldest bucket leaves; the new one enters at the front
+        if (slot_bucket[kSlots - 1] < 256)
+          atomic_add_u64(&h[slot_bucket[kSlots - 1]], slot_sum[kSlots - 1]);
 #pragma unroll
-        for (int d = kWarpSize / 2; d > 0; d >>= 1) sum += shfl_xor(sum, d);
-        if (bucket < 256 && lane == 0) atomic_add_u64(&h[bucket], sum);
-      } else {
-        ex.stage_w[threadIdx.x] = w;
-        sync_warp();
-        if (bucket < 256 && leader) {
-          uint64_t sum = 0;
-          for (uint64_t rest = peers; rest; rest &= rest - 1)
-            sum += ex.stage_w[warp * kWarpSize + __ffsll(static_cast<long long>(rest)) - 1];
-          atomic_add_u64(&h[bucket], sum);
+        for (int j = kSlots - 1; j > 0; --j) {
+          slot_bucket[j] = slot_bucket[j - 1];
+          slot_sum[j] = slot_sum[j - 1];
         }
-        sync_warp();
+        slot_bucket[0] = bucket;
+        slot_sum[0] = w;
       }
     }
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j)
+      if (slot_bucket[j] < 256) atomic_add_u64(&h[slot_bucket[j]], slot_sum[j]);
     g.sync();
     const uint64_t* merged = h;
     if (!kLocal) {
