@@ -5,6 +5,7 @@
 #define LMS_PROFILE_PHASES 1
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -29,7 +30,9 @@ int main() {
     std::mt19937 gen(1);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (float& f : x) f = nd(gen) * 4.0f;
-    const std::vector<int32_t> k(static_cast<size_t>(b), 50);
+    // LMS_PROFILE_TOPP=1: top-p 0.9 alone (the full path), else top-k 50 + top-p 0.9
+    static const bool topp_only = std::getenv("LMS_PROFILE_TOPP") != nullptr;
+    const std::vector<int32_t> k(static_cast<size_t>(b), topp_only ? 0 : 50);
     const std::vector<float> p(static_cast<size_t>(b), 0.9f);
     float *dx = nullptr, *dp = nullptr;
     int32_t *dk = nullptr, *tok = nullptr, *st = nullptr;
@@ -87,6 +90,9 @@ int main() {
         "  finish: top-k %llu, weights + total %llu, top-p %llu, kept %llu, draw %llu, "
         "barrier %llu ns\n",
         t[11] - t[5], t[12] - t[11], t[13] - t[12], t[14] - t[13], t[15] - t[14], t[6] - t[15]);
+    if (topp_only)
+      std::printf("  full path: top-k select %llu, top-p select %llu, draw %llu ns\n",
+                  t[17] - t[16], t[18] - t[17], t[6] - t[18]);
     cudaFree(dx);
     cudaFree(dp);
     cudaFree(dk);

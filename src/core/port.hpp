@@ -344,8 +344,17 @@ __device__ __forceinline__ void async_copy_wait() {
 #else
 #define LMS_HAS_ASYNC_COPY 0
 #endif
+//! p += v (mod 2^64) on shared memory, as two native 32-bit atomics on the halves with the low
+//! half's carry added to the high half (a 64-bit shared-memory atomic add is a compare-and-swap
+//! loop on NVIDIA, which contention turns into thousands of retries). Exact and order-free: once
+//! every add has landed, the word holds the sum.
 __device__ __forceinline__ void atomic_add_u64(uint64_t* p, uint64_t v) {
-  atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+  unsigned* half = reinterpret_cast<unsigned*>(p);  // little endian: [0] low, [1] high
+  const unsigned lo = static_cast<unsigned>(v);
+  const unsigned old = lo ? atomicAdd(half, lo) : 0u;
+  const unsigned carry = old + lo < old ? 1u : 0u;
+  const unsigned hi = static_cast<unsigned>(v >> 32) + carry;
+  if (hi) atomicAdd(half + 1, hi);
 }
 
 //! A row group of one CTA.

@@ -414,7 +414,8 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   // passes t.
   const uint64_t owner = ballot(mine > 0 && acc <= t && t < acc + mine);
   if (owner != 0) {
-    const int src = __ffsll(static_cast<long long>(owner)) - 1, lane = lane_id();
+    const int src = static_cast<int>(__ffsll(static_cast<long long>(owner))) - 1;
+    const int lane = lane_id();
     const int s0 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i0), src));
     const int s1 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i1), src));
     uint64_t base = shfl_idx64(acc, src);
@@ -433,7 +434,7 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
       }
       const uint64_t past = ballot(base + run > t);
       if (past != 0) {
-        if (lane == __ffsll(static_cast<long long>(past)) - 1) {
+        if (lane == static_cast<int>(__ffsll(static_cast<long long>(past))) - 1) {
           ex.bcast[2] = static_cast<uint64_t>(token_at(i));
           ex.bcast[3] = key_at(i);  // the drawn token's key (for its logprob)
         }
@@ -663,9 +664,10 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
 template <int kThreads, typename Group, typename KeyAt, typename TokenAt>
 __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int& hphase, int n,
                                    KeyAt key_at, TokenAt token_at, const core::RowSettings& rs,
-                                   float m, float inv_t, bool use_k, uint64_t u, int64_t* kept) {
-  using B = Block<kThreads>;
+                                   float m, float inv_t, bool use_k, uint64_t u, int64_t* kept,
+                                   int64_t row = -1) {
   uint32_t lo = core::kKeyNegInf + 1;
+  LMS_STAMP_ROW(16, g.rank() == 0 ? row : -1);
   if (use_k) {
     lo = group_select<kThreads, true>(
         g, ex, hphase, n, key_at,
@@ -674,6 +676,7 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
   }
   const float min_p = rs.min_p;
   uint32_t tau = lo;
+  LMS_STAMP_ROW(17, g.rank() == 0 ? row : -1);
   if (rs.top_p < 1.0f) {
     // the top-p threshold by mass; the target comes from the total weight of the entries the
     // first round of the select sees
@@ -688,6 +691,7 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
         [top_p](uint64_t total) { return core::ceil_fraction(top_p, total); });
     tau = tp > lo ? tp : lo;
   }
+  LMS_STAMP_ROW(18, g.rank() == 0 ? row : -1);
   return group_draw<kThreads>(
       g, ex, phase, n, key_at, token_at,
       [&](uint32_t k) {
@@ -955,7 +959,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     } else {
       token = filter_and_draw<kThreads>(
           g, ex, phase, hphase, n, [&](int i) { return keys[i]; },
-          [&](int i) { return c0 + static_cast<int64_t>(i); }, rs, m, inv_t, use_k, u, &kept);
+          [&](int i) { return c0 + static_cast<int64_t>(i); }, rs, m, inv_t, use_k, u, &kept, row);
     }
     if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }
