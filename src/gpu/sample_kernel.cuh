@@ -857,6 +857,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   int64_t token = -1;  // known to the CTA that found it (all CTAs for greedy)
   uint32_t token_key = st.max_key;
   int64_t kept = 0;
+  bool topn_from_candidates = false, topn_done = false;  // (group-uniform)
   if (rs.temperature == 0.0f) {
     token = g.rank() == 0 ? st.argmax : -1;
     kept = 1;
@@ -889,6 +890,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       const float y = m + t * ln_p - margin;
       if (core::is_finite(y)) cand_lo = key_of(y) > core::kKeyNegInf ? key_of(y) : 0u;
     }
+    // top-n logprobs of a gathered top-k row with n <= k come from the candidates too
+    topn_from_candidates = top_n > 0 && use_k && small_k && top_n <= rs.top_k;
     if (cand_lo != 0) {
       // Each CTA pushes its keys >= the bound (its threads' three largest keys tell which
       // threads hold any, and which hold more than two and must rescan their tokens) into its
@@ -929,6 +932,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       LMS_PROFILE_VALUE(1, static_cast<unsigned long long>(ex.gcount[0]));
       if (!overflow && total <= kThreads) {
         gathered = true;
+        topn_done = topn_from_candidates;
         if (rank == 0) {
           // compact the regions (the thread maxima are dead: cand may be written)
           for (int slot = threadIdx.x; slot < cap * static_cast<int>(G); slot += kThreads) {
@@ -949,6 +953,22 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
                                  inv_t, u, ex, row);
           gathered_token = static_cast<int64_t>(ex.bcast[2]);
           gathered_kept = static_cast<int64_t>(ex.bcast[1]);
+          if (topn_from_candidates) {
+            // The row's n largest keys (n <= k) are all candidates: each takes its rank in
+            // (key descending, token ascending) order, and the first n write their entry.
+            for (int e = threadIdx.x; e < total; e += kThreads) {
+              const uint32_t key = ex.cand.key[e], tok = ex.cand.tok[e];
+              int before_e = 0;
+              for (int j = 0; j < total; ++j) {
+                const uint32_t kj = ex.cand.key[j];
+                before_e += kj > key || (kj == key && ex.cand.tok[j] < tok);
+              }
+              if (before_e < top_n) {
+                a.out.top_ids[row * top_n + before_e] = static_cast<int32_t>(tok);
+                a.out.top_logprobs[row * top_n + before_e] = logprob_at(key);
+              }
+            }
+          }
           __syncthreads();
         }
       }
@@ -970,7 +990,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
                             static_cast<int32_t>(kept), logprob_at(key), 0);
   }
   LMS_STAMP(6);
-  if (top_n > 0)
+  if (top_n > 0 && !topn_done)
     group_top_n<kThreads>(g, ex, phase, hphase, keys, n, c0, st, log_norm, top_n,
                           a.out.top_ids + row * top_n, a.out.top_logprobs + row * top_n);
   LMS_STAMP(7);
