@@ -26,13 +26,12 @@ struct alignas(16) Exchange {
   uint64_t bcast[4];                 // block broadcast
   uint64_t top[64];                  // top-n entries gathered in rank 0
   uint32_t top_count;
-  uint32_t warp_count[kMaxWarps];
-  uint32_t cand_count;                // candidates this CTA found (top-k pre-filter)
+  uint32_t cand_count;                // candidates this CTA found (candidate path)
   uint32_t gcount[kMaxGroup];         // candidates of each rank (pushed by each rank)
   uint32_t bound;                     // the k-th largest of the block's values (pre-filter)
   uint32_t warp_stats[kMaxWarps][8];  // per-warp partial statistics
   union {                             // never live at the same time
-    alignas(16) uint64_t stage_w[kMaxThreads];    // staging of weights (histogram fill, finish)
+    alignas(16) uint64_t stage_w[kMaxThreads];    // weights staged by the candidates finish
     uint64_t merge_part[kMaxThreads / 256][256];  // partial sums (histogram merge)
   };
   union {                              // the thread maxima are dead once the candidates are pushed
