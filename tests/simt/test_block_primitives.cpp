@@ -168,4 +168,22 @@ TEST(SimtBlock, KthLargestOfThreadValues) {
   check_kth_largest<512>(3, 7);  // heavy ties
 }
 
+// 64-bit shared-memory adds made of two 32-bit atomics with the low half's carry: sums that
+// carry out of the low half many times, from every thread at once, land exactly.
+TEST(SimtBlock, AtomicAdd64CarriesIntoTheHighHalf) {
+  constexpr int kThreads = 512;
+  std::mt19937_64 gen(11);
+  std::vector<uint64_t> v(kThreads * 4);
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = i % 3 == 0 ? 0xfffffff0u + (gen() & 0xff) : gen() >> 24;  // low halves near 2^32
+  uint64_t want = 0;
+  for (const uint64_t x : v) want += x;
+  uint64_t sum = 0;
+  lms_simt::launch_block(kThreads, [&] {
+    for (int j = 0; j < 4; ++j)
+      lmsample::gpu::atomic_add_u64(&sum, v[static_cast<size_t>(threadIdx.x) * 4 + j]);
+  });
+  EXPECT_EQ(sum, want);
+}
+
 }  // namespace
