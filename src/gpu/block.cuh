@@ -29,7 +29,7 @@ struct alignas(16) Exchange {
   uint32_t cand_count;                // candidates this CTA found (candidate path)
   uint32_t gcount[kMaxGroup];         // candidates of each rank (pushed by each rank)
   uint32_t bound;                     // the k-th largest of the block's values (pre-filter)
-  uint32_t warp_stats[kMaxWarps][8];  // per-warp partial statistics
+  uint32_t warp_stats[kMaxWarps][4];  // per-warp partial statistics
   union {                             // never live at the same time
     alignas(16) uint64_t stage_w[kMaxThreads];    // weights staged by the candidates finish
     uint64_t merge_part[kMaxThreads / 256][256];  // partial sums (histogram merge)

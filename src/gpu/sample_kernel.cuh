@@ -62,9 +62,9 @@ __device__ __forceinline__ uint32_t load_bits(const void* row, DType dt, int64_t
 struct Stats {
   uint32_t max_key;
   uint32_t n_valid;
-  int64_t argmax;  // lowest index holding max_key
-  uint32_t n_posinf;
-  uint32_t lower;  // a lower bound of the row's k-th largest key (small top-k), min-combined
+  int64_t argmax;     // lowest index holding max_key
+  uint32_t n_posinf;  // set after the group exchange, only in rows whose maximum is +inf
+  uint32_t lower;     // a lower bound of the row's k-th largest key (small top-k), min-combined
 };
 struct StatsOp {
   __device__ Stats operator()(const Stats& a, const Stats& b) const {
@@ -74,7 +74,7 @@ struct StatsOp {
     const int64_t ib = b.max_key == r.max_key ? b.argmax : INT64_MAX;
     r.argmax = ia < ib ? ia : ib;
     r.n_valid = a.n_valid + b.n_valid;
-    r.n_posinf = a.n_posinf + b.n_posinf;
+    r.n_posinf = 0;
     r.lower = a.lower < b.lower ? a.lower : b.lower;
     return r;
   }
@@ -125,7 +125,7 @@ __device__ Stats block_stats(const Stats& s, uint32_t thread_max, int k, Exchang
   const uint32_t am =
       warp_min_u32(s.max_key == mk && s.argmax != INT64_MAX ? static_cast<uint32_t>(s.argmax)
                                                             : UINT32_MAX);  // token ids < 2^24
-  const uint32_t nv = warp_sum_u32(s.n_valid), np = warp_sum_u32(s.n_posinf);
+  const uint32_t nv = warp_sum_u32(s.n_valid);
   const uint32_t lo = warp_min_u32(s.lower);
   if (k > 0) kth_post(thread_max, ex);
   if (lane == 0) {
@@ -133,8 +133,7 @@ __device__ Stats block_stats(const Stats& s, uint32_t thread_max, int k, Exchang
     w[0] = mk;
     w[1] = am;
     w[2] = nv;
-    w[3] = np;
-    w[4] = lo;
+    w[3] = lo;
   }
   __syncthreads();
   if (k > 0) kth_merge<kThreads>(k, ex);
@@ -149,8 +148,7 @@ __device__ Stats block_stats(const Stats& s, uint32_t thread_max, int k, Exchang
       rarg = p[1] < rarg ? p[1] : rarg;
     }
     r.n_valid += p[2];
-    r.n_posinf += p[3];
-    rlo = p[4] < rlo ? p[4] : rlo;
+    rlo = p[3] < rlo ? p[3] : rlo;
   }
   r.max_key = rmax;
   r.argmax = rarg == UINT32_MAX ? INT64_MAX : static_cast<int64_t>(rarg);
