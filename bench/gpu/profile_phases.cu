@@ -56,6 +56,11 @@ int main() {
     void* ws = nullptr;
     const size_t wsb = gpu::workspace_size(r, c);
     if (wsb) CHECK(cudaMalloc(&ws, wsb));
+    {  // no stamp left over from the previous batch size
+      static const unsigned long long zero_ns[16][32] = {}, zero_values[16][8] = {};
+      CHECK(cudaMemcpyToSymbol(gpu::g_phase_ns, zero_ns, sizeof zero_ns));
+      CHECK(cudaMemcpyToSymbol(gpu::g_phase_value, zero_values, sizeof zero_values));
+    }
     for (int it = 0; it < 300; ++it) {  // enough for the clocks to ramp up
       const Status s = gpu::sample(r, o, ws, wsb, c);
       if (!s.ok()) {
@@ -86,11 +91,12 @@ int main() {
         static_cast<long>(b), group, t[1] - t[0], t[9] - t[1], t[10] - t[9], t[2] - t[10],
         t[4] - t[3], t[5] - t[4], t[6] - t[5], t[8] - t[7], t[8] - t[0], start_hi - start_lo,
         load_hi - load_lo, vals[0][0], vals[0][1]);
-    std::printf(
-        "  finish: top-k %llu, weights + total %llu, top-p %llu, kept %llu, draw %llu, "
-        "barrier %llu ns\n",
-        t[11] - t[5], t[12] - t[11], t[13] - t[12], t[14] - t[13], t[15] - t[14], t[6] - t[15]);
-    if (topp_only)
+    if (!topp_only)  // (the candidate path's stamps; the full path has its own)
+      std::printf(
+          "  finish: top-k %llu, weights + total %llu, top-p %llu, kept %llu, draw %llu, "
+          "barrier %llu ns\n",
+          t[11] - t[5], t[12] - t[11], t[13] - t[12], t[14] - t[13], t[15] - t[14], t[6] - t[15]);
+    else
       std::printf("  full path: top-k select %llu, top-p select %llu, draw %llu ns\n",
                   t[17] - t[16], t[18] - t[17], t[6] - t[18]);
     cudaFree(dx);
