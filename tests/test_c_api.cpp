@@ -23,6 +23,9 @@ static_assert(LMS_INVALID_ROW_PARAMETER == static_cast<int>(lmsample::Code::kInv
 static_assert(LMS_WORKSPACE_TOO_SMALL == static_cast<int>(lmsample::Code::kWorkspaceTooSmall));
 static_assert(LMS_UNSUPPORTED == static_cast<int>(lmsample::Code::kUnsupported));
 static_assert(LMS_BACKEND_ERROR == static_cast<int>(lmsample::Code::kBackendError));
+static_assert(LMS_GPU_KEYS_AUTO == static_cast<int>(lmsample::GpuKeys::kAuto));
+static_assert(LMS_GPU_KEYS_ON_CHIP == static_cast<int>(lmsample::GpuKeys::kOnChip));
+static_assert(LMS_GPU_KEYS_STREAM == static_cast<int>(lmsample::GpuKeys::kStream));
 static_assert(LMS_ROW_OK == lmsample::kRowOk && LMS_ROW_EMPTY == lmsample::kRowEmpty &&
               LMS_ROW_BAD_TEMPERATURE == lmsample::kRowBadTemperature &&
               LMS_ROW_BAD_TOP_K == lmsample::kRowBadTopK &&
@@ -127,6 +130,7 @@ TEST(CApi, InitDefaults) {
   EXPECT_EQ(e.backend, LMS_BACKEND_CPU);
   EXPECT_EQ(e.cpu_threads, 0);
   EXPECT_EQ(e.stream, nullptr);
+  EXPECT_EQ(e.gpu_keys, LMS_GPU_KEYS_AUTO);
 }
 
 TEST(CApi, MatchesCppOnRandomBatches) {
@@ -205,6 +209,12 @@ TEST(CApi, ErrorCodesAndMessages) {
   c = to_c(batch.request());
   c.dtype = 9;
   EXPECT_EQ(lms_sample(&c, &o, ws.data(), ws.size(), &exec), LMS_INVALID_ARGUMENT);
+  // an exec setting that is not one of its values
+  c = to_c(batch.request());
+  exec.gpu_keys = 3;
+  EXPECT_EQ(lms_sample(&c, &o, ws.data(), ws.size(), &exec), LMS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(lms_last_error()).find("gpu_keys"), std::string::npos) << lms_last_error();
+  lms_exec_init(&exec);
   // workspace too small
   c = to_c(batch.request());
   size_t bytes = 0;

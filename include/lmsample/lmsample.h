@@ -82,15 +82,21 @@ typedef struct lms_outputs {
   float* top_logprobs;
 } lms_outputs;
 
+/* lms_exec.gpu_keys (lmsample::GpuKeys): where a GPU call keeps its keys between passes */
+#define LMS_GPU_KEYS_AUTO 0
+#define LMS_GPU_KEYS_ON_CHIP 1
+#define LMS_GPU_KEYS_STREAM 2
+
 typedef struct lms_exec {
   int32_t backend;
   int32_t cpu_threads;
   void* stream;
+  int32_t gpu_keys; /* LMS_GPU_KEYS_* */
 } lms_exec;
 
 void lms_request_init(lms_request* req);
 void lms_outputs_init(lms_outputs* out);
-void lms_exec_init(lms_exec* exec); /* backend CPU, all threads, default stream */
+void lms_exec_init(lms_exec* exec); /* backend CPU, all threads, default stream, GPU keys auto */
 
 /* Writes the workspace size in bytes to *bytes. Returns an LMS_* code. */
 int lms_workspace_size(const lms_request* req, const lms_exec* exec, size_t* bytes);

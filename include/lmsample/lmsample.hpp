@@ -124,13 +124,27 @@ struct Outputs {
   float* top_logprobs = nullptr;  //!< [batch, top_logprobs], -inf padded
 };
 
+//! Where a GPU call keeps a row's order keys between its passes (results never depend on it).
+//!  - kOnChip: in shared memory (several CTAs per row so that a row fits; the caller's workspace
+//!    for vocabularies too large for that). The logits are read once and every later pass runs
+//!    on chip: best for requests whose rows need full passes over the vocabulary (top-p without
+//!    top-k, temperature alone, logprobs).
+//!  - kStream: nowhere: the keys are recomputed from the logits whenever a pass needs them again
+//!    (for requests with logit bias or penalties, kOnChip is used instead). Fewer CTAs and far
+//!    less shared memory per row, so loads overlap the on-chip work: best at large batches for
+//!    greedy, top-k (k <= 512, with or without top-p) and min-p, whose rows finish from the
+//!    load's statistics; full passes then re-read the logits.
+//!  - kAuto: kOnChip, but kStream where the keys would otherwise go to the workspace.
+enum class GpuKeys : int32_t { kAuto = 0, kOnChip = 1, kStream = 2 };
+
 //! How a call runs. For kCuda and kHip, every pointer in Request and Outputs and the workspace
 //! are device pointers, and the call is asynchronous on `stream` (a cudaStream_t / hipStream_t,
 //! null = the default stream).
 struct ExecConfig {
   Backend backend = Backend::kCpu;
-  int cpu_threads = 0;     //!< 0 = all hardware threads; results never depend on it
-  void* stream = nullptr;  //!< cudaStream_t / hipStream_t
+  int cpu_threads = 0;                //!< 0 = all hardware threads; results never depend on it
+  void* stream = nullptr;             //!< cudaStream_t / hipStream_t
+  GpuKeys gpu_keys = GpuKeys::kAuto;  //!< GPU backends only; see GpuKeys
 };
 
 //! Bytes of workspace sample() needs for this request (pointers in `req` may be null here).

@@ -176,6 +176,10 @@ size_t workspace_size(const Request& req, const ExecConfig& cfg) {
 Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
               const ExecConfig& cfg) {
   const Backend backend = resolve_backend(cfg.backend);
+  const int32_t keys = static_cast<int32_t>(cfg.gpu_keys);
+  if (keys < 0 || keys > 2)
+    return Status{Code::kInvalidArgument,
+                  "gpu_keys = " + std::to_string(keys) + " is not a GpuKeys (0, 1 or 2)"};
   if (backend == Backend::kCuda || backend == Backend::kHip) {
 #if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
     if (backend == kBuiltGpu) {

@@ -60,6 +60,7 @@ lmsample::ExecConfig to_cpp(const lms_exec* c) {
     e.backend = static_cast<lmsample::Backend>(c->backend);
     e.cpu_threads = c->cpu_threads;
     e.stream = c->stream;
+    e.gpu_keys = static_cast<lmsample::GpuKeys>(c->gpu_keys);
   }
   return e;
 }

@@ -71,6 +71,25 @@ __device__ const uint64_t (*post_to_group(const Group& g, Exchange& ex, int& pha
   return box;
 }
 
+//! Calls f(i, key_at(i)) for i = first, first + stride, ... below end, reading kBatch keys before
+//! using any (where keys are recomputed from memory, kBatch reads are in flight at once).
+template <int kBatch, typename KeyAt, typename F>
+__device__ __forceinline__ void for_keys(int first, int end, int stride, KeyAt key_at, F f) {
+  for (int i0 = first; i0 < end; i0 += kBatch * stride) {
+    uint32_t k[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int i = i0 + j * stride;
+      k[j] = i < end ? key_at(i) : 0u;
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int i = i0 + j * stride;
+      if (i < end) f(i, k[j]);
+    }
+  }
+}
+
 template <int kThreads>
 struct Block {
   static constexpr int kWarps = kThreads / kWarpSize;
@@ -268,11 +287,10 @@ __device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, i
       slot_bucket[j] = 256;  // empty
       slot_sum[j] = 0;
     }
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const uint32_t k = key_at(i);
-      if ((k & pmask) != prefix) continue;
+    for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int i, uint32_t k) {
+      if ((k & pmask) != prefix) return;
       const uint64_t w = weight_of(k, i);
-      if (w == 0) continue;
+      if (w == 0) return;
       const uint32_t bucket = (k >> shift) & 255u;
       bool hit = false;
 #pragma unroll
@@ -293,7 +311,7 @@ __device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, i
         slot_bucket[0] = bucket;
         slot_sum[0] = w;
       }
-    }
+    });
 #pragma unroll
     for (int j = 0; j < kSlots; ++j)
       if (slot_bucket[j] < 256) atomic_add_u64(&h[slot_bucket[j]], slot_sum[j]);

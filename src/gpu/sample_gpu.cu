@@ -85,13 +85,14 @@ const Device& device() {
 struct Plan {
   int group = 1;          // CTAs per row
   int chunk = 0;          // tokens per CTA
-  bool smem_keys = true;  // keys (and tags) in shared memory
+  bool stream = false;    // keys recomputed from the logits, stored nowhere
+  bool smem_keys = true;  // keys (and tags) in shared memory (else, unless streamed, workspace)
   size_t smem = 0;        // dynamic shared memory per CTA
 };
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-Plan make_plan(const Request& req, const Device& d) {
+Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   const int64_t v = req.logits.vocab, b = std::max<int64_t>(req.logits.batch, 1);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
   const size_t per_token = penalties ? 8 : 4;  // key (+ tag)
@@ -103,11 +104,25 @@ Plan make_plan(const Request& req, const Device& d) {
   // at B = 1, whose passes over the chunk are split further with 16.)
   int group = 1;
   while (group < max_group && b * group < d.sms && v > 1024 * group) group *= 2;
-  // enough CTAs for the row to fit in shared memory
   auto chunk_of = [&](int gsize) { return round_up((v + gsize - 1) / gsize, 64); };
-  while (group<max_group&& static_cast<size_t>(chunk_of(group)) * per_token + sizeof(Exchange)>
-             kSmemTarget)
-    group *= 2;
+  const auto fits = [&](int gsize) {
+    return static_cast<size_t>(chunk_of(gsize)) * per_token + sizeof(Exchange) <= kSmemTarget;
+  };
+  // GpuKeys (lmsample.hpp): streamed rows keep the CTA count above (CTAs that keep only
+  // registers and the exchange buffers, two per multiprocessor whatever the chunk); rows kept
+  // on chip take enough CTAs for the row to fit in shared memory. Nothing is streamed where
+  // bias or penalties rewrite keys. LMSAMPLE_GPU_KEYS=stream / smem / auto overrides the
+  // caller's choice (for tuning and tests: results do not depend on it).
+  static const int forced_keys = [] {
+    const char* e = std::getenv("LMSAMPLE_GPU_KEYS");
+    if (!e) return -1;
+    const std::string m(e);
+    return m == "stream" ? 2 : m == "smem" ? 1 : m == "auto" ? 0 : -1;
+  }();
+  const int mode = forced_keys >= 0 ? forced_keys : static_cast<int>(keys);
+  const bool can_stream = !penalties && !req.logit_bias.offsets;
+  p.stream = can_stream && mode == static_cast<int>(GpuKeys::kStream);
+  while (!p.stream && group < max_group && !fits(group)) group *= 2;
   // no empty CTA
   while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
   // LMSAMPLE_GPU_GROUP=N (1, 2, 4, 8 or 16) overrides the choice, for tuning (results do not
@@ -122,7 +137,9 @@ Plan make_plan(const Request& req, const Device& d) {
   p.group = group;
   p.chunk = static_cast<int>(chunk_of(group));
   const size_t need = static_cast<size_t>(p.chunk) * per_token + sizeof(Exchange);
-  p.smem_keys = need <= static_cast<size_t>(d.max_smem);
+  p.smem_keys = !p.stream && need <= static_cast<size_t>(d.max_smem);
+  // auto: stream rather than keep the keys in the workspace
+  if (!p.smem_keys && can_stream && mode == static_cast<int>(GpuKeys::kAuto)) p.stream = true;
   p.smem = p.smem_keys ? need : sizeof(Exchange);
   return p;
 }
@@ -140,11 +157,11 @@ bool device_present() {
   return ok;
 }
 
-size_t workspace_size(const Request& req, const ExecConfig&) {
+size_t workspace_size(const Request& req, const ExecConfig& cfg) {
   const Device& d = device();
   if (d.id < 0) return 0;
-  const Plan p = make_plan(req, d);
-  if (p.smem_keys) return 0;
+  const Plan p = make_plan(req, d, cfg.gpu_keys);
+  if (p.smem_keys || p.stream) return 0;
   const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) *
                        static_cast<size_t>(req.logits.vocab);
   return 2 * cells * sizeof(uint32_t) + 256;
@@ -161,14 +178,15 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
                                                 " bytes is smaller than the " +
                                                 std::to_string(need) +
                                                 " bytes workspace_size() asks for"};
-  const Plan p = make_plan(req, d);
+  const Plan p = make_plan(req, d, cfg.gpu_keys);
   KernelArgs a{};
   a.req = req;
   a.out = out;
   a.stride = api::row_stride_of(req);
   a.mask_words = api::mask_words_of(req);
   a.chunk = p.chunk;
-  if (!p.smem_keys) {
+  a.stream = p.stream;
+  if (!p.smem_keys && !p.stream) {
     char* base = static_cast<char*>(workspace);
     base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
     const size_t cells =

@@ -1,8 +1,11 @@
 // The sampling kernel: one row per group of G CTAs (a thread-block cluster on Hopper, one CTA
 // elsewhere). Each CTA owns a contiguous chunk of the row's tokens and keeps it as order keys in
 // shared memory (or, for vocabularies too large for it, in the caller's workspace), so the logits
-// are read from memory once; every later pass runs on chip. Same decisions as the CPU backend,
-// made with the contract's exact arithmetic (docs/contract.md).
+// are read from memory once; every later pass runs on chip. Where the chunk does not fit in shared
+// memory and the request has no bias or penalties, a CTA streams its chunk instead: the load keeps
+// only statistics in registers, and the rare later reads recompute keys from the logits (from L2
+// when recent). Same decisions as the CPU backend, made with the contract's exact arithmetic
+// (docs/contract.md).
 #pragma once
 
 #include "core/math.hpp"
@@ -42,6 +45,7 @@ struct KernelArgs {
   int chunk;           // tokens per CTA (multiple of 64)
   uint32_t* ws_keys;   // [B, V] keys when not in shared memory, else null
   uint32_t* ws_tags;   // [B, V] penalty tags when not in shared memory, else null
+  bool stream;         // keys recomputed from the logits (requests without bias or penalties)
 };
 
 __device__ __forceinline__ float value_of(uint32_t key) { return core::key_to_float(key); }
@@ -58,6 +62,22 @@ __device__ __forceinline__ uint32_t load_bits(const void* row, DType dt, int64_t
       return core::float_bits(core::f16_to_float(static_cast<const uint16_t*>(row)[i]));
   }
 }
+
+// A CTA's keys: stored (shared memory or the workspace), or, with `keys` null, recomputed from
+// the logits on each read by the load's exact conversion (bitmask applied).
+struct ChunkKeys {
+  const uint32_t* keys;
+  const void* row;
+  DType dt;
+  int64_t c0;
+  const uint32_t* mask;
+  __device__ __forceinline__ uint32_t operator()(int i) const {
+    if (keys) return keys[i];
+    const int64_t tok = c0 + i;
+    const uint32_t k = core::canonical_key_of_bits(load_bits(row, dt, tok));
+    return !mask || ((mask[tok >> 5] >> (tok & 31)) & 1u) ? k : core::kKeyNegInf;
+  }
+};
 
 struct Stats {
   uint32_t max_key;
@@ -184,10 +204,26 @@ __device__ __forceinline__ void for_each_owned(const Ownership& o, int n, F f) {
   for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads) f(i);
 }
 
+// The indices thread `owner` of the block owns, split over the calling warp's lanes (lane l takes
+// the owner's l-th, (l + kWarpSize)-th, ... vector, then element), so a warp rescans one thread's
+// tokens with kWarpSize independent reads at a time.
+template <int kThreads, typename F>
+__device__ __forceinline__ void for_each_owned_by(const Ownership& o, int n, int owner, F f) {
+  const int lane = lane_id();
+  int done = 0;
+  if (o.vec) {
+    const int nvec = n / o.per;
+    for (int v = owner + lane * kThreads; v < nvec; v += kThreads * kWarpSize)
+      for (int j = 0; j < o.per; ++j) f(v * o.per + j);
+    done = nvec * o.per;
+  }
+  for (int i = done + owner + lane * kThreads; i < n; i += kThreads * kWarpSize) f(i);
+}
+
 // Loads tokens [c0, c0 + n) of the row as keys (bitmask applied), with 16-byte loads where
 // aligned and several in flight per thread (the indices `ownership_of` gives this thread), and
 // returns this thread's statistics of them; *top gets its three largest keys. keys_in_smem: keys
-// points to shared memory.
+// points to shared memory; keys null: nothing is stored (streaming).
 template <int kThreads>
 __device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, DType dt,
                             int64_t c0, int n, const uint32_t* mask, Top3* top) {
@@ -200,11 +236,12 @@ __device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, 
       const int64_t tok = c0 + i;
       k = ((mask[tok >> 5] >> (tok & 31)) & 1u) ? k : core::kKeyNegInf;
     }
-    keys[i] = k;
+    if (keys) keys[i] = k;
     t.add(k, i);
     count_key(s, k);
   };
-  const bool keys16 = (reinterpret_cast<uintptr_t>(keys) & 15u) == 0;
+  const bool store = keys != nullptr;
+  const bool keys16 = store && (reinterpret_cast<uintptr_t>(keys) & 15u) == 0;
   // four tokens i0 .. i0 + 3 (i0 a multiple of 4: one mask word holds their bits), with the
   // per-token work only where a vector needs it (NaN, a partial mask, a new top-3 key, -inf)
   const auto put4 = [&](int i0, uint32_t b0, uint32_t b1, uint32_t b2, uint32_t b3) {
@@ -217,7 +254,7 @@ __device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, 
       if (keys16) {
         *reinterpret_cast<uint4*>(keys + i0) =
             uint4{core::kKeyNegInf, core::kKeyNegInf, core::kKeyNegInf, core::kKeyNegInf};
-      } else {
+      } else if (store) {
         for (int j = 0; j < 4; ++j) keys[i0 + j] = core::kKeyNegInf;
       }
       return;
@@ -237,7 +274,7 @@ __device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, 
     }
     if (keys16) {
       *reinterpret_cast<uint4*>(keys + i0) = uint4{k0, k1, k2, k3};
-    } else {
+    } else if (store) {
       keys[i0] = k0;
       keys[i0 + 1] = k1;
       keys[i0 + 2] = k2;
@@ -264,7 +301,7 @@ __device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, 
   int done = 0;
   (void)keys_in_smem;  // (without async copies every load goes through registers)
 #if LMS_HAS_ASYNC_COPY
-  if (own.vec && esize == 4 && keys_in_smem) {
+  if (own.vec && esize == 4 && keys_in_smem && store) {
     // fp32 into shared memory: every 16-byte copy of this thread in flight at once (no
     // registers held), then each thread turns its own vectors into keys in place
     const int nvec = n / 4;
@@ -391,11 +428,11 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   const int per = (n + kThreads - 1) / kThreads;
   const int i0 = static_cast<int>(threadIdx.x) * per, i1 = i0 + per < n ? i0 + per : n;
   uint64_t mine = 0, cnt = 0;
-  for (int i = i0; i < i1; ++i) {
-    const Contribution c = contribution_of(key_at(i));
+  for_keys<4>(i0, i1, 1, key_at, [&](int, uint32_t k) {
+    const Contribution c = contribution_of(k);
     mine += c.kept ? c.w : 0;
     cnt += c.kept;
-  }
+  });
   const uint64_t kept_here = B::allreduce(
       cnt, [](uint64_t a, uint64_t b) { return a + b; }, ex);
   uint64_t blk = 0;
@@ -587,28 +624,38 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
     run(std::integral_constant<int, 1>{});
 }
 
+// A key below y = m + T ln(e), less a margin far above the rounding of the contract's likelihood
+// (relative error below 5e-6), has a likelihood below e: the candidates' key bound of a
+// likelihood bound e in (0, 1]. 0 (no bound) where y is not a finite number above -inf.
+__device__ __forceinline__ uint32_t key_bound_of_likelihood(float m, float t, float ln_e) {
+  const float margin = 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_e) + 1.0f));
+  const float y = m + t * ln_e - margin;
+  return core::is_finite(y) && key_of(y) > core::kKeyNegInf ? key_of(y) : 0u;
+}
+
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
 // written by rank 0.
-template <int kThreads>
-__device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hphase,
-                            const uint32_t* keys, int n, int64_t c0, const Stats& st,
-                            double log_norm, int top_n, int32_t* ids_out, float* lp_out) {
+template <int kThreads, typename KeyAt>
+__device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hphase, KeyAt key_at,
+                            int n, int64_t c0, const Stats& st, double log_norm, int top_n,
+                            int32_t* ids_out, float* lp_out) {
   using B = Block<kThreads>;
   const int want = static_cast<int>(st.n_valid < static_cast<uint32_t>(top_n) ? st.n_valid : top_n);
   if (g.rank() == 0 && threadIdx.x == 0) ex.top_count = 0;
   uint32_t tau = core::kKeyNegInf + 1;
   if (want > 0) {
     tau = group_select<kThreads, true>(
-        g, ex, hphase, n, [&](int i) { return keys[i]; },
+        g, ex, hphase, n, key_at,
         [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
         static_cast<uint64_t>(want));
   }
   // entries above tau all belong; ties at tau go to the lowest ids
   uint64_t gt = 0, eq = 0;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    gt += keys[i] > tau && want > 0;
-    eq += keys[i] == tau && want > 0;
-  }
+  if (want > 0)
+    for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
+      gt += k > tau;
+      eq += k == tau;
+    });
   const auto add = [](uint64_t a, uint64_t b) { return a + b; };
   gt = B::allreduce(gt, add, ex);
   eq = B::allreduce(eq, add, ex);
@@ -622,14 +669,15 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   uint64_t tie_seen = 0;
   for (int base = 0; base < n; base += kThreads) {
     const int i = base + static_cast<int>(threadIdx.x);
-    const bool is_tie = i < n && keys[i] == tau && want > 0;
+    const uint32_t k = i < n && want > 0 ? key_at(i) : 0u;
+    const bool is_tie = i < n && want > 0 && k == tau;
     uint64_t tile = 0;
     const uint64_t incl = B::inclusive_scan(is_tie ? 1 : 0, &tile, ex);
     const bool take_tie = is_tie && tie_seen + incl <= take;
-    if (i < n && want > 0 && (keys[i] > tau || take_tie)) {
+    if (i < n && want > 0 && (k > tau || take_tie)) {
       const uint32_t slot = atomicAdd(&root->top_count, 1u);
-      root->top[slot] = (static_cast<uint64_t>(keys[i]) << 32) |
-                        static_cast<uint32_t>(~static_cast<uint32_t>(c0 + i));
+      root->top[slot] =
+          (static_cast<uint64_t>(k) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(c0 + i));
     }
     tie_seen += tile;
   }
@@ -735,9 +783,10 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const int64_t V = req.logits.vocab;
   const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;
   const int n = static_cast<int>(c0 >= V ? 0 : (V - c0 < a.chunk ? V - c0 : a.chunk));
-  uint32_t* keys =
-      a.ws_keys ? a.ws_keys + row * V + c0 : reinterpret_cast<uint32_t*>(smem + sizeof(Exchange));
-  uint32_t* tags = a.ws_keys ? a.ws_tags + row * V + c0 : keys + a.chunk;
+  uint32_t* keys = a.stream    ? nullptr
+                   : a.ws_keys ? a.ws_keys + row * V + c0
+                               : reinterpret_cast<uint32_t*>(smem + sizeof(Exchange));
+  uint32_t* tags = a.ws_keys ? a.ws_tags + row * V + c0 : keys + a.chunk;  // (penalties only)
   const int top_n = req.top_logprobs;
   const bool lead = g.rank() == 0 && threadIdx.x == 0;
   int phase = 0, hphase = 0;
@@ -767,6 +816,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
   const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
   const Ownership own = ownership_of(xrow, req.logits.dtype, c0);
+  const ChunkKeys key_at{keys, xrow, req.logits.dtype, c0, mask};
   if (threadIdx.x == 0) ex.cand_count = 0;  // published by the barriers below
   LMS_STAMP(0);
   Top3 top;
@@ -774,7 +824,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       load_chunk<kThreads>(keys, a.ws_keys == nullptr, xrow, req.logits.dtype, c0, n, mask, &top);
   LMS_STAMP(1);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
-  if (req.logit_bias.offsets || penalties) {
+  if ((req.logit_bias.offsets || penalties) && keys) {  // (never streamed: see make_plan)
     __syncthreads();
     if (req.logit_bias.offsets) {
       apply_bias(keys, req.logit_bias, row, c0, n, ex);
@@ -819,7 +869,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   Stats st = group_allreduce(g, ex, phase, s, StatsOp{});
   if (st.max_key == core::kKeyPosInf) {  // +inf logits: the draw is uniform over them
     uint64_t part = 0;
-    for (int i = threadIdx.x; i < n; i += kThreads) part += keys[i] == core::kKeyPosInf;
+    for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at,
+                [&](int, uint32_t k) { part += k == core::kKeyPosInf; });
     part = B::allreduce(
         part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
     st.n_posinf = static_cast<uint32_t>(group_sum(g, ex, phase, part, nullptr));
@@ -836,10 +887,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   double log_norm = 0.0;
   if (want_lp && st.n_posinf == 0) {
     uint64_t part = 0;
-    for (int i = threadIdx.x; i < n; i += kThreads)
-      part += keys[i] > core::kKeyNegInf
-                  ? core::mass_of(core::rel_likelihood(value_of(keys[i]), m, 1.0f))
-                  : 0;
+    for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
+      part += k > core::kKeyNegInf ? core::mass_of(core::rel_likelihood(value_of(k), m, 1.0f)) : 0;
+    });
     part = B::allreduce(
         part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
     log_norm = core::log_normaliser(group_sum(g, ex, phase, part, nullptr));
@@ -861,7 +911,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     kept = 1;
   } else if (st.n_posinf > 0) {
     token = group_draw<kThreads>(
-        g, ex, phase, n, [&](int i) { return keys[i]; }, [&](int i) { return c0 + i; },
+        g, ex, phase, n, key_at, [&](int i) { return c0 + i; },
         [](uint32_t k) {
           return Contribution{k == core::kKeyPosInf, 1};
         },
@@ -883,10 +933,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     if (use_k && small_k) {
       cand_lo = st.lower;
     } else if (!use_k && rs.top_p >= 1.0f && rs.min_p > 0.0f) {
-      const float ln_p = logf(rs.min_p), t = rs.temperature;
-      const float margin = 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_p) + 1.0f));
-      const float y = m + t * ln_p - margin;
-      if (core::is_finite(y)) cand_lo = key_of(y) > core::kKeyNegInf ? key_of(y) : 0u;
+      cand_lo = key_bound_of_likelihood(m, rs.temperature, logf(rs.min_p));
     }
     // top-n logprobs of a gathered top-k row with n <= k come from the candidates too
     topn_from_candidates = top_n > 0 && use_k && small_k && top_n <= rs.top_k;
@@ -908,11 +955,18 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           root_tok[slot] = static_cast<uint32_t>(c0 + i);
         }
       };
-      if (top.k3 >= lo) {
-        for_each_owned<kThreads>(own, n, [&](int i) {
-          if (keys[i] >= lo) push(keys[i], i);
+      // a thread whose third largest key passes rescans its tokens, with its warp's help
+      uint64_t rescan = ballot(top.k3 >= lo);
+      const int warp0 = static_cast<int>(threadIdx.x) - lane_id();
+      while (rescan != 0) {
+        const int src = static_cast<int>(__ffsll(static_cast<long long>(rescan))) - 1;
+        rescan &= rescan - 1;
+        for_each_owned_by<kThreads>(own, n, warp0 + src, [&](int i) {
+          const uint32_t k = key_at(i);
+          if (k >= lo) push(k, i);
         });
-      } else {
+      }
+      if (top.k3 < lo) {
         if (top.k1 >= lo) push(top.k1, top.i1);
         if (top.k2 >= lo) push(top.k2, top.i2);
       }
@@ -976,8 +1030,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       kept = gathered_kept;
     } else {
       token = filter_and_draw<kThreads>(
-          g, ex, phase, hphase, n, [&](int i) { return keys[i]; },
-          [&](int i) { return c0 + static_cast<int64_t>(i); }, rs, m, inv_t, use_k, u, &kept, row);
+          g, ex, phase, hphase, n, key_at, [&](int i) { return c0 + static_cast<int64_t>(i); }, rs,
+          m, inv_t, use_k, u, &kept, row);
     }
     if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }
@@ -989,7 +1043,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   }
   LMS_STAMP(6);
   if (top_n > 0 && !topn_done)
-    group_top_n<kThreads>(g, ex, phase, hphase, keys, n, c0, st, log_norm, top_n,
+    group_top_n<kThreads>(g, ex, phase, hphase, key_at, n, c0, st, log_norm, top_n,
                           a.out.top_ids + row * top_n, a.out.top_logprobs + row * top_n);
   LMS_STAMP(7);
   // No final group barrier: siblings write into a CTA's shared memory only before a group

@@ -1004,10 +1004,12 @@ lmsample::Status run_cpu(const lmsample::Request& req, HostOutputs& out, bool op
 }
 
 GpuRun run_gpu(const lmsample::Request& dreq, DeviceOutputs& out, bool optional,
-               cudaStream_t stream, Workspace& ws, double timeout_s, const std::string& what) {
+               cudaStream_t stream, Workspace& ws, double timeout_s, const std::string& what,
+               lmsample::GpuKeys keys) {
   lmsample::ExecConfig cfg;
   cfg.backend = lmsample::Backend::kCuda;
   cfg.stream = stream;
+  cfg.gpu_keys = keys;
   out.poison(stream);
   const size_t bytes = lmsample::workspace_size(dreq, cfg);
   void* w = ws.get(bytes);
@@ -1180,8 +1182,9 @@ Compared GpuTest::run_group(const GroupCfg& cfg) {
 
   DeviceBatch db(hb);
   DeviceOutputs dout(cfg.batch, cfg.top_n);
-  const GpuRun g = run_gpu(db.request(), dout, cfg.optional_outputs,
-                           cfg.default_stream ? nullptr : stream_, ws_, call_timeout_s(), cfg.name);
+  const GpuRun g =
+      run_gpu(db.request(), dout, cfg.optional_outputs, cfg.default_stream ? nullptr : stream_, ws_,
+              call_timeout_s(), cfg.name, cfg.gpu_keys);
   Compared c;
   EXPECT_EQ(g.status.code, lmsample::Code::kOk)
       << cfg.name << ": GPU backend returned " << static_cast<int>(g.status.code) << ": "

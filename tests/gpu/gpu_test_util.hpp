@@ -157,6 +157,7 @@ struct GroupCfg {
   bool default_stream = false;   //!< run on the legacy default stream
   Layout layout;
   Mix mix;
+  lmsample::GpuKeys gpu_keys = lmsample::GpuKeys::kAuto;  //!< ExecConfig::gpu_keys of the GPU call
 };
 
 struct Csr {
@@ -297,7 +298,8 @@ struct GpuRun {
 };
 //! Poisons `out`, calls lmsample::sample (kCuda) on `stream`, waits (deadline `timeout_s`).
 GpuRun run_gpu(const lmsample::Request& dreq, DeviceOutputs& out, bool optional,
-               cudaStream_t stream, Workspace& ws, double timeout_s, const std::string& what);
+               cudaStream_t stream, Workspace& ws, double timeout_s, const std::string& what,
+               lmsample::GpuKeys keys = lmsample::GpuKeys::kAuto);
 
 // ---- comparison ------------------------------------------------------------------------------
 struct Compared {

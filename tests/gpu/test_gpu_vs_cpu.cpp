@@ -69,13 +69,14 @@ struct Shape {
 class GpuVsCpu : public GpuTest {
  protected:
   void run_shapes(const std::string& test, const std::vector<Shape>& shapes,
-                  const Mix* mix = nullptr) {
+                  const Mix* mix = nullptr, lmsample::GpuKeys keys = lmsample::GpuKeys::kAuto) {
     Compared total;
     int idx = 0;
     for (const Shape& s : shapes) {
       if (small_mode() && s.v > 151936) continue;
       GroupCfg g = make_group(test, s.dt, s.v, s.b, idx++);
       if (mix) g.mix = *mix;
+      g.gpu_keys = keys;
       total.add(run_group(g));
       if (::testing::Test::HasFatalFailure()) break;
     }
@@ -180,6 +181,34 @@ TEST_F(GpuVsCpu, PlainParameters) {
   m.bad_token_id = 0;
   m.special = 0.02;
   run_shapes("Plain", cross({kF32, kBF16}, {32000, 151936}, {7, 99}), &m);
+}
+
+// GpuKeys::kStream (keys recomputed from the logits on every later read, bitmask included) on
+// requests without bias or penalties, so each path (special rows, ties, top-n logprobs, the full
+// selections) runs in that mode too; the last shape streams under kAuto as well (its keys would
+// otherwise go to the workspace). Requests with bias or penalties fall back to keys on chip.
+TEST_F(GpuVsCpu, Streamed) {
+  const lmsample::GpuKeys kStream = lmsample::GpuKeys::kStream;
+  Mix m;
+  m.bias = 0;
+  m.penalties = 0;
+  m.bad_token_id = 0;
+  run_shapes("Streamed",
+             {{kF32, 151936, 99},
+              {kBF16, 151936, 512},
+              {kF16, 128256, 257},
+              {kF32, 262144, 64},
+              {kF32, 32000, 7},
+              {kBF16, 111, 99}},
+             &m, kStream);
+  run_shapes("StreamedAuto", {{kBF16, 1 << 20, 3}}, &m);
+  Mix specials = m;
+  specials.cycle_specials = true;
+  run_shapes("StreamedSpecials", cross({kF32, kBF16}, {151936}, {160}), &specials, kStream);
+  Mix ties = m;
+  ties.tie_heavy = true;
+  run_shapes("StreamedTies", cross({kF32, kF16}, {151936}, {160}), &ties, kStream);
+  run_shapes("StreamedFallback", {{kF32, 151936, 99}}, nullptr, kStream);
 }
 
 // Everything at once on most rows: bitmask, bias, penalties with long histories, bad ids.
