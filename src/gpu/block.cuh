@@ -243,6 +243,80 @@ __device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, O
   return r;
 }
 
+//! The group's histogram: the sum over the ranks of each one's 256-bucket histogram `h` (in
+//! the same place of every rank's shared memory), after the group barrier that published them.
+//! kParts threads per bucket, each loading its ranks' copies at once (remote loads are round
+//! trips), then the parts summed into ex.merged. Two block barriers.
+template <int kThreads, typename Group>
+__device__ const uint64_t* merge_histogram(const Group& g, Exchange& ex, const uint64_t* h) {
+  static_assert(kThreads % 256 == 0, "block size must be a multiple of 256");
+  constexpr int kParts = kThreads / 256;
+  constexpr int kPer = (Exchange::kMaxGroup + kParts - 1) / kParts;
+  const unsigned gsize = g.size();
+  const int b = static_cast<int>(threadIdx.x) % 256, part = static_cast<int>(threadIdx.x) / 256;
+  if (part < kParts) {
+    uint64_t v[kPer];
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const unsigned q = static_cast<unsigned>(part * kPer + j);
+      v[j] = q < gsize ? g.map(h, q)[b] : 0;
+    }
+    uint64_t sum = 0;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) sum += v[j];
+    ex.merge_part[part][b] = sum;
+  }
+  __syncthreads();
+  if (part == 0) {
+    uint64_t sum = 0;
+#pragma unroll
+    for (int p2 = 0; p2 < kParts; ++p2) sum += ex.merge_part[p2][b];
+    ex.merged[b] = sum;
+  }
+  __syncthreads();
+  return ex.merged;
+}
+
+//! Called by the lanes of warp 0: over a 256-bucket histogram (bucket 255 holds the highest
+//! keys), the highest bucket b at which the running sum from the top reaches need_of(total)
+//! (total: the sum of every bucket; need >= 1). ex.bcast[0] gets b, ex.bcast[1] the sum of the
+//! buckets above b; returns the total.
+template <typename NeedOf>
+__device__ uint64_t scan_top_bucket(const uint64_t* merged, NeedOf need_of, Exchange& ex) {
+  constexpr int kPer = 256 / kWarpSize;  // buckets per lane, lane 0 owns the top ones
+  const int lane0 = static_cast<int>(threadIdx.x);
+  uint64_t part = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) part += merged[255 - lane0 * kPer - j];
+  uint64_t incl = part;
+#pragma unroll
+  for (int d = 1; d < kWarpSize; d <<= 1) {
+    const uint64_t t = shfl_up(incl, d);
+    if (lane0 >= d) incl += t;
+  }
+  uint64_t total = part;
+#pragma unroll
+  for (int d = kWarpSize / 2; d > 0; d >>= 1) total += shfl_xor(total, d);
+  const uint64_t need = need_of(total);
+  const uint64_t hit = ballot(incl >= need);
+  const int first = hit ? __ffsll(static_cast<long long>(hit)) - 1 : kWarpSize - 1;
+  if (lane0 == first) {
+    uint64_t cum = incl - part;
+    int bucket = 255 - lane0 * kPer - (kPer - 1);
+    for (int j = 0; j < kPer; ++j) {
+      const int b = 255 - lane0 * kPer - j;
+      if (cum + merged[b] >= need) {
+        bucket = b;
+        break;
+      }
+      cum += merged[b];
+    }
+    ex.bcast[0] = static_cast<uint64_t>(bucket);
+    ex.bcast[1] = cum;
+  }
+  return total;
+}
+
 //! Largest key t such that the total weight of the group's entries with key >= t reaches
 //! `target` (1 <= target <= total weight). Four rounds of 8-bit digits; each round is a pass over
 //! this CTA's n entries, a shared-memory histogram (integer atomics: order-free), a group-wide
@@ -316,79 +390,21 @@ __device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, i
     for (int j = 0; j < kSlots; ++j)
       if (slot_bucket[j] < 256) atomic_add_u64(&h[slot_bucket[j]], slot_sum[j]);
     g.sync();
-    const uint64_t* merged = h;
-    if (!kLocal) {
-      // kParts threads per bucket, each loading its ranks' copies at once (remote loads are
-      // round trips), then the parts summed
-      static_assert(kThreads % 256 == 0, "block size must be a multiple of 256");
-      constexpr int kParts = kThreads / 256;
-      constexpr int kPer = (Exchange::kMaxGroup + kParts - 1) / kParts;
-      const unsigned gsize = g.size();
-      const int b = static_cast<int>(threadIdx.x) % 256, part = static_cast<int>(threadIdx.x) / 256;
-      if (part < kParts) {
-        uint64_t v[kPer];
-#pragma unroll
-        for (int j = 0; j < kPer; ++j) {
-          const unsigned q = static_cast<unsigned>(part * kPer + j);
-          v[j] = q < gsize ? g.map(h, q)[b] : 0;
-        }
-        uint64_t sum = 0;
-#pragma unroll
-        for (int j = 0; j < kPer; ++j) sum += v[j];
-        ex.merge_part[part][b] = sum;
-      }
-      __syncthreads();
-      if (part == 0) {
-        uint64_t sum = 0;
-#pragma unroll
-        for (int p2 = 0; p2 < kParts; ++p2) sum += ex.merge_part[p2][b];
-        ex.merged[b] = sum;
-      }
-      __syncthreads();
-      merged = ex.merged;
-    }
-    if (threadIdx.x < kWarpSize) {
-      constexpr int kPer = 256 / kWarpSize;  // buckets per lane, lane 0 owns the top ones
-      const int lane0 = static_cast<int>(threadIdx.x);
-      uint64_t part = 0;
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) part += merged[255 - lane0 * kPer - j];
-      uint64_t incl = part;
-#pragma unroll
-      for (int d = 1; d < kWarpSize; d <<= 1) {
-        const uint64_t t = shfl_up(incl, d);
-        if (lane0 >= d) incl += t;
-      }
-      if (round == 0) {
-        uint64_t total = part;
-#pragma unroll
-        for (int d = kWarpSize / 2; d > 0; d >>= 1) total += shfl_xor(total, d);
-        target = target_of(total);
-      }
-      const uint64_t need = target - above;
-      const uint64_t hit = ballot(incl >= need);
-      const int first = hit ? __ffsll(static_cast<long long>(hit)) - 1 : kWarpSize - 1;
-      if (lane0 == first) {
-        uint64_t cum = incl - part;
-        int bucket = 255 - lane0 * kPer - (kPer - 1);
-        for (int j = 0; j < kPer; ++j) {
-          const int b = 255 - lane0 * kPer - j;
-          if (cum + merged[b] >= need) {
-            bucket = b;
-            break;
-          }
-          cum += merged[b];
-        }
-        ex.bcast[0] = static_cast<uint64_t>(bucket);
-        ex.bcast[1] = above + cum;
-      }
-    }
+    const uint64_t* merged = kLocal ? h : merge_histogram<kThreads>(g, ex, h);
+    if (threadIdx.x < kWarpSize)
+      scan_top_bucket(
+          merged,
+          [&](uint64_t total) {
+            if (round == 0) target = target_of(total);
+            return target - above;
+          },
+          ex);
     __syncthreads();
     // NOTE: no barrier after these reads: bcast is written again only after the next round's
     // fill barrier, which every thread reaches after reading it.
     prefix |= static_cast<uint32_t>(ex.bcast[0]) << shift;
     pmask |= 255u << shift;
-    above = ex.bcast[1];
+    above += ex.bcast[1];
   }
   return prefix;
 }

@@ -704,6 +704,134 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   }
 }
 
+// The likelihood buckets of the top-p threshold: 16 per binade of e from 2^-15 up (bucket b >= 1
+// holds the e whose float bits lie in [(b - 1 + 1792) << 19, (b + 1792) << 19); bucket 241 holds
+// e = 1), bucket 0 everything below 2^-15. Non-decreasing in e, so in the key.
+constexpr uint32_t kLikelihoodBucketBase = 1792;  // (127 - 15) << 4
+__device__ __forceinline__ uint32_t likelihood_bucket(float e) {
+  const uint32_t q = core::float_bits(e) >> 19;
+  return q >= kLikelihoodBucketBase ? q - kLikelihoodBucketBase + 1 : 0u;
+}
+
+// The top-p threshold: the largest key whose suffix weight over the group's entries reaches
+// ceil(p W) (weights as filter_and_draw's: 0 below `lo`, below min-p, and for -inf), found by
+// likelihood rather than by key digits. One pass sums the weights per likelihood bucket (an exp
+// per entry, like a radix select's first round); the group's histogram gives the bucket that
+// holds the threshold and the weight above it. A compare-only pass then pushes that bucket's
+// entries to rank 0 (a key range with margins far above the rounding of the contract's
+// likelihood, then the exact bucket), and rank 0 ranks them by key and posts the threshold to
+// the group. Returns 0 where this does not apply (the threshold in the lowest bucket, or too
+// many entries in its bucket): the caller then runs the radix select.
+template <int kThreads, typename Group, typename KeyAt>
+__device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& phase, int& hphase,
+                                          int n, KeyAt key_at, float m, float inv_t,
+                                          const core::RowSettings& rs, uint32_t lo) {
+  using B = Block<kThreads>;
+  const float min_p = rs.min_p, top_p = rs.top_p;
+  const auto likelihood = [&](uint32_t k) { return core::rel_likelihood(value_of(k), m, inv_t); };
+  uint64_t* h = ex.hist[hphase];
+  hphase ^= 1;
+  for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
+  if (threadIdx.x == 0) ex.cand_count = 0;
+  __syncthreads();
+  // a register sum for the last bucket a thread met (nearby likelihoods share buckets) and one
+  // for the lowest bucket
+  uint32_t cached = 256;
+  uint64_t cached_sum = 0, low = 0;
+  for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
+    if (k < lo) return;
+    const float e = likelihood(k);
+    if (!(e >= min_p)) return;
+    const uint64_t w = core::mass_of(e);
+    const uint32_t b = likelihood_bucket(e);
+    if (b == 0) {
+      low += w;
+    } else if (b == cached) {
+      cached_sum += w;
+    } else {
+      if (cached < 256) atomic_add_u64(&h[cached], cached_sum);
+      cached = b;
+      cached_sum = w;
+    }
+  });
+  if (cached < 256) atomic_add_u64(&h[cached], cached_sum);
+#pragma unroll
+  for (int d = kWarpSize / 2; d > 0; d >>= 1) low += shfl_xor(low, d);
+  if (lane_id() == 0 && low > 0) atomic_add_u64(&h[0], low);
+  g.sync();
+  const uint64_t* merged = merge_histogram<kThreads>(g, ex, h);
+  if (threadIdx.x < kWarpSize) {
+    uint64_t target = 0;
+    scan_top_bucket(
+        merged,
+        [&](uint64_t total) {
+          target = core::ceil_fraction(top_p, total);
+          return target;
+        },
+        ex);
+    if (threadIdx.x == 0) ex.bcast[2] = target;
+  }
+  __syncthreads();
+  const uint32_t jb = static_cast<uint32_t>(ex.bcast[0]);
+  const uint64_t above = ex.bcast[1], target = ex.bcast[2];
+  if (jb == 0) return 0;  // (the same verdict in every rank: the same histogram)
+  // the keys of bucket jb lie in [klo, khi]
+  const float t = rs.temperature;
+  const float ln_hi = logf(core::bits_float((jb + kLikelihoodBucketBase) << 19));
+  const float y_hi = m + t * ln_hi + 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_hi) + 1.0f));
+  const uint32_t khi = ln_hi > 0.0f || !core::is_finite(y_hi) ? UINT32_MAX : key_of(y_hi);
+  uint32_t klo =
+      key_bound_of_likelihood(m, t, logf(core::bits_float((jb - 1 + kLikelihoodBucketBase) << 19)));
+  klo = klo > lo ? klo : lo;
+  if (klo <= core::kKeyNegInf) klo = core::kKeyNegInf + 1;
+  // push the bucket's entries into this rank's region of rank 0's gather buffer
+  const unsigned rank = g.rank(), G = g.size();
+  const int cap = Exchange::kMaxGathered / static_cast<int>(G);
+  uint32_t* root_key = g.map(ex.gath_key, 0) + rank * cap;
+  for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
+    if (k < klo || k > khi) return;
+    const float e = likelihood(k);
+    if (!(e >= min_p) || likelihood_bucket(e) != jb) return;
+    const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
+    if (slot < cap) root_key[slot] = k;
+  });
+  __syncthreads();
+  if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[rank] = ex.cand_count;
+  g.sync();
+  int total = 0;
+  bool overflow = false;
+  for (unsigned q = 0; q < G; ++q) {
+    total += static_cast<int>(ex.gcount[q]);
+    overflow = overflow || ex.gcount[q] > static_cast<uint32_t>(cap);
+  }
+  if (overflow || total > kThreads) return 0;
+  uint32_t tau = 0;
+  if (rank == 0) {
+    // compact the regions (any order), stage each entry's weight, then each entry's suffix
+    // weight: the weight above the bucket plus that of the bucket's entries at or above it
+    for (int slot = threadIdx.x; slot < cap * static_cast<int>(G); slot += kThreads) {
+      const int q = slot / cap, j = slot % cap;
+      if (j >= static_cast<int>(ex.gcount[q])) continue;
+      int at = j;
+      for (int r = 0; r < q; ++r) at += static_cast<int>(ex.gcount[r]);
+      ex.cand.key[at] = ex.gath_key[slot];
+    }
+    __syncthreads();
+    const bool live = static_cast<int>(threadIdx.x) < total;
+    const uint32_t key = live ? ex.cand.key[threadIdx.x] : 0u;
+    if (live) ex.stage_w[threadIdx.x] = core::mass_of(likelihood(key));
+    __syncthreads();
+    uint64_t suffix = above;
+    for (int j = 0; j < total; ++j) suffix += ex.cand.key[j] >= key ? ex.stage_w[j] : 0;
+    tau = B::allreduce(
+        live && suffix >= target ? key : 0u, [](uint32_t x, uint32_t y) { return x > y ? x : y; },
+        ex);
+  }
+  // every rank takes rank 0's threshold
+  const uint64_t(*box)[8] = post_to_group(g, ex, phase, tau);
+  return static_cast<uint32_t>(box[0][0]);
+}
+
 // top-k, then top-p, then the draw over the entries [0, n) of the group (`key_at`, `token_at`;
 // entries in token order across the group's ranks). Returns the token in the CTA that drew it
 // (its key in ex.bcast[3]), -1 elsewhere; *kept gets the kept-set size.
@@ -727,14 +855,17 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
     // the top-p threshold by mass; the target comes from the total weight of the entries the
     // first round of the select sees
     const float top_p = rs.top_p;
-    const uint32_t tp = group_select_of<kThreads, false>(
-        g, ex, hphase, n, key_at,
-        [&](uint32_t k, int) -> uint64_t {
-          if (k < lo) return 0;
-          const float e = core::rel_likelihood(value_of(k), m, inv_t);
-          return e >= min_p ? core::mass_of(e) : 0;
-        },
-        [top_p](uint64_t total) { return core::ceil_fraction(top_p, total); });
+    uint32_t tp =
+        group_top_p_threshold<kThreads>(g, ex, phase, hphase, n, key_at, m, inv_t, rs, lo);
+    if (tp == 0)
+      tp = group_select_of<kThreads, false>(
+          g, ex, hphase, n, key_at,
+          [&](uint32_t k, int) -> uint64_t {
+            if (k < lo) return 0;
+            const float e = core::rel_likelihood(value_of(k), m, inv_t);
+            return e >= min_p ? core::mass_of(e) : 0;
+          },
+          [top_p](uint64_t total) { return core::ceil_fraction(top_p, total); });
     tau = tp > lo ? tp : lo;
   }
   LMS_STAMP_ROW(18, g.rank() == 0 ? row : -1);
