@@ -704,13 +704,18 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   }
 }
 
-// The likelihood buckets of the top-p threshold: 16 per binade of e from 2^-15 up (bucket b >= 1
-// holds the e whose float bits lie in [(b - 1 + 1792) << 19, (b + 1792) << 19); bucket 241 holds
-// e = 1), bucket 0 everything below 2^-15. Non-decreasing in e, so in the key.
-constexpr uint32_t kLikelihoodBucketBase = 1792;  // (127 - 15) << 4
+// The likelihood buckets of the top-p threshold: 8 per binade of e from 2^-30 up (bucket b >= 1
+// holds the e whose float bits lie in [(b - 1 + 776) << 20, (b + 776) << 20); bucket 241 holds
+// e = 1), bucket 0 everything below 2^-30. Non-decreasing in e, so in the key.
+constexpr uint32_t kLikelihoodBucketBase = 776;  // (127 - 30) << 3
+constexpr int kLikelihoodBucketShift = 20;
 __device__ __forceinline__ uint32_t likelihood_bucket(float e) {
-  const uint32_t q = core::float_bits(e) >> 19;
+  const uint32_t q = core::float_bits(e) >> kLikelihoodBucketShift;
   return q >= kLikelihoodBucketBase ? q - kLikelihoodBucketBase + 1 : 0u;
+}
+// The likelihood at the lower edge of bucket b >= 1.
+__device__ __forceinline__ float likelihood_bucket_floor(uint32_t b) {
+  return core::bits_float((b - 1 + kLikelihoodBucketBase) << kLikelihoodBucketShift);
 }
 
 // The top-p threshold: the largest key whose suffix weight over the group's entries reaches
@@ -777,11 +782,10 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   if (jb == 0) return 0;  // (the same verdict in every rank: the same histogram)
   // the keys of bucket jb lie in [klo, khi]
   const float t = rs.temperature;
-  const float ln_hi = logf(core::bits_float((jb + kLikelihoodBucketBase) << 19));
+  const float ln_hi = logf(likelihood_bucket_floor(jb + 1));
   const float y_hi = m + t * ln_hi + 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_hi) + 1.0f));
   const uint32_t khi = ln_hi > 0.0f || !core::is_finite(y_hi) ? UINT32_MAX : key_of(y_hi);
-  uint32_t klo =
-      key_bound_of_likelihood(m, t, logf(core::bits_float((jb - 1 + kLikelihoodBucketBase) << 19)));
+  uint32_t klo = key_bound_of_likelihood(m, t, logf(likelihood_bucket_floor(jb)));
   klo = klo > lo ? klo : lo;
   if (klo <= core::kKeyNegInf) klo = core::kKeyNegInf + 1;
   // push the bucket's entries into this rank's region of rank 0's gather buffer
