@@ -233,6 +233,26 @@ TEST_F(Cli, BadRowParametersStillPrintEveryRow) {
   EXPECT_NE(t.err.find("temperature"), std::string::npos) << t.err;
 }
 
+// --gpu-keys sets ExecConfig::gpu_keys: the same tokens whatever its value (on the CPU it is
+// ignored), and a value that is not one of its choices is a usage error.
+TEST_F(Cli, GpuKeysOptionChangesNoToken) {
+  const int64_t B = 6, V = 300;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const std::string base = "sample --logits " + quote(path("logits.npy")) + " --top-p 0.8 --seed 3";
+  const RunResult plain = run(base);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  for (const char* keys : {"auto", "on-chip", "stream"}) {
+    const RunResult r = run(base + " --gpu-keys " + keys);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, plain.out) << keys;
+  }
+  const RunResult bad = run(base + " --gpu-keys sideways");
+  EXPECT_NE(bad.exit_code, 0);  // (CLI11 reports its own exit code for a rejected value)
+  EXPECT_NE(bad.err.find("--gpu-keys"), std::string::npos) << bad.err;
+  EXPECT_TRUE(bad.out.empty());
+}
+
 TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
   const int64_t B = 4, V = 64;
   const std::vector<float> x = make_logits(B, V);

@@ -30,6 +30,7 @@ class Executor {
   Backend backend() const { return cfg_.backend; }
   const ExecConfig& config() const { return cfg_; }
   void set_threads(int n) { cfg_.cpu_threads = n; }
+  void set_gpu_keys(GpuKeys k) { cfg_.gpu_keys = k; }
   //! e.g. "cpu (2 threads)" or "cuda (NVIDIA H100 80GB HBM3)".
   std::string describe() const;
 

@@ -200,6 +200,7 @@ struct SampleArgs {
   int top_logprobs = 0;
   std::string backend = "auto";
   int threads = 0;
+  std::string gpu_keys = "auto";
 
   ParamOption& p(const std::string& name) {
     for (auto& q : params)
@@ -207,6 +208,14 @@ struct SampleArgs {
     throw std::logic_error("no parameter " + name);
   }
 };
+
+// --gpu-keys: ExecConfig::gpu_keys (where a GPU call keeps its keys; results never depend on it).
+void add_gpu_keys_option(CLI::App* cmd, std::string& value) {
+  cmd->add_option("--gpu-keys", value,
+                  "auto | on-chip | stream: where a GPU call keeps each row's keys between passes "
+                  "(speed only; see lmsample::GpuKeys)")
+      ->check(CLI::IsMember({"auto", "on-chip", "stream"}));
+}
 
 void add_sample_command(CLI::App& app, SampleArgs& a) {
   auto* s = app.add_subcommand("sample",
@@ -294,16 +303,21 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   s->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
       ->check(CLI::NonNegativeNumber);
+  add_gpu_keys_option(s, a.gpu_keys);
   s->add_option("--tokens-out", a.tokens_out, "also write the tokens as an int32 .npy file [batch]")
       ->type_name("FILE");
 }
 
-std::unique_ptr<Executor> make_executor(const std::string& backend, int threads) {
+std::unique_ptr<Executor> make_executor(const std::string& backend, int threads,
+                                        const std::string& gpu_keys = "auto") {
   Backend b = Backend::kAuto;
   if (!parse_backend(backend, &b)) throw UsageError("--backend: unknown backend '" + backend + "'");
   Status st;
   auto ex = Executor::create(b, threads, &st);
   if (!ex) throw UsageError(st.message);
+  ex->set_gpu_keys(gpu_keys == "stream"    ? GpuKeys::kStream
+                   : gpu_keys == "on-chip" ? GpuKeys::kOnChip
+                                           : GpuKeys::kAuto);
   return ex;
 }
 
@@ -361,7 +375,7 @@ int run_sample(SampleArgs& a) {
     out.top_logprobs = top_lp.data();
   }
 
-  auto ex = make_executor(a.backend, a.threads);
+  auto ex = make_executor(a.backend, a.threads, a.gpu_keys);
   if (batch == 0) {  // nothing to sample: no lines
     if (!a.tokens_out.empty()) write_npy(a.tokens_out, {0}, tokens.data());
     return kExitOk;
@@ -642,12 +656,13 @@ struct BenchArgs {
   std::string dtype = "fp32";
   int repeats = 20;
   int warmup = 3;
+  std::string gpu_keys = "auto";
 };
 
 int run_bench(const BenchArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   if (a.vocab < 1 || a.vocab > kMaxVocab) throw UsageError("--vocab must be in [1, 2^24]");
-  auto ex = make_executor(a.backend, a.threads);
+  auto ex = make_executor(a.backend, a.threads, a.gpu_keys);
   const SyntheticBatch sb = make_synthetic_batch(a.batch, a.vocab, 7, false);
   std::vector<uint16_t> half;
   Request base;
@@ -802,6 +817,7 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
   bench->add_option("--backend", ba.backend, "auto | cpu | cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
+  add_gpu_keys_option(bench, ba.gpu_keys);
   bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   bench->add_option("--repeats", ba.repeats, "timed calls per setting (default 20)")
