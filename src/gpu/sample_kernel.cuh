@@ -704,6 +704,34 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   }
 }
 
+// After the group barrier that published each rank's count of entries pushed into its region of
+// rank 0's gather buffer (ex.gcount, regions of `cap`): the total, or -1 where a region
+// overflowed.
+__device__ __forceinline__ int gathered_total(const Exchange& ex, unsigned G, int cap) {
+  int total = 0;
+  bool overflow = false;
+  for (unsigned q = 0; q < G; ++q) {
+    total += static_cast<int>(ex.gcount[q]);
+    overflow = overflow || ex.gcount[q] > static_cast<uint32_t>(cap);
+  }
+  return overflow ? -1 : total;
+}
+
+// Rank 0: the regions of its gather buffer compacted into ex.cand in rank order (any order
+// within a region), keys and, with kTokens, tokens. The thread maxima must be dead (ex.cand
+// shares their space). The caller passes a block barrier before reading ex.cand.
+template <int kThreads, bool kTokens>
+__device__ void compact_gathered(Exchange& ex, unsigned G, int cap) {
+  for (int slot = threadIdx.x; slot < cap * static_cast<int>(G); slot += kThreads) {
+    const int q = slot / cap, j = slot % cap;
+    if (j >= static_cast<int>(ex.gcount[q])) continue;
+    int at = j;
+    for (int r = 0; r < q; ++r) at += static_cast<int>(ex.gcount[r]);
+    ex.cand.key[at] = ex.gath_key[slot];
+    if (kTokens) ex.cand.tok[at] = ex.gath_tok[slot];
+  }
+}
+
 // The likelihood buckets of the top-p threshold: 8 per binade of e from 2^-30 up (bucket b >= 1
 // holds the e whose float bits lie in [(b - 1 + 776) << 20, (b + 776) << 20); bucket 241 holds
 // e = 1), bucket 0 everything below 2^-30. Non-decreasing in e, so in the key.
@@ -802,24 +830,13 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   __syncthreads();
   if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[rank] = ex.cand_count;
   g.sync();
-  int total = 0;
-  bool overflow = false;
-  for (unsigned q = 0; q < G; ++q) {
-    total += static_cast<int>(ex.gcount[q]);
-    overflow = overflow || ex.gcount[q] > static_cast<uint32_t>(cap);
-  }
-  if (overflow || total > kThreads) return 0;
+  const int total = gathered_total(ex, G, cap);
+  if (total < 0 || total > kThreads) return 0;
   uint32_t tau = 0;
   if (rank == 0) {
-    // compact the regions (any order), stage each entry's weight, then each entry's suffix
-    // weight: the weight above the bucket plus that of the bucket's entries at or above it
-    for (int slot = threadIdx.x; slot < cap * static_cast<int>(G); slot += kThreads) {
-      const int q = slot / cap, j = slot % cap;
-      if (j >= static_cast<int>(ex.gcount[q])) continue;
-      int at = j;
-      for (int r = 0; r < q; ++r) at += static_cast<int>(ex.gcount[r]);
-      ex.cand.key[at] = ex.gath_key[slot];
-    }
+    // compact the regions, stage each entry's weight, then each entry's suffix weight: the
+    // weight above the bucket plus that of the bucket's entries at or above it
+    compact_gathered<kThreads, false>(ex, G, cap);
     __syncthreads();
     const bool live = static_cast<int>(threadIdx.x) < total;
     const uint32_t key = live ? ex.cand.key[threadIdx.x] : 0u;
@@ -1109,27 +1126,15 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[rank] = ex.cand_count;
       g.sync();
       LMS_STAMP(4);
-      int total = 0;
-      bool overflow = false;
-      for (unsigned q = 0; q < G; ++q) {
-        total += static_cast<int>(ex.gcount[q]);
-        overflow = overflow || ex.gcount[q] > static_cast<uint32_t>(cap);
-      }
-      LMS_PROFILE_VALUE(0, static_cast<unsigned long long>(total));
+      const int total = gathered_total(ex, G, cap);  // -1: a region overflowed
+      LMS_PROFILE_VALUE(0, static_cast<unsigned long long>(total < 0 ? ~0u : total));
       LMS_PROFILE_VALUE(1, static_cast<unsigned long long>(ex.gcount[0]));
-      if (!overflow && total <= kThreads) {
+      if (total >= 0 && total <= kThreads) {
         gathered = true;
         topn_done = topn_from_candidates;
         if (rank == 0) {
           // compact the regions (the thread maxima are dead: cand may be written)
-          for (int slot = threadIdx.x; slot < cap * static_cast<int>(G); slot += kThreads) {
-            const int q = slot / cap, j = slot % cap;
-            if (j >= static_cast<int>(ex.gcount[q])) continue;
-            int at = j;
-            for (int r = 0; r < q; ++r) at += static_cast<int>(ex.gcount[r]);
-            ex.cand.key[at] = ex.gath_key[slot];
-            ex.cand.tok[at] = ex.gath_tok[slot];
-          }
+          compact_gathered<kThreads, true>(ex, G, cap);
           if (threadIdx.x < 4 && total + static_cast<int>(threadIdx.x) < (total + 3) / 4 * 4) {
             ex.cand.key[total + threadIdx.x] = 0;  // padding for block_finish's 16-byte reads
             ex.cand.tok[total + threadIdx.x] = UINT32_MAX;
