@@ -7,6 +7,7 @@
 #include <random>
 
 #include "check/stats.hpp"
+#include "core/likelihood_bounds.hpp"
 #include "core/math.hpp"
 #include "core/params.hpp"
 #include "core/philox.hpp"
@@ -143,6 +144,71 @@ TEST(RelLikelihood, MaximumIsExactlyOne) {
   EXPECT_EQ(core::rel_likelihood(3.5f, 3.5f, std::numeric_limits<float>::infinity()), 1.0f);
   EXPECT_EQ(core::rel_likelihood(3.0f, 3.5f, std::numeric_limits<float>::infinity()), 0.0f);
   EXPECT_EQ(core::rel_likelihood(-std::numeric_limits<float>::infinity(), 3.5f, 1.0f), 0.0f);
+}
+
+// The GPU's candidate bounds by likelihood (core/likelihood_bounds.hpp): a processed logit whose
+// contract likelihood lies in a bucket has its key within the bucket's key floor and ceiling,
+// and one whose likelihood passes a min-p bound has its key at or above that bound's floor;
+// buckets never decrease with the logit. Rows of many maxima and temperatures; logits on a
+// sweep down from the maximum and a few ulps around every bucket edge (where the margin
+// matters).
+TEST(LikelihoodBounds, EveryLogitOfABucketIsWithinItsKeyBounds) {
+  using namespace lmsample::core;
+  std::mt19937 gen(2024);
+  std::uniform_real_distribution<float> max_dist(-60.0f, 60.0f);
+  const float temps[] = {0.02f, 0.3f, 1.0f, 1.7f, 5.0f, 60.0f};
+  int64_t checked = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    const float m = trial == 0 ? 0.0f : max_dist(gen), t = temps[trial % 6];
+    const float inv_t = div_rn(1.0f, t);
+    const auto check = [&](float y) {
+      const float e = rel_likelihood(y, m, inv_t);
+      const uint32_t b = likelihood_bucket(e), key = order_key(canonical(y));
+      if (b >= 1) {
+        const uint32_t lo = key_floor_of_likelihood(m, t, std::log(likelihood_bucket_floor(b)));
+        const uint32_t hi =
+            key_ceiling_of_likelihood(m, t, std::log(likelihood_bucket_floor(b + 1)));
+        ASSERT_TRUE(lo == 0 || key >= lo)
+            << "m " << m << " T " << t << " y " << y << " bucket " << b;
+        ASSERT_LE(key, hi) << "m " << m << " T " << t << " y " << y << " bucket " << b;
+        ++checked;
+      }
+      for (const float p : {0.5f, 0.05f, 1e-3f}) {
+        if (!(e >= p)) continue;
+        const uint32_t lo = key_floor_of_likelihood(m, t, std::log(p));
+        ASSERT_TRUE(lo == 0 || key >= lo) << "m " << m << " T " << t << " y " << y << " p " << p;
+      }
+    };
+    // a sweep from the maximum down to below 2^-30 of it: buckets never increase
+    uint32_t prev = UINT32_MAX;
+    const float step = t * 0.0137f;
+    for (int i = 0; i < 1700; ++i) {
+      const float y = m - step * static_cast<float>(i);
+      check(y);
+      const uint32_t b = likelihood_bucket(rel_likelihood(y, m, inv_t));
+      ASSERT_LE(b, prev) << "m " << m << " T " << t << " y " << y;
+      prev = b;
+    }
+    // every bucket edge: the logits a few ulps around y = m + T ln(edge)
+    for (uint32_t b = 1; b <= 241; ++b) {
+      const float y0 = m + t * std::log(likelihood_bucket_floor(b));
+      float below = y0, above = y0;
+      for (int u = 0; u < 6; ++u) {
+        check(below);
+        check(above);
+        below = std::nextafter(below, -INFINITY);
+        above = std::nextafter(above, INFINITY);
+      }
+    }
+  }
+  EXPECT_GT(checked, 100000);
+  // the edges themselves: bucket 241 is e = 1, and the bucket of each edge is that bucket
+  EXPECT_EQ(likelihood_bucket(1.0f), 241u);
+  EXPECT_EQ(likelihood_bucket(std::ldexp(1.0f, -31)), 0u);
+  for (uint32_t b = 1; b <= 241; ++b) {
+    EXPECT_EQ(likelihood_bucket(likelihood_bucket_floor(b)), b);
+    EXPECT_EQ(likelihood_bucket(std::nextafter(likelihood_bucket_floor(b), 0.0f)), b - 1);
+  }
 }
 
 TEST(LogU64, MatchesStdLog) {

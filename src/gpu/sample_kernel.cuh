@@ -8,6 +8,7 @@
 // (docs/contract.md).
 #pragma once
 
+#include "core/likelihood_bounds.hpp"
 #include "core/math.hpp"
 #include "core/params.hpp"
 #include "core/philox.hpp"
@@ -624,15 +625,6 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
     run(std::integral_constant<int, 1>{});
 }
 
-// A key below y = m + T ln(e), less a margin far above the rounding of the contract's likelihood
-// (relative error below 5e-6), has a likelihood below e: the candidates' key bound of a
-// likelihood bound e in (0, 1]. 0 (no bound) where y is not a finite number above -inf.
-__device__ __forceinline__ uint32_t key_bound_of_likelihood(float m, float t, float ln_e) {
-  const float margin = 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_e) + 1.0f));
-  const float y = m + t * ln_e - margin;
-  return core::is_finite(y) && key_of(y) > core::kKeyNegInf ? key_of(y) : 0u;
-}
-
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
 // written by rank 0.
 template <int kThreads, typename KeyAt>
@@ -732,20 +724,6 @@ __device__ void compact_gathered(Exchange& ex, unsigned G, int cap) {
   }
 }
 
-// The likelihood buckets of the top-p threshold: 8 per binade of e from 2^-30 up (bucket b >= 1
-// holds the e whose float bits lie in [(b - 1 + 776) << 20, (b + 776) << 20); bucket 241 holds
-// e = 1), bucket 0 everything below 2^-30. Non-decreasing in e, so in the key.
-constexpr uint32_t kLikelihoodBucketBase = 776;  // (127 - 30) << 3
-constexpr int kLikelihoodBucketShift = 20;
-__device__ __forceinline__ uint32_t likelihood_bucket(float e) {
-  const uint32_t q = core::float_bits(e) >> kLikelihoodBucketShift;
-  return q >= kLikelihoodBucketBase ? q - kLikelihoodBucketBase + 1 : 0u;
-}
-// The likelihood at the lower edge of bucket b >= 1.
-__device__ __forceinline__ float likelihood_bucket_floor(uint32_t b) {
-  return core::bits_float((b - 1 + kLikelihoodBucketBase) << kLikelihoodBucketShift);
-}
-
 // The top-p threshold: the largest key whose suffix weight over the group's entries reaches
 // ceil(p W) (weights as filter_and_draw's: 0 below `lo`, below min-p, and for -inf), found by
 // likelihood rather than by key digits. One pass sums the weights per likelihood bucket (an exp
@@ -776,7 +754,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
     const float e = likelihood(k);
     if (!(e >= min_p)) return;
     const uint64_t w = core::mass_of(e);
-    const uint32_t b = likelihood_bucket(e);
+    const uint32_t b = core::likelihood_bucket(e);
     if (b == 0) {
       low += w;
     } else if (b == cached) {
@@ -810,10 +788,9 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   if (jb == 0) return 0;  // (the same verdict in every rank: the same histogram)
   // the keys of bucket jb lie in [klo, khi]
   const float t = rs.temperature;
-  const float ln_hi = logf(likelihood_bucket_floor(jb + 1));
-  const float y_hi = m + t * ln_hi + 1e-3f * (1.0f + fabsf(m) + t * (fabsf(ln_hi) + 1.0f));
-  const uint32_t khi = ln_hi > 0.0f || !core::is_finite(y_hi) ? UINT32_MAX : key_of(y_hi);
-  uint32_t klo = key_bound_of_likelihood(m, t, logf(likelihood_bucket_floor(jb)));
+  const uint32_t khi =
+      core::key_ceiling_of_likelihood(m, t, logf(core::likelihood_bucket_floor(jb + 1)));
+  uint32_t klo = core::key_floor_of_likelihood(m, t, logf(core::likelihood_bucket_floor(jb)));
   klo = klo > lo ? klo : lo;
   if (klo <= core::kKeyNegInf) klo = core::kKeyNegInf + 1;
   // push the bucket's entries into this rank's region of rank 0's gather buffer
@@ -823,7 +800,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
     if (k < klo || k > khi) return;
     const float e = likelihood(k);
-    if (!(e >= min_p) || likelihood_bucket(e) != jb) return;
+    if (!(e >= min_p) || core::likelihood_bucket(e) != jb) return;
     const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
     if (slot < cap) root_key[slot] = k;
   });
@@ -1085,7 +1062,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     if (use_k && small_k) {
       cand_lo = st.lower;
     } else if (!use_k && rs.top_p >= 1.0f && rs.min_p > 0.0f) {
-      cand_lo = key_bound_of_likelihood(m, rs.temperature, logf(rs.min_p));
+      cand_lo = core::key_floor_of_likelihood(m, rs.temperature, logf(rs.min_p));
     }
     // top-n logprobs of a gathered top-k row with n <= k come from the candidates too
     topn_from_candidates = top_n > 0 && use_k && small_k && top_n <= rs.top_k;
