@@ -1,11 +1,11 @@
 // The sampling kernel: one row per group of G CTAs (a thread-block cluster on Hopper, one CTA
 // elsewhere). Each CTA owns a contiguous chunk of the row's tokens and keeps it as order keys in
 // shared memory (or, for vocabularies too large for it, in the caller's workspace), so the logits
-// are read from memory once; every later pass runs on chip. Where the chunk does not fit in shared
-// memory and the request has no bias or penalties, a CTA streams its chunk instead: the load keeps
-// only statistics in registers, and the rare later reads recompute keys from the logits (from L2
-// when recent). Same decisions as the CPU backend, made with the contract's exact arithmetic
-// (docs/contract.md).
+// are read from memory once; every later pass runs on chip. With streamed keys (GpuKeys::kStream,
+// or kAuto where the keys would go to the workspace; never with bias or penalties) a CTA stores
+// no keys: the load keeps only statistics in registers, and later passes recompute keys from the
+// logits (from L2 when recent). Same decisions as the CPU backend, made with the contract's exact
+// arithmetic (docs/contract.md).
 #pragma once
 
 #include "core/likelihood_bounds.hpp"
