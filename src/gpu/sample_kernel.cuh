@@ -696,10 +696,15 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   }
 }
 
-// After the group barrier that published each rank's count of entries pushed into its region of
-// rank 0's gather buffer (ex.gcount, regions of `cap`): the total, or -1 where a region
-// overflowed.
-__device__ __forceinline__ int gathered_total(const Exchange& ex, unsigned G, int cap) {
+// After each rank pushed its entries into its region of rank 0's gather buffer (regions of
+// `cap`, counted in its ex.cand_count): publishes every rank's count to every rank (ex.gcount)
+// through one group barrier; returns the total, or -1 where a region overflowed.
+template <typename Group>
+__device__ int exchange_gathered_counts(const Group& g, Exchange& ex, int cap) {
+  const unsigned G = g.size();
+  __syncthreads();  // every push of this CTA counted
+  if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[g.rank()] = ex.cand_count;
+  g.sync();
   int total = 0;
   bool overflow = false;
   for (unsigned q = 0; q < G; ++q) {
@@ -804,10 +809,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
     const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
     if (slot < cap) root_key[slot] = k;
   });
-  __syncthreads();
-  if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[rank] = ex.cand_count;
-  g.sync();
-  const int total = gathered_total(ex, G, cap);
+  const int total = exchange_gathered_counts(g, ex, cap);
   if (total < 0 || total > kThreads) return 0;
   uint32_t tau = 0;
   if (rank == 0) {
@@ -1099,11 +1101,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
         if (top.k1 >= lo) push(top.k1, top.i1);
         if (top.k2 >= lo) push(top.k2, top.i2);
       }
-      __syncthreads();
-      if (threadIdx.x < G) g.map(ex.gcount, threadIdx.x)[rank] = ex.cand_count;
-      g.sync();
+      const int total = exchange_gathered_counts(g, ex, cap);  // -1: a region overflowed
       LMS_STAMP(4);
-      const int total = gathered_total(ex, G, cap);  // -1: a region overflowed
       LMS_PROFILE_VALUE(0, static_cast<unsigned long long>(total < 0 ? ~0u : total));
       LMS_PROFILE_VALUE(1, static_cast<unsigned long long>(ex.gcount[0]));
       if (total >= 0 && total <= kThreads) {
