@@ -177,7 +177,7 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
               const ExecConfig& cfg) {
   const Backend backend = resolve_backend(cfg.backend);
   const int32_t keys = static_cast<int32_t>(cfg.gpu_keys);
-  if (keys < 0 || keys > 2)
+  if (keys < static_cast<int32_t>(GpuKeys::kAuto) || keys > static_cast<int32_t>(GpuKeys::kStream))
     return Status{Code::kInvalidArgument,
                   "gpu_keys = " + std::to_string(keys) + " is not a GpuKeys (0, 1 or 2)"};
   if (backend == Backend::kCuda || backend == Backend::kHip) {
