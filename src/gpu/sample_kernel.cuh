@@ -193,32 +193,31 @@ __device__ __forceinline__ Ownership ownership_of(const void* row, DType dt, int
   const char* base = static_cast<const char*>(row) + c0 * esize;
   return Ownership{(reinterpret_cast<uintptr_t>(base) & 15u) == 0, 16 / esize};
 }
-template <int kThreads, typename F>
-__device__ __forceinline__ void for_each_owned(const Ownership& o, int n, F f) {
+// Calls f(i) for the owned indices of the vectors and elements first, first + step, ... of the
+// ownership's order (the `first`-th vector of a chunk is thread `first`'s first vector).
+template <typename F>
+__device__ __forceinline__ void for_owned_from(const Ownership& o, int n, int first, int step,
+                                               F f) {
   int done = 0;
   if (o.vec) {
     const int nvec = n / o.per;
-    for (int v = threadIdx.x; v < nvec; v += kThreads)
+    for (int v = first; v < nvec; v += step)
       for (int j = 0; j < o.per; ++j) f(v * o.per + j);
     done = nvec * o.per;
   }
-  for (int i = done + static_cast<int>(threadIdx.x); i < n; i += kThreads) f(i);
+  for (int i = done + first; i < n; i += step) f(i);
 }
-
+// The indices this thread owns.
+template <int kThreads, typename F>
+__device__ __forceinline__ void for_each_owned(const Ownership& o, int n, F f) {
+  for_owned_from(o, n, static_cast<int>(threadIdx.x), kThreads, f);
+}
 // The indices thread `owner` of the block owns, split over the calling warp's lanes (lane l takes
 // the owner's l-th, (l + kWarpSize)-th, ... vector, then element), so a warp rescans one thread's
 // tokens with kWarpSize independent reads at a time.
 template <int kThreads, typename F>
 __device__ __forceinline__ void for_each_owned_by(const Ownership& o, int n, int owner, F f) {
-  const int lane = lane_id();
-  int done = 0;
-  if (o.vec) {
-    const int nvec = n / o.per;
-    for (int v = owner + lane * kThreads; v < nvec; v += kThreads * kWarpSize)
-      for (int j = 0; j < o.per; ++j) f(v * o.per + j);
-    done = nvec * o.per;
-  }
-  for (int i = done + owner + lane * kThreads; i < n; i += kThreads * kWarpSize) f(i);
+  for_owned_from(o, n, owner + lane_id() * kThreads, kThreads * kWarpSize, f);
 }
 
 // Loads tokens [c0, c0 + n) of the row as keys (bitmask applied), with 16-byte loads where
