@@ -729,7 +729,8 @@ __device__ void compact_gathered(Exchange& ex, unsigned G, int cap) {
 }
 
 // The top-p threshold: the largest key whose suffix weight over the group's entries reaches
-// ceil(p W) (weights as filter_and_draw's: 0 below `lo`, below min-p, and for -inf), found by
+// ceil(p W) (an entry weighs mass_of(kept_likelihood(key)), 0 where that is negative: keys below
+// `lo`, below min-p, -inf), found by
 // likelihood rather than by key digits. One pass sums the weights per likelihood bucket (an exp
 // per entry, like a radix select's first round); the group's histogram gives the bucket that
 // holds the threshold and the weight above it. A compare-only pass then pushes that bucket's
@@ -737,13 +738,12 @@ __device__ void compact_gathered(Exchange& ex, unsigned G, int cap) {
 // likelihood, then the exact bucket), and rank 0 ranks them by key and posts the threshold to
 // the group. Returns 0 where this does not apply (the threshold in the lowest bucket, or too
 // many entries in its bucket): the caller then runs the radix select.
-template <int kThreads, typename Group, typename KeyAt>
+template <int kThreads, typename Group, typename KeyAt, typename KeptLikelihood>
 __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& phase, int& hphase,
-                                          int n, KeyAt key_at, float m, float inv_t,
-                                          const core::RowSettings& rs, uint32_t lo) {
+                                          int n, KeyAt key_at, KeptLikelihood kept_likelihood,
+                                          float m, const core::RowSettings& rs, uint32_t lo) {
   using B = Block<kThreads>;
-  const float min_p = rs.min_p, top_p = rs.top_p;
-  const auto likelihood = [&](uint32_t k) { return core::rel_likelihood(value_of(k), m, inv_t); };
+  const float top_p = rs.top_p;
   uint64_t* h = ex.hist[hphase];
   hphase ^= 1;
   for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
@@ -754,9 +754,8 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   uint32_t cached = 256;
   uint64_t cached_sum = 0, low = 0;
   for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
-    if (k < lo) return;
-    const float e = likelihood(k);
-    if (!(e >= min_p)) return;
+    const float e = kept_likelihood(k);
+    if (e < 0.0f) return;
     const uint64_t w = core::mass_of(e);
     const uint32_t b = core::likelihood_bucket(e);
     if (b == 0) {
@@ -803,8 +802,8 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   uint32_t* root_key = g.map(ex.gath_key, 0) + rank * cap;
   for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
     if (k < klo || k > khi) return;
-    const float e = likelihood(k);
-    if (!(e >= min_p) || core::likelihood_bucket(e) != jb) return;
+    const float e = kept_likelihood(k);
+    if (e < 0.0f || core::likelihood_bucket(e) != jb) return;
     const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
     if (slot < cap) root_key[slot] = k;
   });
@@ -818,7 +817,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
     __syncthreads();
     const bool live = static_cast<int>(threadIdx.x) < total;
     const uint32_t key = live ? ex.cand.key[threadIdx.x] : 0u;
-    if (live) ex.stage_w[threadIdx.x] = core::mass_of(likelihood(key));
+    if (live) ex.stage_w[threadIdx.x] = core::mass_of(kept_likelihood(key));
     __syncthreads();
     uint64_t suffix = above;
     for (int j = 0; j < total; ++j) suffix += ex.cand.key[j] >= key ? ex.stage_w[j] : 0;
@@ -854,15 +853,20 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
     // the top-p threshold by mass; the target comes from the total weight of the entries the
     // first round of the select sees
     const float top_p = rs.top_p;
-    uint32_t tp =
-        group_top_p_threshold<kThreads>(g, ex, phase, hphase, n, key_at, m, inv_t, rs, lo);
+    // the likelihood of a key that top-k and min-p keep, -1 for any other
+    const auto kept_likelihood = [&](uint32_t k) {
+      if (k < lo) return -1.0f;
+      const float e = core::rel_likelihood(value_of(k), m, inv_t);
+      return e >= min_p ? e : -1.0f;
+    };
+    uint32_t tp = group_top_p_threshold<kThreads>(g, ex, phase, hphase, n, key_at, kept_likelihood,
+                                                  m, rs, lo);
     if (tp == 0)
       tp = group_select_of<kThreads, false>(
           g, ex, hphase, n, key_at,
           [&](uint32_t k, int) -> uint64_t {
-            if (k < lo) return 0;
-            const float e = core::rel_likelihood(value_of(k), m, inv_t);
-            return e >= min_p ? core::mass_of(e) : 0;
+            const float e = kept_likelihood(k);
+            return e >= 0.0f ? core::mass_of(e) : 0;
           },
           [top_p](uint64_t total) { return core::ceil_fraction(top_p, total); });
     tau = tp > lo ? tp : lo;
