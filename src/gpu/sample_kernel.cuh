@@ -789,6 +789,11 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   const uint32_t jb = static_cast<uint32_t>(ex.bcast[0]);
   const uint64_t above = ex.bcast[1], target = ex.bcast[2];
   if (jb == 0) return 0;  // (the same verdict in every rank: the same histogram)
+  // more entries than rank 0 ranks, proven by the bucket's weight against its top weight (all
+  // equal logits, say): no push
+  const float e_top = core::likelihood_bucket_floor(jb + 1);
+  if (merged[jb] > static_cast<uint64_t>(kThreads) * core::mass_of(e_top < 1.0f ? e_top : 1.0f))
+    return 0;
   // the keys of bucket jb lie in [klo, khi]
   const float t = rs.temperature;
   const uint32_t khi =
@@ -1089,8 +1094,17 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
           root_tok[slot] = static_cast<uint32_t>(c0 + i);
         }
       };
-      // a thread whose third largest key passes rescans its tokens, with its warp's help
+      // a thread whose third largest key passes rescans its tokens: with its warp's help where
+      // few lanes of the warp must (the usual case), each alone where many must (flat rows)
       uint64_t rescan = ballot(top.k3 >= lo);
+      if (__popcll(static_cast<long long>(rescan)) > 2) {
+        if (top.k3 >= lo)
+          for_each_owned<kThreads>(own, n, [&](int i) {
+            const uint32_t k = key_at(i);
+            if (k >= lo) push(k, i);
+          });
+        rescan = 0;
+      }
       const int warp0 = static_cast<int>(threadIdx.x) - lane_id();
       while (rescan != 0) {
         const int src = static_cast<int>(__ffsll(static_cast<long long>(rescan))) - 1;
