@@ -27,6 +27,7 @@ struct alignas(16) Exchange {
   uint64_t top[64];                  // top-n entries gathered in rank 0
   uint32_t top_count;
   uint32_t cand_count;                // candidates this CTA found (candidate path)
+  uint32_t kept_count;                // candidates that pass top-k (rank 0's finish)
   uint32_t gcount[kMaxGroup];         // candidates of each rank (pushed by each rank)
   uint32_t bound;                     // the k-th largest of the block's values (pre-filter)
   uint32_t warp_stats[kMaxWarps][4];  // per-warp partial statistics
@@ -72,22 +73,20 @@ __device__ const uint64_t (*post_to_group(const Group& g, Exchange& ex, int& pha
 }
 
 //! Calls f(i, key_at(i)) for i = first, first + stride, ... below end, reading kBatch keys before
-//! using any (where keys are recomputed from memory, kBatch reads are in flight at once).
+//! using any (where keys are recomputed from memory, kBatch reads are in flight at once). The
+//! calls of a full batch are not guarded by branches, so a branch-free f's work for the kBatch
+//! keys (an exp each, say) is interleaved rather than run one after another.
 template <int kBatch, typename KeyAt, typename F>
 __device__ __forceinline__ void for_keys(int first, int end, int stride, KeyAt key_at, F f) {
-  for (int i0 = first; i0 < end; i0 += kBatch * stride) {
+  int i0 = first;
+  for (; i0 + (kBatch - 1) * stride < end; i0 += kBatch * stride) {
     uint32_t k[kBatch];
 #pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int i = i0 + j * stride;
-      k[j] = i < end ? key_at(i) : 0u;
-    }
+    for (int j = 0; j < kBatch; ++j) k[j] = key_at(i0 + j * stride);
 #pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int i = i0 + j * stride;
-      if (i < end) f(i, k[j]);
-    }
+    for (int j = 0; j < kBatch; ++j) f(i0 + j * stride, k[j]);
   }
+  for (int i = i0; i < end; i += stride) f(i, key_at(i));
 }
 
 template <int kThreads>

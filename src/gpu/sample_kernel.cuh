@@ -21,6 +21,7 @@ namespace lmsample::gpu {
 // row 0. Compiled out of the library.
 __device__ unsigned long long g_phase_ns[16][32];  // [rank][stamp]
 __device__ unsigned long long g_phase_value[16][8];
+__device__ unsigned long long g_topp_fallbacks;  // rows whose top-p took the radix select
 __device__ __forceinline__ void stamp(int i, unsigned rank, int64_t row) {
   if (row == 0 && threadIdx.x == 0) {
     unsigned long long t;
@@ -32,10 +33,13 @@ __device__ __forceinline__ void stamp(int i, unsigned rank, int64_t row) {
 #define LMS_STAMP_ROW(i, r) stamp(i, 0, r)
 #define LMS_PROFILE_VALUE(i, v) \
   ((row == 0 && threadIdx.x == 0) ? (void)(g_phase_value[g.rank()][i] = (v)) : (void)0)
+#define LMS_COUNT_TOPP_FALLBACK() \
+  ((g.rank() == 0 && threadIdx.x == 0) ? (void)atomicAdd(&g_topp_fallbacks, 1ull) : (void)0)
 #else
 #define LMS_STAMP(i) ((void)0)
 #define LMS_STAMP_ROW(i, r) ((void)(r))
 #define LMS_PROFILE_VALUE(i, v) ((void)0)
+#define LMS_COUNT_TOPP_FALLBACK() ((void)0)
 #endif
 
 struct KernelArgs {
@@ -417,28 +421,44 @@ struct Contribution {
 
 // Draw: the smallest token id whose running weight (over kept tokens, in id order) exceeds
 // t = floor(u * W / 2^64). Returns the token in the CTA that holds it, -1 elsewhere; *kept_count
-// gets the group's number of kept tokens.
+// gets the group's number of kept tokens. contribution_of must be branch-free and give nothing
+// for keys below skip_below (and for key 0).
 template <int kThreads, typename Group, typename KeyAt, typename TokenAt, typename ContributionOf>
 __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, KeyAt key_at,
-                              TokenAt token_at, ContributionOf contribution_of, uint64_t u,
-                              int64_t* kept_count) {
+                              TokenAt token_at, ContributionOf contribution_of, uint32_t skip_below,
+                              uint64_t u, int64_t* kept_count, int64_t row = -1) {
   using B = Block<kThreads>;
+  row = g.rank() == 0 ? row : -1;  // (profiling: rank 0's stamps)
   // Each thread owns a contiguous run of entries, so one block scan of the threads' sums
   // locates the thread that holds the draw, whose warp then walks its run.
   const int per = (n + kThreads - 1) / kThreads;
   const int i0 = static_cast<int>(threadIdx.x) * per, i1 = i0 + per < n ? i0 + per : n;
+  // (contribution_of is branch-free, so the 4 keys of a batch are worked on together; a batch
+  // with no key at or above skip_below contributes nothing and is skipped)
   uint64_t mine = 0, cnt = 0;
-  for_keys<4>(i0, i1, 1, key_at, [&](int, uint32_t k) {
-    const Contribution c = contribution_of(k);
-    mine += c.kept ? c.w : 0;
-    cnt += c.kept;
-  });
+  for (int i = i0; i < i1; i += 4) {
+    uint32_t k[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) k[j] = i + j < i1 ? key_at(i + j) : 0u;
+    const uint32_t top = max(max(k[0], k[1]), max(k[2], k[3]));
+    if (top < skip_below) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const Contribution c = contribution_of(k[j]);
+      const bool kept = c.kept && i + j < i1;
+      mine += kept ? c.w : 0;
+      cnt += kept;
+    }
+  }
+  LMS_STAMP_ROW(25, row);
   const uint64_t kept_here = B::allreduce(
       cnt, [](uint64_t a, uint64_t b) { return a + b; }, ex);
   uint64_t blk = 0;
   const uint64_t incl = B::inclusive_scan(mine, &blk, ex);
+  LMS_STAMP_ROW(26, row);
   Sum2 before2{0, 0};
   const Sum2 all = group_sum2(g, ex, phase, Sum2{blk, kept_here}, &before2);
+  LMS_STAMP_ROW(27, row);
   const uint64_t total = all.a, before = before2.a;
   *kept_count = static_cast<int64_t>(all.b);
   const uint64_t t = core::scale_draw(u, total);
@@ -484,6 +504,32 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   return token;
 }
 
+// The top-k threshold of the entries keys[0, c) (distinct tokens, any order, c <= kThreads,
+// padded with 0 to a multiple of 4): the largest key with at least k entries at or above it
+// (at least kKeyNegInf + 1), `split` threads per entry counting over the entries.
+template <int kThreads, int split>
+__device__ uint32_t block_top_k_key_split(const uint32_t* keys, int c, int top_k, Exchange& ex) {
+  using B = Block<kThreads>;
+  static_assert(split <= kWarpSize, "an entry's threads share a warp");
+  const int c4 = (c + 3) / 4;
+  const int e = static_cast<int>(threadIdx.x) / split, part = static_cast<int>(threadIdx.x) % split;
+  const bool live = e < c;
+  const uint32_t key = live ? keys[e] : core::kKeyNegInf;
+  const uint4* keys4 = reinterpret_cast<const uint4*>(keys);
+  uint64_t ge = 0;
+#pragma unroll 4
+  for (int j = part; j < c4; j += split) {
+    const uint4 q = keys4[j];
+    ge += (q.x >= key) + (q.y >= key) + (q.z >= key) + (q.w >= key);
+  }
+#pragma unroll
+  for (int d = 1; d < split; d <<= 1) ge += shfl_xor(ge, d);
+  const uint32_t best = B::allreduce(
+      live && ge >= static_cast<uint64_t>(top_k) ? key : 0u,
+      [](uint32_t x, uint32_t y) { return x > y ? x : y; }, ex);
+  return best > core::kKeyNegInf + 1 ? best : core::kKeyNegInf + 1;
+}
+
 // The last steps of a row whose candidates (keys[0, c) / toks[0, c), in any order, c <=
 // kThreads, distinct tokens) hold every token the filters can keep, in one CTA: `split` threads
 // per entry (a power of two, as many as the block allows) count over the entries in parallel.
@@ -512,21 +558,9 @@ __device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, i
     for (int d = 1; d < split; d <<= 1) v += shfl_xor(v, d);
     return v;
   };
-  const auto max_op = [](uint32_t x, uint32_t y) { return x > y ? x : y; };
-  uint32_t lo = core::kKeyNegInf + 1;
-  if (top_k > 0) {
-    uint64_t ge = 0;
-#pragma unroll 4
-    for (int j = part; j < c4; j += split) {
-      const uint4 q = keys4[j];
-      ge += (q.x >= key) + (q.y >= key) + (q.z >= key) + (q.w >= key);
-    }
-    ge = sum_split(ge);
-    const uint32_t best =
-        B::allreduce(live && ge >= static_cast<uint64_t>(top_k) ? key : 0u, max_op, ex);
-    lo = best > lo ? best : lo;
-  }
-  LMS_STAMP_ROW(11, row);
+  const uint32_t lo =
+      top_k > 0 ? block_top_k_key_split<kThreads, split>(keys, c, top_k, ex) : core::kKeyNegInf + 1;
+  if (top_k > 0) LMS_STAMP_ROW(11, row);
   const float ev = live && key >= lo ? core::rel_likelihood(value_of(key), m, inv_t) : -1.0f;
   const bool ok = live && key >= lo && ev >= rs.min_p;
   const uint64_t w = ok ? core::mass_of(ev) : 0;  // < 2^40
@@ -601,27 +635,67 @@ __device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, i
   __syncthreads();
 }
 
-// block_finish_split with as many threads per entry as the block allows (at most a warp).
+// Calls run(std::integral_constant<int, split>) with as many threads per entry of c entries as
+// the block allows (a power of two, at most a warp).
+template <int kThreads, typename Run>
+__device__ __forceinline__ auto with_split(int c, Run run) {
+  if (32 * c <= kThreads) return run(std::integral_constant<int, 32>{});
+  if (16 * c <= kThreads) return run(std::integral_constant<int, 16>{});
+  if (8 * c <= kThreads) return run(std::integral_constant<int, 8>{});
+  if (4 * c <= kThreads) return run(std::integral_constant<int, 4>{});
+  if (2 * c <= kThreads) return run(std::integral_constant<int, 2>{});
+  return run(std::integral_constant<int, 1>{});
+}
+
+// block_finish_split with as many threads per entry as the block allows. With top-k, the entries
+// that pass it are first compacted into ex.gath_key / ex.gath_tok (free in rank 0 once its
+// gather buffer was compacted into keys / toks), so that the later steps, whose work grows with
+// the square of the entries, run over about k entries rather than every candidate.
 template <int kThreads>
 __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
                              const core::RowSettings& rs, float m, float inv_t, uint64_t u,
                              Exchange& ex, int64_t row = -1) {
-  const auto run = [&](auto split) {
+  if (top_k > 0 && top_k < c) {
+    if (threadIdx.x == 0) ex.kept_count = 0;  // published by the selection's barriers
+    const uint32_t lo = with_split<kThreads>(c, [&](auto split) {
+      return block_top_k_key_split<kThreads, decltype(split)::value>(keys, c, top_k, ex);
+    });
+    LMS_STAMP_ROW(11, row);
+    const int e = static_cast<int>(threadIdx.x);  // (c <= kThreads)
+    const bool in = e < c && keys[e] >= lo;
+    const uint64_t mask = ballot(in);
+    if (mask != 0) {
+      const int lane = lane_id();
+      const int leader = static_cast<int>(__ffsll(static_cast<long long>(mask))) - 1;
+      uint32_t base = 0;
+      if (lane == leader) base = atomicAdd(&ex.kept_count, static_cast<unsigned>(__popcll(mask)));
+      base = shfl_idx(base, leader);
+      if (in) {
+        const uint32_t at =
+            base + static_cast<uint32_t>(__popcll(mask & ((uint64_t{1} << lane) - 1)));
+        ex.gath_key[at] = keys[e];
+        ex.gath_tok[at] = toks[e];
+      }
+    }
+    __syncthreads();
+    const int kept = static_cast<int>(ex.kept_count);
+    if (threadIdx.x < 4 && kept + static_cast<int>(threadIdx.x) < (kept + 3) / 4 * 4) {
+      ex.gath_key[kept + threadIdx.x] = 0;  // padding for the 16-byte reads
+      ex.gath_tok[kept + threadIdx.x] = UINT32_MAX;
+    }
+    __syncthreads();
+    with_split<kThreads>(kept, [&](auto split) {
+      block_finish_split<kThreads, decltype(split)::value>(ex.gath_key, ex.gath_tok, kept, 0, rs, m,
+                                                           inv_t, u, ex, row);
+      return 0;
+    });
+    return;
+  }
+  with_split<kThreads>(c, [&](auto split) {
     block_finish_split<kThreads, decltype(split)::value>(keys, toks, c, top_k, rs, m, inv_t, u, ex,
                                                          row);
-  };
-  if (32 * c <= kThreads)
-    run(std::integral_constant<int, 32>{});
-  else if (16 * c <= kThreads)
-    run(std::integral_constant<int, 16>{});
-  else if (8 * c <= kThreads)
-    run(std::integral_constant<int, 8>{});
-  else if (4 * c <= kThreads)
-    run(std::integral_constant<int, 4>{});
-  else if (2 * c <= kThreads)
-    run(std::integral_constant<int, 2>{});
-  else
-    run(std::integral_constant<int, 1>{});
+    return 0;
+  });
 }
 
 // Top-n processed logits of the row (highest first, ties to the lower id) with their logprobs,
@@ -741,9 +815,11 @@ __device__ void compact_gathered(Exchange& ex, unsigned G, int cap) {
 template <int kThreads, typename Group, typename KeyAt, typename KeptLikelihood>
 __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& phase, int& hphase,
                                           int n, KeyAt key_at, KeptLikelihood kept_likelihood,
-                                          float m, const core::RowSettings& rs, uint32_t lo) {
+                                          float m, const core::RowSettings& rs, uint32_t lo,
+                                          int64_t row = -1) {
   using B = Block<kThreads>;
   const float top_p = rs.top_p;
+  row = g.rank() == 0 ? row : -1;  // (profiling: rank 0's stamps)
   uint64_t* h = ex.hist[hphase];
   hphase ^= 1;
   for (int b = threadIdx.x; b < 256; b += kThreads) h[b] = 0;
@@ -772,7 +848,9 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
 #pragma unroll
   for (int d = kWarpSize / 2; d > 0; d >>= 1) low += shfl_xor(low, d);
   if (lane_id() == 0 && low > 0) atomic_add_u64(&h[0], low);
+  LMS_STAMP_ROW(19, row);
   g.sync();
+  LMS_STAMP_ROW(20, row);
   const uint64_t* merged = merge_histogram<kThreads>(g, ex, h);
   if (threadIdx.x < kWarpSize) {
     uint64_t target = 0;
@@ -788,6 +866,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   __syncthreads();
   const uint32_t jb = static_cast<uint32_t>(ex.bcast[0]);
   const uint64_t above = ex.bcast[1], target = ex.bcast[2];
+  LMS_STAMP_ROW(21, row);
   if (jb == 0) return 0;  // (the same verdict in every rank: the same histogram)
   // more entries than rank 0 ranks, proven by the bucket's weight against its top weight (all
   // equal logits, say): no push
@@ -812,7 +891,9 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
     const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
     if (slot < cap) root_key[slot] = k;
   });
+  LMS_STAMP_ROW(22, row);
   const int total = exchange_gathered_counts(g, ex, cap);
+  LMS_STAMP_ROW(23, row);
   if (total < 0 || total > kThreads) return 0;
   uint32_t tau = 0;
   if (rank == 0) {
@@ -830,6 +911,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
         live && suffix >= target ? key : 0u, [](uint32_t x, uint32_t y) { return x > y ? x : y; },
         ex);
   }
+  LMS_STAMP_ROW(24, row);
   // every rank takes rank 0's threshold
   const uint64_t(*box)[8] = post_to_group(g, ex, phase, tau);
   return static_cast<uint32_t>(box[0][0]);
@@ -859,14 +941,14 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
     // first round of the select sees
     const float top_p = rs.top_p;
     // the likelihood of a key that top-k and min-p keep, -1 for any other
-    const auto kept_likelihood = [&](uint32_t k) {
-      if (k < lo) return -1.0f;
+    const auto kept_likelihood = [&](uint32_t k) {  // (branch-free)
       const float e = core::rel_likelihood(value_of(k), m, inv_t);
-      return e >= min_p ? e : -1.0f;
+      return k >= lo && e >= min_p ? e : -1.0f;
     };
     uint32_t tp = group_top_p_threshold<kThreads>(g, ex, phase, hphase, n, key_at, kept_likelihood,
-                                                  m, rs, lo);
-    if (tp == 0)
+                                                  m, rs, lo, row);
+    if (tp == 0) {
+      LMS_COUNT_TOPP_FALLBACK();
       tp = group_select_of<kThreads, false>(
           g, ex, hphase, n, key_at,
           [&](uint32_t k, int) -> uint64_t {
@@ -874,17 +956,17 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
             return e >= 0.0f ? core::mass_of(e) : 0;
           },
           [top_p](uint64_t total) { return core::ceil_fraction(top_p, total); });
+    }
     tau = tp > lo ? tp : lo;
   }
   LMS_STAMP_ROW(18, g.rank() == 0 ? row : -1);
   return group_draw<kThreads>(
       g, ex, phase, n, key_at, token_at,
       [&](uint32_t k) {
-        if (k < tau) return Contribution{false, 0};
         const float e = core::rel_likelihood(value_of(k), m, inv_t);
-        return Contribution{e >= min_p, core::mass_of(e)};
+        return Contribution{k >= tau && e >= min_p, core::mass_of(e)};
       },
-      u, kept);
+      tau, u, kept, row);
 }
 
 template <int kThreads>
@@ -1027,7 +1109,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   if (want_lp && st.n_posinf == 0) {
     uint64_t part = 0;
     for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
-      part += k > core::kKeyNegInf ? core::mass_of(core::rel_likelihood(value_of(k), m, 1.0f)) : 0;
+      const uint64_t w = core::mass_of(core::rel_likelihood(value_of(k), m, 1.0f));  // (no branch)
+      part += k > core::kKeyNegInf ? w : 0;
     });
     part = B::allreduce(
         part, [](uint64_t x, uint64_t y) { return x + y; }, ex);
@@ -1054,7 +1137,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
         [](uint32_t k) {
           return Contribution{k == core::kKeyPosInf, 1};
         },
-        u, &kept);
+        core::kKeyPosInf, u, &kept);
     token_key = core::kKeyPosInf;
   } else {
     const float inv_t = core::div_rn(1.0f, rs.temperature);
