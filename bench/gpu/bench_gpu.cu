@@ -337,6 +337,10 @@ struct Timing {
 //! before each run by rewriting `flush` (>= 2x L2).
 template <class Fn>
 Timing time_runs(cudaStream_t st, void* flush, size_t flush_bytes, int warmup, int iters, Fn&& fn) {
+  // LMS_BENCH_WARM_L2=1: no flush (a diagnostic: what the cold L2, instruction fetches
+  // included, costs); the committed results always flush
+  static const bool warm = std::getenv("LMS_BENCH_WARM_L2") != nullptr;
+  if (warm) flush_bytes = 0;
   for (int i = 0; i < warmup; ++i) {
     CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
     fn();

@@ -30,10 +30,13 @@ int main() {
     std::mt19937 gen(1);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (float& f : x) f = nd(gen) * 4.0f;
-    // LMS_PROFILE_TOPP=1: top-p 0.9 alone (the full path), else top-k 50 + top-p 0.9
-    static const bool topp_only = std::getenv("LMS_PROFILE_TOPP") != nullptr;
+    // LMS_PROFILE_TOPP=1: top-p 0.9 alone (the full path), =2: temperature alone (the draw
+    // only), else top-k 50 + top-p 0.9
+    static const char* const topp_env = std::getenv("LMS_PROFILE_TOPP");
+    static const bool topp_only = topp_env != nullptr;
+    const bool temp_only = topp_only && topp_env[0] == '2';
     const std::vector<int32_t> k(static_cast<size_t>(b), topp_only ? 0 : 50);
-    const std::vector<float> p(static_cast<size_t>(b), 0.9f);
+    const std::vector<float> p(static_cast<size_t>(b), temp_only ? 1.0f : 0.9f);
     float *dx = nullptr, *dp = nullptr;
     int32_t *dk = nullptr, *tok = nullptr, *st = nullptr;
     CHECK(cudaMalloc(&dx, x.size() * sizeof(float)));
@@ -57,11 +60,19 @@ int main() {
     const size_t wsb = gpu::workspace_size(r, c);
     if (wsb) CHECK(cudaMalloc(&ws, wsb));
     {  // no stamp left over from the previous batch size
-      static const unsigned long long zero_ns[16][32] = {}, zero_values[16][8] = {};
+      static const unsigned long long zero_ns[16][32] = {}, zero_values[16][8] = {}, zero = 0;
+      CHECK(cudaMemcpyToSymbol(gpu::g_topp_fallbacks, &zero, sizeof zero));
       CHECK(cudaMemcpyToSymbol(gpu::g_phase_ns, zero_ns, sizeof zero_ns));
       CHECK(cudaMemcpyToSymbol(gpu::g_phase_value, zero_values, sizeof zero_values));
     }
+    // LMS_PROFILE_COLD=1: the L2 flushed (256 MB rewritten) before the last, stamped, run, as
+    // the benchmark does before each run (instruction fetches included)
+    static const bool cold = std::getenv("LMS_PROFILE_COLD") != nullptr;
+    static void* flush = nullptr;
+    const size_t flush_bytes = size_t{256} << 20;
+    if (cold && !flush) CHECK(cudaMalloc(&flush, flush_bytes));
     for (int it = 0; it < 300; ++it) {  // enough for the clocks to ramp up
+      if (cold && it == 299) CHECK(cudaMemsetAsync(flush, it & 0xff, flush_bytes));
       const Status s = gpu::sample(r, o, ws, wsb, c);
       if (!s.ok()) {
         std::fprintf(stderr, "%s\n", s.message.c_str());
@@ -72,6 +83,8 @@ int main() {
     unsigned long long ts[16][32], vals[16][8];
     CHECK(cudaMemcpyFromSymbol(ts, gpu::g_phase_ns, sizeof ts));
     CHECK(cudaMemcpyFromSymbol(vals, gpu::g_phase_value, sizeof vals));
+    unsigned long long fallbacks = 0;
+    CHECK(cudaMemcpyFromSymbol(&fallbacks, gpu::g_topp_fallbacks, sizeof fallbacks));
     const unsigned long long* t = ts[0];
     // the group's CTAs of row 0: those that stamped the end
     int group = 0;
@@ -97,8 +110,15 @@ int main() {
           "barrier %llu ns\n",
           t[11] - t[5], t[12] - t[11], t[13] - t[12], t[14] - t[13], t[15] - t[14], t[6] - t[15]);
     else
-      std::printf("  full path: top-k select %llu, top-p select %llu, draw %llu ns\n",
-                  t[17] - t[16], t[18] - t[17], t[6] - t[18]);
+      std::printf(
+          "  full path: top-k select %llu, top-p select %llu (exp pass %llu, group barrier "
+          "%llu, merge + scan %llu, push pass %llu, count exchange %llu, rank 0 ranks %llu, "
+          "post %llu), draw %llu ns (sum pass %llu, block reduce + scan %llu, group sum "
+          "%llu, walk %llu); top-p by radix select (the bucketed threshold did not apply) in "
+          "%llu of %ld rows\n",
+          t[17] - t[16], t[18] - t[17], t[19] - t[17], t[20] - t[19], t[21] - t[20], t[22] - t[21],
+          t[23] - t[22], t[24] - t[23], t[18] - t[24], t[6] - t[18], t[25] - t[18], t[26] - t[25],
+          t[27] - t[26], t[6] - t[27], fallbacks / 300, static_cast<long>(b));
     cudaFree(dx);
     cudaFree(dp);
     cudaFree(dk);
