@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One results folder of results/gpu/ from one run on a GPU machine: the GPU suite (keys on chip and
 # streamed), the benchmark with its floor kernel (default GpuKeys, then every call streamed), the
-# PyTorch baselines, compute-sanitizer on small shapes (both modes) and the phase profile.
+# PyTorch baselines, compute-sanitizer on small shapes (both modes), the phase profile (warm and
+# with a cold L2), the benchmark at B <= 32 without the L2 flush (what the cold L2 costs) and, where
+# Nsight Compute is installed, the instruction counts and issue rates of a few configurations.
 #
 # usage: scripts/gpu_results.sh BUILD_DIR OUT_DIR
 #   BUILD_DIR  a CUDA build with the targets lmsample_gpu_tests, lmsample_bench_gpu and
@@ -48,10 +50,31 @@ for mode in auto stream; do
     "$here/scripts/gpu_check.sh" >"$log" 2>&1 || status=1
   tail -n 5 "$log"
 done
-{
-  timeout 120 "$profile"
-  echo "# LMS_PROFILE_TOPP=1 (top-p 0.9 alone)"
-  LMS_PROFILE_TOPP=1 timeout 120 "$profile"
-} >"$out/profile.txt" 2>&1
+for cold in "" 1; do
+  file=$out/profile.txt
+  [ -n "$cold" ] && file=$out/profile_cold_l2.txt
+  {
+    echo "# top-k 50 + top-p 0.9"
+    env ${cold:+LMS_PROFILE_COLD=1} timeout 120 "$profile"
+    echo "# LMS_PROFILE_TOPP=1 (top-p 0.9 alone)"
+    env ${cold:+LMS_PROFILE_COLD=1} LMS_PROFILE_TOPP=1 timeout 120 "$profile"
+    echo "# LMS_PROFILE_TOPP=2 (temperature alone)"
+    env ${cold:+LMS_PROFILE_COLD=1} LMS_PROFILE_TOPP=2 timeout 120 "$profile"
+  } >"$file" 2>&1
+done
+LMS_BENCH_WARM_L2=1 timeout 300 "$bench" --batch 1,8,32 --vocab 151936 --dtype f32 \
+  --ops greedy,temp,topp,topk_topp,topk_topp_lp >"$out/bench_gpu_warm_l2.md" || status=1
+ncu=$(command -v ncu || true)
+if [ -n "$ncu" ]; then
+  for cfg in "topp 512" "temp 512" "topk_topp 512" "topk_topp 1" "topp 1"; do
+    set -- $cfg
+    echo "## $1, B = $2, V = 151936, fp32 (one launch)"
+    timeout 120 "$ncu" -k regex:sample_rows --launch-skip 3 --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section InstructionStats \
+      "$bench" --ops "$1" --batch "$2" --vocab 151936 --dtype f32 --dist peaked --iters 3 \
+      --warmup 1 --no-verify 2>&1 |
+      grep -E "Duration|Executed Instructions  |Issued Ipc|Issue Slots Busy|Eligible Warps|Active Warps|No Eligible|Warp Cycles Per Issued"
+  done >"$out/ncu.txt" 2>&1
+fi
 echo "gpu_results: files in $out (status $status)"
 exit $status

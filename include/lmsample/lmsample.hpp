@@ -134,7 +134,10 @@ struct Outputs {
 //!    less shared memory per row, so loads overlap the on-chip work: best at large batches for
 //!    greedy, top-k (k <= 512, with or without top-p) and min-p, whose rows finish from the
 //!    load's statistics; full passes then re-read the logits.
-//!  - kAuto: kOnChip, but kStream where the keys would otherwise go to the workspace.
+//!  - kAuto: kStream for requests that carry a top_k or min_p array (without top logprobs, or
+//!    with them from batch 128 on), else kOnChip; kStream wherever the keys would otherwise go
+//!    to the workspace. (A policy from H100 measurements, results/gpu/README.md: the host does
+//!    not read the rows' parameters, only which arrays are given.)
 enum class GpuKeys : int32_t { kAuto = 0, kOnChip = 1, kStream = 2 };
 
 //! How a call runs. For kCuda and kHip, every pointer in Request and Outputs and the workspace

@@ -121,7 +121,14 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   }();
   const int mode = forced_keys >= 0 ? forced_keys : static_cast<int>(keys);
   const bool can_stream = !penalties && !req.logit_bias.offsets;
-  p.stream = can_stream && mode == static_cast<int>(GpuKeys::kStream);
+  // kAuto streams requests that carry a top-k or min-p array: their rows finish from the load's
+  // statistics, which streamed keys make as fast at B <= 32 and 1.7-2.1x faster at B >= 128 (H100,
+  // results/gpu/README.md); with logprobs (a second pass over the row) only from B = 128 on.
+  const bool logprobs = req.top_logprobs > 0;
+  const bool candidate_filters = req.params.top_k != nullptr || req.params.min_p != nullptr;
+  const bool auto_stream = candidate_filters && (!logprobs || b >= 128);
+  p.stream = can_stream && (mode == static_cast<int>(GpuKeys::kStream) ||
+                            (mode == static_cast<int>(GpuKeys::kAuto) && auto_stream));
   while (!p.stream && group < max_group && !fits(group)) group *= 2;
   // no empty CTA
   while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;
