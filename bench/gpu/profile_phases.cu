@@ -49,7 +49,8 @@ int main() {
     CHECK(cudaMemcpy(dk, k.data(), k.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
     Request r;
     r.logits = {dx, DType::kFloat32, b, v, 0};
-    r.params.top_k = dk;
+    // only the arrays an engine would pass (a top_k array makes GpuKeys::kAuto stream)
+    if (!topp_only) r.params.top_k = dk;
     r.params.top_p = dp;
     Outputs o;
     o.tokens = tok;
