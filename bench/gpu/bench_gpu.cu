@@ -111,7 +111,9 @@ void usage() {
       "  --seed N          seed of the logits and of the rows' Philox keys\n"
       "  --out PATH        also write the results as CSV (or JSON when PATH ends in .json)\n"
       "  --quick           B 1,32,512; V 151936; ops greedy,topk_topp,topk_topp_lp; 10 warm-ups, "
-      "50 runs\n");
+      "50 runs\n"
+      "environment: LMS_BENCH_WARM_L2=1 skips the L2 flush before each run (a diagnostic of what "
+      "the cold L2 costs)\n");
 }
 
 bool parse(int argc, char** argv, Options& o) {
