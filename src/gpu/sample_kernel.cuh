@@ -919,15 +919,19 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
 
 // top-k, then top-p, then the draw over the entries [0, n) of the group (`key_at`, `token_at`;
 // entries in token order across the group's ranks). Returns the token in the CTA that drew it
-// (its key in ex.bcast[3]), -1 elsewhere; *kept gets the kept-set size.
+// (its key in ex.bcast[3]), -1 elsewhere; *kept gets the kept-set size. kth_floor: a lower bound
+// of the k-th largest key (0: none known); where it is the row's maximum key, so is the k-th
+// largest (flat rows, or k tokens tied at the maximum), and no selection runs.
 template <int kThreads, typename Group, typename KeyAt, typename TokenAt>
 __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int& hphase, int n,
                                    KeyAt key_at, TokenAt token_at, const core::RowSettings& rs,
-                                   float m, float inv_t, bool use_k, uint64_t u, int64_t* kept,
-                                   int64_t row = -1) {
+                                   float m, float inv_t, bool use_k, uint32_t kth_floor,
+                                   uint32_t max_key, uint64_t u, int64_t* kept, int64_t row = -1) {
   uint32_t lo = core::kKeyNegInf + 1;
   LMS_STAMP_ROW(16, g.rank() == 0 ? row : -1);
-  if (use_k) {
+  if (use_k && kth_floor == max_key) {
+    lo = max_key;
+  } else if (use_k) {
     lo = group_select<kThreads, true>(
         g, ex, hphase, n, key_at,
         [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
@@ -936,7 +940,8 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
   const float min_p = rs.min_p;
   uint32_t tau = lo;
   LMS_STAMP_ROW(17, g.rank() == 0 ? row : -1);
-  if (rs.top_p < 1.0f) {
+  // (lo == max_key: every kept key is the maximum, and top-p keeps every tie of its lowest key)
+  if (rs.top_p < 1.0f && lo != max_key) {
     // the top-p threshold by mass; the target comes from the total weight of the entries the
     // first round of the select sees
     const float top_p = rs.top_p;
@@ -1153,7 +1158,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     bool gathered = false;
     int64_t gathered_token = -1, gathered_kept = 0;
     if (use_k && small_k) {
-      cand_lo = st.lower;
+      // (where the bound is the maximum, so is the k-th largest key: filter_and_draw keeps the
+      // maximum's ties with no selection, where the candidates could be the whole row)
+      if (st.lower != st.max_key) cand_lo = st.lower;
     } else if (!use_k && rs.top_p >= 1.0f && rs.min_p > 0.0f) {
       cand_lo = core::key_floor_of_likelihood(m, rs.temperature, logf(rs.min_p));
     }
@@ -1247,7 +1254,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     } else {
       token = filter_and_draw<kThreads>(
           g, ex, phase, hphase, n, key_at, [&](int i) { return c0 + static_cast<int64_t>(i); }, rs,
-          m, inv_t, use_k, u, &kept, row);
+          m, inv_t, use_k, small_k ? st.lower : 0u, st.max_key, u, &kept, row);
     }
     if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }
