@@ -153,6 +153,10 @@ TEST(RelLikelihood, MaximumIsExactlyOne) {
 // sweep down from the maximum and a few ulps around every bucket edge (where the margin
 // matters).
 TEST(LikelihoodBounds, EveryLogitOfABucketIsWithinItsKeyBounds) {
+  // the GPU's bucketed top-p gives the row maximum's ties a bucket of their own, 255, above
+  // every likelihood bucket
+  EXPECT_EQ(core::likelihood_bucket(1.0f), 241u);
+  EXPECT_EQ(core::likelihood_bucket(std::nextafter(1.0f, 0.0f)), 240u);
   using namespace lmsample::core;
   std::mt19937 gen(2024);
   std::uniform_real_distribution<float> max_dist(-60.0f, 60.0f);

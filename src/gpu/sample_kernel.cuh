@@ -810,13 +810,18 @@ __device__ void compact_gathered(Exchange& ex, unsigned G, int cap) {
 // holds the threshold and the weight above it. A compare-only pass then pushes that bucket's
 // entries to rank 0 (a key range with margins far above the rounding of the contract's
 // likelihood, then the exact bucket), and rank 0 ranks them by key and posts the threshold to
-// the group. Returns 0 where this does not apply (the threshold in the lowest bucket, or too
+// the group. The row's maximum key has a bucket of its own above the others (kMaxBucket): where
+// its ties alone reach the target (a confident row, or a flat one) the threshold is the maximum,
+// with no push. Returns 0 where this does not apply (the threshold in the lowest bucket, or too
 // many entries in its bucket): the caller then runs the radix select.
 template <int kThreads, typename Group, typename KeyAt, typename KeptLikelihood>
 __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& phase, int& hphase,
                                           int n, KeyAt key_at, KeptLikelihood kept_likelihood,
-                                          float m, const core::RowSettings& rs, uint32_t lo,
-                                          int64_t row = -1) {
+                                          float m, uint32_t max_key, const core::RowSettings& rs,
+                                          uint32_t lo, int64_t row = -1) {
+  // the maximum's ties (likelihood 1, and no other key above them): above every likelihood
+  // bucket (core::likelihood_bucket(1) = 241)
+  constexpr uint32_t kMaxBucket = 255;
   using B = Block<kThreads>;
   const float top_p = rs.top_p;
   row = g.rank() == 0 ? row : -1;  // (profiling: rank 0's stamps)
@@ -833,7 +838,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
     const float e = kept_likelihood(k);
     if (e < 0.0f) return;
     const uint64_t w = core::mass_of(e);
-    const uint32_t b = core::likelihood_bucket(e);
+    const uint32_t b = k == max_key ? kMaxBucket : core::likelihood_bucket(e);
     if (b == 0) {
       low += w;
     } else if (b == cached) {
@@ -868,6 +873,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   const uint64_t above = ex.bcast[1], target = ex.bcast[2];
   LMS_STAMP_ROW(21, row);
   if (jb == 0) return 0;  // (the same verdict in every rank: the same histogram)
+  if (jb == kMaxBucket) return max_key;
   // more entries than rank 0 ranks, proven by the bucket's weight against its top weight (all
   // equal logits, say): no push
   const float e_top = core::likelihood_bucket_floor(jb + 1);
@@ -887,7 +893,7 @@ __device__ uint32_t group_top_p_threshold(const Group& g, Exchange& ex, int& pha
   for_keys<4>(static_cast<int>(threadIdx.x), n, kThreads, key_at, [&](int, uint32_t k) {
     if (k < klo || k > khi) return;
     const float e = kept_likelihood(k);
-    if (e < 0.0f || core::likelihood_bucket(e) != jb) return;
+    if (e < 0.0f || k == max_key || core::likelihood_bucket(e) != jb) return;
     const int slot = static_cast<int>(atomicAdd(&ex.cand_count, 1u));
     if (slot < cap) root_key[slot] = k;
   });
@@ -951,7 +957,7 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
       return k >= lo && e >= min_p ? e : -1.0f;
     };
     uint32_t tp = group_top_p_threshold<kThreads>(g, ex, phase, hphase, n, key_at, kept_likelihood,
-                                                  m, rs, lo, row);
+                                                  m, max_key, rs, lo, row);
     if (tp == 0) {
       LMS_COUNT_TOPP_FALLBACK();
       tp = group_select_of<kThreads, false>(
