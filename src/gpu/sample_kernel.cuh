@@ -2,9 +2,10 @@
 // elsewhere). Each CTA owns a contiguous chunk of the row's tokens and keeps it as order keys in
 // shared memory (or, for vocabularies too large for it, in the caller's workspace), so the logits
 // are read from memory once; every later pass runs on chip. With streamed keys (GpuKeys::kStream,
-// or kAuto where the keys would go to the workspace; never with bias or penalties) a CTA stores
-// no keys: the load keeps only statistics in registers, and later passes recompute keys from the
-// logits (from L2 when recent). Same decisions as the CPU backend, made with the contract's exact
+// or kAuto for requests with a top_k or min_p array or where the keys would go to the workspace;
+// never with bias or penalties; the host's choice, sample_gpu.cu) a CTA stores no keys: the load
+// keeps only statistics in registers, and later passes recompute keys from the logits (from L2
+// when recent). Same decisions as the CPU backend, made with the contract's exact
 // arithmetic (docs/contract.md).
 #pragma once
 
