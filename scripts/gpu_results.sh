@@ -38,9 +38,10 @@ for mode in auto stream; do
   LMSAMPLE_GPU_KEYS=$mode timeout 600 "$tests" --gtest_color=no >"$log" 2>&1 || status=1
   echo "GPU suite ($mode): $(tail -n 1 "$log")"
 done
-timeout 900 "$bench" --flat-ops topk_topp,topp --out "$out/bench_gpu.json" >"$out/bench_gpu.md" || status=1
-LMSAMPLE_GPU_KEYS=stream timeout 900 "$bench" --flat-ops topk_topp,topp --out "$out/bench_gpu_stream.json" \
-  >"$out/bench_gpu_stream.md" || status=1
+timeout 900 "$bench" --flat-ops topk_topp,topp --out "$out/bench_gpu.json" \
+  >"$out/bench_gpu.md" || status=1
+LMSAMPLE_GPU_KEYS=stream timeout 900 "$bench" --flat-ops topk_topp,topp \
+  --out "$out/bench_gpu_stream.json" >"$out/bench_gpu_stream.md" || status=1
 timeout 900 python3 "$here/scripts/torch_baseline.py" --out "$out/torch.csv" >"$out/torch.md" ||
   status=1
 for mode in auto stream; do

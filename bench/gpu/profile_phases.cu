@@ -110,6 +110,11 @@ int main() {
           "  finish: top-k %llu, weights + total %llu, top-p %llu, kept %llu, draw %llu, "
           "barrier %llu ns\n",
           t[11] - t[5], t[12] - t[11], t[13] - t[12], t[14] - t[13], t[15] - t[14], t[6] - t[15]);
+    else if (temp_only)  // (no top-p: its stamps are not written)
+      std::printf(
+          "  full path: draw %llu ns (sum pass %llu, block reduce + scan %llu, group sum %llu, "
+          "walk %llu)\n",
+          t[6] - t[18], t[25] - t[18], t[26] - t[25], t[27] - t[26], t[6] - t[27]);
     else
       std::printf(
           "  full path: top-k select %llu, top-p select %llu (exp pass %llu, group barrier "
