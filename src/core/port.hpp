@@ -280,19 +280,6 @@ __device__ __forceinline__ uint64_t shfl_idx64(uint64_t v, int src_lane) {
   return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 
-//! Lanes of the warp holding the same value as this lane. Every lane of the warp must call it.
-//! One instruction on NVIDIA (sm_70+); a loop of kWarpSize shuffles elsewhere.
-__device__ __forceinline__ uint64_t match_any(uint32_t v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700 && !defined(__HIPCC__)
-  return static_cast<uint64_t>(__match_any_sync(0xffffffffu, v));
-#elif defined(LMS_SIMT_EMULATION)
-  return lms_simt::match_any(v);
-#else
-  uint64_t peers = 0;
-  for (int j = 0; j < kWarpSize; ++j) peers |= static_cast<uint64_t>(shfl_idx(v, j) == v) << j;
-  return peers;
-#endif
-}
 //! Warp-wide max / min / sum of 32-bit values: one instruction on NVIDIA sm_80+, a butterfly of
 //! shuffles elsewhere. Every lane of the warp must call it; every lane gets the result.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(__HIPCC__)

@@ -101,18 +101,6 @@ inline uint64_t ballot(bool pred) {
   return bits;
 }
 
-//! Lanes of this warp holding the same value (one exchange instead of a shuffle per lane).
-inline uint64_t match_any(uint32_t v) {
-  const unsigned base = thread_idx.x - static_cast<unsigned>(lane());
-  block->words[thread_idx.x] = v;
-  warp_barrier().arrive_and_wait();
-  uint64_t peers = 0;
-  for (int l = 0; l < LMS_SIMT_WARP; ++l)
-    peers |= static_cast<uint64_t>(block->words[base + static_cast<unsigned>(l)] == v) << l;
-  warp_barrier().arrive_and_wait();
-  return peers;
-}
-
 inline void sync_warp() { warp_barrier().arrive_and_wait(); }
 
 }  // namespace lms_simt

@@ -320,14 +320,13 @@ __device__ uint64_t scan_top_bucket(const uint64_t* merged, NeedOf need_of, Exch
 //! `target` (1 <= target <= total weight). Four rounds of 8-bit digits; each round is a pass over
 //! this CTA's n entries, a shared-memory histogram (integer atomics: order-free), a group-wide
 //! merge through distributed shared memory and a warp scan from the top bucket down.
-//! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; with
-//! kUnitWeights every entry weighs 1 or 0).
+//! key_at(i) gives entry i's key, weight_of(key, i) its weight (0 = not an entry; a count
+//! selection weighs every entry 1).
 //! Siblings read this CTA's histograms after each round's barrier: a CTA passes another group
 //! barrier before it leaves.
 //! group_select_of sets the target from the group's total weight (target_of(total), computed
 //! in the first round, so that a caller needs no pass of its own for the total).
-template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf,
-          typename TargetOf>
+template <int kThreads, typename Group, typename KeyAt, typename WeightOf, typename TargetOf>
 __device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
                                     WeightOf weight_of, TargetOf target_of) {
   uint64_t target = 0;  // known to warp 0 from the first round on
@@ -408,11 +407,11 @@ __device__ uint32_t group_select_of(const Group& g, Exchange& ex, int& hphase, i
   return prefix;
 }
 
-template <int kThreads, bool kUnitWeights, typename Group, typename KeyAt, typename WeightOf>
+template <int kThreads, typename Group, typename KeyAt, typename WeightOf>
 __device__ uint32_t group_select(const Group& g, Exchange& ex, int& hphase, int n, KeyAt key_at,
                                  WeightOf weight_of, uint64_t target) {
-  return group_select_of<kThreads, kUnitWeights>(g, ex, hphase, n, key_at, weight_of,
-                                                 [target](uint64_t) { return target; });
+  return group_select_of<kThreads>(g, ex, hphase, n, key_at, weight_of,
+                                   [target](uint64_t) { return target; });
 }
 
 }  // namespace lmsample::gpu

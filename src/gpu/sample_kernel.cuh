@@ -532,14 +532,14 @@ __device__ uint32_t block_top_k_key_split(const uint32_t* keys, int c, int top_k
 }
 
 // The last steps of a row whose candidates (keys[0, c) / toks[0, c), in any order, c <=
-// kThreads, distinct tokens) hold every token the filters can keep, in one CTA: `split` threads
-// per entry (a power of two, as many as the block allows) count over the entries in parallel.
-// The top-k threshold (top_k > 0) is the largest key with at least k entries at or above it;
-// the top-p threshold the largest key whose suffix mass reaches the target; the draw takes the
+// kThreads, distinct tokens) hold every token the filters can keep and pass top-k, in one CTA:
+// `split` threads per entry (a power of two, as many as the block allows) count over the entries
+// in parallel. min-p drops entries; the top-p threshold is the largest key whose suffix mass
+// reaches the target; the draw takes the
 // kept entry whose running weight in token order (the weight of the kept entries of lower ids)
 // brackets t. Results (kept-set size, token, its key) land in ex.bcast[1..3].
 template <int kThreads, int split>
-__device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
+__device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, int c,
                                    const core::RowSettings& rs, float m, float inv_t, uint64_t u,
                                    Exchange& ex, int64_t row) {
   using B = Block<kThreads>;
@@ -559,11 +559,8 @@ __device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, i
     for (int d = 1; d < split; d <<= 1) v += shfl_xor(v, d);
     return v;
   };
-  const uint32_t lo =
-      top_k > 0 ? block_top_k_key_split<kThreads, split>(keys, c, top_k, ex) : core::kKeyNegInf + 1;
-  if (top_k > 0) LMS_STAMP_ROW(11, row);
-  const float ev = live && key >= lo ? core::rel_likelihood(value_of(key), m, inv_t) : -1.0f;
-  const bool ok = live && key >= lo && ev >= rs.min_p;
+  const float ev = live ? core::rel_likelihood(value_of(key), m, inv_t) : -1.0f;
+  const bool ok = live && ev >= rs.min_p;
   const uint64_t w = ok ? core::mass_of(ev) : 0;  // < 2^40
   // staged: the weight of each entry that passes top-k and min-p, with bit 63 set
   constexpr uint64_t kOk = uint64_t{1} << 63;
@@ -648,10 +645,11 @@ __device__ __forceinline__ auto with_split(int c, Run run) {
   return run(std::integral_constant<int, 1>{});
 }
 
-// block_finish_split with as many threads per entry as the block allows. With top-k, the entries
-// that pass it are first compacted into ex.gath_key / ex.gath_tok (free in rank 0 once its
-// gather buffer was compacted into keys / toks), so that the later steps, whose work grows with
-// the square of the entries, run over about k entries rather than every candidate.
+// block_finish_split with as many threads per entry as the block allows. With top-k (k below the
+// number of entries: at most k entries are the whole top-k set), the entries that pass it are
+// first compacted into ex.gath_key / ex.gath_tok (free in rank 0 once its gather buffer was
+// compacted into keys / toks), so that the later steps, whose work grows with the square of the
+// entries, run over about k entries rather than every candidate.
 template <int kThreads>
 __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
                              const core::RowSettings& rs, float m, float inv_t, uint64_t u,
@@ -686,15 +684,14 @@ __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, 
     }
     __syncthreads();
     with_split<kThreads>(kept, [&](auto split) {
-      block_finish_split<kThreads, decltype(split)::value>(ex.gath_key, ex.gath_tok, kept, 0, rs, m,
+      block_finish_split<kThreads, decltype(split)::value>(ex.gath_key, ex.gath_tok, kept, rs, m,
                                                            inv_t, u, ex, row);
       return 0;
     });
     return;
   }
   with_split<kThreads>(c, [&](auto split) {
-    block_finish_split<kThreads, decltype(split)::value>(keys, toks, c, top_k, rs, m, inv_t, u, ex,
-                                                         row);
+    block_finish_split<kThreads, decltype(split)::value>(keys, toks, c, rs, m, inv_t, u, ex, row);
     return 0;
   });
 }
@@ -710,7 +707,7 @@ __device__ void group_top_n(const RowGroup& g, Exchange& ex, int& phase, int& hp
   if (g.rank() == 0 && threadIdx.x == 0) ex.top_count = 0;
   uint32_t tau = core::kKeyNegInf + 1;
   if (want > 0) {
-    tau = group_select<kThreads, true>(
+    tau = group_select<kThreads>(
         g, ex, hphase, n, key_at,
         [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
         static_cast<uint64_t>(want));
@@ -939,7 +936,7 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
   if (use_k && kth_floor == max_key) {
     lo = max_key;
   } else if (use_k) {
-    lo = group_select<kThreads, true>(
+    lo = group_select<kThreads>(
         g, ex, hphase, n, key_at,
         [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
         static_cast<uint64_t>(rs.top_k));
@@ -961,7 +958,7 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
                                                   m, max_key, rs, lo, row);
     if (tp == 0) {
       LMS_COUNT_TOPP_FALLBACK();
-      tp = group_select_of<kThreads, false>(
+      tp = group_select_of<kThreads>(
           g, ex, hphase, n, key_at,
           [&](uint32_t k, int) -> uint64_t {
             const float e = kept_likelihood(k);
@@ -1089,7 +1086,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
         [](uint64_t x, uint64_t y) { return x + y; }, ex);
     if (valid_maxima >= k_cta) {
       const SingleBlock self;
-      s.lower = group_select<kThreads, true>(
+      s.lower = group_select<kThreads>(
           self, ex, hphase, kThreads, [&](int i) { return ex.thread_max[i]; },
           [](uint32_t k, int) { return static_cast<uint64_t>(k > core::kKeyNegInf); },
           static_cast<uint64_t>(k_cta));

@@ -79,7 +79,7 @@ uint32_t reference_select(const std::vector<uint32_t>& keys, const std::vector<u
 
 // target_of_total: 0 = the fixed target; else the target is ceil(total * num / 16), set by
 // group_select_of from the total it finds in its first round.
-template <int kThreads, bool kUnit>
+template <int kThreads>
 void check_select(const std::vector<uint32_t>& keys, const std::vector<uint64_t>& w,
                   uint64_t target, uint64_t num = 0) {
   std::vector<uint32_t> got(kThreads);
@@ -90,11 +90,11 @@ void check_select(const std::vector<uint32_t>& keys, const std::vector<uint64_t>
     int hphase = 0;
     const auto key_at = [&](int i) { return keys[static_cast<size_t>(i)]; };
     const auto weight_of = [&](uint32_t, int i) { return w[static_cast<size_t>(i)]; };
-    got[threadIdx.x] =
-        num == 0 ? group_select<kThreads, kUnit>(g, ex, hphase, n, key_at, weight_of, target)
-                 : lmsample::gpu::group_select_of<kThreads, kUnit>(
-                       g, ex, hphase, n, key_at, weight_of,
-                       [num](uint64_t total) { return (total * num + 15) / 16; });
+    got[threadIdx.x] = num == 0
+                           ? group_select<kThreads>(g, ex, hphase, n, key_at, weight_of, target)
+                           : lmsample::gpu::group_select_of<kThreads>(
+                                 g, ex, hphase, n, key_at, weight_of,
+                                 [num](uint64_t total) { return (total * num + 15) / 16; });
   });
   if (num != 0) {
     uint64_t total = 0;
@@ -125,18 +125,18 @@ TEST(SimtBlock, SelectByCountAndByMass) {
       }
       const uint64_t valid = static_cast<uint64_t>(std::count(unit.begin(), unit.end(), 1));
       for (const uint64_t k : {uint64_t{1}, (valid + 1) / 2, valid})
-        check_select<256, true>(keys, unit, k);
-      check_select<512, true>(keys, unit, valid);
+        check_select<256>(keys, unit, k);
+      check_select<512>(keys, unit, valid);
       // mass select: fixed-point weights up to 2^39
       std::vector<uint64_t> mass(keys.size());
       uint64_t total = 0;
       for (auto& m : mass) total += (m = gen() >> 25);
       if (total == 0) continue;
       for (const uint64_t target : {uint64_t{1}, total / 3 + 1, total})
-        check_select<256, false>(keys, mass, target);
+        check_select<256>(keys, mass, target);
       // the target as a fraction of the total the select finds (top-p)
       for (const uint64_t num : {uint64_t{1}, uint64_t{9}, uint64_t{16}})
-        check_select<256, false>(keys, mass, 0, num);
+        check_select<256>(keys, mass, 0, num);
     }
   }
 }
