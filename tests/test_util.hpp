@@ -86,6 +86,8 @@ struct Layout {
   int64_t mask_extra_words = 0;     //!< mask_row_words = ceil(V/32) + this (0: left 0)
   int64_t csr_base = 0;             //!< offsets[0] of every CSR array (junk entries before it)
   bool always_pass_params = false;  //!< pass every parameter array even when all defaults
+  //! a parameter whose value is the same in every row goes to RowParams::defaults, not an array
+  bool uniform_as_defaults = false;
 };
 
 //! A Request assembled from RowSpecs; owns every buffer the Request points into.
@@ -129,25 +131,33 @@ class Batch {
     req_.logits.row_stride = layout_.stride_extra == 0 ? 0 : stride;
     req_.top_logprobs = top_;
 
-    auto param = [&](auto member, auto dflt, auto& store) -> decltype(store.data()) {
-      bool any = layout_.always_pass_params;
+    auto param = [&](auto member, auto dflt, auto& store, auto& uniform) -> decltype(store.data()) {
+      bool any = layout_.always_pass_params, same = !rows_.empty();
       store.clear();
       for (const RowSpec& r : rows_) {
         store.push_back(r.*member);
         if (!(r.*member == dflt)) any = true;  // NaN counts as non-default too
+        same = same && std::memcmp(&(r.*member), &(rows_[0].*member), sizeof dflt) == 0;
+      }
+      if (layout_.uniform_as_defaults && same) {
+        uniform = rows_[0].*member;
+        return nullptr;
       }
       return any ? store.data() : nullptr;
     };
-    req_.params.temperature = param(&RowSpec::temperature, 1.0f, temperature_);
-    req_.params.top_k = param(&RowSpec::top_k, 0, top_k_);
-    req_.params.top_p = param(&RowSpec::top_p, 1.0f, top_p_);
-    req_.params.min_p = param(&RowSpec::min_p, 0.0f, min_p_);
-    req_.params.repetition_penalty = param(&RowSpec::repetition, 1.0f, repetition_);
-    req_.params.frequency_penalty = param(&RowSpec::frequency, 0.0f, frequency_);
-    req_.params.presence_penalty = param(&RowSpec::presence, 0.0f, presence_);
-    req_.params.seed = param(&RowSpec::seed, uint64_t{0}, seed_);
-    req_.params.step = param(&RowSpec::step, uint64_t{0}, step_);
-    req_.params.substream = param(&RowSpec::substream, uint32_t{0}, substream_);
+    lmsample::RowDefaults& d = req_.params.defaults;
+    req_.params.temperature = param(&RowSpec::temperature, 1.0f, temperature_, d.temperature);
+    req_.params.top_k = param(&RowSpec::top_k, 0, top_k_, d.top_k);
+    req_.params.top_p = param(&RowSpec::top_p, 1.0f, top_p_, d.top_p);
+    req_.params.min_p = param(&RowSpec::min_p, 0.0f, min_p_, d.min_p);
+    req_.params.repetition_penalty =
+        param(&RowSpec::repetition, 1.0f, repetition_, d.repetition_penalty);
+    req_.params.frequency_penalty =
+        param(&RowSpec::frequency, 0.0f, frequency_, d.frequency_penalty);
+    req_.params.presence_penalty = param(&RowSpec::presence, 0.0f, presence_, d.presence_penalty);
+    req_.params.seed = param(&RowSpec::seed, uint64_t{0}, seed_, d.seed);
+    req_.params.step = param(&RowSpec::step, uint64_t{0}, step_, d.step);
+    req_.params.substream = param(&RowSpec::substream, uint32_t{0}, substream_, d.substream);
 
     bool any_mask = false;
     for (const RowSpec& r : rows_) any_mask = any_mask || !r.mask.empty();

@@ -48,6 +48,23 @@ typedef struct lms_sparse_rows {
   const float* values; /* logit bias only */
 } lms_sparse_rows;
 
+/* The value of each parameter for every row whose array in lms_request is NULL (lmsample::
+ * RowDefaults): one value for the batch, passed by value. lms_request_init() sets the defaults
+ * (temperature 1, top_k 0, top_p 1, min_p 0, repetition 1, frequency 0, presence 0, seed 0,
+ * step 0, substream 0). A used value that is not valid is LMS_INVALID_ARGUMENT. */
+typedef struct lms_row_defaults {
+  float temperature;
+  int32_t top_k;
+  float top_p;
+  float min_p;
+  float repetition_penalty;
+  float frequency_penalty;
+  float presence_penalty;
+  uint64_t seed;
+  uint64_t step;
+  uint32_t substream;
+} lms_row_defaults;
+
 typedef struct lms_request {
   const void* logits;
   int32_t dtype;
@@ -65,6 +82,7 @@ typedef struct lms_request {
   const uint64_t* seed;
   const uint64_t* step;
   const uint32_t* substream;
+  lms_row_defaults defaults; /* the value of every NULL parameter array above */
   const uint32_t* allowed_mask;
   int64_t mask_row_words; /* 0 = ceil(vocab / 32) */
   lms_sparse_rows logit_bias;

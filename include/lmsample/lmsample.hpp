@@ -70,8 +70,26 @@ constexpr int64_t kMaxVocab = int64_t{1} << 24;
 //! Largest number of top logprobs per row.
 constexpr int32_t kMaxTopLogprobs = 64;
 
-//! Per-row parameters. Each pointer is either null (every row takes the default) or points to
-//! `batch` values. Defaults: temperature 1, top_k 0 (off), top_p 1 (off), min_p 0 (off),
+//! The value of each parameter for the rows of a call whose RowParams array is null: one value
+//! for the whole batch, passed by value (no device memory, nothing to upload: a GPU call with
+//! these stays capturable in a CUDA graph with the values baked in). The initial values are the
+//! parameters' defaults. A value that is used (its array is null) and is not valid is a
+//! structural error (kInvalidArgument, nothing written), checked on the host for every backend.
+struct RowDefaults {
+  float temperature = 1.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  uint32_t substream = 0;
+};
+
+//! Per-row parameters. Each pointer is either null (every row takes `defaults`' value) or points
+//! to `batch` values. Defaults: temperature 1, top_k 0 (off), top_p 1 (off), min_p 0 (off),
 //! penalties off (repetition 1, frequency 0, presence 0), seed 0, step 0, substream 0.
 struct RowParams {
   const float* temperature = nullptr;  //!< 0 = greedy (lowest id among ties); >= 0, finite
@@ -84,6 +102,7 @@ struct RowParams {
   const uint64_t* seed = nullptr;             //!< Philox key of the row
   const uint64_t* step = nullptr;             //!< Philox counter (the decoding step)
   const uint32_t* substream = nullptr;        //!< reserved sub-stream id (e.g. speculative drafts)
+  RowDefaults defaults;                       //!< the value of every null array above
 };
 
 //! Row-sparse data in CSR form: row r owns entries [offsets[r], offsets[r+1]).
@@ -134,10 +153,11 @@ struct Outputs {
 //!    less shared memory per row, so loads overlap the on-chip work: best at large batches for
 //!    greedy, top-k (k <= 512, with or without top-p) and min-p, whose rows finish from the
 //!    load's statistics; full passes then re-read the logits.
-//!  - kAuto: kStream for requests that carry a top_k or min_p array (without top logprobs, or
-//!    with them from batch 128 on), else kOnChip; kStream wherever the keys would otherwise go
-//!    to the workspace. (A policy from H100 measurements, results/gpu/README.md: the host does
-//!    not read the rows' parameters, only which arrays are given.)
+//!  - kAuto: kStream for requests that carry a top_k or min_p array, or a top_k > 0 or
+//!    min_p > 0 in RowParams::defaults (without top logprobs, or with them from batch 128 on),
+//!    else kOnChip; kStream wherever the keys would otherwise go to the workspace. (A policy from
+//!    H100 measurements, results/gpu/README.md: the host does not read the rows' arrays, only
+//!    which are given, and the defaults.)
 enum class GpuKeys : int32_t { kAuto = 0, kOnChip = 1, kStream = 2 };
 
 //! How a call runs. For kCuda and kHip, every pointer in Request and Outputs and the workspace

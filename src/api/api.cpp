@@ -12,6 +12,10 @@
 
 namespace lmsample {
 namespace api {
+
+// "top_p = nan (must be > 0)": the first bad parameter of some settings.
+std::string describe_settings(const core::RowSettings& s, int32_t status);
+
 namespace {
 
 Status invalid(const std::string& msg) { return Status{Code::kInvalidArgument, msg}; }
@@ -40,6 +44,22 @@ std::string fmt(float f) {
   return o.str();
 }
 
+// The RowParams::defaults values that some row uses (their array is null) must be valid.
+Status check_defaults(const RowParams& p) {
+  const core::RowSettings d = core::default_row_settings(p);
+  core::RowSettings used;  // valid placeholders where an array is given
+  if (!p.temperature) used.temperature = d.temperature;
+  if (!p.top_k) used.top_k = d.top_k;
+  if (!p.top_p) used.top_p = d.top_p;
+  if (!p.min_p) used.min_p = d.min_p;
+  if (!p.repetition_penalty) used.repetition = d.repetition;
+  if (!p.frequency_penalty) used.frequency = d.frequency;
+  if (!p.presence_penalty) used.presence = d.presence;
+  const int32_t st = core::validate_row_settings(used);
+  if (st == kRowOk) return Status::Ok();
+  return invalid("params.defaults: " + describe_settings(used, st));
+}
+
 }  // namespace
 
 Status validate_request(const Request& req, const Outputs& out, bool host_readable) {
@@ -60,6 +80,8 @@ Status validate_request(const Request& req, const Outputs& out, bool host_readab
   if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (l.vocab + 31) / 32)
     return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
                    " is smaller than ceil(vocab / 32) = " + std::to_string((l.vocab + 31) / 32));
+  Status d = check_defaults(req.params);
+  if (!d.ok()) return d;
   if (l.batch == 0) return Status::Ok();
   if (!l.data) return invalid("logits.data is null");
   if (!out.tokens) return invalid("outputs.tokens is null");
@@ -74,30 +96,33 @@ Status validate_request(const Request& req, const Outputs& out, bool host_readab
   return check_sparse(req.output_tokens, "output_tokens", l.batch, false, host_readable);
 }
 
-std::string describe_bad_row(const Request& req, int64_t row, int32_t status) {
-  const core::RowSettings s = core::load_row_settings(req.params, row);
-  const std::string r = "row " + std::to_string(row) + ": ";
+std::string describe_settings(const core::RowSettings& s, int32_t status) {
   switch (status) {
     case kRowBadTemperature:
-      return r + "temperature = " + fmt(s.temperature) + " (must be finite and >= 0)";
+      return "temperature = " + fmt(s.temperature) + " (must be finite and >= 0)";
     case kRowBadTopK:
-      return r + "top_k = " + std::to_string(s.top_k) + " (must be >= 0)";
+      return "top_k = " + std::to_string(s.top_k) + " (must be >= 0)";
     case kRowBadTopP:
-      return r + "top_p = " + fmt(s.top_p) + " (must be > 0)";
+      return "top_p = " + fmt(s.top_p) + " (must be > 0)";
     case kRowBadMinP:
-      return r + "min_p = " + fmt(s.min_p) + " (must be in [0, 1])";
+      return "min_p = " + fmt(s.min_p) + " (must be in [0, 1])";
     case kRowBadRepetitionPenalty:
-      return r + "repetition_penalty = " + fmt(s.repetition) + " (must be finite and > 0)";
+      return "repetition_penalty = " + fmt(s.repetition) + " (must be finite and > 0)";
     case kRowBadFrequencyPenalty:
-      return r + "frequency_penalty = " + fmt(s.frequency) + " (must be in [-2, 2])";
+      return "frequency_penalty = " + fmt(s.frequency) + " (must be in [-2, 2])";
     case kRowBadPresencePenalty:
-      return r + "presence_penalty = " + fmt(s.presence) + " (must be in [-2, 2])";
-    case kRowBadTokenId:
-      return r + "a logit_bias, prompt_tokens or output_tokens id is outside [0, vocab = " +
-             std::to_string(req.logits.vocab) + ")";
+      return "presence_penalty = " + fmt(s.presence) + " (must be in [-2, 2])";
     default:
-      return r + row_status_name(status);
+      return row_status_name(status);
   }
+}
+
+std::string describe_bad_row(const Request& req, int64_t row, int32_t status) {
+  const std::string r = "row " + std::to_string(row) + ": ";
+  if (status == kRowBadTokenId)
+    return r + "a logit_bias, prompt_tokens or output_tokens id is outside [0, vocab = " +
+           std::to_string(req.logits.vocab) + ")";
+  return r + describe_settings(core::load_row_settings(req.params, row), status);
 }
 
 }  // namespace api

@@ -34,6 +34,16 @@ lmsample::Request to_cpp(const lms_request& c) {
   r.params.seed = c.seed;
   r.params.step = c.step;
   r.params.substream = c.substream;
+  r.params.defaults.temperature = c.defaults.temperature;
+  r.params.defaults.top_k = c.defaults.top_k;
+  r.params.defaults.top_p = c.defaults.top_p;
+  r.params.defaults.min_p = c.defaults.min_p;
+  r.params.defaults.repetition_penalty = c.defaults.repetition_penalty;
+  r.params.defaults.frequency_penalty = c.defaults.frequency_penalty;
+  r.params.defaults.presence_penalty = c.defaults.presence_penalty;
+  r.params.defaults.seed = c.defaults.seed;
+  r.params.defaults.step = c.defaults.step;
+  r.params.defaults.substream = c.defaults.substream;
   r.allowed_mask = c.allowed_mask;
   r.mask_row_words = c.mask_row_words;
   r.logit_bias = to_cpp(c.logit_bias);
@@ -83,7 +93,19 @@ int from_status(const lmsample::Status& s) {
 extern "C" {
 
 void lms_request_init(lms_request* req) {
-  if (req) *req = lms_request{};
+  if (!req) return;
+  *req = lms_request{};
+  const lmsample::RowDefaults d;
+  req->defaults.temperature = d.temperature;
+  req->defaults.top_k = d.top_k;
+  req->defaults.top_p = d.top_p;
+  req->defaults.min_p = d.min_p;
+  req->defaults.repetition_penalty = d.repetition_penalty;
+  req->defaults.frequency_penalty = d.frequency_penalty;
+  req->defaults.presence_penalty = d.presence_penalty;
+  req->defaults.seed = d.seed;
+  req->defaults.step = d.step;
+  req->defaults.substream = d.substream;
 }
 void lms_outputs_init(lms_outputs* out) {
   if (out) *out = lms_outputs{};

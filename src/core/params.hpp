@@ -20,9 +20,27 @@ struct RowSettings {
   uint32_t substream = 0;
 };
 
-//! Reads row r's parameters (null arrays take the defaults). Pointers must be readable here.
-LMS_HD RowSettings load_row_settings(const RowParams& p, int64_t r) {
+//! The settings of a row whose arrays are all null: RowParams::defaults.
+LMS_HD RowSettings default_row_settings(const RowParams& p) {
+  const RowDefaults& d = p.defaults;
   RowSettings s;
+  s.temperature = d.temperature;
+  s.top_k = d.top_k;
+  s.top_p = d.top_p;
+  s.min_p = d.min_p;
+  s.repetition = d.repetition_penalty;
+  s.frequency = d.frequency_penalty;
+  s.presence = d.presence_penalty;
+  s.seed = d.seed;
+  s.step = d.step;
+  s.substream = d.substream;
+  return s;
+}
+
+//! Reads row r's parameters (null arrays take RowParams::defaults). Pointers must be readable
+//! here.
+LMS_HD RowSettings load_row_settings(const RowParams& p, int64_t r) {
+  RowSettings s = default_row_settings(p);
   if (p.temperature) s.temperature = p.temperature[r];
   if (p.top_k) s.top_k = p.top_k[r];
   if (p.top_p) s.top_p = p.top_p[r];

@@ -121,11 +121,15 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   }();
   const int mode = forced_keys >= 0 ? forced_keys : static_cast<int>(keys);
   const bool can_stream = !penalties && !req.logit_bias.offsets;
-  // kAuto streams requests that carry a top-k or min-p array: their rows finish from the load's
+  // kAuto streams requests that carry a top-k or min-p array (or a top-k or min-p for every row in
+  // RowParams::defaults): their rows finish from the load's
   // statistics, which streamed keys make as fast at B <= 32 and 1.7-2.1x faster at B >= 128 (H100,
   // results/gpu/README.md); with logprobs (a second pass over the row) only from B = 128 on.
   const bool logprobs = req.top_logprobs > 0;
-  const bool candidate_filters = req.params.top_k != nullptr || req.params.min_p != nullptr;
+  const RowParams& rp = req.params;
+  const bool candidate_filters = rp.top_k != nullptr || rp.min_p != nullptr ||
+                                 (!rp.top_k && rp.defaults.top_k > 0) ||
+                                 (!rp.min_p && rp.defaults.min_p > 0.0f);
   const bool auto_stream = candidate_filters && (!logprobs || b >= 128);
   p.stream = can_stream && (mode == static_cast<int>(GpuKeys::kStream) ||
                             (mode == static_cast<int>(GpuKeys::kAuto) && auto_stream));
