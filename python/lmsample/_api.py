@@ -1,0 +1,694 @@
+"""lmsample's Python API: sample() and Sampler. See docs/contract.md for what a row's result is."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from . import _lmsample as _ext
+from ._frameworks import Framework, framework_named, framework_of, stream_handle
+
+_BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2, "hip": 3}
+_GPU_KEYS = {"auto": 0, "on_chip": 1, "stream": 2}
+_DTYPES = {"float32": 0, "bfloat16": 1, "float16": 2}
+
+#: Row statuses (lmsample::RowStatus): 0 ok, 1 empty, 2.. a bad parameter.
+ROW_OK = 0
+ROW_EMPTY = 1
+ROW_STATUS_NAMES = tuple(_ext.row_status_name(i) for i in range(10))
+_BAD_ROW_PARAM = {
+    2: "temperature",
+    3: "top_k",
+    4: "top_p",
+    5: "min_p",
+    6: "repetition_penalty",
+    7: "frequency_penalty",
+    8: "presence_penalty",
+}
+
+
+class BadRowError(ValueError):
+    """Raised with raise_on_bad_rows=True when a row has an invalid parameter."""
+
+    def __init__(self, message: str, row: int, status: int):
+        super().__init__(message)
+        self.row = row
+        self.status = status
+
+
+class SampleResult:
+    """What a call returns, as arrays of the logits' framework on the logits' device.
+
+    tokens (int32 [B]; -1 where status != 0), status (int32 [B], see ROW_STATUS_NAMES),
+    logprob (float32 [B]) and kept (int32 [B], the size of the kept set) when logprobs=True,
+    top_ids / top_logprobs (int32 / float32 [B, n]) when top_logprobs=n > 0; None otherwise.
+    """
+
+    __slots__ = ("tokens", "status", "logprob", "kept", "top_ids", "top_logprobs")
+
+    def __init__(self, tokens, status, logprob=None, kept=None, top_ids=None, top_logprobs=None):
+        self.tokens = tokens
+        self.status = status
+        self.logprob = logprob
+        self.kept = kept
+        self.top_ids = top_ids
+        self.top_logprobs = top_logprobs
+
+    def __iter__(self):  # tokens, status = lmsample.sample(...)
+        return iter((self.tokens, self.status))
+
+    def __repr__(self) -> str:
+        parts = [f"tokens={self.tokens!r}", f"status={self.status!r}"]
+        for k in ("logprob", "kept", "top_ids", "top_logprobs"):
+            v = getattr(self, k)
+            if v is not None:
+                parts.append(f"{k}={v!r}")
+        return "SampleResult(" + ", ".join(parts) + ")"
+
+
+def _backend_code(backend: str) -> int:
+    try:
+        return _BACKENDS[backend]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"lmsample: backend={backend!r} is not one of 'auto', 'cpu', 'cuda', 'hip'"
+        ) from None
+
+
+def _keys_code(gpu_keys: str) -> int:
+    try:
+        return _GPU_KEYS[gpu_keys]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"lmsample: gpu_keys={gpu_keys!r} is not one of 'auto', 'on_chip', 'stream'"
+        ) from None
+
+
+def _is_array(x) -> bool:
+    return hasattr(x, "__dlpack__") or hasattr(x, "__array_interface__")
+
+
+def _history(fw: Framework, h, name: str, batch: int, device):
+    """A token history as (offsets, tokens) CSR: from a padded [B, L] int array (entries < 0 are
+    padding), a (offsets, tokens) pair, or a list of B token lists (copied from the host)."""
+    if h is None:
+        return None, None
+    if isinstance(h, tuple):
+        if len(h) != 2:
+            raise ValueError(f"lmsample: {name} as CSR is a pair (offsets int64 [B+1], tokens int32)")
+        return h
+    if _is_array(h):
+        if len(h.shape) != 2 or h.shape[0] != batch:
+            raise ValueError(
+                f"lmsample: {name} as a padded array must have shape ({batch}, L), "
+                f"got {tuple(h.shape)}"
+            )
+        if str(h.dtype).split(".")[-1] not in ("int32", "int64", "int16", "int8"):
+            raise ValueError(f"lmsample: {name} has dtype {h.dtype}; expected an integer dtype")
+        return fw.compact(h)
+    if isinstance(h, (list, tuple)):
+        if len(h) != batch:
+            raise ValueError(f"lmsample: {name} as lists needs {batch} lists, got {len(h)}")
+        offsets = [0]
+        tokens = []
+        for row in h:
+            tokens.extend(int(t) for t in row)
+            offsets.append(len(tokens))
+        return fw.asarray(offsets, "int64", device), fw.asarray(tokens, "int32", device)
+    raise ValueError(
+        f"lmsample: {name} must be a padded [B, L] int array, an (offsets, tokens) CSR pair or a "
+        f"list of token lists, got {type(h).__name__}"
+    )
+
+
+def _bias(fw: Framework, bias, batch: int, device):
+    """Logit bias as (offsets, tokens, values) CSR: a triple, or a list of B {token: bias} dicts
+    (copied from the host)."""
+    if bias is None:
+        return None, None, None
+    if isinstance(bias, tuple):
+        if len(bias) != 3:
+            raise ValueError(
+                "lmsample: logit_bias as CSR is a triple (offsets int64 [B+1], tokens int32, "
+                "values float32)"
+            )
+        return bias
+    if isinstance(bias, (list, tuple)):
+        if len(bias) != batch:
+            raise ValueError(f"lmsample: logit_bias as dicts needs {batch} entries, got {len(bias)}")
+        offsets, tokens, values = [0], [], []
+        for row in bias:
+            if row is None:
+                row = {}
+            if not isinstance(row, Mapping):
+                raise ValueError("lmsample: logit_bias rows must be {token: bias} dicts or None")
+            for t, v in row.items():
+                tokens.append(int(t))
+                values.append(float(v))
+            offsets.append(len(tokens))
+        return (
+            fw.asarray(offsets, "int64", device),
+            fw.asarray(tokens, "int32", device),
+            fw.asarray(values, "float32", device),
+        )
+    raise ValueError(
+        "lmsample: logit_bias must be an (offsets, tokens, values) CSR triple or a list of dicts"
+    )
+
+
+def _per_row(fw: Framework, x, dtype: str, device):
+    """Python lists become arrays on the device; scalars and arrays pass through."""
+    if isinstance(x, (list, tuple)):
+        return fw.asarray(list(x), dtype, device)
+    return x
+
+
+class _Buffers:
+    """Output arrays of one call."""
+
+    __slots__ = ("tokens", "status", "logprob", "kept", "top_ids", "top_logprobs")
+
+    @classmethod
+    def allocate(cls, fw: Framework, device, batch: int, logprobs: bool, n_top: int):
+        b = cls()
+        b.tokens = fw.empty((batch,), "int32", device)
+        b.status = fw.empty((batch,), "int32", device)
+        b.logprob = fw.empty((batch,), "float32", device) if logprobs else None
+        b.kept = fw.empty((batch,), "int32", device) if logprobs else None
+        b.top_ids = fw.empty((batch, n_top), "int32", device) if n_top else None
+        b.top_logprobs = fw.empty((batch, n_top), "float32", device) if n_top else None
+        return b
+
+
+def _out_buffers(out, batch, logprobs, n_top) -> _Buffers:
+    b = _Buffers()
+    if isinstance(out, SampleResult):
+        src = out
+        get = lambda k: getattr(src, k)  # noqa: E731
+    elif isinstance(out, Mapping):
+        get = out.get
+    elif isinstance(out, (tuple, list)):
+        names = ("tokens", "status", "logprob", "kept", "top_ids", "top_logprobs")
+        vals = dict(zip(names, out))
+        get = vals.get
+    else:
+        raise ValueError("lmsample: out= must be a SampleResult, a dict or a tuple of arrays")
+    for k in _Buffers.__slots__:
+        setattr(b, k, get(k))
+    if b.tokens is None or b.status is None:
+        raise ValueError("lmsample: out= needs tokens and status arrays")
+    if logprobs and (b.logprob is None or b.kept is None):
+        raise ValueError("lmsample: logprobs=True needs out logprob and kept arrays")
+    if n_top and (b.top_ids is None or b.top_logprobs is None):
+        raise ValueError("lmsample: top_logprobs > 0 needs out top_ids and top_logprobs arrays")
+    if not logprobs:
+        b.logprob = b.kept = None
+    if not n_top:
+        b.top_ids = b.top_logprobs = None
+    return b
+
+
+def _describe_bad_row(fw, row: int, status: int, params: Dict[str, Any]) -> str:
+    name = _BAD_ROW_PARAM.get(status)
+    if name is None:
+        return (
+            f"row {row}: a logit_bias, prompt_tokens or output_tokens id is outside [0, vocab)"
+            if status == 9
+            else f"row {row}: {ROW_STATUS_NAMES[status]}"
+        )
+    value = params.get(name)
+    if value is not None and _is_array(value):
+        value = fw.to_host_list(value[row])
+    return f"row {row}: {name} = {value} is not valid (status {ROW_STATUS_NAMES[status]})"
+
+
+def _raise_bad_rows(fw, status, params) -> None:
+    statuses = fw.to_host_list(status)  # synchronises (raise_on_bad_rows=True only)
+    for r, s in enumerate(statuses):
+        if s >= 2:
+            raise BadRowError(_describe_bad_row(fw, r, s, params), r, s)
+
+
+class _Call:
+    """Shared body of sample() and Sampler.sample()."""
+
+    @staticmethod
+    def run(
+        fw: Framework,
+        logits,
+        bufs: _Buffers,
+        tok_arg,
+        status_arg,
+        logprob_arg,
+        kept_arg,
+        top_ids_arg,
+        top_lp_arg,
+        params: Dict[str, Any],
+        n_top: int,
+        workspace,
+        workspace_size: int,
+        stream: int,
+        backend: int,
+        gpu_keys: int,
+        cpu_threads: int,
+    ):
+        p = params
+        mask = p["allowed_mask"]
+        bias_off, bias_tok, bias_val = p["_bias"]
+        prompt_off, prompt_tok = p["_prompt"]
+        output_off, output_tok = p["_output"]
+        return _ext.sample(
+            logits,
+            tok_arg,
+            status_arg,
+            logprob_arg,
+            kept_arg,
+            top_ids_arg,
+            top_lp_arg,
+            p["temperature"],
+            p["top_k"],
+            p["top_p"],
+            p["min_p"],
+            p["repetition_penalty"],
+            p["frequency_penalty"],
+            p["presence_penalty"],
+            p["seed"],
+            p["step"],
+            p["substream"],
+            mask,
+            bias_off,
+            bias_tok,
+            bias_val,
+            prompt_off,
+            prompt_tok,
+            output_off,
+            output_tok,
+            n_top,
+            workspace,
+            workspace_size,
+            stream,
+            backend,
+            gpu_keys,
+            cpu_threads,
+        )
+
+
+def _collect(
+    fw,
+    logits,
+    device,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    seed,
+    step,
+    substream,
+    repetition_penalty,
+    frequency_penalty,
+    presence_penalty,
+    logit_bias,
+    allowed_mask,
+    prompt_tokens,
+    output_tokens,
+):
+    batch = logits.shape[0] if len(logits.shape) >= 1 else 0
+    simple = (
+        logit_bias is None
+        and prompt_tokens is None
+        and output_tokens is None
+        and not isinstance(temperature, (list, tuple))
+        and not isinstance(top_k, (list, tuple))
+        and not isinstance(top_p, (list, tuple))
+        and not isinstance(min_p, (list, tuple))
+        and not isinstance(seed, (list, tuple))
+        and not isinstance(step, (list, tuple))
+    )
+    if simple:
+        return {
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "min_p": min_p,
+            "seed": seed,
+            "step": step,
+            "substream": _per_row(fw, substream, "int32", device),
+            "repetition_penalty": _per_row(fw, repetition_penalty, "float32", device),
+            "frequency_penalty": _per_row(fw, frequency_penalty, "float32", device),
+            "presence_penalty": _per_row(fw, presence_penalty, "float32", device),
+            "allowed_mask": allowed_mask,
+            "_bias": (None, None, None),
+            "_prompt": (None, None),
+            "_output": (None, None),
+        }
+    return {
+        "temperature": _per_row(fw, temperature, "float32", device),
+        "top_k": _per_row(fw, top_k, "int32", device),
+        "top_p": _per_row(fw, top_p, "float32", device),
+        "min_p": _per_row(fw, min_p, "float32", device),
+        "seed": _per_row(fw, seed, "int64", device),
+        "step": _per_row(fw, step, "int64", device),
+        "substream": _per_row(fw, substream, "int32", device),
+        "repetition_penalty": _per_row(fw, repetition_penalty, "float32", device),
+        "frequency_penalty": _per_row(fw, frequency_penalty, "float32", device),
+        "presence_penalty": _per_row(fw, presence_penalty, "float32", device),
+        "allowed_mask": allowed_mask,
+        "_bias": _bias(fw, logit_bias, batch, device),
+        "_prompt": _history(fw, prompt_tokens, "prompt_tokens", batch, device),
+        "_output": _history(fw, output_tokens, "output_tokens", batch, device),
+    }
+
+
+_tls = threading.local()
+
+
+def _workspace_for(fw, device, where, logits, backend, gpu_keys, cpu_threads):
+    """A per-thread, per-device workspace that grows as needed (sample() only)."""
+    batch, vocab = int(logits.shape[0]), int(logits.shape[1])
+    dtype = _DTYPES.get(str(logits.dtype).split(".")[-1], 0)
+    need = _ext.workspace_bytes(batch, vocab, dtype, where[0], where[1], backend, gpu_keys, cpu_threads)
+    if need == 0:
+        return None
+    cache = getattr(_tls, "workspaces", None)
+    if cache is None:
+        cache = _tls.workspaces = {}
+    key = (fw.name, str(device))
+    ws = cache.get(key)
+    if ws is None or ws.shape[0] < need:
+        ws = fw.empty((need,), "uint8", device)
+        cache[key] = ws
+    return ws
+
+
+def sample(
+    logits,
+    *,
+    temperature=None,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    seed=None,
+    step=None,
+    substream=None,
+    repetition_penalty=None,
+    frequency_penalty=None,
+    presence_penalty=None,
+    logit_bias=None,
+    allowed_mask=None,
+    prompt_tokens=None,
+    output_tokens=None,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
+    out=None,
+    stream=None,
+    backend: str = "auto",
+    gpu_keys: str = "auto",
+    cpu_threads: int = 0,
+    raise_on_bad_rows: bool = False,
+) -> SampleResult:
+    """Samples one token per row of `logits` ([B, V] float32 / bfloat16 / float16, any row
+    stride, on the CPU or a GPU; a torch tensor, NumPy or CuPy array).
+
+    Each row's token is a pure function of its logits, its parameters, its seed and its step
+    (docs/contract.md): the same on every backend, at any batch position.
+
+    Per-row parameters are a Python scalar (one value for every row; no device memory is
+    touched for it) or a 1-D array of length B on the logits' device (temperature, top_p, min_p
+    and the penalties float32; top_k int32; seed and step int64 or uint64; substream int32), or a
+    list. None takes the default (temperature 1, filters off, seed 0, step 0).
+
+    prompt_tokens / output_tokens: a padded [B, L] integer array (entries < 0 are padding,
+    compacted on the device without synchronising), an (offsets int64 [B+1], tokens int32) CSR
+    pair, or a list of B token lists. logit_bias: an (offsets, tokens, values) CSR triple or a
+    list of B {token: bias} dicts. allowed_mask: xgrammar's int32 bitmask [B, ceil(V/32)].
+
+    Returns a SampleResult whose arrays are new arrays of the logits' framework on its device, or
+    the arrays of `out=` (a SampleResult, dict or tuple), written in place. On a GPU the call is
+    asynchronous on the current stream of the framework (or `stream=`) and never synchronises,
+    except with raise_on_bad_rows=True, which reads the statuses back and raises BadRowError for
+    the first row with an invalid parameter (on the CPU this costs nothing extra). Errors in
+    shapes, dtypes, devices and parameters raise ValueError and write nothing.
+    """
+    fw = framework_of(logits)
+    device = fw.device_of(logits)
+    b_code = _backend_code(backend)
+    k_code = _keys_code(gpu_keys)
+    if not isinstance(top_logprobs, int) or isinstance(top_logprobs, bool):
+        raise ValueError(f"lmsample: top_logprobs must be an int, got {top_logprobs!r}")
+    if top_logprobs < 0 or top_logprobs > _ext.MAX_TOP_LOGPROBS:
+        raise ValueError(
+            f"lmsample: top_logprobs = {top_logprobs} is outside [0, {_ext.MAX_TOP_LOGPROBS}]"
+        )
+    if len(logits.shape) != 2:
+        raise ValueError(f"lmsample: logits must be 2-D [batch, vocab], got shape {tuple(logits.shape)}")
+    where = fw.where(device)
+    params = _collect(
+        fw, logits, device, temperature, top_k, top_p, min_p, seed, step, substream,
+        repetition_penalty, frequency_penalty, presence_penalty, logit_bias, allowed_mask,
+        prompt_tokens, output_tokens,
+    )  # fmt: skip
+    batch = int(logits.shape[0])
+    if out is not None:
+        target = _out_buffers(out, batch, logprobs, top_logprobs)
+        # a failed call must leave out= untouched: with raise_on_bad_rows the rows are sampled
+        # into fresh arrays first
+        bufs = (
+            _Buffers.allocate(fw, device, batch, logprobs, top_logprobs)
+            if raise_on_bad_rows
+            else target
+        )
+    else:
+        target = None
+        bufs = _Buffers.allocate(fw, device, batch, logprobs, top_logprobs)
+    s = stream_handle(stream)
+    if s is None:
+        s = fw.current_stream(device)
+    ws = _workspace_for(fw, device, where, logits, b_code, k_code, cpu_threads)
+    code, message, _ = _Call.run(
+        fw, logits, bufs, bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids,
+        bufs.top_logprobs, params, top_logprobs, ws, 0, s, b_code, k_code, cpu_threads,
+    )  # fmt: skip
+    if code == 3:  # workspace too small: cannot happen with _workspace_for's size
+        raise RuntimeError("lmsample: internal error: workspace too small")
+    if raise_on_bad_rows:
+        if code == 2:  # CPU: the library names the first bad row
+            r = int(message.split(":")[0].split()[-1]) if message.startswith("row ") else -1
+            st = int(fw.to_host_list(bufs.status[r])) if r >= 0 else 2
+            raise BadRowError("lmsample: " + message, r, st)
+        if where[0] != 1:
+            _raise_bad_rows(fw, bufs.status, params)
+        if target is not None:
+            for k in _Buffers.__slots__:
+                dst, src = getattr(target, k), getattr(bufs, k)
+                if dst is not None and src is not None:
+                    dst[...] = src
+            bufs = target
+    return SampleResult(bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids, bufs.top_logprobs)
+
+
+def _addr(x, fw: Framework) -> int:
+    if fw.name == "torch":
+        return x.data_ptr()
+    if fw.name == "cupy":
+        return x.data.ptr
+    return x.ctypes.data
+
+
+class Sampler:
+    """A sampler for batches of up to `max_batch` rows of `vocab` logits on one device.
+
+    It owns its workspace and its output arrays, allocated once through the framework's
+    allocator (torch's caching allocator for torch), so a call allocates nothing: on a GPU it
+    launches one kernel on the current stream (or `stream=`) and never synchronises, and it can
+    be captured in a torch.cuda.CUDAGraph and replayed with new logits, seeds and steps written
+    into the captured input tensors.
+
+    NOTE: the arrays a call returns are views of the sampler's own buffers (the same objects for
+    the same batch size): the next call overwrites them. Copy what you keep, or pass out=.
+    """
+
+    def __init__(
+        self,
+        max_batch: int,
+        vocab: int,
+        device: Any = "cpu",
+        *,
+        framework: Optional[str] = None,
+        max_top_logprobs: int = 0,
+        backend: str = "auto",
+        gpu_keys: str = "auto",
+        cpu_threads: int = 0,
+    ):
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"lmsample: max_batch = {max_batch!r} must be an int >= 1")
+        if not isinstance(vocab, int) or not 1 <= vocab <= _ext.MAX_VOCAB:
+            raise ValueError(f"lmsample: vocab = {vocab!r} must be an int in [1, {_ext.MAX_VOCAB}]")
+        if not 0 <= max_top_logprobs <= _ext.MAX_TOP_LOGPROBS:
+            raise ValueError(
+                f"lmsample: max_top_logprobs = {max_top_logprobs} is outside [0, {_ext.MAX_TOP_LOGPROBS}]"
+            )
+        if framework is None:
+            if _is_array(device):
+                fw = framework_of(device)
+                device = fw.device_of(device)
+            else:
+                import sys
+
+                mod = type(device).__module__.split(".")[0]
+                name = "torch" if mod == "torch" or "torch" in sys.modules else None
+                if name is None:
+                    if str(device) != "cpu":
+                        raise ValueError(
+                            "lmsample: Sampler(device=...) on a GPU needs framework='torch' or "
+                            "'cupy' (or a device object / array of that framework)"
+                        )
+                    name = "numpy"
+                fw = framework_named(name)
+        else:
+            fw = framework_named(framework)
+        if fw.name == "torch":
+            device = fw.t.device(device)
+            if device.type == "cuda" and device.index is None:
+                device = fw.t.device("cuda", fw.t.cuda.current_device())
+        self.framework = fw.name
+        self.device = device
+        self.max_batch = max_batch
+        self.vocab = vocab
+        self._fw = fw
+        self._where = fw.where(device)
+        self._backend = _backend_code(backend)
+        self._keys = _keys_code(gpu_keys)
+        self._threads = int(cpu_threads)
+        ws = 0
+        for dt in (0, 1, 2):
+            ws = max(ws, _ext.workspace_bytes(max_batch, vocab, dt, self._where[0], self._where[1],
+                                              self._backend, self._keys, self._threads))  # fmt: skip
+        self._ws_size = ws
+        self._ws = fw.empty((max(ws, 1),), "uint8", device)
+        self._ws_addr = _addr(self._ws, fw)
+        self._tokens = fw.empty((max_batch,), "int32", device)
+        self._status = fw.empty((max_batch,), "int32", device)
+        self._logprob = fw.empty((max_batch,), "float32", device)
+        self._kept = fw.empty((max_batch,), "int32", device)
+        self._n_top_max = max_top_logprobs
+        self._top_ids = fw.empty((max_batch * max(max_top_logprobs, 1),), "int32", device)
+        self._top_lp = fw.empty((max_batch * max(max_top_logprobs, 1),), "float32", device)
+        self._addrs = tuple(
+            _addr(x, fw) for x in (self._tokens, self._status, self._logprob, self._kept,
+                                   self._top_ids, self._top_lp)
+        )  # fmt: skip
+        self._views: Dict[Tuple[int, int], SampleResult] = {}
+        self._cuda = self._where[0] != 1
+        self._stream_of = fw.current_stream
+
+    def _result(self, batch: int, logprobs: bool, n_top: int) -> SampleResult:
+        key = (batch, n_top if n_top else (-1 if logprobs else 0))
+        r = self._views.get(key)
+        if r is None:
+            r = SampleResult(
+                self._tokens[:batch],
+                self._status[:batch],
+                self._logprob[:batch] if logprobs else None,
+                self._kept[:batch] if logprobs else None,
+                self._top_ids[: batch * n_top].reshape(batch, n_top) if n_top else None,
+                self._top_lp[: batch * n_top].reshape(batch, n_top) if n_top else None,
+            )
+            self._views[key] = r
+        return r
+
+    def sample(
+        self,
+        logits,
+        *,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        min_p=None,
+        seed=None,
+        step=None,
+        substream=None,
+        repetition_penalty=None,
+        frequency_penalty=None,
+        presence_penalty=None,
+        logit_bias=None,
+        allowed_mask=None,
+        prompt_tokens=None,
+        output_tokens=None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+        out=None,
+        stream=None,
+        raise_on_bad_rows: bool = False,
+    ) -> SampleResult:
+        """As lmsample.sample(), with the sampler's workspace and output buffers (see the class
+        note). The logits must be on the sampler's device, with at most max_batch rows of vocab
+        logits."""
+        shape = logits.shape
+        if len(shape) != 2 or shape[1] != self.vocab or shape[0] > self.max_batch:
+            raise ValueError(
+                f"lmsample: this Sampler takes logits [<= {self.max_batch}, {self.vocab}], got "
+                f"{tuple(shape)}"
+            )
+        if out is not None or raise_on_bad_rows or top_logprobs > self._n_top_max:
+            if top_logprobs > self._n_top_max and out is None:
+                raise ValueError(
+                    f"lmsample: top_logprobs = {top_logprobs} is above this Sampler's "
+                    f"max_top_logprobs = {self._n_top_max}"
+                )
+            return self._sample_general(
+                logits, temperature, top_k, top_p, min_p, seed, step, substream,
+                repetition_penalty, frequency_penalty, presence_penalty, logit_bias,
+                allowed_mask, prompt_tokens, output_tokens, logprobs, top_logprobs, out, stream,
+                raise_on_bad_rows,
+            )  # fmt: skip
+        fw = self._fw
+        batch = shape[0]
+        params = _collect(
+            fw, logits, self.device, temperature, top_k, top_p, min_p, seed, step, substream,
+            repetition_penalty, frequency_penalty, presence_penalty, logit_bias, allowed_mask,
+            prompt_tokens, output_tokens,
+        )  # fmt: skip
+        if stream is None:
+            s = self._stream_of(self.device) if self._cuda else 0
+        else:
+            s = stream_handle(stream)
+        a = self._addrs
+        _Call.run(
+            fw, logits, None, a[0], a[1], a[2] if logprobs else None, a[3] if logprobs else None,
+            a[4] if top_logprobs else None, a[5] if top_logprobs else None, params,
+            top_logprobs, self._ws_addr, self._ws_size, s, self._backend, self._keys,
+            self._threads,
+        )  # fmt: skip
+        return self._result(batch, logprobs, top_logprobs)
+
+    def _sample_general(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
+                        repetition_penalty, frequency_penalty, presence_penalty, logit_bias,
+                        allowed_mask, prompt_tokens, output_tokens, logprobs, top_logprobs, out,
+                        stream, raise_on_bad_rows):  # fmt: skip
+        return sample(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+            step=step, substream=substream, repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            logit_bias=logit_bias, allowed_mask=allowed_mask, prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens, logprobs=logprobs, top_logprobs=top_logprobs,
+            out=out if out is not None else self._result(logits.shape[0], logprobs, top_logprobs),
+            stream=stream, backend=[k for k, v in _BACKENDS.items() if v == self._backend][0],
+            gpu_keys=[k for k, v in _GPU_KEYS.items() if v == self._keys][0],
+            cpu_threads=self._threads, raise_on_bad_rows=raise_on_bad_rows,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (
+            f"Sampler(max_batch={self.max_batch}, vocab={self.vocab}, device={self.device!r}, "
+            f"framework={self.framework!r}, workspace={self._ws_size} bytes)"
+        )
+
+
+def version() -> str:
+    """The library's version."""
+    return _ext.version()
+
+
+def backend_available(backend: str) -> bool:
+    """Whether a backend ('cpu', 'cuda', 'hip') is built in and, for GPUs, has a device."""
+    return bool(_ext.backend_available(_backend_code(backend)))

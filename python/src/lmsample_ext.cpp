@@ -1,0 +1,516 @@
+// lmsample._lmsample: the Python extension. A thin binding (FlashInfer's rule: check inputs,
+// forward): arrays of any framework come in through DLPack (nanobind's ndarray), Python scalars
+// go to RowParams::defaults, and one call of lmsample::sample() runs. The Python package
+// (python/lmsample/) allocates outputs and workspaces through the caller's framework.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+
+#include <cstdint>
+#include <string>
+
+#include "lmsample/lmsample.hpp"
+
+#if defined(LMSAMPLE_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using lmsample::Backend;
+using lmsample::Code;
+using lmsample::DType;
+
+constexpr int kCpu = nb::device::cpu::value;
+constexpr int kCuda = nb::device::cuda::value;
+constexpr int kRocm = nb::device::rocm::value;
+
+using In = nb::ndarray<nb::ro>;
+using Out = nb::ndarray<>;
+
+[[noreturn]] void fail(const std::string& msg) { throw nb::value_error(msg.c_str()); }
+
+nb::dlpack::dtype bf16_dtype() {
+  return nb::dlpack::dtype{static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+}
+
+std::string dtype_name(nb::dlpack::dtype d) {
+  const char* code = "?";
+  switch (static_cast<nb::dlpack::dtype_code>(d.code)) {
+    case nb::dlpack::dtype_code::Int:
+      code = "int";
+      break;
+    case nb::dlpack::dtype_code::UInt:
+      code = "uint";
+      break;
+    case nb::dlpack::dtype_code::Float:
+      code = "float";
+      break;
+    case nb::dlpack::dtype_code::Bfloat:
+      code = "bfloat";
+      break;
+    case nb::dlpack::dtype_code::Bool:
+      code = "bool";
+      break;
+    default:
+      break;
+  }
+  return std::string(code) + std::to_string(d.bits);
+}
+
+std::string device_name(int type, int id) {
+  const char* t = type == kCpu ? "cpu" : type == kCuda ? "cuda" : type == kRocm ? "rocm" : "other";
+  return type == kCpu ? std::string(t) : std::string(t) + ":" + std::to_string(id);
+}
+
+// The device every array of a call must be on: the logits'.
+struct Where {
+  int type = kCpu;
+  int id = 0;
+};
+
+template <class A>
+void check_device(const A& a, const Where& w, const char* name) {
+  if (a.device_type() != w.type || (w.type != kCpu && a.device_id() != w.id))
+    fail(std::string(name) + " is on " + device_name(a.device_type(), a.device_id()) +
+         " but the logits are on " + device_name(w.type, w.id));
+}
+
+bool is_array(nb::handle h) {
+  return nb::hasattr(h, "__dlpack__") || PyObject_CheckBuffer(h.ptr()) ||
+         nb::hasattr(h, "__cuda_array_interface__");
+}
+
+// A 1-D array of `b` elements of one of the dtypes given (contiguous, or any stride for b <= 1).
+template <class A>
+A vector_of(nb::handle h, const char* name, int64_t b, const Where& w,
+            std::initializer_list<nb::dlpack::dtype> dtypes, const char* want) {
+  A a;
+  if (!nb::try_cast<A>(h, a, false))
+    fail(std::string(name) + ": expected a Python scalar, None or a 1-D array (DLPack), got " +
+         nb::type_name(h.type()).c_str());
+  bool dtype_ok = false;
+  for (const auto& d : dtypes) dtype_ok = dtype_ok || a.dtype() == d;
+  if (!dtype_ok)
+    fail(std::string(name) + " has dtype " + dtype_name(a.dtype()) + "; expected " + want);
+  if (a.ndim() != 1 || static_cast<int64_t>(a.shape(0)) != b)
+    fail(std::string(name) + " must have shape (" + std::to_string(b) + ",) (one value per row)" +
+         ", got " + std::to_string(a.ndim()) + "-D" +
+         (a.ndim() >= 1 ? " of length " + std::to_string(a.shape(0)) : std::string()));
+  if (b > 1 && a.stride(0) != 1)
+    fail(std::string(name) + " must be contiguous (stride 1), got stride " +
+         std::to_string(a.stride(0)));
+  check_device(a, w, name);
+  return a;
+}
+
+double float_scalar(nb::handle h, const char* name) {
+  if (PyBool_Check(h.ptr()) || !(PyFloat_Check(h.ptr()) || PyLong_Check(h.ptr()))) {
+    double v = 0;
+    if (!PyBool_Check(h.ptr()) && nb::try_cast<double>(h, v)) return v;
+    fail(std::string(name) + ": expected a number or a 1-D array, got " +
+         nb::type_name(h.type()).c_str());
+  }
+  return PyFloat_AsDouble(h.ptr());
+}
+
+bool is_scalar(nb::handle h) {
+  return PyFloat_Check(h.ptr()) || PyLong_Check(h.ptr()) ||
+         (!is_array(h) && PyNumber_Check(h.ptr()));
+}
+
+// A float parameter: scalar -> defaults, array -> pointer.
+void float_param(nb::handle h, const char* name, int64_t b, const Where& w, const float** ptr,
+                 float* dflt) {
+  if (h.is_none()) return;
+  if (is_scalar(h)) {
+    *dflt = static_cast<float>(float_scalar(h, name));
+    return;
+  }
+  *ptr = static_cast<const float*>(
+      vector_of<In>(h, name, b, w, {nb::dtype<float>()}, "float32").data());
+}
+
+int64_t int_scalar(nb::handle h, const char* name) {
+  if (PyFloat_Check(h.ptr()) || PyBool_Check(h.ptr()))
+    fail(std::string(name) + ": expected an integer, got " + nb::type_name(h.type()).c_str());
+  int64_t v = 0;
+  if (!nb::try_cast<int64_t>(h, v))
+    fail(std::string(name) + ": expected an integer in [-2^63, 2^63) or a 1-D array, got " +
+         nb::str(h).c_str());
+  return v;
+}
+
+void top_k_param(nb::handle h, int64_t b, const Where& w, const int32_t** ptr, int32_t* dflt) {
+  if (h.is_none()) return;
+  if (is_scalar(h)) {
+    const int64_t v = int_scalar(h, "top_k");
+    if (v < INT32_MIN || v > INT32_MAX)
+      fail("top_k = " + std::to_string(v) + " does not fit in int32");
+    *dflt = static_cast<int32_t>(v);
+    return;
+  }
+  *ptr = static_cast<const int32_t*>(
+      vector_of<In>(h, "top_k", b, w, {nb::dtype<int32_t>()}, "int32").data());
+}
+
+// seed / step: 64-bit patterns (int64 arrays are read as their two's-complement bits)
+void u64_param(nb::handle h, const char* name, int64_t b, const Where& w, const uint64_t** ptr,
+               uint64_t* dflt) {
+  if (h.is_none()) return;
+  if (is_scalar(h)) {
+    if (PyFloat_Check(h.ptr()) || PyBool_Check(h.ptr()))
+      fail(std::string(name) + ": expected an integer, got " + nb::type_name(h.type()).c_str());
+    uint64_t u = 0;
+    int64_t s = 0;
+    if (nb::try_cast<uint64_t>(h, u)) {
+      *dflt = u;
+    } else if (nb::try_cast<int64_t>(h, s) && s >= 0) {
+      *dflt = static_cast<uint64_t>(s);
+    } else {
+      fail(std::string(name) + " = " + nb::str(h).c_str() + " is outside [0, 2^64)");
+    }
+    return;
+  }
+  *ptr = static_cast<const uint64_t*>(
+      vector_of<In>(h, name, b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
+                    "int64 or uint64")
+          .data());
+}
+
+void u32_param(nb::handle h, const char* name, int64_t b, const Where& w, const uint32_t** ptr,
+               uint32_t* dflt) {
+  if (h.is_none()) return;
+  if (is_scalar(h)) {
+    const int64_t v = int_scalar(h, name);
+    if (v < 0 || v > UINT32_MAX)
+      fail(std::string(name) + " = " + std::to_string(v) + " is outside [0, 2^32)");
+    *dflt = static_cast<uint32_t>(v);
+    return;
+  }
+  *ptr = static_cast<const uint32_t*>(
+      vector_of<In>(h, name, b, w, {nb::dtype<uint32_t>(), nb::dtype<int32_t>()},
+                    "int32 or uint32")
+          .data());
+}
+
+// CSR rows: offsets int64 [b + 1], tokens int32 [n], values float32 [n] (bias only).
+lmsample::SparseRows sparse(nb::handle off, nb::handle tok, nb::handle val, const char* name,
+                            int64_t b, const Where& w) {
+  lmsample::SparseRows s;
+  if (off.is_none()) return s;
+  const std::string n(name);
+  In o = vector_of<In>(off, (n + " offsets").c_str(), b + 1, w, {nb::dtype<int64_t>()}, "int64");
+  In t;
+  if (!nb::try_cast<In>(tok, t, false)) fail(n + " tokens: expected a 1-D int32 array");
+  if (t.dtype() != nb::dtype<int32_t>())
+    fail(n + " tokens has dtype " + dtype_name(t.dtype()) + "; expected int32");
+  if (t.ndim() != 1 || (t.shape(0) > 1 && t.stride(0) != 1))
+    fail(n + " tokens must be a contiguous 1-D array");
+  check_device(t, w, (n + " tokens").c_str());
+  s.offsets = static_cast<const int64_t*>(o.data());
+  s.tokens = static_cast<const int32_t*>(t.data());
+  if (!val.is_none()) {
+    In v;
+    if (!nb::try_cast<In>(val, v, false)) fail(n + " values: expected a 1-D float32 array");
+    if (v.dtype() != nb::dtype<float>())
+      fail(n + " values has dtype " + dtype_name(v.dtype()) + "; expected float32");
+    if (v.ndim() != 1 || v.shape(0) != t.shape(0) || (v.shape(0) > 1 && v.stride(0) != 1))
+      fail(n + " values must be a contiguous 1-D array as long as its tokens (" +
+           std::to_string(t.shape(0)) + ")");
+    check_device(v, w, (n + " values").c_str());
+    s.values = static_cast<const float*>(v.data());
+  }
+  // On the CPU the library checks that the offsets do not decrease; it cannot check that they
+  // stay inside `tokens` (it is not told its length): check that here where the host can read
+  // them.
+  if (w.type == kCpu && b > 0) {
+    const int64_t* p = s.offsets;
+    if (p[0] < 0 || p[b] > static_cast<int64_t>(t.shape(0)))
+      fail(n + " offsets run outside its " + std::to_string(t.shape(0)) +
+           " tokens (offsets[0] = " + std::to_string(p[0]) + ", offsets[B] = " +
+           std::to_string(p[b]) + ")");
+  }
+  return s;
+}
+
+template <class T>
+T* out_vec(nb::handle h, const char* name, int64_t b, const Where& w, nb::dlpack::dtype d,
+           const char* want, int64_t cols = -1) {
+  if (h.is_none()) return nullptr;
+  if (PyLong_Check(h.ptr())) {
+    // private fast path of lmsample.Sampler: the address of a buffer it allocated itself on the
+    // logits' device, of the right dtype and at least this size
+    return reinterpret_cast<T*>(static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(h.ptr())));
+  }
+  Out a;
+  if (!nb::try_cast<Out>(h, a, false))
+    fail(std::string(name) + ": expected a writable array (DLPack), got " +
+         nb::type_name(h.type()).c_str());
+  if (a.dtype() != d)
+    fail(std::string(name) + " has dtype " + dtype_name(a.dtype()) + "; expected " + want);
+  const bool shape_ok = cols < 0 ? a.ndim() == 1 && static_cast<int64_t>(a.shape(0)) == b
+                                 : a.ndim() == 2 && static_cast<int64_t>(a.shape(0)) == b &&
+                                       static_cast<int64_t>(a.shape(1)) == cols;
+  if (!shape_ok)
+    fail(std::string(name) + " must have shape (" + std::to_string(b) +
+         (cols < 0 ? std::string(",)") : ", " + std::to_string(cols) + ")"));
+  const bool contiguous = cols < 0 ? (b <= 1 || a.stride(0) == 1)
+                                   : ((b <= 1 || a.stride(0) == cols) &&
+                                      (cols <= 1 || a.stride(1) == 1));
+  if (!contiguous) fail(std::string(name) + " must be contiguous");
+  check_device(a, w, name);
+  return static_cast<T*>(a.data());
+}
+
+#if defined(LMSAMPLE_WITH_CUDA)
+// Makes the logits' device current for the call (and restores the caller's).
+struct DeviceGuard {
+  int old = -1;
+  explicit DeviceGuard(const Where& w) {
+    if (w.type != kCuda) return;
+    if (cudaGetDevice(&old) == cudaSuccess && old != w.id) {
+      if (cudaSetDevice(w.id) != cudaSuccess) fail("cannot make cuda:" + std::to_string(w.id) +
+                                                   " the current device");
+    } else {
+      old = -1;
+    }
+  }
+  ~DeviceGuard() {
+    if (old >= 0) cudaSetDevice(old);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+#endif
+
+Backend backend_for(const Where& w, int asked) {
+  const auto b = static_cast<Backend>(asked);
+  if (w.type == kCpu) {
+    if (b == Backend::kAuto || b == Backend::kCpu) return Backend::kCpu;
+    fail("backend is not the cpu but the logits are in host memory; move them to the device or "
+         "use backend='cpu'");
+  }
+  if (w.type == kCuda) {
+    if (b == Backend::kAuto || b == Backend::kCuda) {
+      if (!lmsample::backend_available(Backend::kCuda))
+        fail(std::string("the logits are on ") + device_name(w.type, w.id) +
+             " but this lmsample has no usable CUDA backend (built without nvcc, or no device)");
+      return Backend::kCuda;
+    }
+    fail("backend = 'cpu' but the logits are on " + device_name(w.type, w.id) +
+         "; move them to the host first");
+  }
+  if (w.type == kRocm) {
+    if (b == Backend::kAuto || b == Backend::kHip) {
+      if (!lmsample::backend_available(Backend::kHip))
+        fail("the logits are on a ROCm device but this lmsample has no usable HIP backend");
+      return Backend::kHip;
+    }
+    fail("the logits are on a ROCm device; use backend='auto' or 'hip'");
+  }
+  fail("the logits are on an unsupported device (" + device_name(w.type, w.id) + ")");
+}
+
+struct Call {
+  lmsample::Request req;
+  lmsample::Outputs out;
+  lmsample::ExecConfig cfg;
+  Where where;
+};
+
+// Reads the logits [B, V] (fp32 / bf16 / fp16, unit element stride, any row stride).
+void read_logits(nb::handle h, Call& c) {
+  In l;
+  if (!nb::try_cast<In>(h, l, false))
+    fail(std::string("logits: expected a 2-D array or tensor (DLPack), got ") +
+         nb::type_name(h.type()).c_str());
+  if (l.ndim() != 2) fail("logits must be 2-D [batch, vocab], got " + std::to_string(l.ndim()) +
+                          "-D");
+  const nb::dlpack::dtype d = l.dtype();
+  if (d == nb::dtype<float>())
+    c.req.logits.dtype = DType::kFloat32;
+  else if (d == bf16_dtype())
+    c.req.logits.dtype = DType::kBFloat16;
+  else if (d == nb::dlpack::dtype{static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1})
+    c.req.logits.dtype = DType::kFloat16;
+  else
+    fail("logits have dtype " + dtype_name(d) + "; expected float32, bfloat16 or float16");
+  const int64_t b = static_cast<int64_t>(l.shape(0)), v = static_cast<int64_t>(l.shape(1));
+  if (v > 1 && l.stride(1) != 1)
+    fail("logits must have unit stride along the vocabulary (got " + std::to_string(l.stride(1)) +
+         "); a row stride of any size is fine");
+  if (b > 1 && l.stride(0) < v)
+    fail("logits' row stride " + std::to_string(l.stride(0)) + " is smaller than the vocabulary (" +
+         std::to_string(v) + ")");
+  c.where.type = l.device_type();
+  c.where.id = l.device_id();
+  c.req.logits.data = l.data();
+  c.req.logits.batch = b;
+  c.req.logits.vocab = v;
+  c.req.logits.row_stride = b > 1 ? static_cast<int64_t>(l.stride(0)) : 0;
+}
+
+nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::handle logprob,
+                 nb::handle kept, nb::handle top_ids, nb::handle top_lp, nb::handle temperature,
+                 nb::handle top_k, nb::handle top_p, nb::handle min_p, nb::handle repetition,
+                 nb::handle frequency, nb::handle presence, nb::handle seed, nb::handle step,
+                 nb::handle substream, nb::handle mask, nb::handle bias_off, nb::handle bias_tok,
+                 nb::handle bias_val, nb::handle prompt_off, nb::handle prompt_tok,
+                 nb::handle output_off, nb::handle output_tok, int n_top, nb::handle workspace,
+                 size_t workspace_size, uintptr_t stream, int backend, int gpu_keys,
+                 int cpu_threads) {
+  Call c;
+  read_logits(logits, c);
+  const int64_t b = c.req.logits.batch, v = c.req.logits.vocab;
+  const Where& w = c.where;
+  lmsample::RowParams& p = c.req.params;
+  lmsample::RowDefaults& d = p.defaults;
+  float_param(temperature, "temperature", b, w, &p.temperature, &d.temperature);
+  top_k_param(top_k, b, w, &p.top_k, &d.top_k);
+  float_param(top_p, "top_p", b, w, &p.top_p, &d.top_p);
+  float_param(min_p, "min_p", b, w, &p.min_p, &d.min_p);
+  float_param(repetition, "repetition_penalty", b, w, &p.repetition_penalty,
+              &d.repetition_penalty);
+  float_param(frequency, "frequency_penalty", b, w, &p.frequency_penalty, &d.frequency_penalty);
+  float_param(presence, "presence_penalty", b, w, &p.presence_penalty, &d.presence_penalty);
+  u64_param(seed, "seed", b, w, &p.seed, &d.seed);
+  u64_param(step, "step", b, w, &p.step, &d.step);
+  u32_param(substream, "substream", b, w, &p.substream, &d.substream);
+  if (!mask.is_none()) {
+    In m;
+    if (!nb::try_cast<In>(mask, m, false))
+      fail("allowed_mask: expected a 2-D int32 array [batch, ceil(vocab / 32)]");
+    if (m.dtype() != nb::dtype<int32_t>() && m.dtype() != nb::dtype<uint32_t>())
+      fail("allowed_mask has dtype " + dtype_name(m.dtype()) + "; expected int32 (xgrammar's " +
+           "bitmask) or uint32");
+    const int64_t words = (v + 31) / 32;
+    if (m.ndim() != 2 || static_cast<int64_t>(m.shape(0)) != b ||
+        static_cast<int64_t>(m.shape(1)) < words)
+      fail("allowed_mask must have shape (" + std::to_string(b) + ", " + std::to_string(words) +
+           ") (at least ceil(vocab / 32) words a row)");
+    if (m.shape(1) > 1 && m.stride(1) != 1) fail("allowed_mask must have unit stride along a row");
+    check_device(m, w, "allowed_mask");
+    c.req.allowed_mask = static_cast<const uint32_t*>(m.data());
+    c.req.mask_row_words = b > 1 ? static_cast<int64_t>(m.stride(0)) : 0;
+    if (b > 1 && c.req.mask_row_words < words)
+      fail("allowed_mask's row stride is smaller than ceil(vocab / 32)");
+  }
+  c.req.logit_bias = sparse(bias_off, bias_tok, bias_val, "logit_bias", b, w);
+  if (c.req.logit_bias.offsets && !c.req.logit_bias.values) fail("logit_bias: values missing");
+  c.req.prompt_tokens = sparse(prompt_off, prompt_tok, nb::none(), "prompt_tokens", b, w);
+  c.req.output_tokens = sparse(output_off, output_tok, nb::none(), "output_tokens", b, w);
+  if (n_top < 0 || n_top > lmsample::kMaxTopLogprobs)
+    fail("top_logprobs = " + std::to_string(n_top) + " is outside [0, " +
+         std::to_string(lmsample::kMaxTopLogprobs) + "]");
+  c.req.top_logprobs = n_top;
+
+  c.out.tokens = out_vec<int32_t>(tokens, "out tokens", b, w, nb::dtype<int32_t>(), "int32");
+  c.out.status = out_vec<int32_t>(status, "out status", b, w, nb::dtype<int32_t>(), "int32");
+  c.out.logprob = out_vec<float>(logprob, "out logprob", b, w, nb::dtype<float>(), "float32");
+  c.out.kept = out_vec<int32_t>(kept, "out kept", b, w, nb::dtype<int32_t>(), "int32");
+  if (n_top > 0) {
+    c.out.top_ids =
+        out_vec<int32_t>(top_ids, "out top_ids", b, w, nb::dtype<int32_t>(), "int32", n_top);
+    c.out.top_logprobs = out_vec<float>(top_lp, "out top_logprobs", b, w, nb::dtype<float>(),
+                                        "float32", n_top);
+  }
+  if (b > 0 && (!c.out.tokens || !c.out.status)) fail("tokens and status outputs are required");
+
+  c.cfg.backend = backend_for(w, backend);
+  if (gpu_keys < 0 || gpu_keys > 2) fail("gpu_keys must be 'auto', 'on_chip' or 'stream'");
+  c.cfg.gpu_keys = static_cast<lmsample::GpuKeys>(gpu_keys);
+  if (cpu_threads < 0) fail("cpu_threads must be >= 0 (0 = all hardware threads)");
+  c.cfg.cpu_threads = cpu_threads;
+  c.cfg.stream = reinterpret_cast<void*>(stream);
+
+  void* ws = nullptr;
+  size_t ws_bytes = 0;
+  if (PyLong_Check(workspace.ptr())) {  // the Sampler's own: (address, workspace_size)
+    ws = reinterpret_cast<void*>(static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(workspace.ptr())));
+    ws_bytes = workspace_size;
+  } else if (!workspace.is_none()) {
+    Out a;
+    if (!nb::try_cast<Out>(workspace, a, false)) fail("workspace: expected a writable array");
+    check_device(a, w, "workspace");
+    ws = a.data();
+    ws_bytes = a.nbytes();
+  }
+  lmsample::Status s;
+  {
+#if defined(LMSAMPLE_WITH_CUDA)
+    DeviceGuard guard(w);
+#endif
+    const size_t need = lmsample::workspace_size(c.req, c.cfg);
+    if (ws_bytes < need)
+      return nb::make_tuple(static_cast<int>(Code::kWorkspaceTooSmall), std::string(), need);
+    nb::gil_scoped_release unlocked;  // CPU calls run for a while; GPU calls return at once
+    s = lmsample::sample(c.req, c.out, ws, ws_bytes, c.cfg);
+  }
+  if (s.code == Code::kInvalidArgument) fail(s.message);
+  if (s.code == Code::kBackendError || s.code == Code::kUnsupported)
+    throw std::runtime_error(s.message);
+  return nb::make_tuple(static_cast<int>(s.code), s.message, size_t{0});
+}
+
+// Bytes of workspace a call needs: the largest over the request kinds a Sampler may serve.
+size_t workspace_bytes(int64_t batch, int64_t vocab, int dtype, int device_type, int device_id,
+                       int backend, int gpu_keys, int cpu_threads) {
+  Where w{device_type, device_id};
+  lmsample::Request r;
+  r.logits.batch = batch;
+  r.logits.vocab = vocab;
+  r.logits.dtype = static_cast<DType>(dtype);
+  lmsample::ExecConfig cfg;
+  cfg.backend = backend_for(w, backend);
+  cfg.gpu_keys = static_cast<lmsample::GpuKeys>(gpu_keys);
+  cfg.cpu_threads = cpu_threads;
+  static const int64_t kOff[2] = {0, 0};
+  static const int32_t kTok[1] = {0};
+  static const float kVal[1] = {0};
+  static const int32_t kK[1] = {1};
+  size_t most = 0;
+#if defined(LMSAMPLE_WITH_CUDA)
+  DeviceGuard guard(w);
+#endif
+  for (int variant = 0; variant < 16; ++variant) {
+    lmsample::Request q = r;
+    if (variant & 1) q.prompt_tokens = {kOff, kTok, nullptr};
+    if (variant & 2) q.logit_bias = {kOff, kTok, kVal};
+    if (variant & 4) q.params.top_k = kK;
+    if (variant & 8) q.top_logprobs = 1;
+    const size_t n = lmsample::workspace_size(q, cfg);
+    most = n > most ? n : most;
+  }
+  return most;
+}
+
+}  // namespace
+
+NB_MODULE(_lmsample, m) {
+  m.doc() = "lmsample's extension: one call of lmsample::sample() on DLPack arrays.";
+  m.def("sample", &sample, "logits"_a, "tokens"_a, "status"_a, "logprob"_a.none(),
+        "kept"_a.none(), "top_ids"_a.none(), "top_logprobs"_a.none(), "temperature"_a.none(),
+        "top_k"_a.none(), "top_p"_a.none(), "min_p"_a.none(), "repetition_penalty"_a.none(),
+        "frequency_penalty"_a.none(), "presence_penalty"_a.none(), "seed"_a.none(),
+        "step"_a.none(), "substream"_a.none(), "allowed_mask"_a.none(), "bias_offsets"_a.none(),
+        "bias_tokens"_a.none(), "bias_values"_a.none(), "prompt_offsets"_a.none(),
+        "prompt_tokens"_a.none(), "output_offsets"_a.none(), "output_tokens"_a.none(),
+        "n_top"_a, "workspace"_a.none(), "workspace_size"_a, "stream"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
+        "Low-level: samples into the given outputs; returns (code, message, workspace_needed).");
+  m.def("workspace_bytes", &workspace_bytes, "batch"_a, "vocab"_a, "dtype"_a, "device_type"_a,
+        "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
+        "Workspace bytes that serve any request of this shape.");
+  m.def("version", [] { return std::string(lmsample::version()); });
+  m.def("backend_available", [](int b) { return lmsample::backend_available(static_cast<Backend>(b)); });
+  m.def("row_status_name", [](int s) { return std::string(lmsample::row_status_name(s)); });
+  m.attr("DEVICE_CPU") = kCpu;
+  m.attr("DEVICE_CUDA") = kCuda;
+  m.attr("DEVICE_ROCM") = kRocm;
+  m.attr("MAX_TOP_LOGPROBS") = lmsample::kMaxTopLogprobs;
+  m.attr("MAX_VOCAB") = lmsample::kMaxVocab;
+}
