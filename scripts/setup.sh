@@ -5,8 +5,8 @@
 #
 #   apt (only the missing ones, `apt-get update` only when something is missing):
 #     cmake g++ make git pkg-config libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
-#     nlohmann-json3-dev, and with --python also python3 python3-venv python3-dev
-#   pip, into the virtual environment .venv/ of the checkout (with --python only):
+#     nlohmann-json3-dev, and with --test also clang-format python3 python3-venv python3-dev
+#   pip, into the virtual environment .venv/ of the checkout (with --test only):
 #     scikit-build-core, nanobind, numpy, pytest (the versions below)
 #
 # Root runs apt-get directly; another user through sudo. LMSAMPLE_NO_INSTALL=1 installs nothing
@@ -16,14 +16,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 want_python=0
 for a in "$@"; do
   case "$a" in
-    --python) want_python=1 ;;
-    *) echo "setup.sh: unknown argument '$a' (only --python)" >&2; exit 2 ;;
+    --test) want_python=1 ;;
+    *) echo "setup.sh: unknown argument '$a' (only --test)" >&2; exit 2 ;;
   esac
 done
 
 packages=(cmake g++ make git pkg-config libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
           nlohmann-json3-dev)
-if [ "$want_python" = 1 ]; then packages+=(python3 python3-venv python3-dev); fi
+if [ "$want_python" = 1 ]; then packages+=(clang-format python3 python3-venv python3-dev); fi
 
 missing=()
 for p in "${packages[@]}"; do

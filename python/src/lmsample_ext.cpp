@@ -7,6 +7,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -341,7 +342,7 @@ void read_logits(nb::handle h, Call& c) {
   else
     fail("logits have dtype " + dtype_name(d) + "; expected float32, bfloat16 or float16");
   const int64_t b = static_cast<int64_t>(l.shape(0)), v = static_cast<int64_t>(l.shape(1));
-  if (v > 1 && l.stride(1) != 1)
+  if (b > 0 && v > 1 && l.stride(1) != 1)
     fail("logits must have unit stride along the vocabulary (got " + std::to_string(l.stride(1)) +
          "); a row stride of any size is fine");
   if (b > 1 && l.stride(0) < v)
@@ -489,6 +490,31 @@ size_t workspace_bytes(int64_t batch, int64_t vocab, int dtype, int device_type,
   return most;
 }
 
+// For the Python-overhead benchmark (scripts/bench_python_overhead.py): the host time of `n`
+// lmsample::sample() calls made straight from C++ on these logits (temperature and top_p for
+// every row through RowParams::defaults, outputs into `tokens` / `status`), in microseconds per
+// call. Nothing is synchronised inside the loop.
+double bench_cpp_host_us(nb::handle logits, nb::handle tokens, nb::handle status, float temperature,
+                         float top_p, int n, uintptr_t stream) {
+  Call c;
+  read_logits(logits, c);
+  const int64_t b = c.req.logits.batch;
+  c.req.params.defaults.temperature = temperature;
+  c.req.params.defaults.top_p = top_p;
+  c.out.tokens = out_vec<int32_t>(tokens, "tokens", b, c.where, nb::dtype<int32_t>(), "int32");
+  c.out.status = out_vec<int32_t>(status, "status", b, c.where, nb::dtype<int32_t>(), "int32");
+  c.cfg.backend = backend_for(c.where, 0);
+  c.cfg.stream = reinterpret_cast<void*>(stream);
+  if (lmsample::workspace_size(c.req, c.cfg) != 0) fail("bench_cpp_host_us: needs a workspace");
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    const lmsample::Status s = lmsample::sample(c.req, c.out, nullptr, 0, c.cfg);
+    if (!s.ok()) fail(s.message);
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
+}
+
 }  // namespace
 
 NB_MODULE(_lmsample, m) {
@@ -505,6 +531,9 @@ NB_MODULE(_lmsample, m) {
   m.def("workspace_bytes", &workspace_bytes, "batch"_a, "vocab"_a, "dtype"_a, "device_type"_a,
         "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
         "Workspace bytes that serve any request of this shape.");
+  m.def("_bench_cpp_host_us", &bench_cpp_host_us, "logits"_a, "tokens"_a, "status"_a,
+        "temperature"_a, "top_p"_a, "n"_a, "stream"_a,
+        "Benchmark helper: host microseconds per lmsample::sample() call made from C++.");
   m.def("version", [] { return std::string(lmsample::version()); });
   m.def("backend_available", [](int b) { return lmsample::backend_available(static_cast<Backend>(b)); });
   m.def("row_status_name", [](int s) { return std::string(lmsample::row_status_name(s)); });
