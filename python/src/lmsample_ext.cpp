@@ -178,8 +178,7 @@ void u64_param(nb::handle h, const char* name, int64_t b, const Where& w, const 
     return;
   }
   *ptr = static_cast<const uint64_t*>(
-      vector_of<In>(h, name, b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
-                    "int64 or uint64")
+      vector_of<In>(h, name, b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()}, "int64 or uint64")
           .data());
 }
 
@@ -194,8 +193,7 @@ void u32_param(nb::handle h, const char* name, int64_t b, const Where& w, const 
     return;
   }
   *ptr = static_cast<const uint32_t*>(
-      vector_of<In>(h, name, b, w, {nb::dtype<uint32_t>(), nb::dtype<int32_t>()},
-                    "int32 or uint32")
+      vector_of<In>(h, name, b, w, {nb::dtype<uint32_t>(), nb::dtype<int32_t>()}, "int32 or uint32")
           .data());
 }
 
@@ -232,9 +230,8 @@ lmsample::SparseRows sparse(nb::handle off, nb::handle tok, nb::handle val, cons
   if (w.type == kCpu && b > 0) {
     const int64_t* p = s.offsets;
     if (p[0] < 0 || p[b] > static_cast<int64_t>(t.shape(0)))
-      fail(n + " offsets run outside its " + std::to_string(t.shape(0)) +
-           " tokens (offsets[0] = " + std::to_string(p[0]) + ", offsets[B] = " +
-           std::to_string(p[b]) + ")");
+      fail(n + " offsets run outside its " + std::to_string(t.shape(0)) + " tokens (offsets[0] = " +
+           std::to_string(p[0]) + ", offsets[B] = " + std::to_string(p[b]) + ")");
   }
   return s;
 }
@@ -260,9 +257,9 @@ T* out_vec(nb::handle h, const char* name, int64_t b, const Where& w, nb::dlpack
   if (!shape_ok)
     fail(std::string(name) + " must have shape (" + std::to_string(b) +
          (cols < 0 ? std::string(",)") : ", " + std::to_string(cols) + ")"));
-  const bool contiguous = cols < 0 ? (b <= 1 || a.stride(0) == 1)
-                                   : ((b <= 1 || a.stride(0) == cols) &&
-                                      (cols <= 1 || a.stride(1) == 1));
+  const bool contiguous =
+      cols < 0 ? (b <= 1 || a.stride(0) == 1)
+               : ((b <= 1 || a.stride(0) == cols) && (cols <= 1 || a.stride(1) == 1));
   if (!contiguous) fail(std::string(name) + " must be contiguous");
   check_device(a, w, name);
   return static_cast<T*>(a.data());
@@ -275,8 +272,8 @@ struct DeviceGuard {
   explicit DeviceGuard(const Where& w) {
     if (w.type != kCuda) return;
     if (cudaGetDevice(&old) == cudaSuccess && old != w.id) {
-      if (cudaSetDevice(w.id) != cudaSuccess) fail("cannot make cuda:" + std::to_string(w.id) +
-                                                   " the current device");
+      if (cudaSetDevice(w.id) != cudaSuccess)
+        fail("cannot make cuda:" + std::to_string(w.id) + " the current device");
     } else {
       old = -1;
     }
@@ -293,8 +290,9 @@ Backend backend_for(const Where& w, int asked) {
   const auto b = static_cast<Backend>(asked);
   if (w.type == kCpu) {
     if (b == Backend::kAuto || b == Backend::kCpu) return Backend::kCpu;
-    fail("backend is not the cpu but the logits are in host memory; move them to the device or "
-         "use backend='cpu'");
+    fail(
+        "backend is not the cpu but the logits are in host memory; move them to the device or "
+        "use backend='cpu'");
   }
   if (w.type == kCuda) {
     if (b == Backend::kAuto || b == Backend::kCuda) {
@@ -330,8 +328,8 @@ void read_logits(nb::handle h, Call& c) {
   if (!nb::try_cast<In>(h, l, false))
     fail(std::string("logits: expected a 2-D array or tensor (DLPack), got ") +
          nb::type_name(h.type()).c_str());
-  if (l.ndim() != 2) fail("logits must be 2-D [batch, vocab], got " + std::to_string(l.ndim()) +
-                          "-D");
+  if (l.ndim() != 2)
+    fail("logits must be 2-D [batch, vocab], got " + std::to_string(l.ndim()) + "-D");
   const nb::dlpack::dtype d = l.dtype();
   if (d == nb::dtype<float>())
     c.req.logits.dtype = DType::kFloat32;
@@ -375,8 +373,7 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
   top_k_param(top_k, b, w, &p.top_k, &d.top_k);
   float_param(top_p, "top_p", b, w, &p.top_p, &d.top_p);
   float_param(min_p, "min_p", b, w, &p.min_p, &d.min_p);
-  float_param(repetition, "repetition_penalty", b, w, &p.repetition_penalty,
-              &d.repetition_penalty);
+  float_param(repetition, "repetition_penalty", b, w, &p.repetition_penalty, &d.repetition_penalty);
   float_param(frequency, "frequency_penalty", b, w, &p.frequency_penalty, &d.frequency_penalty);
   float_param(presence, "presence_penalty", b, w, &p.presence_penalty, &d.presence_penalty);
   u64_param(seed, "seed", b, w, &p.seed, &d.seed);
@@ -417,8 +414,8 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
   if (n_top > 0) {
     c.out.top_ids =
         out_vec<int32_t>(top_ids, "out top_ids", b, w, nb::dtype<int32_t>(), "int32", n_top);
-    c.out.top_logprobs = out_vec<float>(top_lp, "out top_logprobs", b, w, nb::dtype<float>(),
-                                        "float32", n_top);
+    c.out.top_logprobs =
+        out_vec<float>(top_lp, "out top_logprobs", b, w, nb::dtype<float>(), "float32", n_top);
   }
   if (b > 0 && (!c.out.tokens || !c.out.status)) fail("tokens and status outputs are required");
 
@@ -432,7 +429,8 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
   void* ws = nullptr;
   size_t ws_bytes = 0;
   if (PyLong_Check(workspace.ptr())) {  // the Sampler's own: (address, workspace_size)
-    ws = reinterpret_cast<void*>(static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(workspace.ptr())));
+    ws =
+        reinterpret_cast<void*>(static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(workspace.ptr())));
     ws_bytes = workspace_size;
   } else if (!workspace.is_none()) {
     Out a;
@@ -519,14 +517,15 @@ double bench_cpp_host_us(nb::handle logits, nb::handle tokens, nb::handle status
 
 NB_MODULE(_lmsample, m) {
   m.doc() = "lmsample's extension: one call of lmsample::sample() on DLPack arrays.";
-  m.def("sample", &sample, "logits"_a, "tokens"_a, "status"_a, "logprob"_a.none(),
-        "kept"_a.none(), "top_ids"_a.none(), "top_logprobs"_a.none(), "temperature"_a.none(),
-        "top_k"_a.none(), "top_p"_a.none(), "min_p"_a.none(), "repetition_penalty"_a.none(),
-        "frequency_penalty"_a.none(), "presence_penalty"_a.none(), "seed"_a.none(),
-        "step"_a.none(), "substream"_a.none(), "allowed_mask"_a.none(), "bias_offsets"_a.none(),
+  m.def("sample", &sample, "logits"_a, "tokens"_a, "status"_a, "logprob"_a.none(), "kept"_a.none(),
+        "top_ids"_a.none(), "top_logprobs"_a.none(), "temperature"_a.none(), "top_k"_a.none(),
+        "top_p"_a.none(), "min_p"_a.none(), "repetition_penalty"_a.none(),
+        "frequency_penalty"_a.none(), "presence_penalty"_a.none(), "seed"_a.none(), "step"_a.none(),
+        "substream"_a.none(), "allowed_mask"_a.none(), "bias_offsets"_a.none(),
         "bias_tokens"_a.none(), "bias_values"_a.none(), "prompt_offsets"_a.none(),
-        "prompt_tokens"_a.none(), "output_offsets"_a.none(), "output_tokens"_a.none(),
-        "n_top"_a, "workspace"_a.none(), "workspace_size"_a, "stream"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
+        "prompt_tokens"_a.none(), "output_offsets"_a.none(), "output_tokens"_a.none(), "n_top"_a,
+        "workspace"_a.none(), "workspace_size"_a, "stream"_a, "backend"_a, "gpu_keys"_a,
+        "cpu_threads"_a,
         "Low-level: samples into the given outputs; returns (code, message, workspace_needed).");
   m.def("workspace_bytes", &workspace_bytes, "batch"_a, "vocab"_a, "dtype"_a, "device_type"_a,
         "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
@@ -535,7 +534,8 @@ NB_MODULE(_lmsample, m) {
         "temperature"_a, "top_p"_a, "n"_a, "stream"_a,
         "Benchmark helper: host microseconds per lmsample::sample() call made from C++.");
   m.def("version", [] { return std::string(lmsample::version()); });
-  m.def("backend_available", [](int b) { return lmsample::backend_available(static_cast<Backend>(b)); });
+  m.def("backend_available",
+        [](int b) { return lmsample::backend_available(static_cast<Backend>(b)); });
   m.def("row_status_name", [](int s) { return std::string(lmsample::row_status_name(s)); });
   m.attr("DEVICE_CPU") = kCpu;
   m.attr("DEVICE_CUDA") = kCuda;
