@@ -11,6 +11,7 @@ on every backend and at any batch position (docs/contract.md). Arrays come in th
 `lmsample.flashinfer` offers flashinfer.sampling's names and signatures.
 """
 
+from . import flashinfer
 from ._api import (
     ROW_EMPTY,
     ROW_OK,
@@ -38,10 +39,3 @@ __all__ = [
     "version",
 ]
 
-
-def __getattr__(name):  # lmsample.flashinfer is imported on first use
-    if name == "flashinfer":
-        from . import flashinfer
-
-        return flashinfer
-    raise AttributeError(f"module 'lmsample' has no attribute {name!r}")

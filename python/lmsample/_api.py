@@ -27,6 +27,10 @@ _BAD_ROW_PARAM = {
 }
 
 
+class _Fallback(Exception):
+    """Internal: a fast path hands the call to the general one."""
+
+
 class BadRowError(ValueError):
     """Raised with raise_on_bad_rows=True when a row has an invalid parameter."""
 
@@ -580,6 +584,18 @@ class Sampler:
         self._views: Dict[Tuple[int, int], SampleResult] = {}
         self._cuda = self._where[0] != 1
         self._stream_of = fw.current_stream
+        self._torch = None
+        if fw.name == "torch":
+            t = fw.t
+            self._torch = t
+            self._tensor_type = t.Tensor
+            self._logit_dtypes = {t.float32: 0, t.bfloat16: 1, t.float16: 2}
+            self._f32 = (t.float32,)
+            self._i32 = (t.int32,)
+            self._u32 = (t.int32, getattr(t, "uint32", t.int32))
+            self._u64 = (t.int64, getattr(t, "uint64", t.int64))
+            # get_device(): -1 for host tensors, else the device index
+            self._dev_index = -1 if device.type == "cpu" else self._where[1]
 
     def _result(self, batch: int, logprobs: bool, n_top: int) -> SampleResult:
         key = (batch, n_top if n_top else (-1 if logprobs else 0))
@@ -623,6 +639,23 @@ class Sampler:
         """As lmsample.sample(), with the sampler's workspace and output buffers (see the class
         note). The logits must be on the sampler's device, with at most max_batch rows of vocab
         logits."""
+        if (
+            self._torch is not None
+            and type(logits) is self._tensor_type
+            and out is None
+            and not raise_on_bad_rows
+            and logit_bias is None
+            and allowed_mask is None
+            and prompt_tokens is None
+            and output_tokens is None
+            and 0 <= top_logprobs <= self._n_top_max
+            and type(top_logprobs) is int
+        ):
+            return self._sample_torch(
+                logits, temperature, top_k, top_p, min_p, seed, step, substream,
+                repetition_penalty, frequency_penalty, presence_penalty, logprobs, top_logprobs,
+                stream,
+            )  # fmt: skip
         shape = logits.shape
         if len(shape) != 2 or shape[1] != self.vocab or shape[0] > self.max_batch:
             raise ValueError(
@@ -660,6 +693,73 @@ class Sampler:
             self._threads,
         )  # fmt: skip
         return self._result(batch, logprobs, top_logprobs)
+
+    def _raw(self, x, name, dtypes, batch):
+        """A per-row torch tensor as the extension's raw (address,) after the checks the
+        extension would make (dtype, shape, contiguity, device); scalars and None pass."""
+        if x is None or type(x) is float or type(x) is int:
+            return x
+        if type(x) is not self._tensor_type:
+            if isinstance(x, (list, tuple)):
+                raise _Fallback
+            return x  # the extension reads it through DLPack (and names what is wrong)
+        if x.dtype not in dtypes or x.dim() != 1 or x.shape[0] != batch:
+            return x  # the extension raises the ValueError that names it
+        if x.get_device() != self._dev_index or (batch > 1 and x.stride(0) != 1):
+            return x
+        return (x.data_ptr(),)
+
+    def _sample_torch(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
+                      repetition_penalty, frequency_penalty, presence_penalty, logprobs,
+                      top_logprobs, stream):  # fmt: skip
+        """The torch path: the logits and per-row tensors are read through their own
+        accessors, not DLPack (a DLPack export of a torch tensor costs about 3 us)."""
+        shape = logits.shape
+        if len(shape) != 2 or shape[1] != self.vocab or shape[0] > self.max_batch:
+            raise ValueError(
+                f"lmsample: this Sampler takes logits [<= {self.max_batch}, {self.vocab}], got "
+                f"{tuple(shape)}"
+            )
+        b = shape[0]
+        dt = self._logit_dtypes.get(logits.dtype)
+        dev = logits.get_device()
+        row_stride, col_stride = logits.stride()
+        if dt is None or dev != self._dev_index or (col_stride != 1 and b > 0 and shape[1] > 1):
+            raw_logits = logits  # the extension names the problem
+        else:
+            raw_logits = (logits.data_ptr(), dt, b, shape[1], row_stride) + self._where
+        try:
+            f32 = self._f32
+            args = (
+                self._raw(temperature, "temperature", f32, b),
+                self._raw(top_k, "top_k", self._i32, b),
+                self._raw(top_p, "top_p", f32, b),
+                self._raw(min_p, "min_p", f32, b),
+                self._raw(repetition_penalty, "repetition_penalty", f32, b),
+                self._raw(frequency_penalty, "frequency_penalty", f32, b),
+                self._raw(presence_penalty, "presence_penalty", f32, b),
+                self._raw(seed, "seed", self._u64, b),
+                self._raw(step, "step", self._u64, b),
+                self._raw(substream, "substream", self._u32, b),
+            )
+        except _Fallback:
+            return self._sample_general(
+                logits, temperature, top_k, top_p, min_p, seed, step, substream,
+                repetition_penalty, frequency_penalty, presence_penalty, None, None, None, None,
+                logprobs, top_logprobs, None, stream, False,
+            )  # fmt: skip
+        if stream is None:
+            s = self._stream_of(self.device) if self._cuda else 0
+        else:
+            s = stream_handle(stream)
+        a = self._addrs
+        _ext.sample(
+            raw_logits, a[0], a[1], a[2] if logprobs else None, a[3] if logprobs else None,
+            a[4] if top_logprobs else None, a[5] if top_logprobs else None, *args, None, None,
+            None, None, None, None, None, None, top_logprobs, self._ws_addr, self._ws_size, s,
+            self._backend, self._keys, self._threads,
+        )  # fmt: skip
+        return self._result(b, logprobs, top_logprobs)
 
     def _sample_general(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
                         repetition_penalty, frequency_penalty, presence_penalty, logit_bias,

@@ -109,6 +109,16 @@ A vector_of(nb::handle h, const char* name, int64_t b, const Where& w,
   return a;
 }
 
+// Private fast path of the Python package (_api.py's torch path): a 1-tuple (address,) is an
+// array the package has already checked (dtype, length, contiguity, device) with the tensor's
+// own accessors, which costs far less than a DLPack export.
+bool raw_address(nb::handle h, const void** ptr) {
+  if (!PyTuple_Check(h.ptr()) || PyTuple_GET_SIZE(h.ptr()) != 1) return false;
+  *ptr = reinterpret_cast<const void*>(
+      static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(h.ptr(), 0))));
+  return true;
+}
+
 double float_scalar(nb::handle h, const char* name) {
   if (PyBool_Check(h.ptr()) || !(PyFloat_Check(h.ptr()) || PyLong_Check(h.ptr()))) {
     double v = 0;
@@ -128,6 +138,10 @@ bool is_scalar(nb::handle h) {
 void float_param(nb::handle h, const char* name, int64_t b, const Where& w, const float** ptr,
                  float* dflt) {
   if (h.is_none()) return;
+  if (const void* raw = nullptr; raw_address(h, &raw)) {
+    *ptr = static_cast<const float*>(raw);
+    return;
+  }
   if (is_scalar(h)) {
     *dflt = static_cast<float>(float_scalar(h, name));
     return;
@@ -148,6 +162,10 @@ int64_t int_scalar(nb::handle h, const char* name) {
 
 void top_k_param(nb::handle h, int64_t b, const Where& w, const int32_t** ptr, int32_t* dflt) {
   if (h.is_none()) return;
+  if (const void* raw = nullptr; raw_address(h, &raw)) {
+    *ptr = static_cast<const int32_t*>(raw);
+    return;
+  }
   if (is_scalar(h)) {
     const int64_t v = int_scalar(h, "top_k");
     if (v < INT32_MIN || v > INT32_MAX)
@@ -163,6 +181,10 @@ void top_k_param(nb::handle h, int64_t b, const Where& w, const int32_t** ptr, i
 void u64_param(nb::handle h, const char* name, int64_t b, const Where& w, const uint64_t** ptr,
                uint64_t* dflt) {
   if (h.is_none()) return;
+  if (const void* raw = nullptr; raw_address(h, &raw)) {
+    *ptr = static_cast<const uint64_t*>(raw);
+    return;
+  }
   if (is_scalar(h)) {
     if (PyFloat_Check(h.ptr()) || PyBool_Check(h.ptr()))
       fail(std::string(name) + ": expected an integer, got " + nb::type_name(h.type()).c_str());
@@ -185,6 +207,10 @@ void u64_param(nb::handle h, const char* name, int64_t b, const Where& w, const 
 void u32_param(nb::handle h, const char* name, int64_t b, const Where& w, const uint32_t** ptr,
                uint32_t* dflt) {
   if (h.is_none()) return;
+  if (const void* raw = nullptr; raw_address(h, &raw)) {
+    *ptr = static_cast<const uint32_t*>(raw);
+    return;
+  }
   if (is_scalar(h)) {
     const int64_t v = int_scalar(h, name);
     if (v < 0 || v > UINT32_MAX)
@@ -324,6 +350,20 @@ struct Call {
 
 // Reads the logits [B, V] (fp32 / bf16 / fp16, unit element stride, any row stride).
 void read_logits(nb::handle h, Call& c) {
+  if (PyTuple_Check(h.ptr())) {
+    // (address, dtype code, batch, vocab, row stride, device type, device id): the package's
+    // torch fast path, read off the tensor's own accessors and checked there
+    nb::tuple t = nb::borrow<nb::tuple>(h);
+    if (t.size() != 7) fail("logits: internal: a raw logits tuple has 7 entries");
+    c.req.logits.data = reinterpret_cast<const void*>(nb::cast<uintptr_t>(t[0]));
+    c.req.logits.dtype = static_cast<DType>(nb::cast<int>(t[1]));
+    c.req.logits.batch = nb::cast<int64_t>(t[2]);
+    c.req.logits.vocab = nb::cast<int64_t>(t[3]);
+    c.req.logits.row_stride = c.req.logits.batch > 1 ? nb::cast<int64_t>(t[4]) : 0;
+    c.where.type = nb::cast<int>(t[5]);
+    c.where.id = nb::cast<int>(t[6]);
+    return;
+  }
   In l;
   if (!nb::try_cast<In>(h, l, false))
     fail(std::string("logits: expected a 2-D array or tensor (DLPack), got ") +

@@ -1,6 +1,6 @@
 // The C++ API: structural validation shared by all backends, then dispatch.
 #include <cmath>
-#include <sstream>
+#include <cstdio>
 
 #include "api/validate.hpp"
 #include "core/params.hpp"
@@ -37,11 +37,14 @@ Status check_sparse(const SparseRows& s, const char* name, int64_t batch, bool n
   return Status::Ok();
 }
 
+// NOTE: printf, not an ostringstream: a Python extension that links libstdc++ statically (as
+// some toolchains' wheel builds do) may have no initialised locale facets, and iostreams then
+// crash (seen on the H200 machine's image).
 std::string fmt(float f) {
   if (std::isnan(f)) return "nan";
-  std::ostringstream o;
-  o << f;
-  return o.str();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(f));
+  return buf;
 }
 
 // The RowParams::defaults values that some row uses (their array is null) must be valid.

@@ -191,3 +191,39 @@ def test_cuda_graph_capture_and_replay_equal_eager():
         cpu = lmsample.sample(new.cpu(), temperature=0.8, top_p=0.9, seed=seeds.cpu(),
                               step=step)  # fmt: skip
         assert torch.equal(got.cpu(), cpu.tokens)
+
+
+def test_sampler_torch_path_checks_what_dlpack_would():
+    """The Sampler's torch path reads tensors through their accessors: it must accept and reject
+    exactly what the DLPack path does."""
+    rng = np.random.default_rng(26)
+    b, v = 5, 3000
+    x = torch.from_numpy(random_logits(rng, b, v))
+    p = torch_params(random_params(rng, b), "cpu")
+    s = lmsample.Sampler(8, v, "cpu")
+    for dt in (torch.float32, torch.bfloat16, torch.float16):
+        got = s.sample(x.to(dt), logprobs=True, **p)
+        want = lmsample.sample(x.to(dt), logprobs=True, **p)
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.kept, want.kept)
+    wide = torch.from_numpy(random_logits(rng, b, v + 77))
+    assert torch.equal(
+        s.sample(wide[:, :v], temperature=0.5, seed=3).tokens,
+        lmsample.sample(wide[:, :v].contiguous(), temperature=0.5, seed=3).tokens,
+    )
+    with pytest.raises(ValueError, match="int64; expected int32"):
+        s.sample(x, top_k=torch.ones(b, dtype=torch.int64))
+    with pytest.raises(ValueError, match="shape"):
+        s.sample(x, top_p=torch.ones(b + 1))
+    with pytest.raises(ValueError, match="contiguous"):
+        s.sample(x, top_p=torch.ones(2 * b)[::2])
+    with pytest.raises(ValueError, match="float64"):
+        s.sample(x.double())
+    with pytest.raises(ValueError, match="unit stride"):
+        s.sample(wide[:, ::2][:, :v] if wide[:, ::2].shape[1] >= v else torch.zeros(b, 2 * v)[:, ::2])
+    with pytest.raises(ValueError, match="Sampler takes"):
+        s.sample(torch.zeros(9, v))
+    # lists fall back to the general path
+    assert torch.equal(
+        s.sample(x, temperature=[0.7] * b, seed=1).tokens,
+        lmsample.sample(x, temperature=0.7, seed=1).tokens,
+    )
