@@ -373,6 +373,10 @@ def _workspace_for(fw, device, where, logits, backend, gpu_keys, cpu_threads):
     need = _ext.workspace_bytes(batch, vocab, dtype, where[0], where[1], backend, gpu_keys, cpu_threads)
     if need == 0:
         return None
+    if where[0] != 1:
+        # GPU calls are asynchronous and may run on different streams: a fresh workspace per
+        # call (the framework's caching allocator makes this cheap and stream-safe)
+        return fw.empty((need,), "uint8", device)
     cache = getattr(_tls, "workspaces", None)
     if cache is None:
         cache = _tls.workspaces = {}
@@ -433,6 +437,30 @@ def sample(
     the first row with an invalid parameter (on the CPU this costs nothing extra). Errors in
     shapes, dtypes, devices and parameters raise ValueError and write nothing.
     """
+    if (
+        type(logits).__module__ == "torch"
+        and out is None
+        and not raise_on_bad_rows
+        and logit_bias is None
+        and allowed_mask is None
+        and prompt_tokens is None
+        and output_tokens is None
+        and type(top_logprobs) is int
+        and 0 <= top_logprobs <= _ext.MAX_TOP_LOGPROBS
+        and stream is None
+        and len(logits.shape) == 2
+        and logits.shape[0] > 0
+    ):
+        ctx = _torch_context(logits, backend, gpu_keys, cpu_threads)
+        if ctx is not None:
+            try:
+                return ctx._sample_torch(
+                    logits, temperature, top_k, top_p, min_p, seed, step, substream,
+                    repetition_penalty, frequency_penalty, presence_penalty, logprobs,
+                    top_logprobs, None, fresh=True,
+                )  # fmt: skip
+            except _Fallback:
+                pass  # lists: the general path below converts them
     fw = framework_of(logits)
     device = fw.device_of(logits)
     b_code = _backend_code(backend)
@@ -472,8 +500,6 @@ def sample(
         fw, logits, bufs, bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids,
         bufs.top_logprobs, params, top_logprobs, ws, 0, s, b_code, k_code, cpu_threads,
     )  # fmt: skip
-    if code == 3:  # workspace too small: cannot happen with _workspace_for's size
-        raise RuntimeError("lmsample: internal error: workspace too small")
     if raise_on_bad_rows:
         if code == 2:  # CPU: the library names the first bad row
             r = int(message.split(":")[0].split()[-1]) if message.startswith("row ") else -1
@@ -488,6 +514,28 @@ def sample(
                     dst[...] = src
             bufs = target
     return SampleResult(bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids, bufs.top_logprobs)
+
+
+def _torch_context(logits, backend, gpu_keys, cpu_threads):
+    """A per-thread Sampler for lmsample.sample()'s torch path: it lends its workspace (most
+    GPU requests need none) and its checked view of the device; outputs are fresh tensors."""
+    b, v = int(logits.shape[0]), int(logits.shape[1])
+    dev = logits.get_device()
+    key = (dev, v, backend, gpu_keys, cpu_threads)
+    cache = getattr(_tls, "torch_contexts", None)
+    if cache is None:
+        cache = _tls.torch_contexts = {}
+    ctx = cache.get(key)
+    if ctx is None or ctx.max_batch < b:
+        if not 1 <= v <= _ext.MAX_VOCAB:
+            return None  # the general path names the problem
+        device = logits.device
+        ctx = Sampler(
+            max(b, 2 * ctx.max_batch if ctx else b), v, device, framework="torch",
+            backend=backend, gpu_keys=gpu_keys, cpu_threads=cpu_threads,
+        )  # fmt: skip
+        cache[key] = ctx
+    return ctx
 
 
 def _addr(x, fw: Framework) -> int:
@@ -508,7 +556,9 @@ class Sampler:
     into the captured input tensors.
 
     NOTE: the arrays a call returns are views of the sampler's own buffers (the same objects for
-    the same batch size): the next call overwrites them. Copy what you keep, or pass out=.
+    the same batch size): the next call overwrites them. Copy what you keep, or pass out=. For
+    the same reason a Sampler serves one stream at a time (its calls share its workspace and
+    outputs); use one Sampler per stream.
     """
 
     def __init__(
@@ -596,6 +646,10 @@ class Sampler:
             self._u64 = (t.int64, getattr(t, "uint64", t.int64))
             # get_device(): -1 for host tensors, else the device index
             self._dev_index = -1 if device.type == "cpu" else self._where[1]
+            raw_stream = getattr(t._C, "_cuda_getCurrentRawStream", None)
+            if raw_stream is None:
+                raw_stream = lambda i: t.cuda.current_stream(i).cuda_stream  # noqa: E731
+            self._raw_stream = raw_stream
 
     def _result(self, batch: int, logprobs: bool, n_top: int) -> SampleResult:
         key = (batch, n_top if n_top else (-1 if logprobs else 0))
@@ -711,9 +765,10 @@ class Sampler:
 
     def _sample_torch(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
                       repetition_penalty, frequency_penalty, presence_penalty, logprobs,
-                      top_logprobs, stream):  # fmt: skip
+                      top_logprobs, stream, fresh=False):  # fmt: skip
         """The torch path: the logits and per-row tensors are read through their own
-        accessors, not DLPack (a DLPack export of a torch tensor costs about 3 us)."""
+        accessors, not DLPack (a DLPack export of a torch tensor costs about 3 us). With
+        fresh=True (lmsample.sample()'s torch path) the outputs are new tensors."""
         shape = logits.shape
         if len(shape) != 2 or shape[1] != self.vocab or shape[0] > self.max_batch:
             raise ValueError(
@@ -721,6 +776,10 @@ class Sampler:
                 f"{tuple(shape)}"
             )
         b = shape[0]
+        if fresh and self._cuda and self._ws_size:
+            # a workspace shared by calls that may run on different streams would race: the
+            # general path allocates one per call through the caching allocator
+            raise _Fallback
         dt = self._logit_dtypes.get(logits.dtype)
         dev = logits.get_device()
         row_stride, col_stride = logits.stride()
@@ -728,38 +787,62 @@ class Sampler:
             raw_logits = logits  # the extension names the problem
         else:
             raw_logits = (logits.data_ptr(), dt, b, shape[1], row_stride) + self._where
+        raw = self._raw
         try:
-            f32 = self._f32
             args = (
-                self._raw(temperature, "temperature", f32, b),
-                self._raw(top_k, "top_k", self._i32, b),
-                self._raw(top_p, "top_p", f32, b),
-                self._raw(min_p, "min_p", f32, b),
-                self._raw(repetition_penalty, "repetition_penalty", f32, b),
-                self._raw(frequency_penalty, "frequency_penalty", f32, b),
-                self._raw(presence_penalty, "presence_penalty", f32, b),
-                self._raw(seed, "seed", self._u64, b),
-                self._raw(step, "step", self._u64, b),
-                self._raw(substream, "substream", self._u32, b),
-            )
+                temperature if temperature is None or type(temperature) is float
+                else raw(temperature, "temperature", self._f32, b),
+                top_k if top_k is None or type(top_k) is int else raw(top_k, "top_k", self._i32, b),
+                top_p if top_p is None or type(top_p) is float
+                else raw(top_p, "top_p", self._f32, b),
+                min_p if min_p is None else raw(min_p, "min_p", self._f32, b),
+                repetition_penalty if repetition_penalty is None
+                else raw(repetition_penalty, "repetition_penalty", self._f32, b),
+                frequency_penalty if frequency_penalty is None
+                else raw(frequency_penalty, "frequency_penalty", self._f32, b),
+                presence_penalty if presence_penalty is None
+                else raw(presence_penalty, "presence_penalty", self._f32, b),
+                seed if seed is None or type(seed) is int else raw(seed, "seed", self._u64, b),
+                step if step is None or type(step) is int else raw(step, "step", self._u64, b),
+                substream if substream is None else raw(substream, "substream", self._u32, b),
+            )  # fmt: skip
         except _Fallback:
+            if fresh:
+                raise
             return self._sample_general(
                 logits, temperature, top_k, top_p, min_p, seed, step, substream,
                 repetition_penalty, frequency_penalty, presence_penalty, None, None, None, None,
                 logprobs, top_logprobs, None, stream, False,
             )  # fmt: skip
         if stream is None:
-            s = self._stream_of(self.device) if self._cuda else 0
+            s = self._raw_stream(self._dev_index) if self._dev_index >= 0 else 0
         else:
             s = stream_handle(stream)
-        a = self._addrs
+        if fresh:
+            t = self._torch
+            dev = self.device
+            r = SampleResult(
+                t.empty(b, dtype=t.int32, device=dev), t.empty(b, dtype=t.int32, device=dev)
+            )
+            a = [r.tokens.data_ptr(), r.status.data_ptr(), None, None, None, None]
+            if logprobs:
+                r.logprob = t.empty(b, dtype=t.float32, device=dev)
+                r.kept = t.empty(b, dtype=t.int32, device=dev)
+                a[2], a[3] = r.logprob.data_ptr(), r.kept.data_ptr()
+            if top_logprobs:
+                r.top_ids = t.empty((b, top_logprobs), dtype=t.int32, device=dev)
+                r.top_logprobs = t.empty((b, top_logprobs), dtype=t.float32, device=dev)
+                a[4], a[5] = r.top_ids.data_ptr(), r.top_logprobs.data_ptr()
+        else:
+            r = None
+            a = self._addrs
         _ext.sample(
             raw_logits, a[0], a[1], a[2] if logprobs else None, a[3] if logprobs else None,
             a[4] if top_logprobs else None, a[5] if top_logprobs else None, *args, None, None,
             None, None, None, None, None, None, top_logprobs, self._ws_addr, self._ws_size, s,
             self._backend, self._keys, self._threads,
         )  # fmt: skip
-        return self._result(b, logprobs, top_logprobs)
+        return r if fresh else self._result(b, logprobs, top_logprobs)
 
     def _sample_general(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
                         repetition_penalty, frequency_penalty, presence_penalty, logit_bias,

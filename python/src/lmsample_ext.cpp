@@ -322,7 +322,9 @@ Backend backend_for(const Where& w, int asked) {
   }
   if (w.type == kCuda) {
     if (b == Backend::kAuto || b == Backend::kCuda) {
-      if (!lmsample::backend_available(Backend::kCuda))
+      // asked once per process: a device count is not free, and calls are on the hot path
+      static const bool cuda = lmsample::backend_available(Backend::kCuda);
+      if (!cuda)
         fail(std::string("the logits are on ") + device_name(w.type, w.id) +
              " but this lmsample has no usable CUDA backend (built without nvcc, or no device)");
       return Backend::kCuda;
@@ -484,12 +486,15 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
 #if defined(LMSAMPLE_WITH_CUDA)
     DeviceGuard guard(w);
 #endif
-    const size_t need = lmsample::workspace_size(c.req, c.cfg);
-    if (ws_bytes < need)
-      return nb::make_tuple(static_cast<int>(Code::kWorkspaceTooSmall), std::string(), need);
-    nb::gil_scoped_release unlocked;  // CPU calls run for a while; GPU calls return at once
-    s = lmsample::sample(c.req, c.out, ws, ws_bytes, c.cfg);
+    if (c.cfg.backend == Backend::kCpu) {
+      nb::gil_scoped_release unlocked;  // CPU calls run for a while; GPU calls return at once
+      s = lmsample::sample(c.req, c.out, ws, ws_bytes, c.cfg);
+    } else {
+      s = lmsample::sample(c.req, c.out, ws, ws_bytes, c.cfg);
+    }
   }
+  if (s.code == Code::kWorkspaceTooSmall)  // nothing was written; the package sizes it itself
+    throw std::runtime_error("lmsample: internal error: " + s.message);
   if (s.code == Code::kInvalidArgument) fail(s.message);
   if (s.code == Code::kBackendError || s.code == Code::kUnsupported)
     throw std::runtime_error(s.message);

@@ -227,3 +227,21 @@ def test_sampler_torch_path_checks_what_dlpack_would():
         s.sample(x, temperature=[0.7] * b, seed=1).tokens,
         lmsample.sample(x, temperature=0.7, seed=1).tokens,
     )
+
+
+def test_sample_returns_fresh_tensors_each_call():
+    """lmsample.sample()'s torch path borrows a per-thread Sampler's checks but never its output
+    buffers: an earlier result is not overwritten by a later call."""
+    x = torch.zeros(3, 50)
+    x[:, 7] = 9.0
+    y = torch.zeros(3, 50)
+    y[:, 11] = 9.0
+    r1 = lmsample.sample(x, temperature=0, logprobs=True, top_logprobs=2)
+    r2 = lmsample.sample(y, temperature=0, logprobs=True, top_logprobs=2)
+    assert r1.tokens.tolist() == [7, 7, 7] and r2.tokens.tolist() == [11, 11, 11]
+    assert r1.top_ids[:, 0].tolist() == [7, 7, 7]
+    assert r1.tokens.data_ptr() != r2.tokens.data_ptr()
+    with pytest.raises(ValueError, match="top_k"):
+        lmsample.sample(x, top_k=-1)
+    with pytest.raises(ValueError, match="backend"):
+        lmsample.sample(x, backend="nope")
