@@ -750,18 +750,22 @@ class Sampler:
 
     def _raw(self, x, name, dtypes, batch):
         """A per-row torch tensor as the extension's raw (address,) after the checks the
-        extension would make (dtype, shape, contiguity, device); scalars and None pass."""
-        if x is None or type(x) is float or type(x) is int:
-            return x
+        extension would make (dtype, 1-D of `batch` elements, contiguous, on the sampler's
+        device); anything else is handed to the extension as it is (it reads it through DLPack
+        and names what is wrong). About 0.5 us: the cheapest torch accessors that say it."""
         if type(x) is not self._tensor_type:
             if isinstance(x, (list, tuple)):
                 raise _Fallback
-            return x  # the extension reads it through DLPack (and names what is wrong)
-        if x.dtype not in dtypes or x.dim() != 1 or x.shape[0] != batch:
-            return x  # the extension raises the ValueError that names it
-        if x.get_device() != self._dev_index or (batch > 1 and x.stride(0) != 1):
             return x
-        return (x.data_ptr(),)
+        if (
+            x.dtype in dtypes
+            and x.dim() == 1
+            and x.numel() == batch
+            and x.get_device() == self._dev_index
+            and x.is_contiguous()
+        ):
+            return (x.data_ptr(),)
+        return x
 
     def _sample_torch(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
                       repetition_penalty, frequency_penalty, presence_penalty, logprobs,
