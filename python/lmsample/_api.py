@@ -317,34 +317,6 @@ def _collect(
     output_tokens,
 ):
     batch = logits.shape[0] if len(logits.shape) >= 1 else 0
-    simple = (
-        logit_bias is None
-        and prompt_tokens is None
-        and output_tokens is None
-        and not isinstance(temperature, (list, tuple))
-        and not isinstance(top_k, (list, tuple))
-        and not isinstance(top_p, (list, tuple))
-        and not isinstance(min_p, (list, tuple))
-        and not isinstance(seed, (list, tuple))
-        and not isinstance(step, (list, tuple))
-    )
-    if simple:
-        return {
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "min_p": min_p,
-            "seed": seed,
-            "step": step,
-            "substream": _per_row(fw, substream, "int32", device),
-            "repetition_penalty": _per_row(fw, repetition_penalty, "float32", device),
-            "frequency_penalty": _per_row(fw, frequency_penalty, "float32", device),
-            "presence_penalty": _per_row(fw, presence_penalty, "float32", device),
-            "allowed_mask": allowed_mask,
-            "_bias": (None, None, None),
-            "_prompt": (None, None),
-            "_output": (None, None),
-        }
     return {
         "temperature": _per_row(fw, temperature, "float32", device),
         "top_k": _per_row(fw, top_k, "int32", device),
