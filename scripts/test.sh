@@ -31,7 +31,7 @@ ctest --test-dir build --output-on-failure -j2
 echo "== Python: pip install . and pytest"
 py="$root/.venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation \
-  -Cbuild-dir=build/python-wheel .
+  --config-settings=build-dir=build/python-wheel .
 # from tests/python, so that the installed package is imported (not the source folder)
 (cd tests/python && "$py" -m pytest -q -p no:cacheprovider .)
 
