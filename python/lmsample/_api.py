@@ -702,6 +702,12 @@ class Sampler:
             )  # fmt: skip
         fw = self._fw
         batch = shape[0]
+        lfw = framework_of(logits)
+        if lfw.where(lfw.device_of(logits)) != self._where:
+            raise ValueError(
+                f"lmsample: the logits are on {lfw.device_of(logits)} but this Sampler's buffers "
+                f"are on {self.device}"
+            )
         params = _collect(
             fw, logits, self.device, temperature, top_k, top_p, min_p, seed, step, substream,
             repetition_penalty, frequency_penalty, presence_penalty, logit_bias, allowed_mask,
@@ -758,8 +764,13 @@ class Sampler:
             raise _Fallback
         dt = self._logit_dtypes.get(logits.dtype)
         dev = logits.get_device()
+        if dev != self._dev_index:
+            raise ValueError(
+                f"lmsample: the logits are on {logits.device} but this Sampler's buffers are on "
+                f"{self.device}"
+            )
         row_stride, col_stride = logits.stride()
-        if dt is None or dev != self._dev_index or (col_stride != 1 and b > 0 and shape[1] > 1):
+        if dt is None or (col_stride != 1 and b > 0 and shape[1] > 1):
             raw_logits = logits  # the extension names the problem
         else:
             raw_logits = (logits.data_ptr(), dt, b, shape[1], row_stride) + self._where

@@ -287,3 +287,14 @@ def test_python_m_lmsample_runs_the_tool():
         capture_output=True, text=True,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_sampler_rejects_logits_of_another_device_or_framework_device():
+    s = lmsample.Sampler(4, 100, "cpu", framework="numpy")
+    x = np.zeros((2, 100), np.float32)
+    assert s.sample(x, temperature=0).tokens.tolist() == [0, 0]
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    if cupy.cuda.runtime.getDeviceCount() == 0:
+        pytest.skip("no CUDA device")
+    with pytest.raises(ValueError, match="Sampler's buffers"):
+        s.sample(cupy.zeros((2, 100), cupy.float32))

@@ -245,3 +245,13 @@ def test_sample_returns_fresh_tensors_each_call():
         lmsample.sample(x, top_k=-1)
     with pytest.raises(ValueError, match="backend"):
         lmsample.sample(x, backend="nope")
+
+
+@cuda
+def test_sampler_rejects_logits_on_another_device():
+    s = lmsample.Sampler(4, 100, "cuda")
+    with pytest.raises(ValueError, match="Sampler's buffers"):
+        s.sample(torch.zeros(2, 100), temperature=0)
+    c = lmsample.Sampler(4, 100, "cpu")
+    with pytest.raises(ValueError, match="Sampler's buffers"):
+        c.sample(torch.zeros(2, 100, device="cuda"), temperature=0)
