@@ -401,6 +401,9 @@ def sample(
     compacted on the device without synchronising), an (offsets int64 [B+1], tokens int32) CSR
     pair, or a list of B token lists. logit_bias: an (offsets, tokens, values) CSR triple or a
     list of B {token: bias} dicts. allowed_mask: xgrammar's int32 bitmask [B, ceil(V/32)].
+    CSR offsets that you build yourself must not decrease and must stay inside their tokens
+    array: that is checked for host arrays; device arrays are read by the kernel as given (the
+    padded and list forms build their offsets themselves).
 
     Returns a SampleResult whose arrays are new arrays of the logits' framework on its device, or
     the arrays of `out=` (a SampleResult, dict or tuple), written in place. On a GPU the call is
