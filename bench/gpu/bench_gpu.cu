@@ -77,6 +77,7 @@ struct Options {
   int iters = 100;
   int verify_rows = 3;
   bool verify = true;
+  bool scalar_params = false;
   uint64_t seed = 12345;
   std::string out;
 };
@@ -108,6 +109,8 @@ void usage() {
       "  --iters N         timed runs per config; the median is reported (default 100)\n"
       "  --verify-rows N   rows checked against the CPU backend per config (default 3)\n"
       "  --no-verify       skip the CPU check\n"
+      "  --scalar-params   pass each op's parameters once for the call (RowParams::defaults, as\n"
+      "                    the Python package does for scalars) instead of as per-row arrays\n"
       "  --seed N          seed of the logits and of the rows' Philox keys\n"
       "  --out PATH        also write the results as CSV (or JSON when PATH ends in .json)\n"
       "  --quick           B 1,32,512; V 151936; ops greedy,topk_topp,topk_topp_lp; 10 warm-ups, "
@@ -153,6 +156,8 @@ bool parse(int argc, char** argv, Options& o) {
       o.verify_rows = std::atoi(val().c_str());
     else if (a == "--no-verify")
       o.verify = false;
+    else if (a == "--scalar-params")
+      o.scalar_params = true;
     else if (a == "--seed")
       o.seed = std::strtoull(val().c_str(), nullptr, 0);
     else if (a == "--out")
@@ -533,11 +538,20 @@ class Bench {
     req.logits.dtype = dt;
     req.logits.batch = b;
     req.logits.vocab = v;
-    // Only the parameters an engine would pass for this op.
-    req.params.temperature = d.temperature;
-    if (od.top_k) req.params.top_k = d.top_k;
-    if (od.top_p < 1.0f) req.params.top_p = d.top_p;
-    if (od.min_p > 0.0f) req.params.min_p = d.min_p;
+    // Only the parameters an engine would pass for this op: as per-row arrays, or with
+    // --scalar-params as one value for the call (RowParams::defaults, what the Python package
+    // passes for a scalar such as temperature=0), which tells the host the op of every row.
+    if (o_.scalar_params) {
+      req.params.defaults.temperature = od.temperature;
+      req.params.defaults.top_k = od.top_k;
+      req.params.defaults.top_p = od.top_p;
+      req.params.defaults.min_p = od.min_p;
+    } else {
+      req.params.temperature = d.temperature;
+      if (od.top_k) req.params.top_k = d.top_k;
+      if (od.top_p < 1.0f) req.params.top_p = d.top_p;
+      if (od.min_p > 0.0f) req.params.min_p = d.min_p;
+    }
     req.params.seed = d.seed;
     req.params.step = d.step;
     req.top_logprobs = od.top_logprobs;
@@ -616,6 +630,7 @@ class Bench {
       h.logits.dtype = dt;
       h.logits.batch = 1;
       h.logits.vocab = v;
+      h.params.defaults = dreq.params.defaults;
       h.params.temperature = &t;
       if (dreq.params.top_k) h.params.top_k = &k;
       if (dreq.params.top_p) h.params.top_p = &p;

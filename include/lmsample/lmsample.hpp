@@ -154,7 +154,9 @@ struct Outputs {
 //!    greedy, top-k (k <= 512, with or without top-p) and min-p, whose rows finish from the
 //!    load's statistics; full passes then re-read the logits.
 //!  - kAuto: kStream for requests that carry a top_k or min_p array, or a top_k > 0 or
-//!    min_p > 0 in RowParams::defaults (without top logprobs, or with them from batch 128 on),
+//!    min_p > 0 in RowParams::defaults, or whose rows are all greedy by RowParams::defaults
+//!    (temperature 0 and no temperature array) (without top logprobs, or with them from batch
+//!    128 on),
 //!    else kOnChip; kStream wherever the keys would otherwise go to the workspace. (A policy from
 //!    H100 measurements, results/gpu/README.md: the host does not read the rows' arrays, only
 //!    which are given, and the defaults.)

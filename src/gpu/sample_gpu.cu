@@ -130,7 +130,12 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   const bool candidate_filters = rp.top_k != nullptr || rp.min_p != nullptr ||
                                  (!rp.top_k && rp.defaults.top_k > 0) ||
                                  (!rp.min_p && rp.defaults.min_p > 0.0f);
-  const bool auto_stream = candidate_filters && (!logprobs || b >= 128);
+  // Every row greedy, as the host knows from RowParams::defaults (temperature 0 for the whole
+  // call, no array): the row finishes from the load's maximum too, so stream it (the H200
+  // baseline of 801ad00 measured greedy streamed at 0.59 / 0.52x its on-chip time at B = 128 /
+  // 512; results/gpu/README.md has this session's comparison at every B).
+  const bool all_greedy = !rp.temperature && rp.defaults.temperature == 0.0f;
+  const bool auto_stream = (candidate_filters || all_greedy) && (!logprobs || b >= 128);
   p.stream = can_stream && (mode == static_cast<int>(GpuKeys::kStream) ||
                             (mode == static_cast<int>(GpuKeys::kAuto) && auto_stream));
   while (!p.stream && group < max_group && !fits(group)) group *= 2;

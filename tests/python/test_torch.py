@@ -255,3 +255,28 @@ def test_sampler_rejects_logits_on_another_device():
     c = lmsample.Sampler(4, 100, "cpu")
     with pytest.raises(ValueError, match="Sampler's buffers"):
         c.sample(torch.zeros(2, 100, device="cuda"), temperature=0)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_greedy_by_scalar_is_bit_identical_to_the_cpu(dtype):
+    """temperature=0 as a scalar tells the host that every row is greedy (the GPU then streams
+    the row's keys): the same bits as the CPU, special rows, logprobs and top logprobs included,
+    at the batch sizes on both sides of the policy's B = 128 edge."""
+    rng = np.random.default_rng(27)
+    for b, v in [(1, 151936), (33, 32000), (130, 151936), (600, 4096)]:
+        x = torch.from_numpy(random_logits(rng, b, v)).to(dtype)
+        x[0, :] = float("nan")
+        if b > 2:
+            x[1, :] = float("-inf")
+            x[2, 5] = float("inf")
+        for kw in ({}, {"logprobs": True}, {"logprobs": True, "top_logprobs": 4}):
+            cpu = lmsample.sample(x, temperature=0, **kw)
+            gpu = lmsample.sample(x.cuda(), temperature=0, **kw)
+            assert torch.equal(gpu.tokens.cpu(), cpu.tokens), (b, v, kw)
+            assert torch.equal(gpu.status.cpu(), cpu.status), (b, v, kw)
+            if kw:
+                assert torch.equal(gpu.kept.cpu(), cpu.kept)
+                torch.testing.assert_close(gpu.logprob.cpu(), cpu.logprob, rtol=0, atol=1e-6)
+            if "top_logprobs" in kw:
+                assert torch.equal(gpu.top_ids.cpu(), cpu.top_ids)
