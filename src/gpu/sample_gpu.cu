@@ -5,6 +5,7 @@
 #include <string>
 
 #include "api/validate.hpp"
+#include "gpu/greedy_kernel.cuh"
 #include "gpu/sample_gpu.hpp"
 #include "gpu/sample_kernel.cuh"
 
@@ -53,6 +54,8 @@ const Device& device() {
 #if !defined(__HIPCC__)
     if (cached.clusters) {
       cudaFuncSetAttribute(sample_rows_kernel<kThreads>,
+                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      cudaFuncSetAttribute(greedy_rows_kernel<kThreads>,
                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       cudaFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
                            cached.max_smem);
@@ -160,6 +163,22 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   return p;
 }
 
+// Whether greedy_rows_kernel computes the whole request: every row greedy as the host knows it
+// (RowParams::defaults.temperature = 0, no temperature array) and no step of the contract
+// besides the load (no bitmask, bias or penalties) or output beyond tokens, statuses and kept
+// sizes (no logprobs). LMSAMPLE_GPU_GREEDY=0 turns it off (for tests and tuning: results do not
+// depend on it).
+bool greedy_only(const Request& req, const Outputs& out) {
+  static const bool enabled = [] {
+    const char* e = std::getenv("LMSAMPLE_GPU_GREEDY");
+    return !(e && std::string(e) == "0");
+  }();
+  const RowParams& rp = req.params;
+  return enabled && !rp.temperature && rp.defaults.temperature == 0.0f && !req.allowed_mask &&
+         !req.logit_bias.offsets && !req.prompt_tokens.offsets && !req.output_tokens.offsets &&
+         req.top_logprobs == 0 && !out.logprob;
+}
+
 Status runtime_error(const char* what, gpuError_t e) {
   return Status{Code::kBackendError, std::string(what) + ": " + gpuGetErrorString(e)};
 }
@@ -212,11 +231,13 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   }
   const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
   const unsigned grid = static_cast<unsigned>(req.logits.batch * p.group);
+  const bool greedy = greedy_only(req, out);
+  const size_t smem = greedy ? sizeof(Exchange) : p.smem;
 #if !defined(__HIPCC__)
   cudaLaunchConfig_t lc{};
   lc.gridDim = dim3(grid);
   lc.blockDim = dim3(kThreads);
-  lc.dynamicSmemBytes = p.smem;
+  lc.dynamicSmemBytes = smem;
   lc.stream = stream;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
@@ -225,9 +246,13 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   attr.val.clusterDim.z = 1;
   lc.attrs = &attr;
   lc.numAttrs = d.clusters ? 1 : 0;
-  const gpuError_t e = cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
+  const gpuError_t e = greedy ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
+                              : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
 #else
-  hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), p.smem, stream, a);
+  if (greedy)
+    hipLaunchKernelGGL(greedy_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
+  else
+    hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
   const gpuError_t e = gpuGetLastError();
 #endif
   if (e != gpuSuccess) return runtime_error("sample kernel launch", e);

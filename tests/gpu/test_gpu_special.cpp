@@ -572,4 +572,84 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// (f) Greedy told by the host (RowParams::defaults.temperature = 0, no temperature array): the
+// GPU runs greedy_rows_kernel, which must give the general kernel's (and the CPU's) tokens,
+// statuses and kept sizes, special rows, bad parameters of other arrays, misaligned and strided
+// rows and every dtype included.
+class GpuGreedy : public GpuTest {};
+
+TEST_F(GpuGreedy, ByDefaultsMatchesCpu) {
+  struct Case {
+    DType dt;
+    int64_t b, v, stride_extra, base_offset;
+  };
+  const Case cases[] = {
+      {DType::kFloat32, 1, 151936, 0, 0},   {DType::kBFloat16, 7, 1000, 0, 1},
+      {DType::kFloat16, 130, 32000, 5, 3},  {DType::kFloat32, 600, 4096, 3, 1},
+      {DType::kBFloat16, 33, 151936, 0, 0}, {DType::kFloat32, 5, 1, 0, 0},
+      {DType::kFloat32, 9, 63, 1, 0},
+  };
+  Compared all;
+  for (const Case& c : cases) {
+    GroupCfg g =
+        cfg_of("greedy_defaults", c.dt, c.v, small_mode() ? std::min<int64_t>(c.b, 40) : c.b, 0,
+               900 + static_cast<uint64_t>(c.v) + static_cast<uint64_t>(c.b));
+    g.mix.greedy = 1.0;
+    g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
+    g.mix.special = 0.4;
+    g.mix.bad_param = 0.1;
+    g.mix.bad_token_id = 0.0;
+    g.layout.stride_extra = c.stride_extra;
+    g.layout.base_offset = c.base_offset;
+    const HostBatch hb = make_batch(g);
+    lmsample::Request hreq = hb.request();
+    hreq.params.temperature = nullptr;  // every row greedy, told once
+    hreq.params.defaults.temperature = 0.0f;
+    const DeviceBatch db(hb);
+    lmsample::Request dreq = db.request();
+    dreq.params.temperature = nullptr;
+    dreq.params.defaults.temperature = 0.0f;
+    for (const bool with_kept : {false, true}) {
+      HostOutputs cpu(hb.batch, 0), gpu(hb.batch, 0);
+      lmsample::Outputs ho = cpu.outputs(with_kept);
+      ho.logprob = nullptr;  // kept alone: the greedy kernel's outputs
+      lmsample::ExecConfig cc;
+      std::vector<unsigned char> cws(lmsample::workspace_size(hreq, cc) + 1);
+      const lmsample::Status cs = lmsample::sample(hreq, ho, cws.data(), cws.size(), cc);
+      ASSERT_TRUE(cs.ok() || cs.code == lmsample::Code::kInvalidRowParameter) << cs.message;
+      DeviceOutputs dout(hb.batch, 0);
+      dout.poison(stream_);
+      lmsample::Outputs dout_o = dout.outputs(with_kept);
+      dout_o.logprob = nullptr;
+      lmsample::ExecConfig gc;
+      gc.backend = lmsample::Backend::kCuda;
+      gc.stream = stream_;
+      const size_t gws = lmsample::workspace_size(dreq, gc);
+      const lmsample::Status gs = lmsample::sample(dreq, dout_o, ws_.get(gws), gws, gc);
+      ASSERT_TRUE(gs.ok()) << gs.message;
+      wait_stream(stream_, call_timeout_s(), "greedy_defaults");
+      dout.download(gpu);
+      for (int64_t r = 0; r < hb.batch; ++r) {
+        const auto i = static_cast<size_t>(r);
+        ++all.rows;
+        const bool same = gpu.tokens[i] == cpu.tokens[i] && gpu.status[i] == cpu.status[i] &&
+                          (!with_kept || gpu.kept[i] == cpu.kept[i]);
+        if (!same) {
+          ++all.mismatched;
+          if (all.mismatched <= 5)
+            ADD_FAILURE() << dtype_name(c.dt) << " B=" << hb.batch << " V=" << c.v << " row " << r
+                          << " (" << hb.describe_row(r) << "): gpu token " << gpu.tokens[i]
+                          << " status " << gpu.status[i] << " kept " << gpu.kept[i]
+                          << ", cpu token " << cpu.tokens[i] << " status " << cpu.status[i]
+                          << " kept " << cpu.kept[i];
+        }
+      }
+    }
+  }
+  EXPECT_EQ(all.mismatched, 0);
+  summary(all, "greedy by RowParams::defaults (greedy_rows_kernel)");
+}
+
 }  // namespace lmsgpu
