@@ -28,41 +28,66 @@ struct GreedyMax {
 };
 
 // This thread's best pack over tokens [c0, c0 + n) of the row, reading 16 bytes at a time where
-// the chunk is aligned, in increasing index order within each thread.
+// the chunk is aligned. A thread visits its tokens in increasing index order, so a strict > keeps
+// the lowest index of its maximum; within a vector only the vector's maximum key is compared with
+// the best so far, and the index of its first occurrence is looked up only when it is larger (a
+// few times per row), so a token costs its exact key and a 32-bit max.
 template <int kThreads>
 __device__ uint64_t greedy_chunk(const void* row, DType dt, int64_t c0, int n) {
-  uint64_t best = 0;
+  uint32_t best_key = core::kKeyNegInf;
+  int best_i = -1;
   const int esize = dt == DType::kFloat32 ? 4 : 2;
   const unsigned char* base = static_cast<const unsigned char*>(row) + c0 * esize;
   const int per_vec = 16 / esize;
   const bool aligned = (reinterpret_cast<uintptr_t>(base) & 15u) == 0;
   const int nvec = aligned ? n / per_vec : 0;
   const uint4* vec = reinterpret_cast<const uint4*>(base);
-  const auto take = [&](uint32_t bits, int64_t i) {
-    const uint64_t p = greedy_pack(core::canonical_key_of_bits(bits), c0 + i);
-    best = p > best ? p : best;
+  const auto bits16 = [dt](uint32_t word, int half) {
+    const uint16_t h = static_cast<uint16_t>(word >> (16 * half));
+    return dt == DType::kBFloat16 ? static_cast<uint32_t>(h) << 16
+                                  : core::float_bits(core::f16_to_float(h));
   };
+  if (dt == DType::kFloat32) {
 #pragma unroll 4
-  for (int v = threadIdx.x; v < nvec; v += kThreads) {
-    const uint4 w = vec[v];
-    const uint32_t word[4] = {w.x, w.y, w.z, w.w};
-    const int64_t i0 = static_cast<int64_t>(v) * per_vec;
-    if (dt == DType::kFloat32) {
+    for (int v = threadIdx.x; v < nvec; v += kThreads) {
+      const uint4 w = vec[v];
+      const uint32_t k0 = core::canonical_key_of_bits(w.x), k1 = core::canonical_key_of_bits(w.y),
+                     k2 = core::canonical_key_of_bits(w.z), k3 = core::canonical_key_of_bits(w.w);
+      const uint32_t m01 = k0 > k1 ? k0 : k1, m23 = k2 > k3 ? k2 : k3;
+      const uint32_t mx = m01 > m23 ? m01 : m23;
+      if (mx > best_key) {
+        best_key = mx;
+        best_i = v * 4 + (k0 == mx ? 0 : k1 == mx ? 1 : k2 == mx ? 2 : 3);
+      }
+    }
+  } else {
+#pragma unroll 2
+    for (int v = threadIdx.x; v < nvec; v += kThreads) {
+      const uint4 w = vec[v];
+      const uint32_t word[4] = {w.x, w.y, w.z, w.w};
+      uint32_t k[8];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) take(word[j], i0 + j);
-    } else {
+      for (int j = 0; j < 8; ++j) k[j] = core::canonical_key_of_bits(bits16(word[j / 2], j % 2));
+      uint32_t mx = k[0];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint16_t h = static_cast<uint16_t>(word[j / 2] >> (16 * (j % 2)));
-        const uint32_t bits = dt == DType::kBFloat16 ? static_cast<uint32_t>(h) << 16
-                                                     : core::float_bits(core::f16_to_float(h));
-        take(bits, i0 + j);
+      for (int j = 1; j < 8; ++j) mx = k[j] > mx ? k[j] : mx;
+      if (mx > best_key) {
+        best_key = mx;
+        int first = 7;
+#pragma unroll
+        for (int j = 6; j >= 0; --j) first = k[j] == mx ? j : first;
+        best_i = v * 8 + first;
       }
     }
   }
-  for (int i = nvec * per_vec + static_cast<int>(threadIdx.x); i < n; i += kThreads)
-    take(load_bits(row, dt, c0 + i), i);
-  return best;
+  for (int i = nvec * per_vec + static_cast<int>(threadIdx.x); i < n; i += kThreads) {
+    const uint32_t key = core::canonical_key_of_bits(load_bits(row, dt, c0 + i));
+    if (key > best_key) {
+      best_key = key;
+      best_i = i;
+    }
+  }
+  return best_i < 0 ? 0 : greedy_pack(best_key, c0 + best_i);
 }
 
 //! One row per group of CTAs (a cluster on Hopper), `chunk` tokens per CTA; outputs tokens,
