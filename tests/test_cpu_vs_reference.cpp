@@ -3,6 +3,7 @@
 // parameters in every batch.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -175,5 +176,54 @@ TEST(CpuVsReferenceFilters, ExtremeDraws) {
     }
     Batch batch(DType::kFloat32, vocab, std::move(spec), 2);
     expect_same(batch, 2, "extreme draws V=" + std::to_string(vocab));
+  }
+}
+
+// min-p on rows crowded at its boundary: the CPU backend skips blocks whose keys are all below a
+// threshold it derives from min_p without computing a likelihood (rows.cpp, min_p_floor_key);
+// tokens just below, at and just above e = min_p (and a body far below) must get the
+// reference's kept sets and tokens, for small and large temperatures and min_p values.
+TEST(CpuVsReferenceMinP, RowsCrowdedAtTheBoundary) {
+  Rng rng(31337);
+  for (const float min_p : {0.05f, 0.3f, 0.999f, 1e-20f, 1e-35f, 1.0f}) {
+    for (const float temperature : {1.0f, 0.7f, 3.0f, 1e-3f, 40.0f}) {
+      std::vector<RowSpec> rows;
+      for (int r = 0; r < 6; ++r) {
+        const int64_t v = 700 + 129 * r;
+        std::vector<float> x(static_cast<size_t>(v));
+        const double edge = static_cast<double>(temperature) * std::log(static_cast<double>(min_p));
+        for (int64_t i = 0; i < v; ++i) {
+          const int kind = static_cast<int>(rng.range(0, 3));
+          double y;
+          if (kind == 0) {  // within a few ulps of the boundary
+            y = edge * (1.0 + rng.uniform(-1e-6, 1e-6));
+          } else if (kind == 1) {  // within the prefilter's margin (1e-3 in z)
+            y = edge + static_cast<double>(temperature) * rng.uniform(-2e-3, 2e-3);
+          } else if (kind == 2) {  // far below
+            y = edge - static_cast<double>(temperature) * rng.uniform(0.01, 30.0);
+          } else {  // between the boundary and the maximum
+            y = edge * rng.uniform(0.0, 1.0);
+          }
+          x[static_cast<size_t>(i)] = static_cast<float>(y);
+        }
+        x[static_cast<size_t>(rng.range(0, v - 1))] = 0.0f;  // the maximum
+        RowSpec row;
+        lmstest::set_logits(row, DType::kFloat32, x);
+        row.temperature = temperature;
+        row.min_p = min_p;
+        row.top_k = r % 3 == 0 ? 0 : static_cast<int32_t>(rng.range(1, v));
+        row.top_p = r % 2 == 0 ? 1.0f : 0.9f;
+        row.seed = rng.u64();
+        rows.push_back(std::move(row));
+      }
+      // one batch per row: rows of several vocabulary sizes
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const int64_t v = static_cast<int64_t>(rows[r].f32.size());
+        Batch batch(DType::kFloat32, v, {rows[r]});
+        expect_same(batch, 1,
+                    "min_p=" + std::to_string(min_p) + " T=" + std::to_string(temperature) +
+                        " row " + std::to_string(r));
+      }
+    }
   }
 }

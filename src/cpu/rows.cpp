@@ -6,6 +6,7 @@
 //   radix select by mass) -> integer inverse-CDF draw in token-id order.
 // No full sort anywhere; every decision is an exact comparison or integer sum (docs/contract.md).
 #include <algorithm>
+#include <cmath>
 
 #include <algorithm>
 #include <cstring>
@@ -307,6 +308,29 @@ uint64_t row_mass(const uint32_t* keys, int64_t v, uint32_t lo, float m, float i
   return total;
 }
 
+// The smallest key a token must have to pass min-p, found without computing any likelihood:
+// every token below it has z = (y - m) * inv_t < ln(min_p) - 1e-3, so its likelihood
+// exp_nonpos(z) <= exp(z) * (1 + 2^-23) < min_p (the exp's stated bound, tests/test_core.cpp,
+// held with a margin of 1e-3 in z). z is non-decreasing in y (rounding is monotone), so the keys
+// that may pass form an upper set; a binary search over the keys finds its start. Tokens at or
+// above it still get the exact test e >= min_p, so the result is the contract's whatever this
+// returns (a key too low only costs time); ln is taken in double on the host only for that reason.
+uint32_t min_p_floor_key(float m, float inv_t, float min_p) {
+  uint32_t lo = core::kKeyNegInf + 1;
+  if (!(min_p >= 1e-30f)) return lo;  // below ~2^-100 the bound is not stated
+  const double z0 = std::log(static_cast<double>(min_p)) - 1e-3;
+  const auto below = [&](uint32_t key) {  // false for z = NaN (inv_t = inf at y = m)
+    return static_cast<double>(core::mul_rn(core::sub_rn(value_of(key), m), inv_t)) < z0;
+  };
+  uint32_t hi = key_of(m);  // below(hi) is false: z = 0 (or NaN)
+  if (hi <= lo || !below(lo)) return lo;
+  while (hi - lo > 1) {  // below(lo), !below(hi)
+    const uint32_t mid = lo + (hi - lo) / 2;
+    (below(mid) ? lo : hi) = mid;
+  }
+  return hi;
+}
+
 struct RowResult {
   int32_t token = -1;
   int32_t status = kRowOk;
@@ -364,12 +388,23 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
     }
   }
 
+  // min-p as a key threshold too: blocks entirely below it are skipped without computing a
+  // likelihood (min_p_floor_key)
+  bool skip_blocks = use_k;
+  if (rs.min_p > 0.0f) {
+    const uint32_t lp = min_p_floor_key(st.m, inv_t, rs.min_p);
+    if (lp > lo) {
+      lo = lp;
+      skip_blocks = true;
+    }
+  }
+
   // candidates in token-id order: key >= lo, e >= min_p
   int64_t n = 0;
   uint64_t total = 0;
   float e[kBlock];
   for_each_block(keys, v, [&](int64_t i0, const uint32_t* b) {
-    if (use_k && !any_at_least(b, lo)) return;
+    if (skip_blocks && !any_at_least(b, lo)) return;
     block_likelihoods(b, lo, st.m, inv_t, e);
     for (int j = 0; j < kBlock; ++j) {
       const bool c = e[j] >= rs.min_p;  // false for keys below lo (e = -1), padding included
