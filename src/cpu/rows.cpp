@@ -238,21 +238,29 @@ RowStats scan_keys(const uint32_t* keys, int64_t v, int top_k) {
 
 // Largest key t such that the weight of the entries with key >= t reaches `target`
 // (1 <= target <= total weight). Three radix rounds of 11, 11 and 10 bits, each a histogram of
-// the entries that match the digits chosen so far. KeyAt(i) / WeightAt(i) describe entry i < n.
+// the entries that match the digits chosen so far; after the first, those entries are compacted
+// into `sel` (n + 1 slots), so the later rounds read only them. KeyAt(i) / WeightAt(i) describe
+// entry i < n.
 template <typename KeyAt, typename WeightAt>
 uint32_t select_key_by_mass(int64_t n, KeyAt key_at, WeightAt weight_at, uint64_t target,
-                            uint64_t* hist) {
+                            uint64_t* hist, int32_t* sel) {
   uint32_t prefix = 0, prefix_mask = 0;
   uint64_t above = 0;  // weight of entries whose key is above the current prefix range
   const int shifts[3] = {21, 10, 0};
   const int widths[3] = {11, 11, 10};
+  int64_t m = n;  // entries still in the running: all of them, then sel[0, m)
   for (int round = 0; round < 3; ++round) {
     const int shift = shifts[round];
     const uint32_t nb = 1u << widths[round];
     std::fill(hist, hist + nb, uint64_t{0});
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t k = key_at(i);
-      if ((k & prefix_mask) == prefix) hist[(k >> shift) & (nb - 1)] += weight_at(i);
+    if (round == 0) {
+      for (int64_t i = 0; i < n; ++i) hist[key_at(i) >> shift] += weight_at(i);
+    } else {
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t i = sel[j];
+        const uint32_t k = key_at(i);
+        if ((k & prefix_mask) == prefix) hist[(k >> shift) & (nb - 1)] += weight_at(i);
+      }
     }
     uint32_t b = nb - 1;
     for (; b > 0; --b) {
@@ -261,6 +269,15 @@ uint32_t select_key_by_mass(int64_t n, KeyAt key_at, WeightAt weight_at, uint64_
     }
     prefix |= b << shift;
     prefix_mask |= (nb - 1) << shift;
+    if (round == 0) {
+      // the entries of the chosen bucket, in order (branch-free compaction): the next rounds
+      // read only those
+      m = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        sel[m] = static_cast<int32_t>(i);
+        m += (key_at(i) & prefix_mask) == prefix;
+      }
+    }
   }
   return prefix;
 }
@@ -384,7 +401,7 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
       lo = select_key_by_mass(
           v, [&](int64_t i) { return keys[i]; },
           [&](int64_t i) { return static_cast<uint64_t>(keys[i] > core::kKeyNegInf); },
-          static_cast<uint64_t>(rs.top_k), s.hist);
+          static_cast<uint64_t>(rs.top_k), s.hist, s.sel);
     }
   }
 
@@ -436,7 +453,7 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
     } else {
       tau = select_key_by_mass(
           n, [&](int64_t j) { return keys[s.ids[j]]; }, [&](int64_t j) { return s.w[j]; }, target,
-          s.hist);
+          s.hist, s.sel);
     }
   }
 
