@@ -233,68 +233,18 @@ def _raise_bad_rows(fw, status, params) -> None:
             raise BadRowError(_describe_bad_row(fw, r, s, params), r, s)
 
 
-class _Call:
-    """Shared body of sample() and Sampler.sample()."""
-
-    @staticmethod
-    def run(
-        fw: Framework,
-        logits,
-        bufs: _Buffers,
-        tok_arg,
-        status_arg,
-        logprob_arg,
-        kept_arg,
-        top_ids_arg,
-        top_lp_arg,
-        params: Dict[str, Any],
-        n_top: int,
-        workspace,
-        workspace_size: int,
-        stream: int,
-        backend: int,
-        gpu_keys: int,
-        cpu_threads: int,
-    ):
-        p = params
-        mask = p["allowed_mask"]
-        bias_off, bias_tok, bias_val = p["_bias"]
-        prompt_off, prompt_tok = p["_prompt"]
-        output_off, output_tok = p["_output"]
-        return _ext.sample(
-            logits,
-            tok_arg,
-            status_arg,
-            logprob_arg,
-            kept_arg,
-            top_ids_arg,
-            top_lp_arg,
-            p["temperature"],
-            p["top_k"],
-            p["top_p"],
-            p["min_p"],
-            p["repetition_penalty"],
-            p["frequency_penalty"],
-            p["presence_penalty"],
-            p["seed"],
-            p["step"],
-            p["substream"],
-            mask,
-            bias_off,
-            bias_tok,
-            bias_val,
-            prompt_off,
-            prompt_tok,
-            output_off,
-            output_tok,
-            n_top,
-            workspace,
-            workspace_size,
-            stream,
-            backend,
-            gpu_keys,
-            cpu_threads,
-        )
+def _run(logits, outs, params: Dict[str, Any], n_top: int, workspace, workspace_size: int,
+         stream: int, backend: int, gpu_keys: int, cpu_threads: int):
+    """One call of the extension for sample() and Sampler.sample()'s general path. `outs`: the
+    six outputs (tokens, status, logprob, kept, top_ids, top_logprobs: arrays, the Sampler's
+    addresses, or None where not asked); `params`: what _collect made."""
+    p = params
+    return _ext.sample(
+        logits, *outs, p["temperature"], p["top_k"], p["top_p"], p["min_p"],
+        p["repetition_penalty"], p["frequency_penalty"], p["presence_penalty"], p["seed"],
+        p["step"], p["substream"], p["allowed_mask"], *p["_bias"], *p["_prompt"], *p["_output"],
+        n_top, workspace, workspace_size, stream, backend, gpu_keys, cpu_threads,
+    )  # fmt: skip
 
 
 def _collect(
@@ -471,10 +421,9 @@ def sample(
     if s is None:
         s = fw.current_stream(device)
     ws = _workspace_for(fw, device, where, logits, b_code, k_code, cpu_threads)
-    code, message, _ = _Call.run(
-        fw, logits, bufs, bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids,
-        bufs.top_logprobs, params, top_logprobs, ws, 0, s, b_code, k_code, cpu_threads,
-    )  # fmt: skip
+    outs = (bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids, bufs.top_logprobs)
+    code, message, _ = _run(logits, outs, params, top_logprobs, ws, 0, s, b_code, k_code,
+                            cpu_threads)  # fmt: skip
     if raise_on_bad_rows:
         if code == 2:  # CPU: the library names the first bad row
             r = int(message.split(":")[0].split()[-1]) if message.startswith("row ") else -1
@@ -721,15 +670,13 @@ class Sampler:
         else:
             s = stream_handle(stream)
         a = self._addrs
-        _Call.run(
-            fw, logits, None, a[0], a[1], a[2] if logprobs else None, a[3] if logprobs else None,
-            a[4] if top_logprobs else None, a[5] if top_logprobs else None, params,
-            top_logprobs, self._ws_addr, self._ws_size, s, self._backend, self._keys,
-            self._threads,
-        )  # fmt: skip
+        outs = (a[0], a[1], a[2] if logprobs else None, a[3] if logprobs else None,
+                a[4] if top_logprobs else None, a[5] if top_logprobs else None)  # fmt: skip
+        _run(logits, outs, params, top_logprobs, self._ws_addr, self._ws_size, s, self._backend,
+             self._keys, self._threads)  # fmt: skip
         return self._result(batch, logprobs, top_logprobs)
 
-    def _raw(self, x, name, dtypes, batch):
+    def _raw(self, x, dtypes, batch):
         """A per-row torch tensor as the extension's raw (address,) after the checks the
         extension would make (dtype, 1-D of `batch` elements, contiguous, on the sampler's
         device); anything else is handed to the extension as it is (it reads it through DLPack
@@ -781,20 +728,20 @@ class Sampler:
         try:
             args = (
                 temperature if temperature is None or type(temperature) is float
-                else raw(temperature, "temperature", self._f32, b),
-                top_k if top_k is None or type(top_k) is int else raw(top_k, "top_k", self._i32, b),
+                else raw(temperature, self._f32, b),
+                top_k if top_k is None or type(top_k) is int else raw(top_k, self._i32, b),
                 top_p if top_p is None or type(top_p) is float
-                else raw(top_p, "top_p", self._f32, b),
-                min_p if min_p is None else raw(min_p, "min_p", self._f32, b),
+                else raw(top_p, self._f32, b),
+                min_p if min_p is None else raw(min_p, self._f32, b),
                 repetition_penalty if repetition_penalty is None
-                else raw(repetition_penalty, "repetition_penalty", self._f32, b),
+                else raw(repetition_penalty, self._f32, b),
                 frequency_penalty if frequency_penalty is None
-                else raw(frequency_penalty, "frequency_penalty", self._f32, b),
+                else raw(frequency_penalty, self._f32, b),
                 presence_penalty if presence_penalty is None
-                else raw(presence_penalty, "presence_penalty", self._f32, b),
-                seed if seed is None or type(seed) is int else raw(seed, "seed", self._u64, b),
-                step if step is None or type(step) is int else raw(step, "step", self._u64, b),
-                substream if substream is None else raw(substream, "substream", self._u32, b),
+                else raw(presence_penalty, self._f32, b),
+                seed if seed is None or type(seed) is int else raw(seed, self._u64, b),
+                step if step is None or type(step) is int else raw(step, self._u64, b),
+                substream if substream is None else raw(substream, self._u32, b),
             )  # fmt: skip
         except _Fallback:
             if fresh:

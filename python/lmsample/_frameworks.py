@@ -23,9 +23,6 @@ class Framework:
     def empty(self, shape, dtype: str, device) -> Any:
         raise NotImplementedError
 
-    def full(self, shape, value, dtype: str, device) -> Any:
-        raise NotImplementedError
-
     def device_of(self, x) -> Any:
         raise NotImplementedError
 
@@ -59,9 +56,6 @@ class Torch(Framework):
 
     def empty(self, shape, dtype, device):
         return self.t.empty(shape, dtype=self.dtypes[dtype], device=device)
-
-    def full(self, shape, value, dtype, device):
-        return self.t.full(shape, value, dtype=self.dtypes[dtype], device=device)
 
     def device_of(self, x):
         return x.device
@@ -116,12 +110,6 @@ class NumpyLike(Framework):
             with self.xp.cuda.Device(device):
                 return self.xp.empty(shape, dtype=dtype)
         return self.xp.empty(shape, dtype=dtype)
-
-    def full(self, shape, value, dtype, device):
-        if self.name == "cupy":
-            with self.xp.cuda.Device(device):
-                return self.xp.full(shape, value, dtype=dtype)
-        return self.xp.full(shape, value, dtype=dtype)
 
     def device_of(self, x):
         return x.device.id if self.name == "cupy" else "cpu"
