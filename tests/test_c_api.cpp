@@ -66,6 +66,17 @@ lms_request to_c(const lmsample::Request& r) {
   c.seed = r.params.seed;
   c.step = r.params.step;
   c.substream = r.params.substream;
+  const lmsample::RowDefaults& d = r.params.defaults;
+  c.defaults.temperature = d.temperature;
+  c.defaults.top_k = d.top_k;
+  c.defaults.top_p = d.top_p;
+  c.defaults.min_p = d.min_p;
+  c.defaults.repetition_penalty = d.repetition_penalty;
+  c.defaults.frequency_penalty = d.frequency_penalty;
+  c.defaults.presence_penalty = d.presence_penalty;
+  c.defaults.seed = d.seed;
+  c.defaults.step = d.step;
+  c.defaults.substream = d.substream;
   c.allowed_mask = r.allowed_mask;
   c.mask_row_words = r.mask_row_words;
   c.logit_bias = to_c(r.logit_bias);

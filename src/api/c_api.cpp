@@ -17,6 +17,36 @@ lmsample::SparseRows to_cpp(const lms_sparse_rows& s) {
   return r;
 }
 
+lmsample::RowDefaults to_cpp(const lms_row_defaults& c) {
+  lmsample::RowDefaults d;
+  d.temperature = c.temperature;
+  d.top_k = c.top_k;
+  d.top_p = c.top_p;
+  d.min_p = c.min_p;
+  d.repetition_penalty = c.repetition_penalty;
+  d.frequency_penalty = c.frequency_penalty;
+  d.presence_penalty = c.presence_penalty;
+  d.seed = c.seed;
+  d.step = c.step;
+  d.substream = c.substream;
+  return d;
+}
+
+lms_row_defaults to_c(const lmsample::RowDefaults& d) {
+  lms_row_defaults c;
+  c.temperature = d.temperature;
+  c.top_k = d.top_k;
+  c.top_p = d.top_p;
+  c.min_p = d.min_p;
+  c.repetition_penalty = d.repetition_penalty;
+  c.frequency_penalty = d.frequency_penalty;
+  c.presence_penalty = d.presence_penalty;
+  c.seed = d.seed;
+  c.step = d.step;
+  c.substream = d.substream;
+  return c;
+}
+
 lmsample::Request to_cpp(const lms_request& c) {
   lmsample::Request r;
   r.logits.data = c.logits;
@@ -34,16 +64,7 @@ lmsample::Request to_cpp(const lms_request& c) {
   r.params.seed = c.seed;
   r.params.step = c.step;
   r.params.substream = c.substream;
-  r.params.defaults.temperature = c.defaults.temperature;
-  r.params.defaults.top_k = c.defaults.top_k;
-  r.params.defaults.top_p = c.defaults.top_p;
-  r.params.defaults.min_p = c.defaults.min_p;
-  r.params.defaults.repetition_penalty = c.defaults.repetition_penalty;
-  r.params.defaults.frequency_penalty = c.defaults.frequency_penalty;
-  r.params.defaults.presence_penalty = c.defaults.presence_penalty;
-  r.params.defaults.seed = c.defaults.seed;
-  r.params.defaults.step = c.defaults.step;
-  r.params.defaults.substream = c.defaults.substream;
+  r.params.defaults = to_cpp(c.defaults);
   r.allowed_mask = c.allowed_mask;
   r.mask_row_words = c.mask_row_words;
   r.logit_bias = to_cpp(c.logit_bias);
@@ -95,17 +116,7 @@ extern "C" {
 void lms_request_init(lms_request* req) {
   if (!req) return;
   *req = lms_request{};
-  const lmsample::RowDefaults d;
-  req->defaults.temperature = d.temperature;
-  req->defaults.top_k = d.top_k;
-  req->defaults.top_p = d.top_p;
-  req->defaults.min_p = d.min_p;
-  req->defaults.repetition_penalty = d.repetition_penalty;
-  req->defaults.frequency_penalty = d.frequency_penalty;
-  req->defaults.presence_penalty = d.presence_penalty;
-  req->defaults.seed = d.seed;
-  req->defaults.step = d.step;
-  req->defaults.substream = d.substream;
+  req->defaults = to_c(lmsample::RowDefaults{});
 }
 void lms_outputs_init(lms_outputs* out) {
   if (out) *out = lms_outputs{};
