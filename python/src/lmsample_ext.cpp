@@ -120,13 +120,11 @@ bool raw_address(nb::handle h, const void** ptr) {
 }
 
 double float_scalar(nb::handle h, const char* name) {
-  if (PyBool_Check(h.ptr()) || !(PyFloat_Check(h.ptr()) || PyLong_Check(h.ptr()))) {
-    double v = 0;
-    if (!PyBool_Check(h.ptr()) && nb::try_cast<double>(h, v)) return v;
+  double v = 0;
+  if (PyBool_Check(h.ptr()) || !nb::try_cast<double>(h, v))
     fail(std::string(name) + ": expected a number or a 1-D array, got " +
          nb::type_name(h.type()).c_str());
-  }
-  return PyFloat_AsDouble(h.ptr());
+  return v;
 }
 
 bool is_scalar(nb::handle h) {
