@@ -267,6 +267,9 @@ TEST(CApi, NamesVersionBackends) {
   EXPECT_STREQ(lms_row_status_name(LMS_ROW_BAD_TOKEN_ID), "bad_token_id");
   EXPECT_STREQ(lms_row_status_name(LMS_ROW_OK), "ok");
   EXPECT_STREQ(lms_version(), lmsample::version());
+  // docs/contract.md "Versions": 2 is the FMA exp (tests/test_core.cpp pins its bits)
+  EXPECT_EQ(lms_contract_version(), 2);
+  EXPECT_EQ(lmsample::contract_version(), 2);
   EXPECT_EQ(lms_backend_available(LMS_BACKEND_CPU), 1);
   EXPECT_EQ(lms_backend_available(LMS_BACKEND_CUDA),
             lmsample::backend_available(lmsample::Backend::kCuda) ? 1 : 0);

@@ -128,6 +128,8 @@ const char* lms_last_error(void);
 const char* lms_row_status_name(int32_t status);
 int lms_backend_available(int32_t backend);
 const char* lms_version(void);
+/* Version of the sampling contract (docs/contract.md); see lmsample::contract_version(). */
+int lms_contract_version(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -190,4 +190,9 @@ Backend resolve_backend(Backend backend);
 //! Library version string.
 const char* version() noexcept;
 
+//! Version of the sampling contract (docs/contract.md) this library implements: the same
+//! inputs give the same tokens, statuses and kept sizes in every build of one contract version.
+//! 2: exp with fused multiply-adds (1: without; some likelihoods differ in the last bit).
+int contract_version() noexcept;
+
 }  // namespace lmsample

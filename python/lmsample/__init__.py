@@ -20,6 +20,7 @@ from ._api import (
     SampleResult,
     Sampler,
     backend_available,
+    contract_version,
     sample,
     version,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "SampleResult",
     "Sampler",
     "backend_available",
+    "contract_version",
     "flashinfer",
     "sample",
     "version",

@@ -809,6 +809,12 @@ def version() -> str:
     return _ext.version()
 
 
+def contract_version() -> int:
+    """The version of the sampling contract (docs/contract.md) the library implements: one
+    contract version gives the same tokens for the same inputs in every build and backend."""
+    return _ext.contract_version()
+
+
 def backend_available(backend: str) -> bool:
     """Whether a backend ('cpu', 'cuda', 'hip') is built in and, for GPUs, has a device."""
     return bool(_ext.backend_available(_backend_code(backend)))

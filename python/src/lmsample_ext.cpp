@@ -577,6 +577,7 @@ NB_MODULE(_lmsample, m) {
         "temperature"_a, "top_p"_a, "n"_a, "stream"_a,
         "Benchmark helper: host microseconds per lmsample::sample() call made from C++.");
   m.def("version", [] { return std::string(lmsample::version()); });
+  m.def("contract_version", [] { return lmsample::contract_version(); });
   m.def("backend_available",
         [](int b) { return lmsample::backend_available(static_cast<Backend>(b)); });
   m.def("row_status_name", [](int s) { return std::string(lmsample::row_status_name(s)); });

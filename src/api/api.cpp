@@ -194,6 +194,8 @@ Backend resolve_backend(Backend backend) {
 
 const char* version() noexcept { return "0.1.0"; }
 
+int contract_version() noexcept { return core::kContractVersion; }
+
 size_t workspace_size(const Request& req, const ExecConfig& cfg) {
 #if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
   if (resolve_backend(cfg.backend) == kBuiltGpu) return gpu::workspace_size(req, cfg);

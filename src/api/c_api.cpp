@@ -160,5 +160,6 @@ int lms_backend_available(int32_t backend) {
   return lmsample::backend_available(static_cast<lmsample::Backend>(backend)) ? 1 : 0;
 }
 const char* lms_version(void) { return lmsample::version(); }
+int lms_contract_version(void) { return lmsample::contract_version(); }
 
 }  // extern "C"

@@ -12,35 +12,41 @@ namespace lmsample::core {
 constexpr int kMassBits = 39;
 constexpr uint64_t kMassOne = uint64_t{1} << kMassBits;
 
-//! exp(z) for z <= 0 (z = -inf allowed, NaN not), from adds and multiplies only.
-//! NOTE: Cody-Waite reduction z = k ln2 + r, |r| <= ln2/2, then a degree-7 Taylor polynomial in
-//! Horner form and an exact scaling by 2^k. Relative error below 2^-23 against exp for results
-//! >= 2^-126 (measured 9.8e-8), exactly 1 at z = 0; subnormal results lose relative precision and
-//! z < -103 gives 0 (none of them carries fixed-point mass).
+//! Version of the arithmetic below (docs/contract.md, "Versions"): 2 since exp_nonpos uses
+//! fused multiply-adds (version 1: separate multiplies and adds, a different last bit).
+constexpr int kContractVersion = 2;
+
+//! exp(z) for z <= 0 (z = -inf allowed, NaN not), from fused multiply-adds.
+//! NOTE: contract version 2. k = round(z log2(e)) from one FMA with 1.5 * 2^23 (whose float bits
+//! then hold k), Cody-Waite reduction r = z - k ln2 with two FMAs (|r| <= ln2/2 + tiny), a
+//! degree-7 Taylor polynomial of e^r in Horner form (seven FMAs), and 2^k applied exactly by
+//! adding k to the exponent field (k >= -124, so the result stays normal). Relative error below
+//! 2^-23 against exp (tests/test_core.cpp measures it), exactly 1 at z = 0, non-decreasing, and
+//! 0 for z < -86 (e^-86 < 2^-124; no such likelihood carries fixed-point mass).
 LMS_HD float exp_nonpos(float z) {
-  // Written without branches (selects only) so that host compilers can vectorise it; every
-  // path computes the same operations, so scalar, SIMD and GPU code give the same bits.
+  // Branch-free (selects only) so that host compilers vectorise it; every path computes the
+  // same operations, so scalar, SIMD and GPU code give the same bits.
   constexpr float kLog2e = 1.44269502162933349609375f;  // nearest float to 1/ln 2
   constexpr float kLn2Hi = 0.693145751953125f;          // 15 significant bits: k*kLn2Hi is exact
   constexpr float kLn2Lo = 1.428606765330187045e-06f;   // ln 2 - kLn2Hi
-  constexpr float kRound = 12582912.0f;                 // 1.5 * 2^23: adding it rounds to integer
-  const bool underflow = !(z >= -103.0f);               // also z = -inf
-  const float zc = underflow ? -103.0f : z;
-  const float kf = sub_rn(add_rn(mul_rn(zc, kLog2e), kRound), kRound);
-  const float r = sub_rn(sub_rn(zc, mul_rn(kf, kLn2Hi)), mul_rn(kf, kLn2Lo));
+  constexpr float kRound = 12582912.0f;                 // 1.5 * 2^23: its binade has ulp 1
+  const bool underflow = !(z >= -86.0f);                // also z = -inf
+  const float s = fma_rn(z, kLog2e, kRound);            // 1.5 * 2^23 + k, k in [-124, 0]
+  const float kf = sub_rn(s, kRound);                   // k, exactly
+  float r = fma_rn(kf, -kLn2Hi, z);
+  r = fma_rn(kf, -kLn2Lo, r);
   float p = 1.0f / 5040.0f;
-  p = add_rn(mul_rn(p, r), 1.0f / 720.0f);
-  p = add_rn(mul_rn(p, r), 1.0f / 120.0f);
-  p = add_rn(mul_rn(p, r), 1.0f / 24.0f);
-  p = add_rn(mul_rn(p, r), 1.0f / 6.0f);
-  p = add_rn(mul_rn(p, r), 0.5f);
-  p = add_rn(mul_rn(p, r), 1.0f);
-  p = add_rn(mul_rn(p, r), 1.0f);
-  const int k = static_cast<int>(kf);  // exact: kf is an integer in [-149, 0]
-  const int k1 = k < -100 ? -64 : 0;   // two exact scalings keep 2^k representable
-  p = mul_rn(p, bits_float(static_cast<uint32_t>(127 + k1) << 23));
-  p = mul_rn(p, bits_float(static_cast<uint32_t>(127 + k - k1) << 23));
-  return underflow ? 0.0f : p;
+  p = fma_rn(p, r, 1.0f / 720.0f);
+  p = fma_rn(p, r, 1.0f / 120.0f);
+  p = fma_rn(p, r, 1.0f / 24.0f);
+  p = fma_rn(p, r, 1.0f / 6.0f);
+  p = fma_rn(p, r, 0.5f);
+  p = fma_rn(p, r, 1.0f);
+  p = fma_rn(p, r, 1.0f);  // in [0.70, 1.42]
+  // float_bits(s) = float_bits(1.5 * 2^23) + k, whose low 9 bits are k's: shifted by 23 they
+  // add k to p's exponent field (p * 2^k, exact: the result is normal)
+  const uint32_t scaled = float_bits(p) + (float_bits(s) << 23);
+  return underflow ? 0.0f : bits_float(scaled);
 }
 
 //! The contract's relative likelihood of a token: e = exp((y - m) / T) written as
@@ -52,19 +58,35 @@ LMS_HD float rel_likelihood(float y, float m, float inv_t) {
   return d == 0.0f ? 1.0f : e;
 }
 
+//! rel_likelihood for a finite inv_t, bit for bit: there d == 0 gives d * inv_t = 0 and
+//! exp_nonpos(0) = 1 exactly, so the select is not needed. With kUnitT (inv_t == 1, T = 1) the
+//! multiply is skipped too (d * 1 = d exactly).
+template <bool kUnitT = false>
+LMS_HD float rel_likelihood_finite(float y, float m, float inv_t) {
+  const float d = sub_rn(y, m);
+  return exp_nonpos(kUnitT ? d : mul_rn(d, inv_t));
+}
+
 //! Fixed-point weight of a likelihood e in [0, 1]: floor(e * 2^39).
 //! NOTE: computed as hi * 2^20 + lo with two float -> int32 truncations, which is exactly
 //! floor(e * 2^39) (every step is exact: e * 2^39 < 2^40 has a 24-bit mantissa, so its part
 //! below 2^20 is representable) and vectorises on every host SIMD level.
-LMS_HD uint64_t mass_of(float e) {
+struct MassParts {
+  uint32_t hi;  // floor(e * 2^19), at most 2^19
+  uint32_t lo;  // the rest below 2^20
+};
+LMS_HD MassParts mass_parts(float e) {
   constexpr float kScale = 549755813888.0f;    // 2^39
   constexpr float kTwo20 = 1048576.0f;         // 2^20
   constexpr float kInv20 = 1.0f / 1048576.0f;  // 2^-20
   const float scaled = mul_rn(e, kScale);
   const int32_t hi = static_cast<int32_t>(mul_rn(scaled, kInv20));
   const float rest = sub_rn(scaled, mul_rn(static_cast<float>(hi), kTwo20));
-  return (static_cast<uint64_t>(static_cast<uint32_t>(hi)) << 20) +
-         static_cast<uint32_t>(static_cast<int32_t>(rest));
+  return MassParts{static_cast<uint32_t>(hi), static_cast<uint32_t>(static_cast<int32_t>(rest))};
+}
+LMS_HD uint64_t mass_of(float e) {
+  const MassParts p = mass_parts(e);
+  return (static_cast<uint64_t>(p.hi) << 20) + p.lo;
 }
 
 //! Natural log of a positive integer, in double, from adds, multiplies and one divide.

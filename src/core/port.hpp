@@ -63,6 +63,18 @@ LMS_HD float div_rn(float a, float b) {
 #endif
 }
 
+//! a * b + c with one rounding (IEEE fusedMultiplyAdd). Written out where the contract says so
+//! (core::exp_nonpos); nothing else is fused (no implicit contraction on any backend). On the
+//! host it is the compiler's fmaf: one instruction where the ISA level has FMA (the CPU backend's
+//! avx2 level is built with -mfma), libm's exact software fmaf elsewhere.
+LMS_HD float fma_rn(float a, float b, float c) {
+#if LMS_DEVICE_PASS
+  return __fmaf_rn(a, b, c);
+#else
+  return __builtin_fmaf(a, b, c);
+#endif
+}
+
 // ---- exact double-precision operations (only used for logprobs) ----
 LMS_HD double dadd_rn(double a, double b) {
 #if LMS_DEVICE_PASS

@@ -290,17 +290,19 @@ inline void block_likelihoods(const uint32_t* keys, uint32_t lo, float m, float 
   }
 }
 
-// Sum of the weights of a block's keys >= lo. Two vectorisable loops (one mixing float and
-// 64-bit lanes does not vectorise).
+// Sum of the weights of a block's keys >= lo, in 32-bit lanes only (so one loop vectorises at
+// full width): mass_of(e) = hi * 2^20 + lo with hi <= 2^19 and lo < 2^20, so a block's sums of
+// each part fit in 32 bits (kBlock * 2^20 < 2^32) and sum to the 64-bit total exactly.
 inline uint64_t block_mass(const uint32_t* keys, uint32_t lo, float m, float inv_t) {
-  float e[kBlock];
+  static_assert(kBlock <= 4096, "a block's 32-bit part sums must not overflow");
+  uint32_t sum_hi = 0, sum_lo = 0;
   for (int j = 0; j < kBlock; ++j) {
     const float l = core::rel_likelihood(value_of(keys[j]), m, inv_t);
-    e[j] = keys[j] >= lo ? l : 0.0f;  // mass_of(0) = 0
+    const core::MassParts p = core::mass_parts(keys[j] >= lo ? l : 0.0f);  // mass_of(0) = 0
+    sum_hi += p.hi;
+    sum_lo += p.lo;
   }
-  uint64_t sum = 0;
-  for (int j = 0; j < kBlock; ++j) sum += core::mass_of(e[j]);
-  return sum;
+  return (static_cast<uint64_t>(sum_hi) << 20) + sum_lo;
 }
 
 // Calls f(i0, block) for each block of kBlock keys of the row; the last one is padded with the
@@ -354,34 +356,94 @@ struct RowResult {
   int32_t kept = 0;
 };
 
-// No filter: draw over every valid token, in two passes and without a candidate list.
+// Top-p alone looks for its threshold among the tokens whose likelihood is at least
+// kProbeLow = kProbe (1 - 2^-10), kProbe = 2^-12, whenever the tokens at or above kProbe already
+// hold the target weight (a peaked row: N(0,1)*4 logits keep 96% of their weight there). Why
+// that is exact: with A = {e >= kProbe} and kappa its lowest key, every token with a key >= kappa
+// has e >= kProbe (1 - 2^-22) (exp_nonpos is within 7.9e-8 of exp, which increases, so it never
+// falls more than that below a lower key's value), so it is a candidate; the tokens with
+// keys >= kappa weigh at least A's weight >= the target, so the threshold is >= kappa, and above
+// kappa the candidates are every token.
+constexpr float kProbe = 1.0f / 4096.0f;
+constexpr float kProbeLow = kProbe * (1.0f - 1.0f / 1024.0f);
+
+struct ProbeResult {
+  uint64_t mass = 0;  // weight of the tokens with e >= kProbe
+  int64_t n = 0;      // candidates (e >= kProbeLow) written to ids / w, in token-id order
+};
+
+// One pass of likelihoods over the whole row with no filter: each block's weight into block_w
+// (ceil(v / kBlock) entries) and the row's total, in 32-bit lanes (block_mass). With probe, the
+// top-p candidates above too (into ids / w, V + kBlock slots). inv_t finite.
+template <bool kUnitT, bool kProbeOn>
+uint64_t unfiltered_pass(const uint32_t* keys, int64_t v, float m, float inv_t, uint64_t* block_w,
+                         ProbeResult* probe, int32_t* ids, uint64_t* w) {
+  uint64_t total = 0, probe_mass = 0;
+  int64_t n = 0;
+  for_each_block(keys, v, [&](int64_t i0, const uint32_t* b) {
+    // (two loops, each of which vectorises; padding keys are -inf: e = 0)
+    float e[kBlock];
+    for (int j = 0; j < kBlock; ++j)
+      e[j] = core::rel_likelihood_finite<kUnitT>(value_of(b[j]), m, inv_t);
+    uint32_t sum_hi = 0, sum_lo = 0, pr_hi = 0, pr_lo = 0, any = 0;
+    for (int j = 0; j < kBlock; ++j) {
+      const core::MassParts p = core::mass_parts(e[j]);
+      sum_hi += p.hi;
+      sum_lo += p.lo;
+      if (kProbeOn) {
+        const uint32_t in = e[j] >= kProbe ? ~0u : 0u;
+        pr_hi += p.hi & in;
+        pr_lo += p.lo & in;
+        any |= e[j] >= kProbeLow ? 1u : 0u;
+      }
+    }
+    const uint64_t bm = (static_cast<uint64_t>(sum_hi) << 20) + sum_lo;
+    block_w[i0 / kBlock] = bm;
+    total += bm;
+    if (kProbeOn) {
+      probe_mass += (static_cast<uint64_t>(pr_hi) << 20) + pr_lo;
+      if (any)
+        for (int j = 0; j < kBlock; ++j) {  // branch-free compaction (ids / w: V + kBlock slots)
+          ids[n] = static_cast<int32_t>(i0 + j);
+          w[n] = core::mass_of(e[j]);
+          n += e[j] >= kProbeLow;
+        }
+    }
+  });
+  if (kProbeOn) *probe = ProbeResult{probe_mass, n};
+  return total;
+}
+
+// No filter: draw over every valid token without a candidate list. One pass of likelihoods
+// keeps each block's weight (in block_w, ceil(v / kBlock) entries); the draw then finds the
+// block that holds t from those sums and recomputes only that block's weights. inv_t finite.
 RowResult sample_unfiltered(const uint32_t* keys, int64_t v, const RowStats& st, float inv_t,
-                            uint64_t u) {
+                            uint64_t u, uint64_t* block_w) {
   const uint32_t lo = core::kKeyNegInf + 1;
-  const uint64_t t = core::scale_draw(u, row_mass(keys, v, lo, st.m, inv_t));
+  const uint64_t total =
+      inv_t == 1.0f
+          ? unfiltered_pass<true, false>(keys, v, st.m, inv_t, block_w, nullptr, nullptr, nullptr)
+          : unfiltered_pass<false, false>(keys, v, st.m, inv_t, block_w, nullptr, nullptr, nullptr);
+  const uint64_t t = core::scale_draw(u, total);
   RowResult res;
   res.kept = static_cast<int32_t>(st.n_valid);
   uint64_t acc = 0;
-  bool done = false;
-  for_each_block(keys, v, [&](int64_t i0, const uint32_t* b) {
-    if (done) return;
-    const uint64_t bm = block_mass(b, lo, st.m, inv_t);
-    if (acc + bm <= t) {
-      acc += bm;
-      return;
+  int64_t blk = 0;
+  while (acc + block_w[blk] <= t) acc += block_w[blk++];  // t < total: stops in range
+  const int64_t i0 = blk * kBlock;
+  for (int64_t i = i0; i < i0 + kBlock && i < v; ++i) {
+    if (keys[i] < lo) continue;
+    acc += core::mass_of(core::rel_likelihood(value_of(keys[i]), st.m, inv_t));
+    if (acc > t) {
+      res.token = static_cast<int32_t>(i);
+      break;
     }
-    for (int j = 0; j < kBlock; ++j) {
-      if (b[j] < lo) continue;
-      acc += core::mass_of(core::rel_likelihood(value_of(b[j]), st.m, inv_t));
-      if (acc > t) {
-        res.token = static_cast<int32_t>(i0 + j);
-        done = true;
-        return;
-      }
-    }
-  });
-  return res;  // unreachable: the maximum has weight 2^39 > 0
+  }
+  return res;  // the block's weights sum past t, so a token was found
 }
+
+RowResult top_p_and_draw(const Scratch& s, int64_t n, uint64_t target, const core::RowSettings& rs,
+                         uint64_t u);
 
 // The general path: T > 0 and a finite maximum m.
 RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
@@ -389,8 +451,17 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
   const uint32_t* keys = s.keys;
   const float inv_t = core::div_rn(1.0f, rs.temperature);
   const bool use_k = rs.top_k > 0 && rs.top_k < st.n_valid;
-  if (!use_k && rs.top_p >= 1.0f && rs.min_p == 0.0f)
-    return sample_unfiltered(keys, v, st, inv_t, u);
+  if (!use_k && rs.min_p == 0.0f && core::is_finite(inv_t)) {
+    if (rs.top_p >= 1.0f) return sample_unfiltered(keys, v, st, inv_t, u, s.block_w);
+    // top-p alone: the probe's candidates, where they hold the target (kProbe)
+    ProbeResult pr;
+    const uint64_t total =
+        inv_t == 1.0f
+            ? unfiltered_pass<true, true>(keys, v, st.m, inv_t, s.block_w, &pr, s.ids, s.w)
+            : unfiltered_pass<false, true>(keys, v, st.m, inv_t, s.block_w, &pr, s.ids, s.w);
+    const uint64_t target = core::ceil_fraction(rs.top_p, total);
+    if (target <= pr.mass) return top_p_and_draw(s, pr.n, target, rs, u);
+  }
 
   // top-k threshold on the keys
   uint32_t lo = core::kKeyNegInf + 1;
@@ -434,10 +505,18 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
     }
   });
 
-  // top-p threshold by mass among the candidates
+  return top_p_and_draw(s, n, rs.top_p < 1.0f ? core::ceil_fraction(rs.top_p, total) : 0, rs, u);
+}
+
+// The candidates s.ids / s.w [0, n) (token-id order; every token that can be kept, and above
+// the top-p threshold every token): the top-p threshold by mass (the largest key whose
+// candidates at or above it weigh at least target; none where target is 0), then the draw by
+// running weight in token-id order over the candidates at or above it.
+RowResult top_p_and_draw(const Scratch& s, int64_t n, uint64_t target, const core::RowSettings& rs,
+                         uint64_t u) {
+  const uint32_t* keys = s.keys;
   uint32_t tau = 0;
   if (rs.top_p < 1.0f) {
-    const uint64_t target = core::ceil_fraction(rs.top_p, total);
     if (n <= kSmallSort) {
       for (int64_t j = 0; j < n; ++j)
         s.sort_buf[j] = (static_cast<uint64_t>(keys[s.ids[j]]) << 32) | static_cast<uint64_t>(j);

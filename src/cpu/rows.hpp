@@ -28,13 +28,15 @@ struct Scratch {
   uint64_t* sort_buf;  // kSmallSort (key << 32 | index) entries
   uint64_t* hist;      // 2048 radix buckets
   int32_t* sel;        // V + 1 entry indices (the radix select's entries after its first round)
+  uint64_t* block_w;   // ceil(V / kBlock) weights of kBlock-token blocks (the unfiltered passes)
 
   static size_t bytes(int64_t v) {
     const auto n = static_cast<size_t>(v);
     return align_up(n * sizeof(uint32_t)) + align_up((n + kBlock) * sizeof(int32_t)) +
            align_up((n + kBlock) * sizeof(uint64_t)) + align_up(n * sizeof(uint32_t)) +
            align_up(kSmallSort * sizeof(uint64_t)) + align_up(2048 * sizeof(uint64_t)) +
-           align_up((n + 1) * sizeof(int32_t));
+           align_up((n + 1) * sizeof(int32_t)) +
+           align_up((n / kBlock + 1) * sizeof(uint64_t));
   }
   static Scratch carve(char* base, int64_t v) {
     const auto n = static_cast<size_t>(v);
@@ -52,6 +54,8 @@ struct Scratch {
     s.hist = reinterpret_cast<uint64_t*>(base);
     base += align_up(2048 * sizeof(uint64_t));
     s.sel = reinterpret_cast<int32_t*>(base);
+    base += align_up((n + 1) * sizeof(int32_t));
+    s.block_w = reinterpret_cast<uint64_t*>(base);
     return s;
   }
 };

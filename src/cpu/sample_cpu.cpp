@@ -17,13 +17,14 @@ namespace {
 
 using RowFn = void (*)(const Scratch&, const Request&, const Outputs&, int64_t, int64_t, int64_t);
 
-// The instruction-set build to run: AVX2 where the processor has it, unless
+// The instruction-set build to run: AVX2 + FMA where the processor has both, unless
 // LMSAMPLE_CPU_ISA=baseline asks for the portable one (the tests compare the two).
 RowFn pick_row_fn() {
   const char* isa = std::getenv("LMSAMPLE_CPU_ISA");
   const bool force_baseline = isa && std::string(isa) == "baseline";
 #if defined(LMS_HAVE_AVX2_BUILD)
-  if (!force_baseline && __builtin_cpu_supports("avx2")) return &avx2::sample_row;
+  if (!force_baseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return &avx2::sample_row;
 #endif
   (void)force_baseline;
   return &baseline::sample_row;
@@ -31,7 +32,7 @@ RowFn pick_row_fn() {
 
 }  // namespace
 
-const char* isa_name() { return pick_row_fn() == &baseline::sample_row ? "baseline" : "avx2"; }
+const char* isa_name() { return pick_row_fn() == &baseline::sample_row ? "baseline" : "avx2+fma"; }
 
 int threads_for(const Request& req, const ExecConfig& cfg) {
   int t =

@@ -13,7 +13,7 @@ int threads_for(const Request& req, const ExecConfig& cfg);
 //! Workspace bytes for `req` with `cfg`.
 size_t workspace_size(const Request& req, const ExecConfig& cfg);
 
-//! Name of the instruction-set build sample() runs here ("avx2" or "baseline").
+//! Name of the instruction-set build sample() runs here ("avx2+fma" or "baseline").
 const char* isa_name();
 
 //! Samples every row. The request has passed api::validate_request.

@@ -261,6 +261,7 @@ def test_sampler_reuses_its_buffers_and_matches_sample():
 
 def test_module_facts():
     assert lmsample.version() == lmsample.__version__ == "0.1.0"
+    assert lmsample.contract_version() == 2
     assert lmsample.backend_available("cpu")
     assert lmsample.ROW_STATUS_NAMES[4] == "bad_top_p"
     with pytest.raises(ValueError, match="backend"):

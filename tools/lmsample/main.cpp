@@ -757,7 +757,8 @@ int run_verify_command(const VerifyArgs& a) {
 
 std::string version_text() {
   std::string s = std::string("lmsample ") + LMSAMPLE_TOOL_VERSION + " (library " +
-                  lmsample::version() + "; backends:";
+                  lmsample::version() + ", contract version " +
+                  std::to_string(lmsample::contract_version()) + "; backends:";
   s += " cpu";
   if (backend_available(Backend::kCuda)) s += ", cuda";
   s += ")";
