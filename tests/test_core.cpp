@@ -93,8 +93,8 @@ TEST(ExpNonpos, RelativeErrorDenseGrid) {
       z = std::nextafter(z, 0.0f);
     }
   }
-  for (const float c : {-0.34657359f, -0.6931472f, -1.0397208f, -5.8911238f, -10.0f, -27.03f,
-                        -60.0f, -85.99f}) {
+  for (const float c :
+       {-0.34657359f, -0.6931472f, -1.0397208f, -5.8911238f, -10.0f, -27.03f, -60.0f, -85.99f}) {
     float z = c;
     for (int i = 0; i < 100000; ++i) {
       check(z);
@@ -111,7 +111,7 @@ TEST(ExpNonpos, SpecialValues) {
   EXPECT_EQ(core::exp_nonpos(-std::numeric_limits<float>::infinity()), 0.0f);
   EXPECT_EQ(core::exp_nonpos(-104.0f), 0.0f);
   EXPECT_EQ(core::exp_nonpos(-1000.0f), 0.0f);
-  EXPECT_EQ(core::exp_nonpos(std::nextafter(-86.0f, -87.0f)), 0.0f);  // the stated cut-off
+  EXPECT_EQ(core::exp_nonpos(std::nextafter(-86.0f, -87.0f)), 0.0f);       // the stated cut-off
   EXPECT_GE(core::exp_nonpos(-86.0f), std::numeric_limits<float>::min());  // normal down to it
   EXPECT_LE(core::exp_nonpos(-std::numeric_limits<float>::denorm_min()), 1.0f);
 }
@@ -122,7 +122,7 @@ TEST(ExpNonpos, BitsOfContractVersion2) {
   // exp (separate multiplies and adds) gave 0x3f7c0dd8.
   EXPECT_EQ(core::kContractVersion, 2);
   const std::pair<float, uint32_t> pins[] = {
-      {-0.0155337583f, 0x3f7c0dd9u}, {-1.0f, 0x3ebc5ab2u}, {-0.5f, 0x3f1b4598u},
+      {-0.0155337583f, 0x3f7c0dd9u}, {-1.0f, 0x3ebc5ab2u},   {-0.5f, 0x3f1b4598u},
       {-10.0f, 0x383e6bceu},         {-27.03f, 0x2c0059e3u}, {-85.9f, 0x018698a0u},
   };
   for (const auto& [z, bits] : pins) EXPECT_EQ(core::float_bits(core::exp_nonpos(z)), bits) << z;
@@ -185,6 +185,106 @@ TEST(RelLikelihood, MaximumIsExactlyOne) {
   EXPECT_EQ(core::rel_likelihood(3.5f, 3.5f, std::numeric_limits<float>::infinity()), 1.0f);
   EXPECT_EQ(core::rel_likelihood(3.0f, 3.5f, std::numeric_limits<float>::infinity()), 0.0f);
   EXPECT_EQ(core::rel_likelihood(-std::numeric_limits<float>::infinity(), 3.5f, 1.0f), 0.0f);
+}
+
+// rel_likelihood_finite (the CPU backend's unfiltered passes) is rel_likelihood bit for bit for
+// every finite inv_t: with kUnitT at inv_t = 1 (the multiply skipped) and without it at any
+// finite inv_t (the select of d == 0 left out). Random maxima of many magnitudes (0, -0,
+// subnormal, huge), y = m, y one or a few ulps below m, y = -inf, -0 against +0, y anywhere
+// below m, and inv_t = 1, 1 / T for T over many decades, subnormal, huge and 0.
+TEST(RelLikelihood, FiniteVariantsAreBitForBit) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  lmstest::Rng rng(2185842);
+  int64_t checked = 0, unit_checked = 0, ones = 0;
+  const auto check = [&](float y, float m, float inv_t) {
+    const uint32_t want = core::float_bits(core::rel_likelihood(y, m, inv_t));
+    ASSERT_EQ(core::float_bits(core::rel_likelihood_finite<false>(y, m, inv_t)), want)
+        << "y=" << y << " m=" << m << " inv_t=" << inv_t;
+    ++checked;
+    ones += want == core::float_bits(1.0f);
+    const uint32_t want1 = core::float_bits(core::rel_likelihood(y, m, 1.0f));
+    ASSERT_EQ(core::float_bits(core::rel_likelihood_finite<true>(y, m, 1.0f)), want1)
+        << "y=" << y << " m=" << m << " inv_t=1";
+    ++unit_checked;
+  };
+  const auto random_m = [&]() -> float {
+    switch (rng.range(0, 6)) {
+      case 0:
+        return rng.chance(0.5) ? 0.0f : -0.0f;
+      case 1:
+        return static_cast<float>(rng.normal(0.0, 10.0));
+      case 2:
+        return static_cast<float>(rng.uniform(-1e3, 1e3));
+      case 3:  // tiny, subnormal included
+        return static_cast<float>(
+            std::ldexp(rng.uniform(-1.0, 1.0), -static_cast<int>(rng.range(100, 150))));
+      case 4:  // huge
+        return static_cast<float>(
+            std::ldexp(rng.uniform(-1.0, 1.0), static_cast<int>(rng.range(20, 127))));
+      default:
+        return static_cast<float>(rng.uniform(-30.0, 30.0));
+    }
+  };
+  const auto random_inv_t = [&]() -> float {
+    switch (rng.range(0, 5)) {
+      case 0:
+        return 1.0f;
+      case 1:
+        return core::div_rn(1.0f, static_cast<float>(std::exp(rng.uniform(-12.0, 12.0))));
+      case 2:
+        return core::div_rn(1.0f, std::vector<float>{0.7f, 1.3f, 0.05f, 3.0f, 1e-3f,
+                                                     50.0f}[static_cast<size_t>(rng.range(0, 5))]);
+      case 3:  // subnormal (T near FLT_MAX), or 0
+        return rng.chance(0.8) ? std::ldexp(static_cast<float>(rng.uniform(0.0, 1.0)), -126) : 0.0f;
+      default:  // up to FLT_MAX (T tiny but 1/T finite)
+        return std::ldexp(static_cast<float>(rng.uniform(0.5, 1.0)),
+                          static_cast<int>(rng.range(10, 128)));
+    }
+  };
+  for (int i = 0; i < 400000; ++i) {
+    const float m = random_m();
+    const float inv_t = random_inv_t();
+    ASSERT_TRUE(core::is_finite(inv_t));
+    float y;
+    switch (rng.range(0, 7)) {
+      case 0:
+        y = m;
+        break;
+      case 1:
+        y = -kInf;
+        break;
+      case 2: {  // a few ulps below m
+        y = m;
+        for (int64_t k = rng.range(1, 4); k > 0; --k) y = std::nextafter(y, -kInf);
+        break;
+      }
+      case 3:  // -0 and +0 against each other
+        y = rng.chance(0.5) ? -0.0f : 0.0f;
+        check(y, rng.chance(0.5) ? -0.0f : 0.0f, inv_t);
+        y = std::min(y, m);
+        break;
+      case 4:  // within about 30 T below m
+        y = static_cast<float>(static_cast<double>(m) - rng.uniform(0.0, 30.0) / inv_t);
+        break;
+      default:  // anywhere below m
+        y = static_cast<float>(static_cast<double>(m) - std::abs(rng.normal(0.0, 50.0)));
+        break;
+    }
+    if (!(y <= m)) y = m;
+    check(y, m, inv_t);
+  }
+  // consecutive floats y from m down (50,000 of them, or down to m - 2^-10) at a few maxima and
+  // temperatures: d * inv_t near 0, where exp_nonpos is near 1 (at m = 0: subnormal d)
+  for (const float m : {0.0f, -0.0f, 1.0f, -3.5f, 17.25f}) {
+    for (const float inv_t : {1.0f, core::div_rn(1.0f, 0.7f), core::div_rn(1.0f, 1.3f)}) {
+      int n = 0;
+      for (float y = m; y >= m - 1.0f / 1024.0f && n < 50000; y = std::nextafter(y, -kInf), ++n)
+        check(y, m, inv_t);
+    }
+  }
+  EXPECT_GT(ones, 1000);  // y == m (and -0 against +0) did come up
+  RecordProperty("checked", std::to_string(checked));
+  RecordProperty("unit_checked", std::to_string(unit_checked));
 }
 
 // The GPU's candidate bounds by likelihood (core/likelihood_bounds.hpp): a processed logit whose

@@ -23,14 +23,18 @@ constexpr int kContractVersion = 2;
 //! adding k to the exponent field (k >= -124, so the result stays normal). Relative error below
 //! 2^-23 against exp (tests/test_core.cpp measures it), exactly 1 at z = 0, non-decreasing, and
 //! 0 for z < -86 (e^-86 < 2^-124; no such likelihood carries fixed-point mass).
-LMS_HD float exp_nonpos(float z) {
-  // Branch-free (selects only) so that host compilers vectorise it; every path computes the
-  // same operations, so scalar, SIMD and GPU code give the same bits.
+//! The two pieces of exp_nonpos(z) for z in [-86, 0]: e^z = p * 2^k with p = e^r in
+//! [0.70, 1.42] and k in [-124, 0] held in the low 9 bits of s_bits (the float bits of
+//! 1.5 * 2^23 + k), so that float_bits(p) + (s_bits << 23) are the bits of p * 2^k.
+struct ExpParts {
+  float p;
+  uint32_t s_bits;
+};
+LMS_HD ExpParts exp_parts(float z) {
   constexpr float kLog2e = 1.44269502162933349609375f;  // nearest float to 1/ln 2
   constexpr float kLn2Hi = 0.693145751953125f;          // 15 significant bits: k*kLn2Hi is exact
   constexpr float kLn2Lo = 1.428606765330187045e-06f;   // ln 2 - kLn2Hi
   constexpr float kRound = 12582912.0f;                 // 1.5 * 2^23: its binade has ulp 1
-  const bool underflow = !(z >= -86.0f);                // also z = -inf
   const float s = fma_rn(z, kLog2e, kRound);            // 1.5 * 2^23 + k, k in [-124, 0]
   const float kf = sub_rn(s, kRound);                   // k, exactly
   float r = fma_rn(kf, -kLn2Hi, z);
@@ -43,9 +47,17 @@ LMS_HD float exp_nonpos(float z) {
   p = fma_rn(p, r, 0.5f);
   p = fma_rn(p, r, 1.0f);
   p = fma_rn(p, r, 1.0f);  // in [0.70, 1.42]
+  return ExpParts{p, float_bits(s)};
+}
+
+LMS_HD float exp_nonpos(float z) {
+  // Branch-free (selects only) so that host compilers vectorise it; every path computes the
+  // same operations, so scalar, SIMD and GPU code give the same bits.
+  const bool underflow = !(z >= -86.0f);  // also z = -inf
+  const ExpParts e = exp_parts(z);
   // float_bits(s) = float_bits(1.5 * 2^23) + k, whose low 9 bits are k's: shifted by 23 they
   // add k to p's exponent field (p * 2^k, exact: the result is normal)
-  const uint32_t scaled = float_bits(p) + (float_bits(s) << 23);
+  const uint32_t scaled = float_bits(e.p) + (e.s_bits << 23);
   return underflow ? 0.0f : bits_float(scaled);
 }
 

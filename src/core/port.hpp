@@ -343,6 +343,18 @@ __device__ __forceinline__ void async_copy_wait() {
 #else
 #define LMS_HAS_ASYNC_COPY 0
 #endif
+//! 2^23 + floor(x) for x in [0, 2^23), exactly (the GPU code's float floor without a
+//! conversion, temperature_kernel.cuh): on CUDA x + 2^23 rounded toward zero (a full-rate add;
+//! the sum lies in [2^23, 2^24), whose ulp is 1), on HIP truncf(x) + 2^23 (exact).
+#if !defined(LMS_SIMT_EMULATION)
+__device__ __forceinline__ float floor_plus_2p23(float x) {
+#if defined(__HIPCC__)
+  return __fadd_rn(truncf(x), 8388608.0f);
+#else
+  return __fadd_rz(x, 8388608.0f);
+#endif
+}
+#endif
 //! p += v (mod 2^64) on shared memory, as two native 32-bit atomics on the halves with the low
 //! half's carry added to the high half (a 64-bit shared-memory atomic add is a compare-and-swap
 //! loop on NVIDIA, which contention turns into thousands of retries). Exact and order-free: once

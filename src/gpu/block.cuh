@@ -10,6 +10,16 @@
 
 namespace lmsample::gpu {
 
+//! The exchange buffers of the kernels that need only reductions, scans and group sums
+//! (temperature_kernel.cuh): the members of Exchange that Block's reductions, post_to_group and
+//! the group sums use, which take either type.
+struct alignas(16) SmallExchange {
+  static constexpr int kMaxGroup = 16;
+  uint64_t posted[2][kMaxGroup][8];
+  uint64_t scratch[64 * 4];
+  uint64_t bcast[4];
+};
+
 //! Shared memory every CTA of a row uses to exchange partial results with its siblings.
 //! Exchange buffers are double-buffered: a buffer is written again only two exchanges later,
 //! and every exchange has a group barrier, so no CTA overwrites what a sibling still reads.
@@ -54,9 +64,8 @@ struct alignas(16) Exchange {
 //! RowGroup::arrive / wait) before the first post. Two parities: a rank can post into a buffer
 //! again only after passing the next barrier, which every thread of every rank reaches after its
 //! last read of that buffer.
-template <typename Group, typename T>
-__device__ const uint64_t (*post_to_group(const Group& g, Exchange& ex, int& phase,
-                                          const T& mine))[8] {
+template <typename Group, typename T, typename Ex>
+__device__ const uint64_t (*post_to_group(const Group& g, Ex& ex, int& phase, const T& mine))[8] {
   static_assert(sizeof(T) <= sizeof(ex.posted[0][0]), "value too large");
   uint64_t(*box)[8] = ex.posted[phase];
   phase ^= 1;
@@ -97,8 +106,8 @@ struct Block {
 
   //! All-reduce of a trivially copyable value (sizeof <= 32) with an associative, commutative
   //! and exact `op`; every thread gets the result. Contains two block barriers.
-  template <typename T, typename Op>
-  static __device__ T allreduce(T v, Op op, Exchange& ex) {
+  template <typename T, typename Op, typename Ex>
+  static __device__ T allreduce(T v, Op op, Ex& ex) {
     static_assert(sizeof(T) <= 32, "value too large");
 #pragma unroll
     for (int m = kWarpSize / 2; m > 0; m >>= 1) v = op(v, shfl_xor(v, m));
@@ -112,7 +121,8 @@ struct Block {
   }
 
   //! Inclusive prefix sum over the block in thread order; *total gets the block's sum.
-  static __device__ uint64_t inclusive_scan(uint64_t v, uint64_t* total, Exchange& ex) {
+  template <typename Ex>
+  static __device__ uint64_t inclusive_scan(uint64_t v, uint64_t* total, Ex& ex) {
     const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
 #pragma unroll
     for (int d = 1; d < kWarpSize; d <<= 1) {
@@ -201,8 +211,8 @@ __device__ uint32_t block_kth_largest(uint32_t v, int k, Exchange& ex) {
 struct Sum2 {
   uint64_t a, b;
 };
-template <typename Group>
-__device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine, Sum2* before) {
+template <typename Group, typename Ex>
+__device__ Sum2 group_sum2(const Group& g, Ex& ex, int& phase, Sum2 mine, Sum2* before) {
   const uint64_t(*box)[8] = post_to_group(g, ex, phase, mine);
   Sum2 all{0, 0}, b{0, 0};
   const unsigned rank = g.rank(), n = g.size();
@@ -219,9 +229,8 @@ __device__ Sum2 group_sum2(const Group& g, Exchange& ex, int& phase, Sum2 mine, 
 
 //! Sum over the row group of each CTA's block-uniform `mine`; *before gets the sum over the
 //! CTAs of lower rank. One group barrier.
-template <typename Group>
-__device__ uint64_t group_sum(const Group& g, Exchange& ex, int& phase, uint64_t mine,
-                              uint64_t* before) {
+template <typename Group, typename Ex>
+__device__ uint64_t group_sum(const Group& g, Ex& ex, int& phase, uint64_t mine, uint64_t* before) {
   Sum2 b{0, 0};
   const Sum2 all = group_sum2(g, ex, phase, Sum2{mine, 0}, &b);
   if (before) *before = b.a;
@@ -229,8 +238,8 @@ __device__ uint64_t group_sum(const Group& g, Exchange& ex, int& phase, uint64_t
 }
 
 //! Group all-reduce of a block-uniform value (sizeof <= 64). One group barrier.
-template <typename Group, typename T, typename Op>
-__device__ T group_allreduce(const Group& g, Exchange& ex, int& phase, T mine, Op op) {
+template <typename Group, typename T, typename Op, typename Ex>
+__device__ T group_allreduce(const Group& g, Ex& ex, int& phase, T mine, Op op) {
   const uint64_t(*box)[8] = post_to_group(g, ex, phase, mine);
   T r;
   memcpy(&r, box[0], sizeof(T));

@@ -356,8 +356,8 @@ __device__ Stats load_chunk(uint32_t* keys, bool keys_in_smem, const void* row, 
 
 // Logit bias of this CTA's tokens, entries applied in the order given (warp 0; duplicates of a
 // token within a batch of kWarpSize entries are applied by the lane of its first occurrence).
-__device__ void apply_bias(uint32_t* keys, const SparseRows& b, int64_t row, int64_t c0, int n,
-                           Exchange& ex) {
+__device__ inline void apply_bias(uint32_t* keys, const SparseRows& b, int64_t row, int64_t c0,
+                                  int n, Exchange& ex) {
   if (threadIdx.x >= kWarpSize) return;
   int32_t* toks = reinterpret_cast<int32_t*>(ex.top);  // scratch: kWarpSize tokens + values
   float* vals = reinterpret_cast<float*>(ex.top) + kWarpSize;

@@ -652,4 +652,93 @@ TEST_F(GpuGreedy, ByDefaultsMatchesCpu) {
   summary(all, "greedy by RowParams::defaults (greedy_rows_kernel)");
 }
 
+// ---------------------------------------------------------------------------------------------
+// (g) Temperature alone as the host knows it (no top_k, top_p or min_p array, none in
+// RowParams::defaults, no bitmask, bias, penalties or logprobs): the GPU runs
+// temperature_rows_kernel, which must give the CPU's tokens, statuses and kept sizes, with a
+// temperature per row (greedy rows and bad temperatures among them) or one for the call, special
+// rows (NaN, -inf, +inf), misaligned and strided rows and every dtype included.
+class GpuTemperature : public GpuTest {};
+
+TEST_F(GpuTemperature, AloneMatchesCpu) {
+  struct Case {
+    DType dt;
+    int64_t b, v, stride_extra, base_offset;
+  };
+  const Case cases[] = {
+      {DType::kFloat32, 1, 151936, 0, 0},   {DType::kBFloat16, 7, 1000, 0, 1},
+      {DType::kFloat16, 130, 32000, 5, 3},  {DType::kFloat32, 600, 4096, 3, 1},
+      {DType::kBFloat16, 33, 151936, 0, 0}, {DType::kFloat32, 5, 1, 0, 0},
+      {DType::kFloat32, 9, 63, 1, 0},       {DType::kFloat32, 40, 262144, 0, 0},
+      {DType::kBFloat16, 3, 151936, 1, 1},
+  };
+  Compared all;
+  for (const Case& c : cases) {
+    for (const bool per_row_t : {true, false}) {
+      GroupCfg g =
+          cfg_of("temperature_alone", c.dt, c.v, small_mode() ? std::min<int64_t>(c.b, 40) : c.b, 0,
+                 1900 + static_cast<uint64_t>(c.v) + static_cast<uint64_t>(c.b));
+      g.mix.greedy = 0.1;
+      g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
+      g.mix.top_k = g.mix.top_p = g.mix.min_p = 0.0;
+      g.mix.special = 0.4;
+      g.mix.bad_param = 0.1;
+      g.mix.bad_token_id = 0.0;
+      g.layout.stride_extra = c.stride_extra;
+      g.layout.base_offset = c.base_offset;
+      const HostBatch hb = make_batch(g);
+      const DeviceBatch db(hb);
+      lmsample::Request hreq = hb.request(), dreq = db.request();
+      for (lmsample::Request* q : {&hreq, &dreq}) {
+        q->params.top_k = nullptr;
+        q->params.top_p = nullptr;
+        q->params.min_p = nullptr;
+        if (!per_row_t) {
+          q->params.temperature = nullptr;
+          q->params.defaults.temperature = 0.8f;
+        }
+      }
+      for (const bool with_kept : {false, true}) {
+        HostOutputs cpu(hb.batch, 0), gpu(hb.batch, 0);
+        lmsample::Outputs ho = cpu.outputs(with_kept);
+        ho.logprob = nullptr;
+        lmsample::ExecConfig cc;
+        std::vector<unsigned char> cws(lmsample::workspace_size(hreq, cc) + 1);
+        const lmsample::Status cs = lmsample::sample(hreq, ho, cws.data(), cws.size(), cc);
+        ASSERT_TRUE(cs.ok() || cs.code == lmsample::Code::kInvalidRowParameter) << cs.message;
+        DeviceOutputs dout(hb.batch, 0);
+        dout.poison(stream_);
+        lmsample::Outputs dout_o = dout.outputs(with_kept);
+        dout_o.logprob = nullptr;
+        lmsample::ExecConfig gc;
+        gc.backend = lmsample::Backend::kCuda;
+        gc.stream = stream_;
+        const size_t gws = lmsample::workspace_size(dreq, gc);
+        const lmsample::Status gs = lmsample::sample(dreq, dout_o, ws_.get(gws), gws, gc);
+        ASSERT_TRUE(gs.ok()) << gs.message;
+        wait_stream(stream_, call_timeout_s(), "temperature_alone");
+        dout.download(gpu);
+        for (int64_t r = 0; r < hb.batch; ++r) {
+          const auto i = static_cast<size_t>(r);
+          ++all.rows;
+          const bool same = gpu.tokens[i] == cpu.tokens[i] && gpu.status[i] == cpu.status[i] &&
+                            (!with_kept || gpu.kept[i] == cpu.kept[i]);
+          if (!same) {
+            ++all.mismatched;
+            if (all.mismatched <= 5)
+              ADD_FAILURE() << dtype_name(c.dt) << " B=" << hb.batch << " V=" << c.v << " row " << r
+                            << (per_row_t ? " (T per row) " : " (T for the call) ") << "("
+                            << hb.describe_row(r) << "): gpu token " << gpu.tokens[i] << " status "
+                            << gpu.status[i] << " kept " << gpu.kept[i] << ", cpu token "
+                            << cpu.tokens[i] << " status " << cpu.status[i] << " kept "
+                            << cpu.kept[i];
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(all.mismatched, 0);
+  summary(all, "temperature alone (temperature_rows_kernel)");
+}
+
 }  // namespace lmsgpu

@@ -1,0 +1,386 @@
+// Temperature alone (docs/contract.md sections 2-4 with no filter): a row's kept set is every
+// valid token, so its draw needs the row maximum and then every token's weight, in token order.
+// Launched instead of the general kernel where the host knows that no row has a filter (no
+// top_k, top_p or min_p array, none in RowParams::defaults) and no step of the contract but the
+// load applies (no bitmask, bias or penalty history, no logprobs); the temperature may be one
+// for the call or an array (rows with T = 0 are greedy). Same bits as the general kernel and the
+// CPU: the same exact keys, likelihoods (core/math.hpp) and integer sums.
+//
+// One row per group of G CTAs (a cluster on Hopper). Each CTA copies its chunk of the row into
+// shared memory as stored (fp32, bf16 or fp16: 16-bit rows take half the room), with 16-byte
+// asynchronous copies, and the row is read from memory once:
+//   load  -> statistics (maximum key at its lowest index, valid count; one block reduction and
+//            one group exchange)
+//         -> weights: each thread sums floor(e * 2^39) over a contiguous run of its chunk
+//            (one block scan and one group exchange give every run's place in the row)
+//         -> draw: the warp of the run that holds t = floor(u W / 2^64) walks it.
+// The chunks are small (about 40 KB), so four CTAs share a multiprocessor and one CTA's load
+// overlaps another's arithmetic.
+#pragma once
+
+#include "core/math.hpp"
+#include "core/params.hpp"
+#include "gpu/block.cuh"
+#include "gpu/greedy_kernel.cuh"
+#include "gpu/sample_kernel.cuh"
+
+namespace lmsample::gpu {
+
+constexpr int kTemperatureThreads = 256;
+
+//! Tokens per thread run for `chunk` tokens per CTA: chunk = kThreads * run, with run odd for
+//! fp32 (4-byte elements) and 2 mod 4 for 16-bit ones, so that the 32 runs of a warp start in
+//! 32 different shared-memory banks.
+inline int temperature_run(int64_t chunk_at_least, int threads, int esize) {
+  int run = static_cast<int>((chunk_at_least + threads - 1) / threads);
+  if (esize == 4) {
+    run |= 1;
+  } else {
+    while (run % 4 != 2) ++run;
+  }
+  return run;
+}
+
+namespace temperature {
+
+// Element i of the chunk in shared memory, as float bits (16-bit formats widened exactly).
+template <DType kDt>
+__device__ __forceinline__ uint32_t bits_at(const unsigned char* data, int i) {
+  if constexpr (kDt == DType::kFloat32) {
+    return reinterpret_cast<const uint32_t*>(data)[i];
+  } else {
+    const uint16_t h = reinterpret_cast<const uint16_t*>(data)[i];
+    return kDt == DType::kBFloat16 ? static_cast<uint32_t>(h) << 16
+                                   : core::float_bits(core::f16_to_float(h));
+  }
+}
+
+struct Stats {
+  uint64_t best;   // greedy_pack of the maximum key at its lowest index (0: none valid)
+  uint64_t valid;  // tokens with a key above -inf
+};
+struct StatsOp {
+  __device__ Stats operator()(const Stats& a, const Stats& b) const {
+    return Stats{a.best > b.best ? a.best : b.best, a.valid + b.valid};
+  }
+};
+
+// This thread's statistics of the chunk's n elements (16-byte vectors strided by kThreads, then
+// the elements after the last whole vector).
+template <int kThreads, DType kDt>
+__device__ Stats chunk_stats(const unsigned char* data, int n, int64_t c0) {
+  constexpr int kPer = kDt == DType::kFloat32 ? 4 : 8;  // elements per 16-byte vector
+  uint32_t best_key = core::kKeyNegInf;
+  int best_i = -1;
+  uint32_t valid = 0;
+  const int nvec = n / kPer;
+  const uint4* vec = reinterpret_cast<const uint4*>(data);
+  for (int v = threadIdx.x; v < nvec; v += kThreads) {
+    const uint4 q = vec[v];
+    uint32_t k[kPer];
+    if constexpr (kDt == DType::kFloat32) {
+      k[0] = core::canonical_key_of_bits(q.x);
+      k[1] = core::canonical_key_of_bits(q.y);
+      k[2] = core::canonical_key_of_bits(q.z);
+      k[3] = core::canonical_key_of_bits(q.w);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j)
+        k[j] = core::canonical_key_of_bits(bits_at<kDt>(data, v * kPer + j));
+    }
+    uint32_t mx = k[0], mn = k[0];
+#pragma unroll
+    for (int j = 1; j < kPer; ++j) {
+      mx = k[j] > mx ? k[j] : mx;
+      mn = k[j] < mn ? k[j] : mn;
+    }
+    if (mn > core::kKeyNegInf) {
+      valid += kPer;
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) valid += k[j] > core::kKeyNegInf;
+    }
+    if (mx > best_key) {  // (a thread's vectors come in increasing index order)
+      int first = kPer - 1;
+#pragma unroll
+      for (int j = kPer - 2; j >= 0; --j) first = k[j] == mx ? j : first;
+      best_key = mx;
+      best_i = v * kPer + first;
+    }
+  }
+  for (int i = nvec * kPer + static_cast<int>(threadIdx.x); i < n; i += kThreads) {
+    const uint32_t key = core::canonical_key_of_bits(bits_at<kDt>(data, i));
+    valid += key > core::kKeyNegInf;
+    if (key > best_key) {
+      best_key = key;
+      best_i = i;
+    }
+  }
+  return Stats{best_i < 0 ? 0 : greedy_pack(best_key, c0 + best_i), valid};
+}
+
+// floor(exp_nonpos(z) * 2^39) for z <= 0 or NaN, as core::mass_parts' split hi * 2^20 + lo, from
+// exp_parts with exponent-field adds and floor_plus_2p23 (port.hpp: 2^23 + floor(x) for x in
+// [0, 2^23), whose float bits are 0x4b000000 + floor(x); a round-toward-zero add on CUDA): no
+// float <-> integer conversion, which the GPU issues at a quarter of an add's rate. Returned as
+// those biased bits; a sum of n tokens' bits less n * kBias (mod 2^32) is the sum of their parts.
+// z is first raised to -86 (fmaxf also takes NaN there): exp_nonpos gives 0 below, and the
+// weight of exp(-86) is 0 too.
+constexpr uint32_t kBias = 0x4b000000u;  // float bits of 2^23
+__device__ __forceinline__ void weight_bits(float z, uint32_t& hi_bits, uint32_t& lo_bits) {
+  const core::ExpParts e = core::exp_parts(fmaxf(z, -86.0f));
+  const uint32_t scaled_bits = core::float_bits(e.p) + ((e.s_bits + 39u) << 23);  // p 2^(k+39)
+  const float x = core::bits_float(scaled_bits - (20u << 23));                    // scaled 2^-20
+  const float t = floor_plus_2p23(x);                                             // 2^23 + hi
+  const float hi_f = core::sub_rn(t, 8388608.0f);
+  const float rest = core::fma_rn(-hi_f, 1048576.0f, core::bits_float(scaled_bits));  // exact
+  hi_bits = core::float_bits(t);
+  lo_bits = core::float_bits(floor_plus_2p23(rest));
+}
+
+// Weight of one element (float bits) for the kinds of rows: a finite maximum with T = 1 or any
+// finite 1/T (the likelihood without the d == 0 select, core::rel_likelihood_finite, through
+// weight_bits), any other 1/T (+inf for a tiny T: core::rel_likelihood), and a row whose maximum
+// is +inf (weight 1 for each +inf token, section 3). NaN bits give 0 in each (NaN - m is NaN,
+// whose exp is 0; the canonical value of a NaN is -inf, whose weight is 0), and -0 gives +0's
+// weight (y - m is the same).
+template <int kMode>  // 0: T = 1, 1: finite 1/T, 2: other 1/T, 3: +inf maximum
+struct Weight {
+  float m, inv_t;
+  static constexpr bool kBits = kMode <= 1;  // weight_bits
+  __device__ __forceinline__ float z_of(uint32_t bits) const {
+    const float d = core::sub_rn(core::bits_float(bits), m);
+    return kMode == 0 ? d : core::mul_rn(d, inv_t);
+  }
+  __device__ __forceinline__ uint64_t operator()(uint32_t bits) const {
+    if constexpr (kMode == 3) {
+      return bits == 0x7f800000u ? 1u : 0u;
+    } else if constexpr (kBits) {
+      uint32_t h, l;
+      weight_bits(z_of(bits), h, l);
+      return (static_cast<uint64_t>(h - kBias) << 20) + (l - kBias);
+    } else {
+      return core::mass_of(core::rel_likelihood(core::bits_float(bits), m, inv_t));
+    }
+  }
+};
+
+// The weight of the elements [i0, i1) of the chunk (at most 4096 of them, so that the 32-bit
+// sums of weight_bits' parts cannot overflow), four loads before their four weights.
+template <DType kDt, typename W>
+__device__ __forceinline__ uint64_t run_weight(const unsigned char* data, int i0, int i1,
+                                               W weight) {
+  if constexpr (W::kBits) {
+    uint32_t hs = 0, ls = 0;
+    int i = i0;
+    for (; i + 4 <= i1; i += 4) {
+      uint32_t b[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = bits_at<kDt>(data, i + j);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uint32_t h, l;
+        weight_bits(weight.z_of(b[j]), h, l);
+        hs += h;
+        ls += l;
+      }
+    }
+    for (; i < i1; ++i) {
+      uint32_t h, l;
+      weight_bits(weight.z_of(bits_at<kDt>(data, i)), h, l);
+      hs += h;
+      ls += l;
+    }
+    const uint32_t n = static_cast<uint32_t>(i1 > i0 ? i1 - i0 : 0);
+    return (static_cast<uint64_t>(hs - n * kBias) << 20) + (ls - n * kBias);
+  } else {
+    uint64_t sum = 0;
+    for (int i = i0; i < i1; ++i) sum += weight(bits_at<kDt>(data, i));
+    return sum;
+  }
+}
+
+// The draw over the group's chunks: each thread sums the weights of its run [i0, i1) of the
+// chunk, one block scan and one group exchange place every run in the row, and the warp of the
+// run that holds t walks it kWarpSize elements at a time. Returns the token (in the one lane
+// that found it; -1 elsewhere) and the row's total weight in *total.
+template <int kThreads, DType kDt, typename Group, typename W>
+__device__ int64_t draw(const Group& g, SmallExchange& ex, int& phase, const unsigned char* data,
+                        int n, int run, int64_t c0, uint64_t u, W weight, uint64_t* total) {
+  using B = Block<kThreads>;
+  const int i0 = static_cast<int>(threadIdx.x) * run;
+  const int i1 = i0 + run < n ? i0 + run : n;
+  const uint64_t mine = run_weight<kDt>(data, i0, i1, weight);
+  uint64_t blk = 0;
+  const uint64_t incl = B::inclusive_scan(mine, &blk, ex);
+  uint64_t before = 0;
+  *total = group_sum(g, ex, phase, blk, &before);
+  const uint64_t t = core::scale_draw(u, *total);
+  if (!(before <= t && t < before + blk)) return -1;  // uniform within the CTA
+  const uint64_t acc = before + incl - mine;
+  const uint64_t owner = ballot(mine > 0 && acc <= t && t < acc + mine);
+  int64_t token = -1;
+  if (owner != 0) {
+    const int src = static_cast<int>(__ffsll(static_cast<long long>(owner))) - 1;
+    const int lane = lane_id();
+    const int s0 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i0), src));
+    const int s1 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i1), src));
+    uint64_t base = shfl_idx64(acc, src);
+    for (int b0 = s0; b0 < s1; b0 += kWarpSize) {
+      const int e = b0 + lane;
+      const uint64_t w = e < s1 ? weight(bits_at<kDt>(data, e)) : 0;
+      uint64_t sum = w;
+#pragma unroll
+      for (int d = 1; d < kWarpSize; d <<= 1) {
+        const uint64_t x = shfl_up(sum, d);
+        if (lane >= d) sum += x;
+      }
+      const uint64_t past = ballot(base + sum > t);
+      if (past != 0) {
+        if (lane == static_cast<int>(__ffsll(static_cast<long long>(past))) - 1) token = c0 + e;
+        break;
+      }
+      base += shfl_idx64(sum, kWarpSize - 1);
+    }
+  }
+  return token;
+}
+
+// Copies `bytes` bytes at src (a row's elements) into shared memory at dst: 16-byte
+// asynchronous copies where src is 16-byte aligned, element by element through registers
+// otherwise. Ends with a block barrier.
+template <int kThreads>
+__device__ void load_chunk(unsigned char* dst, const unsigned char* src, int bytes, int esize) {
+  int done = 0;
+#if LMS_HAS_ASYNC_COPY
+  if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0) {
+    const int nvec = bytes / 16;
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+    uint4* d = reinterpret_cast<uint4*>(dst);
+    for (int v = threadIdx.x; v < nvec; v += kThreads) async_copy16(d + v, s + v);
+    done = nvec * 16;
+  }
+#endif
+  if (esize == 4 && (reinterpret_cast<uintptr_t>(src + done) & 3u) == 0) {
+    for (int o = done + 4 * static_cast<int>(threadIdx.x); o < bytes; o += 4 * kThreads)
+      *reinterpret_cast<uint32_t*>(dst + o) = *reinterpret_cast<const uint32_t*>(src + o);
+  } else {
+    for (int o = done + 2 * static_cast<int>(threadIdx.x); o < bytes; o += 2 * kThreads)
+      *reinterpret_cast<uint16_t*>(dst + o) = *reinterpret_cast<const uint16_t*>(src + o);
+  }
+#if LMS_HAS_ASYNC_COPY
+  async_copy_wait();
+#endif
+  __syncthreads();
+}
+
+// The chunk of `row` this CTA owns: where it starts in the logits and how many tokens it has.
+struct ChunkOf {
+  const unsigned char* src;
+  int64_t c0;
+  int n;
+};
+template <DType kDt, typename Group>
+__device__ ChunkOf chunk_of(const KernelArgs& a, const Group& g, int64_t row) {
+  constexpr int kEsize = kDt == DType::kFloat32 ? 4 : 2;
+  const int64_t V = a.req.logits.vocab;
+  const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;
+  const int n = static_cast<int>(c0 >= V ? 0 : (V - c0 < a.chunk ? V - c0 : a.chunk));
+  const unsigned char* src =
+      static_cast<const unsigned char*>(a.req.logits.data) +
+      (static_cast<size_t>(row) * static_cast<size_t>(a.stride) + static_cast<size_t>(c0)) * kEsize;
+  return ChunkOf{src, c0, n};
+}
+
+// One row whose chunk is in `data` (every CTA of the group calls it for the same row, and takes
+// part in the same exchanges).
+template <int kThreads, DType kDt, typename Group>
+__device__ void sample_row(const KernelArgs& a, const Group& g, SmallExchange& ex, int& phase,
+                           const unsigned char* data, int64_t row, const ChunkOf& ch) {
+  using B = Block<kThreads>;
+  const bool lead = g.rank() == 0 && threadIdx.x == 0;
+  const core::RowSettings rs = core::load_row_settings(a.req.params, row);
+  const int32_t status = core::validate_row_settings(rs);
+  if (status != kRowOk) {  // (the same verdict in every CTA of the row)
+    if (lead) write_outputs<kThreads>(a.out, row, -1, status, 0, core::neg_inf(), 0);
+    return;
+  }
+  Stats s = chunk_stats<kThreads, kDt>(data, ch.n, ch.c0);
+  s = B::allreduce(s, StatsOp{}, ex);
+  s = group_allreduce(g, ex, phase, s, StatsOp{});
+  if (s.best == 0) {
+    if (lead) write_outputs<kThreads>(a.out, row, -1, kRowEmpty, 0, core::neg_inf(), 0);
+    return;
+  }
+  if (rs.temperature == 0.0f) {
+    if (lead)
+      write_outputs<kThreads>(a.out, row,
+                              static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(s.best)),
+                              kRowOk, 1, 0.0f, 0);
+    return;
+  }
+  const uint32_t max_key = static_cast<uint32_t>(s.best >> 32);
+  const float m = core::key_to_float(max_key);
+  const float inv_t = core::div_rn(1.0f, rs.temperature);
+  const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
+  const int run = a.chunk / kThreads;
+  uint64_t total = 0;
+  int64_t token;
+  if (max_key == core::kKeyPosInf) {
+    token =
+        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<3>{m, inv_t}, &total);
+  } else if (inv_t == 1.0f) {
+    token =
+        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<0>{m, inv_t}, &total);
+  } else if (core::is_finite(inv_t)) {
+    token =
+        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<1>{m, inv_t}, &total);
+  } else {
+    token =
+        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<2>{m, inv_t}, &total);
+  }
+  if (token >= 0) {
+    const int32_t kept = static_cast<int32_t>(max_key == core::kKeyPosInf ? total : s.valid);
+    write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk, kept, 0.0f, 0);
+  }
+}
+
+// The group's row: its chunk into shared memory (the one read of the logits), then sample_row.
+template <int kThreads, DType kDt>
+__device__ void sample_group_row(const KernelArgs& a, SmallExchange& ex, unsigned char* data) {
+  constexpr int kEsize = kDt == DType::kFloat32 ? 4 : 2;
+  const RowGroup g;
+  const int64_t row = blockIdx.x / g.size();
+  g.arrive();  // every sibling has started before the first write into its shared memory
+  const ChunkOf ch = chunk_of<kDt>(a, g, row);
+  load_chunk<kThreads>(data, ch.src, ch.n * kEsize, kEsize);
+  g.wait();
+  int phase = 0;
+  sample_row<kThreads, kDt>(a, g, ex, phase, data, row, ch);
+  // No final group barrier: after the row's last exchange no CTA touches a sibling's shared
+  // memory, so each CTA leaves when its part is done (see sample_rows_kernel).
+}
+
+}  // namespace temperature
+
+//! One row per group of CTAs, `chunk` tokens per CTA (a multiple of kThreads: see
+//! temperature_run); dynamic shared memory: sizeof(SmallExchange) + chunk * element size.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads, 2) temperature_rows_kernel(const KernelArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  SmallExchange& ex = *reinterpret_cast<SmallExchange*>(smem);
+  unsigned char* data = smem + sizeof(SmallExchange);
+  switch (a.req.logits.dtype) {
+    case DType::kFloat32:
+      temperature::sample_group_row<kThreads, DType::kFloat32>(a, ex, data);
+      break;
+    case DType::kBFloat16:
+      temperature::sample_group_row<kThreads, DType::kBFloat16>(a, ex, data);
+      break;
+    default:
+      temperature::sample_group_row<kThreads, DType::kFloat16>(a, ex, data);
+      break;
+  }
+}
+
+}  // namespace lmsample::gpu
