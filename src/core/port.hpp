@@ -197,6 +197,7 @@ LMS_HD float f16_to_float(uint16_t h) {
 #define gpuGetLastError hipGetLastError
 #define gpuGetDevice hipGetDevice
 #define gpuGetDeviceCount hipGetDeviceCount
+#define gpuMemsetAsync hipMemsetAsync
 #define gpuDeviceGetAttribute hipDeviceGetAttribute
 #define gpuDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
 #define gpuDevAttrMaxSharedMemoryPerBlockOptin hipDeviceAttributeSharedMemPerBlockOptin
@@ -218,6 +219,7 @@ LMS_HD float f16_to_float(uint16_t h) {
 #define gpuGetLastError cudaGetLastError
 #define gpuGetDevice cudaGetDevice
 #define gpuGetDeviceCount cudaGetDeviceCount
+#define gpuMemsetAsync cudaMemsetAsync
 #define gpuDeviceGetAttribute cudaDeviceGetAttribute
 #define gpuDevAttrMultiProcessorCount cudaDevAttrMultiProcessorCount
 #define gpuDevAttrMaxSharedMemoryPerBlockOptin cudaDevAttrMaxSharedMemoryPerBlockOptin
@@ -355,6 +357,21 @@ __device__ __forceinline__ float floor_plus_2p23(float x) {
 #endif
 }
 #endif
+//! Orders this thread's earlier writes before its later ones for every thread of the device
+//! (the release half of a flag: write data, fence, then raise the flag; the reader spins on the
+//! flag with volatile loads, then fences before it reads the data).
+__device__ __forceinline__ void device_fence() { __threadfence(); }
+//! Pauses a spinning thread for about `ns` nanoseconds.
+__device__ __forceinline__ void spin_pause(unsigned ns) {
+#if defined(__HIPCC__)
+  (void)ns;
+  __builtin_amdgcn_s_sleep(1);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  __nanosleep(ns);
+#else
+  (void)ns;
+#endif
+}
 //! p += v (mod 2^64) on shared memory, as two native 32-bit atomics on the halves with the low
 //! half's carry added to the high half (a 64-bit shared-memory atomic add is a compare-and-swap
 //! loop on NVIDIA, which contention turns into thousands of retries). Exact and order-free: once

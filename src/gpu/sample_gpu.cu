@@ -183,6 +183,11 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
 // besides the load (no bitmask, bias or penalties) or output beyond tokens, statuses and kept
 // sizes (no logprobs). LMSAMPLE_GPU_GREEDY=0 turns it off (for tests and tuning: results do not
 // depend on it).
+// Every row greedy as the host knows it: temperature 0 for the call, no temperature array.
+bool all_greedy_by_defaults(const Request& req) {
+  return !req.params.temperature && req.params.defaults.temperature == 0.0f;
+}
+
 bool greedy_only(const Request& req, const Outputs& out) {
   static const bool enabled = [] {
     const char* e = std::getenv("LMSAMPLE_GPU_GREEDY");
@@ -212,16 +217,74 @@ struct TemperaturePlan {
   size_t smem = 0;
 };
 
-TemperaturePlan temperature_plan(const Request& req, const Outputs& out, const Device& d) {
-  static const bool enabled = [] {
-    const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE");
-    return !(e && std::string(e) == "0");
-  }();
+// Temperature alone as the host knows it (see TemperaturePlan), logprob output aside.
+bool temperature_alone(const Request& req) {
   const RowParams& rp = req.params;
   const RowDefaults& df = rp.defaults;
-  if (!enabled || rp.top_k || rp.top_p || rp.min_p || df.top_k != 0 || !(df.top_p >= 1.0f) ||
-      df.min_p != 0.0f || req.allowed_mask || req.logit_bias.offsets || req.prompt_tokens.offsets ||
-      req.output_tokens.offsets || req.top_logprobs > 0 || out.logprob)
+  return !rp.top_k && !rp.top_p && !rp.min_p && df.top_k == 0 && df.top_p >= 1.0f &&
+         df.min_p == 0.0f && !req.allowed_mask && !req.logit_bias.offsets &&
+         !req.prompt_tokens.offsets && !req.output_tokens.offsets && req.top_logprobs == 0;
+}
+
+// Which temperature kernel runs a request with temperature alone: temperature_rows_kernel
+// (clusters, the chunks on chip) below B = 64 and temperature_stream_kernel (ordered work items,
+// the second read from L2) from B = 64 on, as measured on an H200 at V = 151,936 (the clusters
+// are 1.0-1.4x faster at B <= 32, the stream 1.0-1.1x faster at B >= 128; results/gpu/README.md).
+// LMSAMPLE_GPU_TEMPERATURE=0 (neither: the general kernel), cluster or stream overrides it, for
+// tests and tuning (results do not depend on it). 0: general, 1: cluster, 2: stream.
+int temperature_mode(const Request& req) {
+  static const int forced = [] {
+    const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE");
+    const std::string m = e ? e : "";
+    return m == "0" ? 0 : m == "cluster" ? 1 : m == "stream" ? 2 : -1;
+  }();
+  if (forced >= 0) return forced;
+  return req.logits.batch >= 64 ? 2 : 1;
+}
+
+// temperature_stream_kernel's launch and workspace: chunks of 4096 to 16384 tokens (about four
+// work items per multiprocessor and kind, and every warp of a weight item busy), weight items
+// about 24 MB of logits after the max items of their row (so that most second reads hit L2:
+// measured best of 1 to 24 MB on an H200).
+struct StreamPlan {
+  int groups = 0, chunk = 0, nsub = 0, lookahead = 1;
+  size_t counter_bytes = 0, stats_bytes = 0, sums_bytes = 0;
+  size_t bytes() const { return counter_bytes + stats_bytes + sums_bytes + 256; }
+};
+
+StreamPlan stream_plan(const Request& req, const Device& d) {
+  const int64_t v = req.logits.vocab, b = std::max<int64_t>(req.logits.batch, 1);
+  const int esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
+  const int64_t sms = std::max(d.sms, 1);
+  static const int64_t forced_chunk = [] {
+    const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE_CHUNK");
+    return e ? std::atoll(e) : 0;
+  }();
+  int64_t chunk = round_up((v * b + 4 * sms - 1) / (4 * sms), 4096);
+  chunk = std::min<int64_t>(std::max<int64_t>(chunk, 4096), 16384);
+  if (forced_chunk >= 4096) chunk = round_up(forced_chunk, 4096);
+  StreamPlan p;
+  p.chunk = static_cast<int>(chunk);
+  p.groups = static_cast<int>((v + chunk - 1) / chunk);
+  p.nsub = static_cast<int>((v + temperature::kSub - 1) / temperature::kSub);
+  // (the live set between a row's two reads is the rows ahead of it and the rows behind it
+  // whose weight items still run: about twice the lookahead; LMSAMPLE_GPU_TEMPERATURE_AHEAD_MB
+  // overrides it, for tuning)
+  static const int64_t ahead_mb = [] {
+    const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE_AHEAD_MB");
+    return e && std::atoll(e) > 0 ? std::atoll(e) : int64_t{24};
+  }();
+  p.lookahead = static_cast<int>(std::max<int64_t>(1, (ahead_mb << 20) / (v * esize)));
+  const size_t ub = static_cast<size_t>(b);
+  p.counter_bytes = static_cast<size_t>(round_up(static_cast<int64_t>((2 * ub + 1) * 4), 256));
+  p.stats_bytes = static_cast<size_t>(
+      round_up(static_cast<int64_t>(ub * static_cast<size_t>(p.groups) * 16), 256));
+  p.sums_bytes = ub * static_cast<size_t>(p.nsub) * 8;
+  return p;
+}
+
+TemperaturePlan temperature_plan(const Request& req, const Outputs& out, const Device& d) {
+  if (temperature_mode(req) != 1 || !temperature_alone(req) || out.logprob)
     return TemperaturePlan{};
   static const int forced_threads = [] {
     const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE_THREADS");
@@ -276,10 +339,14 @@ size_t workspace_size(const Request& req, const ExecConfig& cfg) {
   const Device& d = device();
   if (d.id < 0) return 0;
   const Plan p = make_plan(req, d, cfg.gpu_keys);
-  if (p.smem_keys || p.stream) return 0;
   const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) *
                        static_cast<size_t>(req.logits.vocab);
-  return 2 * cells * sizeof(uint32_t) + 256;
+  const size_t general = p.smem_keys || p.stream ? 0 : 2 * cells * sizeof(uint32_t) + 256;
+  // (temperature alone: the streamed temperature kernel's counters and partial sums, unless the
+  // call turns out to want logprobs, which the general kernel computes)
+  if (temperature_mode(req) == 2 && temperature_alone(req) && !all_greedy_by_defaults(req))
+    return std::max(general, stream_plan(req, d).bytes());
+  return general;
 }
 
 Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
@@ -311,6 +378,33 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   }
   const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
   const bool greedy = greedy_only(req, out);
+  if (!greedy && temperature_mode(req) == 2 && temperature_alone(req) &&
+      !all_greedy_by_defaults(req) && !out.logprob) {
+    const StreamPlan sp = stream_plan(req, d);
+    temperature::StreamArgs sa{};
+    sa.a = a;
+    char* base = static_cast<char*>(workspace);
+    base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
+    sa.counters = reinterpret_cast<uint32_t*>(base);
+    sa.stats = reinterpret_cast<uint64_t*>(base + sp.counter_bytes);
+    sa.sub_sums = reinterpret_cast<uint64_t*>(base + sp.counter_bytes + sp.stats_bytes);
+    sa.groups = sp.groups;
+    sa.chunk = sp.chunk;
+    sa.nsub = sp.nsub;
+    sa.lookahead = sp.lookahead;
+    gpuError_t e = gpuMemsetAsync(sa.counters, 0, sp.counter_bytes, stream);
+    if (e != gpuSuccess) return runtime_error("temperature counters", e);
+    const unsigned items = static_cast<unsigned>(2 * req.logits.batch * sp.groups);
+#if !defined(__HIPCC__)
+    temperature_stream_kernel<kTemperatureThreads><<<items, kTemperatureThreads, 0, stream>>>(sa);
+#else
+    hipLaunchKernelGGL(temperature_stream_kernel<kTemperatureThreads>, dim3(items),
+                       dim3(kTemperatureThreads), 0, stream, sa);
+#endif
+    e = gpuGetLastError();
+    if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);
+    return Status::Ok();
+  }
   const TemperaturePlan tp = greedy ? TemperaturePlan{} : temperature_plan(req, out, d);
   if (tp.use) a.chunk = tp.chunk;
   const int group = tp.use ? tp.group : p.group;
