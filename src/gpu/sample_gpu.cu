@@ -17,13 +17,6 @@ constexpr int kThreads = 512;
 constexpr size_t kSmemTarget =
     113 * 1024;  // two CTAs per multiprocessor (228 KB, 1 KB each reserved)
 
-using KernelFn = void (*)(KernelArgs);
-
-// temperature_rows_kernel with 256 or 512 threads per CTA.
-KernelFn temperature_kernel_of(int threads) {
-  return threads == 512 ? temperature_rows_kernel<512> : temperature_rows_kernel<256>;
-}
-
 struct Device {
   int id = -1;
   int sms = 0;
@@ -65,9 +58,6 @@ const Device& device() {
                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       cudaFuncSetAttribute(greedy_rows_kernel<kThreads>,
                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-      for (const int t : {256, 512})
-        cudaFuncSetAttribute(temperature_kernel_of(t),
-                             cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       cudaFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
                            cached.max_smem);
       // Is a cluster of 16 CTAs with a full shared memory budget schedulable here?
@@ -92,10 +82,6 @@ const Device& device() {
     if (!cached.clusters)
       (void)gpuFuncSetAttribute(reinterpret_cast<const void*>(&sample_rows_kernel<kThreads>),
                                 gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
-    if (cached.id >= 0)
-      for (const int t : {256, 512})
-        (void)gpuFuncSetAttribute(reinterpret_cast<const void*>(temperature_kernel_of(t)),
-                                  gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
   }
   return cached;
 }
@@ -199,25 +185,10 @@ bool greedy_only(const Request& req, const Outputs& out) {
          req.top_logprobs == 0 && !out.logprob;
 }
 
-// Whether temperature_rows_kernel computes the whole request, and its launch: no row has a
-// filter as the host knows it (no top_k, top_p or min_p array, and none in RowParams::defaults),
-// no step of the contract besides the load (no bitmask, bias or penalty history) and no logprobs;
-// the temperature may be an array. Each CTA keeps its chunk of the row in shared memory as
-// stored: as many CTAs per row as keep a chunk within 113 KB (two CTAs per multiprocessor), and
-// at small batch as fill the GPU twice over (measured on an H200, V = 151,936: fewer, larger
-// CTAs are faster at B >= 128, 16 per row at B <= 32; results/gpu/README.md).
-// LMSAMPLE_GPU_TEMPERATURE=0 turns it off, LMSAMPLE_GPU_GROUP and
-// LMSAMPLE_GPU_TEMPERATURE_THREADS (256 or 512) override the choice (for tests and tuning: results
-// do not depend on them).
-struct TemperaturePlan {
-  bool use = false;
-  int threads = kTemperatureThreads;
-  int group = 1;
-  int chunk = 0;
-  size_t smem = 0;
-};
-
-// Temperature alone as the host knows it (see TemperaturePlan), logprob output aside.
+// Whether temperature_rows_kernel computes the whole request (with no logprob output): no row
+// has a filter as the host knows it (no top_k, top_p or min_p array, and none in
+// RowParams::defaults), no step of the contract besides the load (no bitmask, bias or penalty
+// history) and no top logprobs; the temperature may be an array.
 bool temperature_alone(const Request& req) {
   const RowParams& rp = req.params;
   const RowDefaults& df = rp.defaults;
@@ -226,23 +197,17 @@ bool temperature_alone(const Request& req) {
          !req.prompt_tokens.offsets && !req.output_tokens.offsets && req.top_logprobs == 0;
 }
 
-// Which temperature kernel runs a request with temperature alone: temperature_rows_kernel
-// (clusters, the chunks on chip) below B = 64 and temperature_stream_kernel (ordered work items,
-// the second read from L2) from B = 64 on, as measured on an H200 at V = 151,936 (the clusters
-// are 1.0-1.4x faster at B <= 32, the stream 1.0-1.1x faster at B >= 128; results/gpu/README.md).
-// LMSAMPLE_GPU_TEMPERATURE=0 (neither: the general kernel), cluster or stream overrides it, for
-// tests and tuning (results do not depend on it). 0: general, 1: cluster, 2: stream.
-int temperature_mode(const Request& req) {
-  static const int forced = [] {
+// LMSAMPLE_GPU_TEMPERATURE=0 turns temperature_rows_kernel off (for tests and tuning: results do
+// not depend on it).
+bool temperature_kernel_on() {
+  static const bool on = [] {
     const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE");
-    const std::string m = e ? e : "";
-    return m == "0" ? 0 : m == "cluster" ? 1 : m == "stream" ? 2 : -1;
+    return !(e && std::string(e) == "0");
   }();
-  if (forced >= 0) return forced;
-  return req.logits.batch >= 64 ? 2 : 1;
+  return on;
 }
 
-// temperature_stream_kernel's launch and workspace: chunks of 4096 to 16384 tokens (about four
+// temperature_rows_kernel's launch and workspace: chunks of 4096 to 16384 tokens (about four
 // work items per multiprocessor and kind, and every warp of a weight item busy), weight items
 // about 24 MB of logits after the max items of their row (so that most second reads hit L2:
 // measured best of 1 to 24 MB on an H200).
@@ -283,45 +248,6 @@ StreamPlan stream_plan(const Request& req, const Device& d) {
   return p;
 }
 
-TemperaturePlan temperature_plan(const Request& req, const Outputs& out, const Device& d) {
-  if (temperature_mode(req) != 1 || !temperature_alone(req) || out.logprob)
-    return TemperaturePlan{};
-  static const int forced_threads = [] {
-    const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE_THREADS");
-    return e ? std::atoi(e) : 0;
-  }();
-  const int kT =
-      forced_threads == 256 || forced_threads == 512 ? forced_threads : kTemperatureThreads;
-  const int64_t v = req.logits.vocab, b = std::max<int64_t>(req.logits.batch, 1);
-  const int esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
-  const int max_group = d.clusters ? (d.cluster16 ? 16 : 8) : 1;
-  const auto chunk_of = [&](int gsize) {
-    return static_cast<int64_t>(kT) * temperature_run((v + gsize - 1) / gsize, kT, esize);
-  };
-  const auto bytes_of = [&](int gsize) {
-    return sizeof(SmallExchange) + static_cast<size_t>(chunk_of(gsize)) * esize;
-  };
-  int group = 1;
-  while (group < max_group && bytes_of(group) > kSmemTarget) group *= 2;
-  while (group < max_group && b * group < 2 * d.sms && v > 2048 * group) group *= 2;
-  // LMSAMPLE_GPU_GROUP overrides the choice, for tuning
-  static const int forced_group = [] {
-    const char* e = std::getenv("LMSAMPLE_GPU_GROUP");
-    return e ? std::atoi(e) : 0;
-  }();
-  if (forced_group == 1 || forced_group == 2 || forced_group == 4 || forced_group == 8 ||
-      forced_group == 16)
-    group = std::min(forced_group, max_group);
-  while (group > 1 && chunk_of(group) * (group - 1) >= v) group /= 2;  // no empty CTA
-  TemperaturePlan p;
-  p.threads = kT;
-  p.group = group;
-  p.chunk = static_cast<int>(chunk_of(group));
-  p.smem = bytes_of(group);
-  p.use = p.smem <= static_cast<size_t>(d.max_smem);
-  return p;
-}
-
 Status runtime_error(const char* what, gpuError_t e) {
   return Status{Code::kBackendError, std::string(what) + ": " + gpuGetErrorString(e)};
 }
@@ -344,7 +270,7 @@ size_t workspace_size(const Request& req, const ExecConfig& cfg) {
   const size_t general = p.smem_keys || p.stream ? 0 : 2 * cells * sizeof(uint32_t) + 256;
   // (temperature alone: the streamed temperature kernel's counters and partial sums, unless the
   // call turns out to want logprobs, which the general kernel computes)
-  if (temperature_mode(req) == 2 && temperature_alone(req) && !all_greedy_by_defaults(req))
+  if (temperature_kernel_on() && temperature_alone(req) && !all_greedy_by_defaults(req))
     return std::max(general, stream_plan(req, d).bytes());
   return general;
 }
@@ -378,7 +304,7 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   }
   const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
   const bool greedy = greedy_only(req, out);
-  if (!greedy && temperature_mode(req) == 2 && temperature_alone(req) &&
+  if (!greedy && temperature_kernel_on() && temperature_alone(req) &&
       !all_greedy_by_defaults(req) && !out.logprob) {
     const StreamPlan sp = stream_plan(req, d);
     temperature::StreamArgs sa{};
@@ -396,43 +322,35 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
     if (e != gpuSuccess) return runtime_error("temperature counters", e);
     const unsigned items = static_cast<unsigned>(2 * req.logits.batch * sp.groups);
 #if !defined(__HIPCC__)
-    temperature_stream_kernel<kTemperatureThreads><<<items, kTemperatureThreads, 0, stream>>>(sa);
+    temperature_rows_kernel<kTemperatureThreads><<<items, kTemperatureThreads, 0, stream>>>(sa);
 #else
-    hipLaunchKernelGGL(temperature_stream_kernel<kTemperatureThreads>, dim3(items),
+    hipLaunchKernelGGL(temperature_rows_kernel<kTemperatureThreads>, dim3(items),
                        dim3(kTemperatureThreads), 0, stream, sa);
 #endif
     e = gpuGetLastError();
     if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);
     return Status::Ok();
   }
-  const TemperaturePlan tp = greedy ? TemperaturePlan{} : temperature_plan(req, out, d);
-  if (tp.use) a.chunk = tp.chunk;
-  const int group = tp.use ? tp.group : p.group;
-  const unsigned grid = static_cast<unsigned>(req.logits.batch * group);
-  const unsigned threads = static_cast<unsigned>(tp.use ? tp.threads : kThreads);
-  const size_t smem = greedy ? sizeof(Exchange) : tp.use ? tp.smem : p.smem;
+  const unsigned grid = static_cast<unsigned>(req.logits.batch * p.group);
+  const size_t smem = greedy ? sizeof(Exchange) : p.smem;
 #if !defined(__HIPCC__)
   cudaLaunchConfig_t lc{};
   lc.gridDim = dim3(grid);
-  lc.blockDim = dim3(threads);
+  lc.blockDim = dim3(kThreads);
   lc.dynamicSmemBytes = smem;
   lc.stream = stream;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(group);
+  attr.val.clusterDim.x = static_cast<unsigned>(p.group);
   attr.val.clusterDim.y = 1;
   attr.val.clusterDim.z = 1;
   lc.attrs = &attr;
   lc.numAttrs = d.clusters ? 1 : 0;
-  const gpuError_t e = greedy   ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
-                       : tp.use ? cudaLaunchKernelEx(&lc, temperature_kernel_of(tp.threads), a)
-                                : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
+  const gpuError_t e = greedy ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
+                              : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
 #else
   if (greedy)
     hipLaunchKernelGGL(greedy_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
-  else if (tp.use)
-    hipLaunchKernelGGL(temperature_kernel_of(tp.threads), dim3(grid), dim3(threads), smem, stream,
-                       a);
   else
     hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
   const gpuError_t e = gpuGetLastError();

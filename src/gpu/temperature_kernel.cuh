@@ -6,16 +6,15 @@
 // for the call or an array (rows with T = 0 are greedy). Same bits as the general kernel and the
 // CPU: the same exact keys, likelihoods (core/math.hpp) and integer sums.
 //
-// One row per group of G CTAs (a cluster on Hopper). Each CTA copies its chunk of the row into
-// shared memory as stored (fp32, bf16 or fp16: 16-bit rows take half the room), with 16-byte
-// asynchronous copies, and the row is read from memory once:
-//   load  -> statistics (maximum key at its lowest index, valid count; one block reduction and
-//            one group exchange)
-//         -> weights: each thread sums floor(e * 2^39) over a contiguous run of its chunk
-//            (one block scan and one group exchange give every run's place in the row)
-//         -> draw: the warp of the run that holds t = floor(u W / 2^64) walks it.
-// The chunks are small (about 40 KB), so four CTAs share a multiprocessor and one CTA's load
-// overlaps another's arithmetic.
+// Work items claimed in order, no clusters, nothing kept on chip between them: each row is split
+// into G chunks; a "max" item reads a chunk from memory for its statistics (maximum key at its
+// lowest index, valid count), a "weight" item reads it again (from L2: a row's weight items come
+// `lookahead` rows after its max items) for its weights, one sum per 512-token sub-chunk, and
+// the last weight item of a row draws: it finds the sub-chunk that holds t = floor(u W / 2^64)
+// from the sums, and one warp walks it in token order. A CTA claims its item from a counter
+// (tickets in order), and a weight item waits only for the max items of its row, which have
+// lower tickets: each was claimed by a CTA that is running and waits for nothing, so the wait
+// ends whatever the GPU runs at once.
 #pragma once
 
 #include "core/math.hpp"
@@ -28,22 +27,9 @@ namespace lmsample::gpu {
 
 constexpr int kTemperatureThreads = 256;
 
-//! Tokens per thread run for `chunk` tokens per CTA: chunk = kThreads * run, with run odd for
-//! fp32 (4-byte elements) and 2 mod 4 for 16-bit ones, so that the 32 runs of a warp start in
-//! 32 different shared-memory banks.
-inline int temperature_run(int64_t chunk_at_least, int threads, int esize) {
-  int run = static_cast<int>((chunk_at_least + threads - 1) / threads);
-  if (esize == 4) {
-    run |= 1;
-  } else {
-    while (run % 4 != 2) ++run;
-  }
-  return run;
-}
-
 namespace temperature {
 
-// Element i of the chunk in shared memory, as float bits (16-bit formats widened exactly).
+// Element i of a chunk, as float bits (16-bit formats widened exactly).
 template <DType kDt>
 __device__ __forceinline__ uint32_t bits_at(const unsigned char* data, int i) {
   if constexpr (kDt == DType::kFloat32) {
@@ -166,211 +152,6 @@ struct Weight {
   }
 };
 
-// The weight of the elements [i0, i1) of the chunk (at most 4096 of them, so that the 32-bit
-// sums of weight_bits' parts cannot overflow), four loads before their four weights.
-template <DType kDt, typename W>
-__device__ __forceinline__ uint64_t run_weight(const unsigned char* data, int i0, int i1,
-                                               W weight) {
-  if constexpr (W::kBits) {
-    uint32_t hs = 0, ls = 0;
-    int i = i0;
-    for (; i + 4 <= i1; i += 4) {
-      uint32_t b[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) b[j] = bits_at<kDt>(data, i + j);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        uint32_t h, l;
-        weight_bits(weight.z_of(b[j]), h, l);
-        hs += h;
-        ls += l;
-      }
-    }
-    for (; i < i1; ++i) {
-      uint32_t h, l;
-      weight_bits(weight.z_of(bits_at<kDt>(data, i)), h, l);
-      hs += h;
-      ls += l;
-    }
-    const uint32_t n = static_cast<uint32_t>(i1 > i0 ? i1 - i0 : 0);
-    return (static_cast<uint64_t>(hs - n * kBias) << 20) + (ls - n * kBias);
-  } else {
-    uint64_t sum = 0;
-    for (int i = i0; i < i1; ++i) sum += weight(bits_at<kDt>(data, i));
-    return sum;
-  }
-}
-
-// The draw over the group's chunks: each thread sums the weights of its run [i0, i1) of the
-// chunk, one block scan and one group exchange place every run in the row, and the warp of the
-// run that holds t walks it kWarpSize elements at a time. Returns the token (in the one lane
-// that found it; -1 elsewhere) and the row's total weight in *total.
-template <int kThreads, DType kDt, typename Group, typename W>
-__device__ int64_t draw(const Group& g, SmallExchange& ex, int& phase, const unsigned char* data,
-                        int n, int run, int64_t c0, uint64_t u, W weight, uint64_t* total) {
-  using B = Block<kThreads>;
-  const int i0 = static_cast<int>(threadIdx.x) * run;
-  const int i1 = i0 + run < n ? i0 + run : n;
-  const uint64_t mine = run_weight<kDt>(data, i0, i1, weight);
-  uint64_t blk = 0;
-  const uint64_t incl = B::inclusive_scan(mine, &blk, ex);
-  uint64_t before = 0;
-  *total = group_sum(g, ex, phase, blk, &before);
-  const uint64_t t = core::scale_draw(u, *total);
-  if (!(before <= t && t < before + blk)) return -1;  // uniform within the CTA
-  const uint64_t acc = before + incl - mine;
-  const uint64_t owner = ballot(mine > 0 && acc <= t && t < acc + mine);
-  int64_t token = -1;
-  if (owner != 0) {
-    const int src = static_cast<int>(__ffsll(static_cast<long long>(owner))) - 1;
-    const int lane = lane_id();
-    const int s0 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i0), src));
-    const int s1 = static_cast<int>(shfl_idx(static_cast<uint32_t>(i1), src));
-    uint64_t base = shfl_idx64(acc, src);
-    for (int b0 = s0; b0 < s1; b0 += kWarpSize) {
-      const int e = b0 + lane;
-      const uint64_t w = e < s1 ? weight(bits_at<kDt>(data, e)) : 0;
-      uint64_t sum = w;
-#pragma unroll
-      for (int d = 1; d < kWarpSize; d <<= 1) {
-        const uint64_t x = shfl_up(sum, d);
-        if (lane >= d) sum += x;
-      }
-      const uint64_t past = ballot(base + sum > t);
-      if (past != 0) {
-        if (lane == static_cast<int>(__ffsll(static_cast<long long>(past))) - 1) token = c0 + e;
-        break;
-      }
-      base += shfl_idx64(sum, kWarpSize - 1);
-    }
-  }
-  return token;
-}
-
-// Copies `bytes` bytes at src (a row's elements) into shared memory at dst: 16-byte
-// asynchronous copies where src is 16-byte aligned, element by element through registers
-// otherwise. Ends with a block barrier.
-template <int kThreads>
-__device__ void load_chunk(unsigned char* dst, const unsigned char* src, int bytes, int esize) {
-  int done = 0;
-#if LMS_HAS_ASYNC_COPY
-  if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0) {
-    const int nvec = bytes / 16;
-    const uint4* s = reinterpret_cast<const uint4*>(src);
-    uint4* d = reinterpret_cast<uint4*>(dst);
-    for (int v = threadIdx.x; v < nvec; v += kThreads) async_copy16(d + v, s + v);
-    done = nvec * 16;
-  }
-#endif
-  if (esize == 4 && (reinterpret_cast<uintptr_t>(src + done) & 3u) == 0) {
-    for (int o = done + 4 * static_cast<int>(threadIdx.x); o < bytes; o += 4 * kThreads)
-      *reinterpret_cast<uint32_t*>(dst + o) = *reinterpret_cast<const uint32_t*>(src + o);
-  } else {
-    for (int o = done + 2 * static_cast<int>(threadIdx.x); o < bytes; o += 2 * kThreads)
-      *reinterpret_cast<uint16_t*>(dst + o) = *reinterpret_cast<const uint16_t*>(src + o);
-  }
-#if LMS_HAS_ASYNC_COPY
-  async_copy_wait();
-#endif
-  __syncthreads();
-}
-
-// The chunk of `row` this CTA owns: where it starts in the logits and how many tokens it has.
-struct ChunkOf {
-  const unsigned char* src;
-  int64_t c0;
-  int n;
-};
-template <DType kDt, typename Group>
-__device__ ChunkOf chunk_of(const KernelArgs& a, const Group& g, int64_t row) {
-  constexpr int kEsize = kDt == DType::kFloat32 ? 4 : 2;
-  const int64_t V = a.req.logits.vocab;
-  const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;
-  const int n = static_cast<int>(c0 >= V ? 0 : (V - c0 < a.chunk ? V - c0 : a.chunk));
-  const unsigned char* src =
-      static_cast<const unsigned char*>(a.req.logits.data) +
-      (static_cast<size_t>(row) * static_cast<size_t>(a.stride) + static_cast<size_t>(c0)) * kEsize;
-  return ChunkOf{src, c0, n};
-}
-
-// One row whose chunk is in `data` (every CTA of the group calls it for the same row, and takes
-// part in the same exchanges).
-template <int kThreads, DType kDt, typename Group>
-__device__ void sample_row(const KernelArgs& a, const Group& g, SmallExchange& ex, int& phase,
-                           const unsigned char* data, int64_t row, const ChunkOf& ch) {
-  using B = Block<kThreads>;
-  const bool lead = g.rank() == 0 && threadIdx.x == 0;
-  const core::RowSettings rs = core::load_row_settings(a.req.params, row);
-  const int32_t status = core::validate_row_settings(rs);
-  if (status != kRowOk) {  // (the same verdict in every CTA of the row)
-    if (lead) write_outputs<kThreads>(a.out, row, -1, status, 0, core::neg_inf(), 0);
-    return;
-  }
-  Stats s = chunk_stats<kThreads, kDt>(data, ch.n, ch.c0);
-  s = B::allreduce(s, StatsOp{}, ex);
-  s = group_allreduce(g, ex, phase, s, StatsOp{});
-  if (s.best == 0) {
-    if (lead) write_outputs<kThreads>(a.out, row, -1, kRowEmpty, 0, core::neg_inf(), 0);
-    return;
-  }
-  if (rs.temperature == 0.0f) {
-    if (lead)
-      write_outputs<kThreads>(a.out, row,
-                              static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(s.best)),
-                              kRowOk, 1, 0.0f, 0);
-    return;
-  }
-  const uint32_t max_key = static_cast<uint32_t>(s.best >> 32);
-  const float m = core::key_to_float(max_key);
-  const float inv_t = core::div_rn(1.0f, rs.temperature);
-  const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
-  const int run = a.chunk / kThreads;
-  uint64_t total = 0;
-  int64_t token;
-  if (max_key == core::kKeyPosInf) {
-    token =
-        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<3>{m, inv_t}, &total);
-  } else if (inv_t == 1.0f) {
-    token =
-        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<0>{m, inv_t}, &total);
-  } else if (core::is_finite(inv_t)) {
-    token =
-        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<1>{m, inv_t}, &total);
-  } else {
-    token =
-        draw<kThreads, kDt>(g, ex, phase, data, ch.n, run, ch.c0, u, Weight<2>{m, inv_t}, &total);
-  }
-  if (token >= 0) {
-    const int32_t kept = static_cast<int32_t>(max_key == core::kKeyPosInf ? total : s.valid);
-    write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk, kept, 0.0f, 0);
-  }
-}
-
-// The group's row: its chunk into shared memory (the one read of the logits), then sample_row.
-template <int kThreads, DType kDt>
-__device__ void sample_group_row(const KernelArgs& a, SmallExchange& ex, unsigned char* data) {
-  constexpr int kEsize = kDt == DType::kFloat32 ? 4 : 2;
-  const RowGroup g;
-  const int64_t row = blockIdx.x / g.size();
-  g.arrive();  // every sibling has started before the first write into its shared memory
-  const ChunkOf ch = chunk_of<kDt>(a, g, row);
-  load_chunk<kThreads>(data, ch.src, ch.n * kEsize, kEsize);
-  g.wait();
-  int phase = 0;
-  sample_row<kThreads, kDt>(a, g, ex, phase, data, row, ch);
-  // No final group barrier: after the row's last exchange no CTA touches a sibling's shared
-  // memory, so each CTA leaves when its part is done (see sample_rows_kernel).
-}
-
-// ---- the streamed variant: work items claimed in order, no clusters, nothing kept on chip ----
-//
-// Each row is split into G chunks; a "max" item reads a chunk from memory for its statistics, a
-// "weight" item reads it again (from L2: a row's weight items come `lookahead` rows after its max
-// items) for its weights, one sum per 512-token sub-chunk, and the last weight item of a row
-// draws: it finds the sub-chunk that holds t from the sums and one warp walks it in token order.
-// A CTA claims its item from a counter (tickets in order), and a weight item waits only for the
-// max items of its row, which have lower tickets: each was claimed by a CTA that is running and
-// waits for nothing, so the wait ends whatever the GPU runs at once.
 constexpr int kSub = 512;  // tokens per sub-chunk (a warp's 16 tokens per lane)
 
 struct StreamArgs {
@@ -649,31 +430,11 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max,
 
 }  // namespace temperature
 
-//! One row per group of CTAs, `chunk` tokens per CTA (a multiple of kThreads: see
-//! temperature_run); dynamic shared memory: sizeof(SmallExchange) + chunk * element size.
-template <int kThreads>
-__global__ void __launch_bounds__(kThreads, 2) temperature_rows_kernel(const KernelArgs a) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  SmallExchange& ex = *reinterpret_cast<SmallExchange*>(smem);
-  unsigned char* data = smem + sizeof(SmallExchange);
-  switch (a.req.logits.dtype) {
-    case DType::kFloat32:
-      temperature::sample_group_row<kThreads, DType::kFloat32>(a, ex, data);
-      break;
-    case DType::kBFloat16:
-      temperature::sample_group_row<kThreads, DType::kBFloat16>(a, ex, data);
-      break;
-    default:
-      temperature::sample_group_row<kThreads, DType::kFloat16>(a, ex, data);
-      break;
-  }
-}
-
-//! The streamed variant: one CTA per work item (2 B G of them), each claiming its item from
-//! s.counters[0] (zeroed with the row counters before the launch).
+//! One CTA per work item (2 B G of them), each claiming its item from s.counters[0] (zeroed
+//! with the row counters before the launch).
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads, 4)
-    temperature_stream_kernel(const temperature::StreamArgs s) {
+    temperature_rows_kernel(const temperature::StreamArgs s) {
   __shared__ SmallExchange ex;
   __shared__ uint32_t ticket;
   if (threadIdx.x == 0) ticket = atomicAdd(&s.counters[0], 1u);
