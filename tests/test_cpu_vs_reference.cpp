@@ -291,6 +291,21 @@ TopPRoute top_p_route(const lmsample::Request& req, int64_t r) {
   return core::ceil_fraction(s.top_p, total) <= probe ? TopPRoute::kProbe : TopPRoute::kFallback;
 }
 
+// Whether a kProbe row also takes rows.cpp's narrower probe (kProbe2 = 2^-8: its tokens alone
+// hold ceil(top_p * W), and the candidates are cut to them before ranking).
+bool narrow_probe(const lmsample::Request& req, int64_t r) {
+  if (top_p_route(req, r) != TopPRoute::kProbe) return false;
+  const Processed p = processed(req, r);
+  uint64_t total = 0, probe2 = 0;
+  for (const float yi : p.y) {
+    if (!(yi > -kInf)) continue;
+    const float e = core::rel_likelihood(yi, p.m, p.inv_t);
+    total += core::mass_of(e);
+    probe2 += e >= 1.0f / 256.0f ? core::mass_of(e) : 0;
+  }
+  return core::ceil_fraction(p.s.top_p, total) <= probe2;
+}
+
 // Counts the rows of a batch by route.
 struct RouteCounts {
   int probe = 0, fallback = 0, none = 0;
@@ -425,6 +440,10 @@ TEST(CpuVsReferenceTopP, AloneProbeAndFallback) {
     }
     Batch batch(DType::kFloat32, v, std::move(rows));
     const RouteCounts c = count_routes(batch);
+    int narrow = 0;
+    for (int64_t r = 0; r < batch.batch(); ++r) narrow += narrow_probe(batch.request(), r);
+    EXPECT_GT(narrow, 0) << "V=" << v << ": no row took the narrower probe";
+    EXPECT_LT(narrow, c.probe) << "V=" << v << ": every probe row took the narrower probe";
     EXPECT_GT(c.probe, 0) << "V=" << v << ": no row took the probe";
     EXPECT_GT(c.fallback, 0) << "V=" << v << ": no row fell back";
     RecordProperty("routes_V" + std::to_string(v),

@@ -357,6 +357,7 @@ __device__ __forceinline__ float floor_plus_2p23(float x) {
 #endif
 }
 #endif
+#if !defined(LMS_SIMT_EMULATION)
 //! Orders this thread's earlier writes before its later ones for every thread of the device
 //! (the release half of a flag: write data, fence, then raise the flag; the reader spins on the
 //! flag with volatile loads, then fences before it reads the data).
@@ -372,6 +373,7 @@ __device__ __forceinline__ void spin_pause(unsigned ns) {
   (void)ns;
 #endif
 }
+#endif
 //! p += v (mod 2^64) on shared memory, as two native 32-bit atomics on the halves with the low
 //! half's carry added to the high half (a 64-bit shared-memory atomic add is a compare-and-swap
 //! loop on NVIDIA, which contention turns into thousands of retries). Exact and order-free: once

@@ -7,8 +7,6 @@
 // No full sort anywhere; every decision is an exact comparison or integer sum (docs/contract.md).
 #include <algorithm>
 #include <cmath>
-
-#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -364,12 +362,18 @@ struct RowResult {
 // falls more than that below a lower key's value), so it is a candidate; the tokens with
 // keys >= kappa weigh at least A's weight >= the target, so the threshold is >= kappa, and above
 // kappa the candidates are every token.
+// The same holds for the narrower probe kProbe2 = 2^-8: where its tokens hold the target, the
+// candidates are cut to those with e >= kProbe2 (1 - 2^-10), i.e. weight >= 2^31 - 2^21 (an
+// integer, so the weight test is the likelihood test exactly), before they are ranked.
 constexpr float kProbe = 1.0f / 4096.0f;
 constexpr float kProbeLow = kProbe * (1.0f - 1.0f / 1024.0f);
+constexpr float kProbe2 = 1.0f / 256.0f;
+constexpr uint64_t kProbe2LowWeight = (uint64_t{1} << 31) - (uint64_t{1} << 21);
 
 struct ProbeResult {
-  uint64_t mass = 0;  // weight of the tokens with e >= kProbe
-  int64_t n = 0;      // candidates (e >= kProbeLow) written to ids / w, in token-id order
+  uint64_t mass = 0;   // weight of the tokens with e >= kProbe
+  uint64_t mass2 = 0;  // weight of the tokens with e >= kProbe2
+  int64_t n = 0;       // candidates (e >= kProbeLow) written to ids / w, in token-id order
 };
 
 // One pass of likelihoods over the whole row with no filter: each block's weight into block_w
@@ -378,14 +382,14 @@ struct ProbeResult {
 template <bool kUnitT, bool kProbeOn>
 uint64_t unfiltered_pass(const uint32_t* keys, int64_t v, float m, float inv_t, uint64_t* block_w,
                          ProbeResult* probe, int32_t* ids, uint64_t* w) {
-  uint64_t total = 0, probe_mass = 0;
+  uint64_t total = 0, probe_mass = 0, probe_mass2 = 0;
   int64_t n = 0;
   for_each_block(keys, v, [&](int64_t i0, const uint32_t* b) {
     // (two loops, each of which vectorises; padding keys are -inf: e = 0)
     float e[kBlock];
     for (int j = 0; j < kBlock; ++j)
       e[j] = core::rel_likelihood_finite<kUnitT>(value_of(b[j]), m, inv_t);
-    uint32_t sum_hi = 0, sum_lo = 0, pr_hi = 0, pr_lo = 0, any = 0;
+    uint32_t sum_hi = 0, sum_lo = 0, pr_hi = 0, pr_lo = 0, p2_hi = 0, p2_lo = 0, any = 0;
     for (int j = 0; j < kBlock; ++j) {
       const core::MassParts p = core::mass_parts(e[j]);
       sum_hi += p.hi;
@@ -394,6 +398,9 @@ uint64_t unfiltered_pass(const uint32_t* keys, int64_t v, float m, float inv_t, 
         const uint32_t in = e[j] >= kProbe ? ~0u : 0u;
         pr_hi += p.hi & in;
         pr_lo += p.lo & in;
+        const uint32_t in2 = e[j] >= kProbe2 ? ~0u : 0u;
+        p2_hi += p.hi & in2;
+        p2_lo += p.lo & in2;
         any |= e[j] >= kProbeLow ? 1u : 0u;
       }
     }
@@ -402,15 +409,27 @@ uint64_t unfiltered_pass(const uint32_t* keys, int64_t v, float m, float inv_t, 
     total += bm;
     if (kProbeOn) {
       probe_mass += (static_cast<uint64_t>(pr_hi) << 20) + pr_lo;
-      if (any)
-        for (int j = 0; j < kBlock; ++j) {  // branch-free compaction (ids / w: V + kBlock slots)
-          ids[n] = static_cast<int32_t>(i0 + j);
-          w[n] = core::mass_of(e[j]);
-          n += e[j] >= kProbeLow;
+      probe_mass2 += (static_cast<uint64_t>(p2_hi) << 20) + p2_lo;
+      if (any) {
+        // candidate flags (one vectorised compare), then the set ones 8 at a time: on a peaked
+        // row a block holds a few candidates, so a group of 8 without one costs a test
+        uint8_t flag[kBlock];
+        for (int j = 0; j < kBlock; ++j) flag[j] = e[j] >= kProbeLow ? 1 : 0;
+        for (int g = 0; g < kBlock; g += 8) {
+          uint64_t f;
+          std::memcpy(&f, flag + g, 8);
+          while (f != 0) {
+            const int j = g + __builtin_ctzll(f) / 8;
+            ids[n] = static_cast<int32_t>(i0 + j);
+            w[n] = core::mass_of(e[j]);
+            ++n;
+            f &= f - 1;
+          }
         }
+      }
     }
   });
-  if (kProbeOn) *probe = ProbeResult{probe_mass, n};
+  if (kProbeOn) *probe = ProbeResult{probe_mass, probe_mass2, n};
   return total;
 }
 
@@ -460,6 +479,15 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
             ? unfiltered_pass<true, true>(keys, v, st.m, inv_t, s.block_w, &pr, s.ids, s.w)
             : unfiltered_pass<false, true>(keys, v, st.m, inv_t, s.block_w, &pr, s.ids, s.w);
     const uint64_t target = core::ceil_fraction(rs.top_p, total);
+    if (target <= pr.mass2) {  // the narrower probe's candidates, compacted in place
+      int64_t n2 = 0;
+      for (int64_t j = 0; j < pr.n; ++j) {
+        s.ids[n2] = s.ids[j];
+        s.w[n2] = s.w[j];
+        n2 += s.w[j] >= kProbe2LowWeight;
+      }
+      return top_p_and_draw(s, n2, target, rs, u);
+    }
     if (target <= pr.mass) return top_p_and_draw(s, pr.n, target, rs, u);
   }
 
