@@ -35,8 +35,7 @@ struct Scratch {
     return align_up(n * sizeof(uint32_t)) + align_up((n + kBlock) * sizeof(int32_t)) +
            align_up((n + kBlock) * sizeof(uint64_t)) + align_up(n * sizeof(uint32_t)) +
            align_up(kSmallSort * sizeof(uint64_t)) + align_up(2048 * sizeof(uint64_t)) +
-           align_up((n + 1) * sizeof(int32_t)) +
-           align_up((n / kBlock + 1) * sizeof(uint64_t));
+           align_up((n + 1) * sizeof(int32_t)) + align_up((n / kBlock + 1) * sizeof(uint64_t));
   }
   static Scratch carve(char* base, int64_t v) {
     const auto n = static_cast<size_t>(v);
