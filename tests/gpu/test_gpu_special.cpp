@@ -578,7 +578,53 @@ TEST_F(GpuInvariance, RepeatSlicesStreamsConcurrency) {
 // GPU runs greedy_rows_kernel, which must give the general kernel's (and the CPU's) tokens,
 // statuses and kept sizes, special rows, bad parameters of other arrays, misaligned and strided
 // rows and every dtype included.
-class GpuGreedy : public GpuTest {};
+// Tokens, statuses and kept sizes (no logprobs) of hreq on the CPU and dreq on the GPU, with
+// kept sizes asked for and not; every row that differs is counted in `all`, the first few shown.
+class TokensVsCpu : public GpuTest {
+ protected:
+  void compare_with_cpu(const HostBatch& hb, const lmsample::Request& hreq,
+                        const lmsample::Request& dreq, const char* what, const std::string& label,
+                        Compared& all) {
+    for (const bool with_kept : {false, true}) {
+      HostOutputs cpu(hb.batch, 0), gpu(hb.batch, 0);
+      lmsample::Outputs ho = cpu.outputs(with_kept);
+      ho.logprob = nullptr;
+      lmsample::ExecConfig cc;
+      std::vector<unsigned char> cws(lmsample::workspace_size(hreq, cc) + 1);
+      const lmsample::Status cs = lmsample::sample(hreq, ho, cws.data(), cws.size(), cc);
+      ASSERT_TRUE(cs.ok() || cs.code == lmsample::Code::kInvalidRowParameter) << cs.message;
+      DeviceOutputs dout(hb.batch, 0);
+      dout.poison(stream_);
+      lmsample::Outputs dout_o = dout.outputs(with_kept);
+      dout_o.logprob = nullptr;
+      lmsample::ExecConfig gc;
+      gc.backend = lmsample::Backend::kCuda;
+      gc.stream = stream_;
+      const size_t gws = lmsample::workspace_size(dreq, gc);
+      const lmsample::Status gs = lmsample::sample(dreq, dout_o, ws_.get(gws), gws, gc);
+      ASSERT_TRUE(gs.ok()) << gs.message;
+      wait_stream(stream_, call_timeout_s(), what);
+      dout.download(gpu);
+      for (int64_t r = 0; r < hb.batch; ++r) {
+        const auto i = static_cast<size_t>(r);
+        ++all.rows;
+        const bool same = gpu.tokens[i] == cpu.tokens[i] && gpu.status[i] == cpu.status[i] &&
+                          (!with_kept || gpu.kept[i] == cpu.kept[i]);
+        if (!same) {
+          ++all.mismatched;
+          if (all.mismatched <= 5)
+            ADD_FAILURE() << label << " B=" << hb.batch << " V=" << hb.vocab << " row " << r << " ("
+                          << hb.describe_row(r) << "): gpu token " << gpu.tokens[i] << " status "
+                          << gpu.status[i] << " kept " << gpu.kept[i] << ", cpu token "
+                          << cpu.tokens[i] << " status " << cpu.status[i] << " kept "
+                          << cpu.kept[i];
+        }
+      }
+    }
+  }
+};
+
+class GpuGreedy : public TokensVsCpu {};
 
 TEST_F(GpuGreedy, ByDefaultsMatchesCpu) {
   struct Case {
@@ -611,42 +657,7 @@ TEST_F(GpuGreedy, ByDefaultsMatchesCpu) {
     lmsample::Request dreq = db.request();
     dreq.params.temperature = nullptr;
     dreq.params.defaults.temperature = 0.0f;
-    for (const bool with_kept : {false, true}) {
-      HostOutputs cpu(hb.batch, 0), gpu(hb.batch, 0);
-      lmsample::Outputs ho = cpu.outputs(with_kept);
-      ho.logprob = nullptr;  // kept alone: the greedy kernel's outputs
-      lmsample::ExecConfig cc;
-      std::vector<unsigned char> cws(lmsample::workspace_size(hreq, cc) + 1);
-      const lmsample::Status cs = lmsample::sample(hreq, ho, cws.data(), cws.size(), cc);
-      ASSERT_TRUE(cs.ok() || cs.code == lmsample::Code::kInvalidRowParameter) << cs.message;
-      DeviceOutputs dout(hb.batch, 0);
-      dout.poison(stream_);
-      lmsample::Outputs dout_o = dout.outputs(with_kept);
-      dout_o.logprob = nullptr;
-      lmsample::ExecConfig gc;
-      gc.backend = lmsample::Backend::kCuda;
-      gc.stream = stream_;
-      const size_t gws = lmsample::workspace_size(dreq, gc);
-      const lmsample::Status gs = lmsample::sample(dreq, dout_o, ws_.get(gws), gws, gc);
-      ASSERT_TRUE(gs.ok()) << gs.message;
-      wait_stream(stream_, call_timeout_s(), "greedy_defaults");
-      dout.download(gpu);
-      for (int64_t r = 0; r < hb.batch; ++r) {
-        const auto i = static_cast<size_t>(r);
-        ++all.rows;
-        const bool same = gpu.tokens[i] == cpu.tokens[i] && gpu.status[i] == cpu.status[i] &&
-                          (!with_kept || gpu.kept[i] == cpu.kept[i]);
-        if (!same) {
-          ++all.mismatched;
-          if (all.mismatched <= 5)
-            ADD_FAILURE() << dtype_name(c.dt) << " B=" << hb.batch << " V=" << c.v << " row " << r
-                          << " (" << hb.describe_row(r) << "): gpu token " << gpu.tokens[i]
-                          << " status " << gpu.status[i] << " kept " << gpu.kept[i]
-                          << ", cpu token " << cpu.tokens[i] << " status " << cpu.status[i]
-                          << " kept " << cpu.kept[i];
-        }
-      }
-    }
+    compare_with_cpu(hb, hreq, dreq, "greedy_defaults", std::string(dtype_name(c.dt)), all);
   }
   EXPECT_EQ(all.mismatched, 0);
   summary(all, "greedy by RowParams::defaults (greedy_rows_kernel)");
@@ -658,7 +669,7 @@ TEST_F(GpuGreedy, ByDefaultsMatchesCpu) {
 // temperature_rows_kernel, which must give the CPU's tokens, statuses and kept sizes, with a
 // temperature per row (greedy rows and bad temperatures among them) or one for the call, special
 // rows (NaN, -inf, +inf), misaligned and strided rows and every dtype included.
-class GpuTemperature : public GpuTest {};
+class GpuTemperature : public TokensVsCpu {};
 
 TEST_F(GpuTemperature, AloneMatchesCpu) {
   struct Case {
@@ -698,43 +709,9 @@ TEST_F(GpuTemperature, AloneMatchesCpu) {
           q->params.defaults.temperature = 0.8f;
         }
       }
-      for (const bool with_kept : {false, true}) {
-        HostOutputs cpu(hb.batch, 0), gpu(hb.batch, 0);
-        lmsample::Outputs ho = cpu.outputs(with_kept);
-        ho.logprob = nullptr;
-        lmsample::ExecConfig cc;
-        std::vector<unsigned char> cws(lmsample::workspace_size(hreq, cc) + 1);
-        const lmsample::Status cs = lmsample::sample(hreq, ho, cws.data(), cws.size(), cc);
-        ASSERT_TRUE(cs.ok() || cs.code == lmsample::Code::kInvalidRowParameter) << cs.message;
-        DeviceOutputs dout(hb.batch, 0);
-        dout.poison(stream_);
-        lmsample::Outputs dout_o = dout.outputs(with_kept);
-        dout_o.logprob = nullptr;
-        lmsample::ExecConfig gc;
-        gc.backend = lmsample::Backend::kCuda;
-        gc.stream = stream_;
-        const size_t gws = lmsample::workspace_size(dreq, gc);
-        const lmsample::Status gs = lmsample::sample(dreq, dout_o, ws_.get(gws), gws, gc);
-        ASSERT_TRUE(gs.ok()) << gs.message;
-        wait_stream(stream_, call_timeout_s(), "temperature_alone");
-        dout.download(gpu);
-        for (int64_t r = 0; r < hb.batch; ++r) {
-          const auto i = static_cast<size_t>(r);
-          ++all.rows;
-          const bool same = gpu.tokens[i] == cpu.tokens[i] && gpu.status[i] == cpu.status[i] &&
-                            (!with_kept || gpu.kept[i] == cpu.kept[i]);
-          if (!same) {
-            ++all.mismatched;
-            if (all.mismatched <= 5)
-              ADD_FAILURE() << dtype_name(c.dt) << " B=" << hb.batch << " V=" << c.v << " row " << r
-                            << (per_row_t ? " (T per row) " : " (T for the call) ") << "("
-                            << hb.describe_row(r) << "): gpu token " << gpu.tokens[i] << " status "
-                            << gpu.status[i] << " kept " << gpu.kept[i] << ", cpu token "
-                            << cpu.tokens[i] << " status " << cpu.status[i] << " kept "
-                            << cpu.kept[i];
-          }
-        }
-      }
+      compare_with_cpu(
+          hb, hreq, dreq, "temperature_alone",
+          std::string(dtype_name(c.dt)) + (per_row_t ? " (T per row)" : " (T for the call)"), all);
     }
   }
   EXPECT_EQ(all.mismatched, 0);
