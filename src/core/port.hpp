@@ -374,6 +374,16 @@ __device__ __forceinline__ void spin_pause(unsigned ns) {
 #endif
 }
 #endif
+//! The larger of each 16-bit half of a and b, unsigned (two lanes of one word).
+__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__) && !defined(__HIPCC__) && !defined(LMS_SIMT_EMULATION)
+  return __vmaxu2(a, b);
+#else
+  const uint32_t hi = (a >> 16) > (b >> 16) ? a >> 16 : b >> 16;
+  const uint32_t lo = (a & 0xffffu) > (b & 0xffffu) ? a & 0xffffu : b & 0xffffu;
+  return (hi << 16) | lo;
+#endif
+}
 //! p += v (mod 2^64) on shared memory, as two native 32-bit atomics on the halves with the low
 //! half's carry added to the high half (a 64-bit shared-memory atomic add is a compare-and-swap
 //! loop on NVIDIA, which contention turns into thousands of retries). Exact and order-free: once

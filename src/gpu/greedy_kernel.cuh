@@ -60,6 +60,41 @@ __device__ uint64_t greedy_chunk(const void* row, DType dt, int64_t c0, int n) {
         best_i = v * 4 + (k0 == mx ? 0 : k1 == mx ? 1 : k2 == mx ? 2 : 3);
       }
     }
+  } else if (dt == DType::kBFloat16) {
+    // bf16: a 16-bit order key per token, two tokens per 32-bit operation (x ^ 0xffff for a
+    // negative half, x | 0x8000 for the others). These quick keys equal the exact keys of the
+    // contract's canonical values except for -0 (one below +0's key) and NaN (a positive NaN
+    // above +inf, a negative one below -inf), so "the vector's quick maximum is above the best
+    // key so far" misses no vector whose exact maximum is (an exact key above the best is either
+    // a quick key above it, or +0 from a -0 while the best is below +0, whose quick key 0x7fff is
+    // above it too); such vectors, a few per row, are redone exactly.
+#pragma unroll 2
+    for (int v = threadIdx.x; v < nvec; v += kThreads) {
+      const uint4 w = vec[v];
+      const uint32_t word[4] = {w.x, w.y, w.z, w.w};
+      uint32_t m = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t x = word[j];
+        const uint32_t sign = (x >> 15) & 0x00010001u;
+        m = max_u16x2(m, x ^ ((sign * 0x7fffu) | 0x80008000u));
+      }
+      const uint32_t quick = (m >> 16) > (m & 0xffffu) ? m >> 16 : m & 0xffffu;
+      if (quick <= (best_key >> 16)) continue;
+      uint32_t k[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) k[j] = core::canonical_key_of_bits(bits16(word[j / 2], j % 2));
+      uint32_t mx = k[0];
+#pragma unroll
+      for (int j = 1; j < 8; ++j) mx = k[j] > mx ? k[j] : mx;
+      if (mx > best_key) {
+        best_key = mx;
+        int first = 7;
+#pragma unroll
+        for (int j = 6; j >= 0; --j) first = k[j] == mx ? j : first;
+        best_i = v * 8 + first;
+      }
+    }
   } else {
 #pragma unroll 2
     for (int v = threadIdx.x; v < nvec; v += kThreads) {
