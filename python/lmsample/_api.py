@@ -440,6 +440,23 @@ def sample(
     return SampleResult(bufs.tokens, bufs.status, bufs.logprob, bufs.kept, bufs.top_ids, bufs.top_logprobs)
 
 
+def _maybe_temperature_alone(top_k, top_p, min_p, top_logprobs) -> bool:
+    """Whether the library may see a request with temperature alone (whose GPU kernel needs a
+    workspace): False only where a filter is surely on (a scalar that turns it on, or a per-row
+    array, which the library never treats as off)."""
+    if top_logprobs:
+        return False
+    for v, on in ((top_k, lambda k: k != 0), (top_p, lambda p: p < 1), (min_p, lambda p: p != 0)):
+        if v is None:
+            continue
+        if type(v) in (int, float):
+            if on(v):
+                return False
+            continue
+        return False
+    return True
+
+
 def _torch_context(logits, backend, gpu_keys, cpu_threads):
     """A per-thread Sampler for lmsample.sample()'s torch path: it lends its workspace (most
     GPU requests need none) and its checked view of the device; outputs are fresh tensors."""
@@ -537,11 +554,15 @@ class Sampler:
         self._backend = _backend_code(backend)
         self._keys = _keys_code(gpu_keys)
         self._threads = int(cpu_threads)
-        ws = 0
+        ws = ws_filtered = 0
         for dt in (0, 1, 2):
             ws = max(ws, _ext.workspace_bytes(max_batch, vocab, dt, self._where[0], self._where[1],
                                               self._backend, self._keys, self._threads))  # fmt: skip
+            ws_filtered = max(ws_filtered, _ext.workspace_bytes(
+                max_batch, vocab, dt, self._where[0], self._where[1], self._backend, self._keys,
+                self._threads, False))  # fmt: skip
         self._ws_size = ws
+        self._ws_filtered = ws_filtered  # what requests with a filter need
         self._ws = fw.empty((max(ws, 1),), "uint8", device)
         self._ws_addr = _addr(self._ws, fw)
         self._tokens = fw.empty((max_batch,), "int32", device)
@@ -708,10 +729,22 @@ class Sampler:
                 f"{tuple(shape)}"
             )
         b = shape[0]
+        ws_addr, ws_size, ws_keep = self._ws_addr, self._ws_size, None
         if fresh and self._cuda and self._ws_size:
-            # a workspace shared by calls that may run on different streams would race: the
-            # general path allocates one per call through the caching allocator
-            raise _Fallback
+            # a workspace shared by calls that may run on different streams would race: a
+            # request with temperature alone (the GPU's temperature kernel) gets one per call
+            # from the caching allocator, on the current stream (sample()'s fast path only runs
+            # on it); one with a filter needs none on most shapes, else takes the general path,
+            # which allocates one per call too
+            if stream is not None:
+                raise _Fallback
+            if _maybe_temperature_alone(top_k, top_p, min_p, top_logprobs):
+                ws_keep = self._torch.empty(ws_size, dtype=self._torch.uint8, device=self.device)
+                ws_addr = ws_keep.data_ptr()
+            elif self._ws_filtered == 0:
+                ws_addr, ws_size = None, 0
+            else:
+                raise _Fallback
         dt = self._logit_dtypes.get(logits.dtype)
         dev = logits.get_device()
         if dev != self._dev_index:
@@ -776,9 +809,10 @@ class Sampler:
         _ext.sample(
             raw_logits, a[0], a[1], a[2] if logprobs else None, a[3] if logprobs else None,
             a[4] if top_logprobs else None, a[5] if top_logprobs else None, *args, None, None,
-            None, None, None, None, None, None, top_logprobs, self._ws_addr, self._ws_size, s,
+            None, None, None, None, None, None, top_logprobs, ws_addr, ws_size, s,
             self._backend, self._keys, self._threads,
         )  # fmt: skip
+        del ws_keep  # (the allocator's stream order keeps it until the kernel has run)
         return r if fresh else self._result(b, logprobs, top_logprobs)
 
     def _sample_general(self, logits, temperature, top_k, top_p, min_p, seed, step, substream,
