@@ -47,6 +47,22 @@ __device__ uint64_t greedy_chunk(const void* row, DType dt, int64_t c0, int n) {
     return dt == DType::kBFloat16 ? static_cast<uint32_t>(h) << 16
                                   : core::float_bits(core::f16_to_float(h));
   };
+  // The 8 exact keys of 16-bit vector v (its words), and the best key and index updated.
+  const auto exact8 = [&](const uint32_t(&word)[4], int v) {
+    uint32_t k[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) k[j] = core::canonical_key_of_bits(bits16(word[j / 2], j % 2));
+    uint32_t mx = k[0];
+#pragma unroll
+    for (int j = 1; j < 8; ++j) mx = k[j] > mx ? k[j] : mx;
+    if (mx > best_key) {
+      best_key = mx;
+      int first = 7;
+#pragma unroll
+      for (int j = 6; j >= 0; --j) first = k[j] == mx ? j : first;
+      best_i = v * 8 + first;
+    }
+  };
   if (dt == DType::kFloat32) {
 #pragma unroll 4
     for (int v = threadIdx.x; v < nvec; v += kThreads) {
@@ -81,38 +97,14 @@ __device__ uint64_t greedy_chunk(const void* row, DType dt, int64_t c0, int n) {
       }
       const uint32_t quick = (m >> 16) > (m & 0xffffu) ? m >> 16 : m & 0xffffu;
       if (quick <= (best_key >> 16)) continue;
-      uint32_t k[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) k[j] = core::canonical_key_of_bits(bits16(word[j / 2], j % 2));
-      uint32_t mx = k[0];
-#pragma unroll
-      for (int j = 1; j < 8; ++j) mx = k[j] > mx ? k[j] : mx;
-      if (mx > best_key) {
-        best_key = mx;
-        int first = 7;
-#pragma unroll
-        for (int j = 6; j >= 0; --j) first = k[j] == mx ? j : first;
-        best_i = v * 8 + first;
-      }
+      exact8(word, v);
     }
   } else {
 #pragma unroll 2
     for (int v = threadIdx.x; v < nvec; v += kThreads) {
       const uint4 w = vec[v];
       const uint32_t word[4] = {w.x, w.y, w.z, w.w};
-      uint32_t k[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) k[j] = core::canonical_key_of_bits(bits16(word[j / 2], j % 2));
-      uint32_t mx = k[0];
-#pragma unroll
-      for (int j = 1; j < 8; ++j) mx = k[j] > mx ? k[j] : mx;
-      if (mx > best_key) {
-        best_key = mx;
-        int first = 7;
-#pragma unroll
-        for (int j = 6; j >= 0; --j) first = k[j] == mx ? j : first;
-        best_i = v * 8 + first;
-      }
+      exact8(word, v);
     }
   }
   for (int i = nvec * per_vec + static_cast<int>(threadIdx.x); i < n; i += kThreads) {
