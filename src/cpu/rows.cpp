@@ -288,21 +288,6 @@ inline void block_likelihoods(const uint32_t* keys, uint32_t lo, float m, float 
   }
 }
 
-// Sum of the weights of a block's keys >= lo, in 32-bit lanes only (so one loop vectorises at
-// full width): mass_of(e) = hi * 2^20 + lo with hi <= 2^19 and lo < 2^20, so a block's sums of
-// each part fit in 32 bits (kBlock * 2^20 < 2^32) and sum to the 64-bit total exactly.
-inline uint64_t block_mass(const uint32_t* keys, uint32_t lo, float m, float inv_t) {
-  static_assert(kBlock <= 4096, "a block's 32-bit part sums must not overflow");
-  uint32_t sum_hi = 0, sum_lo = 0;
-  for (int j = 0; j < kBlock; ++j) {
-    const float l = core::rel_likelihood(value_of(keys[j]), m, inv_t);
-    const core::MassParts p = core::mass_parts(keys[j] >= lo ? l : 0.0f);  // mass_of(0) = 0
-    sum_hi += p.hi;
-    sum_lo += p.lo;
-  }
-  return (static_cast<uint64_t>(sum_hi) << 20) + sum_lo;
-}
-
 // Calls f(i0, block) for each block of kBlock keys of the row; the last one is padded with the
 // key of -inf (a valid key is always above it).
 template <typename F>
@@ -315,14 +300,6 @@ void for_each_block(const uint32_t* keys, int64_t v, F f) {
     std::copy(keys + i, keys + v, tail);
     f(i, static_cast<const uint32_t*>(tail));
   }
-}
-
-// Total weight of the keys >= lo (lo above the key of -inf) of a whole row.
-uint64_t row_mass(const uint32_t* keys, int64_t v, uint32_t lo, float m, float inv_t) {
-  uint64_t total = 0;
-  for_each_block(keys, v,
-                 [&](int64_t, const uint32_t* b) { total += block_mass(b, lo, m, inv_t); });
-  return total;
 }
 
 // The smallest key a token must have to pass min-p, found without computing any likelihood:
@@ -377,8 +354,12 @@ struct ProbeResult {
 };
 
 // One pass of likelihoods over the whole row with no filter: each block's weight into block_w
-// (ceil(v / kBlock) entries) and the row's total, in 32-bit lanes (block_mass). With probe, the
+// (ceil(v / kBlock) entries) and the row's total, in 32-bit lanes only (so that the loops
+// vectorise at full width): mass_of(e) = hi * 2^20 + lo with hi <= 2^19 and lo < 2^20, so a
+// block's sums of each part fit in 32 bits and sum to the 64-bit total exactly. With probe, the
 // top-p candidates above too (into ids / w, V + kBlock slots). inv_t finite.
+static_assert(kBlock <= 4096, "a block's 32-bit part sums must not overflow");
+
 template <bool kUnitT, bool kProbeOn>
 uint64_t unfiltered_pass(const uint32_t* keys, int64_t v, float m, float inv_t, uint64_t* block_w,
                          ProbeResult* probe, int32_t* ids, uint64_t* w) {
@@ -704,7 +685,8 @@ void sample_row_impl(const Scratch& s, const Request& req, const Outputs& out, i
   if (out.logprob || n_top > 0) {
     double log_norm = 0.0;
     if (st.n_posinf == 0)
-      log_norm = core::log_normaliser(row_mass(s.keys, v, core::kKeyNegInf + 1, st.m, 1.0f));
+      log_norm = core::log_normaliser(unfiltered_pass<true, false>(  // (T = 1: section 5)
+          s.keys, v, st.m, 1.0f, s.block_w, nullptr, nullptr, nullptr));
     if (out.logprob) out.logprob[r] = logprob_at(s.keys[res.token], st, log_norm);
     if (n_top > 0)
       top_n(s.keys, v, n_top, out.top_ids + r * n_top, out.top_logprobs + r * n_top, st, log_norm);
