@@ -96,6 +96,11 @@ struct Plan {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Every row greedy as the host knows it: temperature 0 for the call, no temperature array.
+bool all_greedy_by_defaults(const Request& req) {
+  return !req.params.temperature && req.params.defaults.temperature == 0.0f;
+}
+
 Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   const int64_t v = req.logits.vocab, b = std::max<int64_t>(req.logits.batch, 1);
   const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
@@ -138,7 +143,7 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   // call, no array): the row finishes from the load's maximum too, so stream it (the H200
   // baseline of 801ad00 measured greedy streamed at 0.59 / 0.52x its on-chip time at B = 128 /
   // 512; results/gpu/README.md has this session's comparison at every B).
-  const bool all_greedy = !rp.temperature && rp.defaults.temperature == 0.0f;
+  const bool all_greedy = all_greedy_by_defaults(req);
   const bool auto_stream = (candidate_filters || all_greedy) && (!logprobs || b >= 128);
   p.stream = can_stream && (mode == static_cast<int>(GpuKeys::kStream) ||
                             (mode == static_cast<int>(GpuKeys::kAuto) && auto_stream));
@@ -164,53 +169,50 @@ Plan make_plan(const Request& req, const Device& d, GpuKeys keys) {
   return p;
 }
 
-// Whether greedy_rows_kernel computes the whole request: every row greedy as the host knows it
-// (RowParams::defaults.temperature = 0, no temperature array) and no step of the contract
-// besides the load (no bitmask, bias or penalties) or output beyond tokens, statuses and kept
-// sizes (no logprobs). LMSAMPLE_GPU_GREEDY=0 turns it off (for tests and tuning: results do not
-// depend on it).
-// Every row greedy as the host knows it: temperature 0 for the call, no temperature array.
-bool all_greedy_by_defaults(const Request& req) {
-  return !req.params.temperature && req.params.defaults.temperature == 0.0f;
+// No step of the contract besides the load and the canonicalisation (no bitmask, bias or penalty
+// history) and no top logprobs: what the greedy and temperature kernels compute.
+bool only_the_load(const Request& req) {
+  return !req.allowed_mask && !req.logit_bias.offsets && !req.prompt_tokens.offsets &&
+         !req.output_tokens.offsets && req.top_logprobs == 0;
 }
 
+// Whether greedy_rows_kernel computes the whole request: every row greedy as the host knows it
+// (all_greedy_by_defaults), only_the_load, and no logprob output. LMSAMPLE_GPU_GREEDY=0 turns it
+// off (for tests and tuning: results do not depend on it).
 bool greedy_only(const Request& req, const Outputs& out) {
   static const bool enabled = [] {
     const char* e = std::getenv("LMSAMPLE_GPU_GREEDY");
     return !(e && std::string(e) == "0");
   }();
-  const RowParams& rp = req.params;
-  return enabled && !rp.temperature && rp.defaults.temperature == 0.0f && !req.allowed_mask &&
-         !req.logit_bias.offsets && !req.prompt_tokens.offsets && !req.output_tokens.offsets &&
-         req.top_logprobs == 0 && !out.logprob;
+  return enabled && all_greedy_by_defaults(req) && only_the_load(req) && !out.logprob;
 }
 
 // Whether temperature_rows_kernel computes the whole request (with no logprob output): no row
 // has a filter as the host knows it (no top_k, top_p or min_p array, and none in
-// RowParams::defaults), no step of the contract besides the load (no bitmask, bias or penalty
-// history) and no top logprobs; the temperature may be an array.
+// RowParams::defaults) and only_the_load; the temperature may be an array.
 bool temperature_alone(const Request& req) {
   const RowParams& rp = req.params;
   const RowDefaults& df = rp.defaults;
   return !rp.top_k && !rp.top_p && !rp.min_p && df.top_k == 0 && df.top_p >= 1.0f &&
-         df.min_p == 0.0f && !req.allowed_mask && !req.logit_bias.offsets &&
-         !req.prompt_tokens.offsets && !req.output_tokens.offsets && req.top_logprobs == 0;
+         df.min_p == 0.0f && only_the_load(req);
 }
 
-// LMSAMPLE_GPU_TEMPERATURE=0 turns temperature_rows_kernel off (for tests and tuning: results do
-// not depend on it).
-bool temperature_kernel_on() {
+// Whether temperature_rows_kernel serves the request, logprob output aside (every row greedy by
+// the defaults is greedy_rows_kernel's). LMSAMPLE_GPU_TEMPERATURE=0 turns it off (for tests and
+// tuning: results do not depend on it).
+bool temperature_kernel_serves(const Request& req) {
   static const bool on = [] {
     const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE");
     return !(e && std::string(e) == "0");
   }();
-  return on;
+  return on && temperature_alone(req) && !all_greedy_by_defaults(req);
 }
 
 // temperature_rows_kernel's launch and workspace: chunks of 4096 to 16384 tokens (about four
 // work items per multiprocessor and kind, and every warp of a weight item busy), weight items
-// about 24 MB of logits after the max items of their row (so that most second reads hit L2:
-// measured best of 1 to 24 MB on an H200).
+// about 24 MB of logits after the max items of their row (meant for their second read to hit
+// L2; Nsight Compute measured a 17% hit rate at B = 512, but 1 to 16 MB were slower on an H200:
+// the weight items waited for their rows' max items).
 struct StreamPlan {
   int groups = 0, chunk = 0, nsub = 0, lookahead = 1;
   size_t counter_bytes = 0, stats_bytes = 0, sums_bytes = 0;
@@ -270,8 +272,7 @@ size_t workspace_size(const Request& req, const ExecConfig& cfg) {
   const size_t general = p.smem_keys || p.stream ? 0 : 2 * cells * sizeof(uint32_t) + 256;
   // (temperature alone: the streamed temperature kernel's counters and partial sums, unless the
   // call turns out to want logprobs, which the general kernel computes)
-  if (temperature_kernel_on() && temperature_alone(req) && !all_greedy_by_defaults(req))
-    return std::max(general, stream_plan(req, d).bytes());
+  if (temperature_kernel_serves(req)) return std::max(general, stream_plan(req, d).bytes());
   return general;
 }
 
@@ -304,8 +305,7 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
   }
   const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
   const bool greedy = greedy_only(req, out);
-  if (!greedy && temperature_kernel_on() && temperature_alone(req) &&
-      !all_greedy_by_defaults(req) && !out.logprob) {
+  if (!out.logprob && temperature_kernel_serves(req)) {
     const StreamPlan sp = stream_plan(req, d);
     temperature::StreamArgs sa{};
     sa.a = a;
