@@ -152,6 +152,25 @@ struct Weight {
   }
 };
 
+// Calls f(Weight<mode>{m, inv_t}) for a mode 0 .. 3 known at run time.
+template <typename F>
+__device__ __forceinline__ void with_weight(int mode, float m, float inv_t, F f) {
+  switch (mode) {
+    case 0:
+      f(Weight<0>{m, inv_t});
+      break;
+    case 1:
+      f(Weight<1>{m, inv_t});
+      break;
+    case 2:
+      f(Weight<2>{m, inv_t});
+      break;
+    default:
+      f(Weight<3>{m, inv_t});
+      break;
+  }
+}
+
 constexpr int kSub = 512;  // tokens per sub-chunk (a warp's 16 tokens per lane)
 
 struct StreamArgs {
@@ -368,22 +387,9 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max,
                    : inv_t == 1.0f               ? 0
                    : core::is_finite(inv_t)      ? 1
                                                  : 2;
-  switch (mode) {
-    case 0:
-      chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, Weight<0>{m, inv_t});
-      break;
-    case 1:
-      chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, Weight<1>{m, inv_t});
-      break;
-    case 2:
-      chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, Weight<2>{m, inv_t});
-      break;
-    case 3:
-      chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, Weight<3>{m, inv_t});
-      break;
-    default:
-      break;
-  }
+  if (mode >= 0)
+    with_weight(mode, m, inv_t,
+                [&](auto weight) { chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, weight); });
   __syncthreads();
   if (threadIdx.x == 0) {
     device_fence();
@@ -408,20 +414,9 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max,
   const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
   uint64_t total = 0;
   int64_t token = -1;
-  switch (mode) {
-    case 0:
-      token = stream_draw<kThreads, kDt>(s, ex, row, r, u, Weight<0>{m, inv_t}, &total);
-      break;
-    case 1:
-      token = stream_draw<kThreads, kDt>(s, ex, row, r, u, Weight<1>{m, inv_t}, &total);
-      break;
-    case 2:
-      token = stream_draw<kThreads, kDt>(s, ex, row, r, u, Weight<2>{m, inv_t}, &total);
-      break;
-    default:
-      token = stream_draw<kThreads, kDt>(s, ex, row, r, u, Weight<3>{m, inv_t}, &total);
-      break;
-  }
+  with_weight(mode, m, inv_t, [&](auto weight) {
+    token = stream_draw<kThreads, kDt>(s, ex, row, r, u, weight, &total);
+  });
   if (token >= 0) {
     const int32_t kept = static_cast<int32_t>(mode == 3 ? total : all.valid);
     write_outputs<kThreads>(a.out, r, static_cast<int32_t>(token), kRowOk, kept, 0.0f, 0);
