@@ -663,6 +663,53 @@ TEST_F(GpuGreedy, ByDefaultsMatchesCpu) {
   summary(all, "greedy by RowParams::defaults (greedy_rows_kernel)");
 }
 
+// The bf16 path's quick keys put -0 one below +0, and a positive NaN above +inf: rows whose
+// maximum is zero, with -0 and +0 tied there in either order (or both -0), NaN and -inf among
+// negative values, must give the lowest id of the zeros (the contract's canonical -0 is +0), as
+// the CPU does.
+TEST_F(GpuGreedy, Bf16SignedZerosAtTheMaximum) {
+  Compared all;
+  for (const int64_t v : {int64_t{64}, int64_t{1000}, int64_t{151936}}) {
+    GroupCfg g = cfg_of("greedy_zeros", DType::kBFloat16, v, 24, 0, 977 + static_cast<uint64_t>(v));
+    g.mix.greedy = 1.0;
+    g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
+    g.mix.special = g.mix.bad_param = g.mix.bad_token_id = 0.0;
+    HostBatch hb = make_batch(g);
+    std::vector<int64_t> want(static_cast<size_t>(hb.batch));
+    for (int64_t r = 0; r < hb.batch; ++r) {
+      uint16_t* h = reinterpret_cast<uint16_t*>(hb.logits.data()) + hb.base + r * hb.stride;
+      for (int64_t i = 0; i < v; ++i)
+        h[i] = i % 11 == 3   ? uint16_t{0x7fc0}  // NaN
+               : i % 11 == 7 ? uint16_t{0xff80}  // -inf
+                             : float_to_bf16(-1.0f - static_cast<float>(i % 5));
+      const int64_t a = (r * 37 + 1) % v, b = (r * 101 + 5) % v;
+      const int64_t lo = std::min(a, b), hi = std::max(a, b);
+      h[lo] = r % 3 == 0 ? uint16_t{0x8000} : r % 3 == 1 ? uint16_t{0x0000} : uint16_t{0x8000};
+      h[hi] = r % 3 == 2 ? uint16_t{0x0000} : uint16_t{0x8000};
+      want[static_cast<size_t>(r)] = lo;
+    }
+    lmsample::Request hreq = hb.request();
+    hreq.params.temperature = nullptr;
+    hreq.params.defaults.temperature = 0.0f;
+    // the property itself, on the CPU: the lowest id of the zeros
+    HostOutputs cpu(hb.batch, 0);
+    lmsample::Outputs ho = cpu.outputs(false);
+    ho.logprob = nullptr;
+    lmsample::ExecConfig cc;
+    std::vector<unsigned char> cws(lmsample::workspace_size(hreq, cc) + 1);
+    ASSERT_TRUE(lmsample::sample(hreq, ho, cws.data(), cws.size(), cc).ok());
+    for (int64_t r = 0; r < hb.batch; ++r)
+      ASSERT_EQ(cpu.tokens[static_cast<size_t>(r)], want[static_cast<size_t>(r)]) << "row " << r;
+    const DeviceBatch db(hb);
+    lmsample::Request dreq = db.request();
+    dreq.params.temperature = nullptr;
+    dreq.params.defaults.temperature = 0.0f;
+    compare_with_cpu(hb, hreq, dreq, "greedy_zeros", "bf16 zeros", all);
+  }
+  EXPECT_EQ(all.mismatched, 0);
+  summary(all, "bf16 greedy, -0 and +0 tied at the maximum (greedy_rows_kernel)");
+}
+
 // ---------------------------------------------------------------------------------------------
 // (g) Temperature alone as the host knows it (no top_k, top_p or min_p array, none in
 // RowParams::defaults, no bitmask, bias, penalties or logprobs): the GPU runs
