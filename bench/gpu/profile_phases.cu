@@ -105,6 +105,12 @@ int main() {
         static_cast<long>(b), group, t[1] - t[0], t[9] - t[1], t[10] - t[9], t[2] - t[10],
         t[4] - t[3], t[5] - t[4], t[6] - t[5], t[8] - t[7], t[8] - t[0], start_hi - start_lo,
         load_hi - load_lo, vals[0][0], vals[0][1]);
+    if (topp_only && !temp_only && t[28] != 0)  // (temperature_rows_kernel's top-p finish)
+      std::printf(
+          "  temperature kernel's top-p finish: totals + list + lowest key %llu, key select + "
+          "kept %llu, token select %llu ns; finish start - row 0's first stamp %lld ns\n",
+          t[29] - t[28], t[30] - t[29], t[31] - t[30],
+          static_cast<long long>(t[28]) - static_cast<long long>(t[0]));
     if (!topp_only)  // (the candidate path's stamps; the full path has its own)
       std::printf(
           "  finish: top-k %llu, weights + total %llu, top-p %llu, kept %llu, draw %llu, "

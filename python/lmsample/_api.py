@@ -441,12 +441,14 @@ def sample(
 
 
 def _maybe_temperature_alone(top_k, top_p, min_p, top_logprobs) -> bool:
-    """Whether the library may see a request with temperature alone (whose GPU kernel needs a
-    workspace): False only where a filter is surely on (a scalar that turns it on, or a per-row
-    array, which the library never treats as off)."""
+    """Whether the library may see a request with temperature and top-p alone (the GPU's
+    temperature kernel, which needs a workspace, serves those): False only where top-k or min-p
+    is surely on (a scalar that turns it on, or a per-row array, which the library never treats
+    as off) or top logprobs are asked for."""
+    del top_p  # (top-p alone is the temperature kernel's too)
     if top_logprobs:
         return False
-    for v, on in ((top_k, lambda k: k != 0), (top_p, lambda p: p < 1), (min_p, lambda p: p != 0)):
+    for v, on in ((top_k, lambda k: k != 0), (min_p, lambda p: p != 0)):
         if v is None:
             continue
         if type(v) in (int, float):

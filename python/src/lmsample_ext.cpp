@@ -500,8 +500,8 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
 }
 
 // Bytes of workspace a call needs: the largest over the request kinds a Sampler may serve
-// (with_temperature_alone = false: over those with a filter, which the GPU's temperature
-// kernel and its workspace never serve).
+// (with_temperature_alone = false: over those with a top-k or min-p filter, which the GPU's
+// temperature kernel and its workspace never serve).
 size_t workspace_bytes(int64_t batch, int64_t vocab, int dtype, int device_type, int device_id,
                        int backend, int gpu_keys, int cpu_threads, bool with_temperature_alone) {
   Where w{device_type, device_id};
@@ -521,13 +521,14 @@ size_t workspace_bytes(int64_t batch, int64_t vocab, int dtype, int device_type,
 #if defined(LMSAMPLE_WITH_CUDA)
   DeviceGuard guard(w);
 #endif
-  for (int variant = 0; variant < 16; ++variant) {
+  for (int variant = 0; variant < 32; ++variant) {
     lmsample::Request q = r;
+    if (variant & 16) q.params.defaults.top_p = 0.5f;  // (top-p rows: candidate lists)
     if (variant & 1) q.prompt_tokens = {kOff, kTok, nullptr};
     if (variant & 2) q.logit_bias = {kOff, kTok, kVal};
     if (variant & 4) q.params.top_k = kK;
     if (variant & 8) q.top_logprobs = 1;
-    if (!with_temperature_alone) q.params.defaults.top_p = 0.5f;
+    if (!with_temperature_alone) q.params.defaults.min_p = 0.5f;
     const size_t n = lmsample::workspace_size(q, cfg);
     most = n > most ? n : most;
   }
@@ -577,7 +578,7 @@ NB_MODULE(_lmsample, m) {
         "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
         "with_temperature_alone"_a = true,
         "Workspace bytes that serve any request of this shape (with_temperature_alone=False: "
-        "any with a top-k, top-p or min-p filter).");
+        "any with a top-k or min-p filter).");
   m.def("_bench_cpp_host_us", &bench_cpp_host_us, "logits"_a, "tokens"_a, "status"_a,
         "temperature"_a, "top_p"_a, "n"_a, "stream"_a,
         "Benchmark helper: host microseconds per lmsample::sample() call made from C++.");

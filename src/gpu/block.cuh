@@ -143,6 +143,75 @@ struct Block {
   }
 };
 
+//! An entry of block_select_by_mass: a value to rank by and its weight.
+struct ValueWeight {
+  uint32_t val;
+  uint64_t w;
+};
+
+//! The largest x such that the entries with val >= x weigh at least `target` in all, over the
+//! entries entry(i) -> ValueWeight, i in [0, n), every val in [lo, hi]; needs 0 < target <= the
+//! entries' total weight (the result is then the val of an entry of positive weight). A
+//! most-significant-digit-first radix select below the leading bits that lo and hi (and so every
+//! val) share, 8 bits a round: each round sums the weights of the entries that share the digits
+//! found so far into 256 buckets (`hist`: 256 words of shared memory, integer atomics, so the
+//! sums do not depend on their order; a warp whose entries fall in one bucket adds them with
+//! one atomic), and a block scan from the top bucket down finds the digit where the running
+//! weight reaches the target. *above gets the weight of the entries with val > x. Every thread
+//! gets the result; kThreads >= 256 (a bucket a thread).
+template <int kThreads, typename Entry, typename Ex>
+__device__ uint32_t block_select_by_mass(int n, Entry entry, uint64_t target, uint32_t lo,
+                                         uint32_t hi, uint64_t* hist, Ex& ex, uint64_t* above) {
+  static_assert(kThreads >= 256, "one bucket a thread");
+  using B = Block<kThreads>;
+  int top = 0;  // the bits below `top` differ somewhere in [lo, hi]
+  while (top < 32 && (lo ^ hi) >> top != 0) ++top;
+  uint64_t prefix = top < 32 ? hi >> top : 0, heavier = 0;
+  const int lane = lane_id();
+  while (top > 0) {
+    const int width = top < 8 ? top : 8, s = top - width;
+    for (int b = threadIdx.x; b < 256; b += kThreads) hist[b] = 0;
+    __syncthreads();
+    for (int i0 = static_cast<int>(threadIdx.x) - lane; i0 < n; i0 += kThreads) {  // (per warp)
+      const int i = i0 + lane;
+      uint32_t bucket = 256;
+      uint64_t w = 0;
+      if (i < n) {
+        const ValueWeight e = entry(i);
+        if (e.w > 0 && (static_cast<uint64_t>(e.val) >> top) == prefix) {
+          bucket = (e.val >> s) & ((1u << width) - 1u);
+          w = e.w;
+        }
+      }
+      const uint32_t first = shfl_idx(bucket, 0);
+      if (ballot(bucket != first) == 0) {
+#pragma unroll
+        for (int d = kWarpSize / 2; d > 0; d >>= 1) w += shfl_xor(w, d);
+        if (lane == 0 && first < 256) atomic_add_u64(&hist[first], w);
+      } else if (bucket < 256) {
+        atomic_add_u64(&hist[bucket], w);
+      }
+    }
+    __syncthreads();
+    // thread j holds bucket 255 - j: its inclusive scan is the weight of buckets >= 255 - j
+    const int j = static_cast<int>(threadIdx.x);
+    const uint64_t mine = j < 256 ? hist[255 - j] : 0;
+    uint64_t all = 0;
+    const uint64_t incl = B::inclusive_scan(mine, &all, ex);
+    if (j < 256 && heavier + incl >= target && heavier + incl - mine < target) {
+      ex.bcast[0] = static_cast<uint64_t>(255 - j);
+      ex.bcast[1] = incl - mine;
+    }
+    __syncthreads();
+    prefix = (prefix << width) | ex.bcast[0];
+    heavier += ex.bcast[1];
+    __syncthreads();  // (bcast and hist are written again next round)
+    top = s;
+  }
+  *above = heavier;
+  return static_cast<uint32_t>(prefix);
+}
+
 //! The warp's values sorted in descending order across its lanes (lane 0 gets the largest):
 //! a bitonic sort by shuffles.
 __device__ __forceinline__ uint32_t warp_sort_desc(uint32_t v) {

@@ -187,14 +187,20 @@ bool greedy_only(const Request& req, const Outputs& out) {
   return enabled && all_greedy_by_defaults(req) && only_the_load(req) && !out.logprob;
 }
 
-// Whether temperature_rows_kernel computes the whole request (with no logprob output): no row
-// has a filter as the host knows it (no top_k, top_p or min_p array, and none in
-// RowParams::defaults) and only_the_load; the temperature may be an array.
-bool temperature_alone(const Request& req) {
+// Whether temperature_rows_kernel computes the whole request (with no logprob output), or all of
+// it but the top-p rows it leaves pending: no row has a top-k or min-p filter as the host knows
+// it (no top_k or min_p array, and none in RowParams::defaults) and only_the_load; the
+// temperature and top_p may be arrays.
+bool stream_alone(const Request& req) {
   const RowParams& rp = req.params;
   const RowDefaults& df = rp.defaults;
-  return !rp.top_k && !rp.top_p && !rp.min_p && df.top_k == 0 && df.top_p >= 1.0f &&
-         df.min_p == 0.0f && only_the_load(req);
+  return !rp.top_k && !rp.min_p && df.top_k == 0 && df.min_p == 0.0f && only_the_load(req);
+}
+
+// Whether a row of the request can have top-p (a top_p array, or one in RowParams::defaults).
+constexpr int64_t kStreamTopPMinBatch = 32;
+bool may_top_p(const Request& req) {
+  return req.params.top_p != nullptr || req.params.defaults.top_p < 1.0f;
 }
 
 // Whether temperature_rows_kernel serves the request, logprob output aside (every row greedy by
@@ -205,18 +211,45 @@ bool temperature_kernel_serves(const Request& req) {
     const char* e = std::getenv("LMSAMPLE_GPU_TEMPERATURE");
     return !(e && std::string(e) == "0");
   }();
-  return on && temperature_alone(req) && !all_greedy_by_defaults(req);
+  // (top-p rows from B = 32 on: below, the general kernel is as fast or faster on an H200, whose
+  // row groups spread a row over more multiprocessors than the ranking of one CTA; results/gpu)
+  return on && stream_alone(req) && !all_greedy_by_defaults(req) &&
+         (!may_top_p(req) || req.logits.batch >= kStreamTopPMinBatch);
+}
+
+// The plan of the general kernel that finishes the top-p rows the temperature kernel leaves
+// pending (a few rows of the batch, or none: its other CTAs return at once): streamed keys, and
+// the row-group size of a batch of at most 32 rows (more CTAs per pending row, fewer that only
+// return).
+Plan pending_plan(const Request& req, const Device& d) {
+  Request few = req;
+  few.logits.batch = std::min<int64_t>(req.logits.batch, 32);
+  return make_plan(few, d, GpuKeys::kStream);  // (group and chunk depend on B alone)
+}
+
+// The general kernel's workspace for plan p (keys kept neither on chip nor streamed).
+size_t general_bytes(const Request& req, const Plan& p) {
+  const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) *
+                       static_cast<size_t>(req.logits.vocab);
+  return p.smem_keys || p.stream ? 0 : 2 * cells * sizeof(uint32_t) + 256;
 }
 
 // temperature_rows_kernel's launch and workspace: chunks of 4096 to 16384 tokens (about four
 // work items per multiprocessor and kind, and every warp of a weight item busy), weight items
 // about 24 MB of logits after the max items of their row (meant for their second read to hit
 // L2; Nsight Compute measured a 17% hit rate at B = 512, but 1 to 16 MB were slower on an H200:
-// the weight items waited for their rows' max items).
+// the weight items waited for their rows' max items). With top-p rows, their probe sums, tie
+// counts and candidate lists, and the workspace of the general kernel that finishes the rows
+// left pending (streamed keys: none, unless LMSAMPLE_GPU_KEYS says otherwise).
 struct StreamPlan {
   int groups = 0, chunk = 0, nsub = 0, lookahead = 1;
+  bool top_p = false;
   size_t counter_bytes = 0, stats_bytes = 0, sums_bytes = 0;
-  size_t bytes() const { return counter_bytes + stats_bytes + sums_bytes + 256; }
+  size_t probe_bytes = 0, ties_bytes = 0, cand_bytes = 0, fallback_bytes = 0;
+  size_t bytes() const {
+    return counter_bytes + stats_bytes + sums_bytes + probe_bytes + ties_bytes + cand_bytes +
+           fallback_bytes + 256;
+  }
 };
 
 StreamPlan stream_plan(const Request& req, const Device& d) {
@@ -242,11 +275,20 @@ StreamPlan stream_plan(const Request& req, const Device& d) {
     return e && std::atoll(e) > 0 ? std::atoll(e) : int64_t{24};
   }();
   p.lookahead = static_cast<int>(std::max<int64_t>(1, (ahead_mb << 20) / (v * esize)));
-  const size_t ub = static_cast<size_t>(b);
-  p.counter_bytes = static_cast<size_t>(round_up(static_cast<int64_t>((2 * ub + 1) * 4), 256));
-  p.stats_bytes = static_cast<size_t>(
-      round_up(static_cast<int64_t>(ub * static_cast<size_t>(p.groups) * 16), 256));
-  p.sums_bytes = ub * static_cast<size_t>(p.nsub) * 8;
+  p.top_p = may_top_p(req);
+  const size_t ub = static_cast<size_t>(b), nsub = static_cast<size_t>(p.nsub);
+  const auto up = [](size_t x) {
+    return static_cast<size_t>(round_up(static_cast<int64_t>(x), 256));
+  };
+  p.counter_bytes = up(((p.top_p ? 4 : 2) * ub + 1) * 4);
+  p.stats_bytes = up(ub * static_cast<size_t>(p.groups) * 16);
+  p.sums_bytes = up(ub * nsub * 8);
+  if (p.top_p) {
+    p.probe_bytes = up(ub * nsub * 8);
+    p.ties_bytes = up(ub * nsub * 4);
+    p.cand_bytes = up(ub * static_cast<size_t>(temperature::kCandCap) * 8);
+    p.fallback_bytes = general_bytes(req, pending_plan(req, d));
+  }
   return p;
 }
 
@@ -266,12 +308,10 @@ bool device_present() {
 size_t workspace_size(const Request& req, const ExecConfig& cfg) {
   const Device& d = device();
   if (d.id < 0) return 0;
-  const Plan p = make_plan(req, d, cfg.gpu_keys);
-  const size_t cells = static_cast<size_t>(std::max<int64_t>(req.logits.batch, 0)) *
-                       static_cast<size_t>(req.logits.vocab);
-  const size_t general = p.smem_keys || p.stream ? 0 : 2 * cells * sizeof(uint32_t) + 256;
-  // (temperature alone: the streamed temperature kernel's counters and partial sums, unless the
-  // call turns out to want logprobs, which the general kernel computes)
+  const size_t general = general_bytes(req, make_plan(req, d, cfg.gpu_keys));
+  // (temperature and top-p alone: the temperature kernel's counters, sums and candidates and the
+  // workspace of the general kernel after it, unless the call turns out to want logprobs, which
+  // the general kernel computes alone)
   if (temperature_kernel_serves(req)) return std::max(general, stream_plan(req, d).bytes());
   return general;
 }
@@ -287,33 +327,74 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
                                                 " bytes is smaller than the " +
                                                 std::to_string(need) +
                                                 " bytes workspace_size() asks for"};
-  const Plan p = make_plan(req, d, cfg.gpu_keys);
-  KernelArgs a{};
-  a.req = req;
-  a.out = out;
-  a.stride = api::row_stride_of(req);
-  a.mask_words = api::mask_words_of(req);
-  a.chunk = p.chunk;
-  a.stream = p.stream;
-  if (!p.smem_keys && !p.stream) {
-    char* base = static_cast<char*>(workspace);
-    base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
-    const size_t cells =
-        static_cast<size_t>(req.logits.batch) * static_cast<size_t>(req.logits.vocab);
-    a.ws_keys = reinterpret_cast<uint32_t*>(base);
-    a.ws_tags = a.ws_keys + cells;
-  }
   const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
-  const bool greedy = greedy_only(req, out);
+  char* base = static_cast<char*>(workspace);
+  base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
+  // The general (or greedy) kernel with plan p, its workspace keys (if any) at keys_at, on the
+  // rows `pending` names (null: every row).
+  const auto launch_general = [&](const Plan& p, char* keys_at, bool greedy,
+                                  const uint32_t* pending) -> Status {
+    KernelArgs a{};
+    a.req = req;
+    a.out = out;
+    a.stride = api::row_stride_of(req);
+    a.mask_words = api::mask_words_of(req);
+    a.chunk = p.chunk;
+    a.stream = p.stream;
+    a.pending = pending;
+    if (!p.smem_keys && !p.stream) {
+      const size_t cells =
+          static_cast<size_t>(req.logits.batch) * static_cast<size_t>(req.logits.vocab);
+      a.ws_keys = reinterpret_cast<uint32_t*>(keys_at);
+      a.ws_tags = a.ws_keys + cells;
+    }
+    const unsigned grid = static_cast<unsigned>(req.logits.batch * p.group);
+    const size_t smem = greedy ? sizeof(Exchange) : p.smem;
+#if !defined(__HIPCC__)
+    cudaLaunchConfig_t lc{};
+    lc.gridDim = dim3(grid);
+    lc.blockDim = dim3(kThreads);
+    lc.dynamicSmemBytes = smem;
+    lc.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(p.group);
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    lc.attrs = &attr;
+    lc.numAttrs = d.clusters ? 1 : 0;
+    const gpuError_t e = greedy ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
+                                : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
+#else
+    if (greedy)
+      hipLaunchKernelGGL(greedy_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
+    else
+      hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
+    const gpuError_t e = gpuGetLastError();
+#endif
+    if (e != gpuSuccess) return runtime_error("sample kernel launch", e);
+    return Status::Ok();
+  };
   if (!out.logprob && temperature_kernel_serves(req)) {
     const StreamPlan sp = stream_plan(req, d);
     temperature::StreamArgs sa{};
-    sa.a = a;
-    char* base = static_cast<char*>(workspace);
-    base += (256 - reinterpret_cast<uintptr_t>(base) % 256) % 256;
-    sa.counters = reinterpret_cast<uint32_t*>(base);
-    sa.stats = reinterpret_cast<uint64_t*>(base + sp.counter_bytes);
-    sa.sub_sums = reinterpret_cast<uint64_t*>(base + sp.counter_bytes + sp.stats_bytes);
+    sa.a.req = req;
+    sa.a.out = out;
+    sa.a.stride = api::row_stride_of(req);
+    char* at = base;
+    const auto take = [&at](size_t bytes) {
+      char* p = at;
+      at += bytes;
+      return p;
+    };
+    sa.counters = reinterpret_cast<uint32_t*>(take(sp.counter_bytes));
+    sa.stats = reinterpret_cast<uint64_t*>(take(sp.stats_bytes));
+    sa.sub_sums = reinterpret_cast<uint64_t*>(take(sp.sums_bytes));
+    if (sp.top_p) {
+      sa.sub_probe = reinterpret_cast<uint64_t*>(take(sp.probe_bytes));
+      sa.sub_ties = reinterpret_cast<uint32_t*>(take(sp.ties_bytes));
+      sa.cand = reinterpret_cast<uint2*>(take(sp.cand_bytes));
+    }
     sa.groups = sp.groups;
     sa.chunk = sp.chunk;
     sa.nsub = sp.nsub;
@@ -321,42 +402,23 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
     gpuError_t e = gpuMemsetAsync(sa.counters, 0, sp.counter_bytes, stream);
     if (e != gpuSuccess) return runtime_error("temperature counters", e);
     const unsigned items = static_cast<unsigned>(2 * req.logits.batch * sp.groups);
+    // (the candidate list of a top-p row in shared memory, for its ranking)
+    const size_t list_bytes = sp.top_p ? temperature::kCandCap * sizeof(uint2) : 0;
 #if !defined(__HIPCC__)
-    temperature_rows_kernel<kTemperatureThreads><<<items, kTemperatureThreads, 0, stream>>>(sa);
+    temperature_rows_kernel<kTemperatureThreads>
+        <<<items, kTemperatureThreads, list_bytes, stream>>>(sa);
 #else
     hipLaunchKernelGGL(temperature_rows_kernel<kTemperatureThreads>, dim3(items),
-                       dim3(kTemperatureThreads), 0, stream, sa);
+                       dim3(kTemperatureThreads), list_bytes, stream, sa);
 #endif
     e = gpuGetLastError();
     if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);
-    return Status::Ok();
+    if (!sp.top_p) return Status::Ok();
+    // the top-p rows the temperature kernel left pending (counters [3B + 1, 4B])
+    return launch_general(pending_plan(req, d), take(sp.fallback_bytes), false,
+                          sa.counters + 1 + 3 * req.logits.batch);
   }
-  const unsigned grid = static_cast<unsigned>(req.logits.batch * p.group);
-  const size_t smem = greedy ? sizeof(Exchange) : p.smem;
-#if !defined(__HIPCC__)
-  cudaLaunchConfig_t lc{};
-  lc.gridDim = dim3(grid);
-  lc.blockDim = dim3(kThreads);
-  lc.dynamicSmemBytes = smem;
-  lc.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(p.group);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  lc.attrs = &attr;
-  lc.numAttrs = d.clusters ? 1 : 0;
-  const gpuError_t e = greedy ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
-                              : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
-#else
-  if (greedy)
-    hipLaunchKernelGGL(greedy_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
-  else
-    hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
-  const gpuError_t e = gpuGetLastError();
-#endif
-  if (e != gpuSuccess) return runtime_error("sample kernel launch", e);
-  return Status::Ok();
+  return launch_general(make_plan(req, d, cfg.gpu_keys), base, greedy_only(req, out), nullptr);
 }
 
 }  // namespace lmsample::gpu

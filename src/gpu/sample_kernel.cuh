@@ -52,6 +52,9 @@ struct KernelArgs {
   uint32_t* ws_keys;   // [B, V] keys when not in shared memory, else null
   uint32_t* ws_tags;   // [B, V] penalty tags when not in shared memory, else null
   bool stream;         // keys recomputed from the logits (requests without bias or penalties)
+  // null, or the rows to compute: those with a nonzero word (the others were finished by the
+  // temperature kernel launched before, temperature_kernel.cuh)
+  const uint32_t* pending;
 };
 
 __device__ __forceinline__ float value_of(uint32_t key) { return core::key_to_float(key); }
@@ -1009,6 +1012,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const RowGroup g;
   const unsigned G = g.size();
   const int64_t row = blockIdx.x / G;
+  if (a.pending && a.pending[row] == 0) return;  // (every CTA of the row: the same word)
   const Request& req = a.req;
   const int64_t V = req.logits.vocab;
   const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;

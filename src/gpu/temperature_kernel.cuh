@@ -1,9 +1,11 @@
-// Temperature alone (docs/contract.md sections 2-4 with no filter): a row's kept set is every
-// valid token, so its draw needs the row maximum and then every token's weight, in token order.
-// Launched instead of the general kernel where the host knows that no row has a filter (no
-// top_k, top_p or min_p array, none in RowParams::defaults) and no step of the contract but the
-// load applies (no bitmask, bias or penalty history, no logprobs); the temperature may be one
-// for the call or an array (rows with T = 0 are greedy). Same bits as the general kernel and the
+// Temperature alone, and temperature with top-p (docs/contract.md sections 2-4 with no other
+// filter): with no filter a row's kept set is every valid token, so its draw needs the row
+// maximum and then every token's weight, in token order; with top-p, see kProbeHi below.
+// Launched instead of the general kernel where the host knows that no row has a top-k or min-p
+// filter (no top_k or min_p array, none in RowParams::defaults; top_p only from B = 32 on) and
+// no step of the contract but the load applies (no bitmask, bias or penalty history, no
+// logprobs); the temperature and top_p may be one for the call or arrays (rows with T = 0 are
+// greedy). Same bits as the general kernel and the
 // CPU: the same exact keys, likelihoods (core/math.hpp) and integer sums.
 //
 // Work items claimed in order, no clusters, nothing kept on chip between them: each row is split
@@ -171,17 +173,38 @@ __device__ __forceinline__ void with_weight(int mode, float m, float inv_t, F f)
   }
 }
 
-constexpr int kSub = 512;  // tokens per sub-chunk (a warp's 16 tokens per lane)
+constexpr int kSub = 512;                   // tokens per sub-chunk
+constexpr int kPerLane = kSub / kWarpSize;  // a lane's tokens of a sub-chunk (16, or 8 on CDNA)
+
+// Top-p rows (temperature and top-p, no other filter) look for their threshold among the
+// tokens whose weight is at least (kProbeHi - 1) 2^20 (likelihood >= 2^-12 (1 - 2^-7)), where
+// the tokens of weight >= kProbeHi 2^20 = 2^27 (likelihood >= 2^-12) hold the target ceil(p W):
+// the same argument as the CPU's (src/cpu/rows.cpp, at kProbe) makes that exact. Each weight
+// item sums, per sub-chunk, the weight of the tokens at or above the probe and counts the
+// tokens tied with the row maximum, and appends its candidates (float bits, token) to the row's
+// list of kCandCap; the last weight item ranks them (block_select_by_mass). Where the maximum's
+// ties alone hold the target (a flat row), the threshold is the maximum and the draw walks the
+// ties; where neither applies (the probe's tokens hold too little weight, more than kCandCap
+// candidates, a tiny T or a +inf maximum) the row is marked pending and the general kernel,
+// launched next, finishes it.
+constexpr uint32_t kProbeHi = 128;
+constexpr int kCandCap = 4096;
 
 struct StreamArgs {
   KernelArgs a;
-  uint32_t* counters;  // [0] next ticket, [1, B] max items done per row, [B + 1, 2B] weight items
+  // [0] next ticket, [1, B] max items done per row, [B + 1, 2B] weight items done, and with
+  // top-p rows [2B + 1, 3B] candidates per row, [3B + 1, 4B] rows left to the general kernel
+  uint32_t* counters;
   uint64_t* stats;     // [B][G][2]: a chunk's greedy_pack of its maximum, its valid count
   uint64_t* sub_sums;  // [B][nsub]: the weight of each sub-chunk of the row
-  int groups;          // G: chunks per row
-  int chunk;           // tokens per chunk (a multiple of kSub)
-  int nsub;            // ceil(V / kSub)
-  int lookahead;       // rows between a row's max items and its weight items
+  // top-p rows only (null where no row can have one)
+  uint64_t* sub_probe;  // [B][nsub]: the weight of each sub-chunk's tokens at or above the probe
+  uint32_t* sub_ties;   // [B][nsub]: each sub-chunk's tokens tied with the row maximum
+  uint2* cand;          // [B][kCandCap]: float bits and token of each candidate
+  int groups;           // G: chunks per row
+  int chunk;            // tokens per chunk (a multiple of kSub)
+  int nsub;             // ceil(V / kSub)
+  int lookahead;        // rows between a row's max items and its weight items
 };
 
 // Float bits of token `tok` of `row` (the bits of -inf at and beyond V).
@@ -190,57 +213,67 @@ __device__ __forceinline__ uint32_t token_bits(const void* row, int64_t tok, int
   return tok < v ? load_bits(row, kDt, tok) : 0xff800000u;
 }
 
-// The weight of this lane's 16 tokens of sub-chunk k (lane + 32 j, j < 16, in 16-byte vectors
-// where the row is aligned and the sub-chunk whole), for the sub-chunk's sum.
-template <DType kDt, typename W>
-__device__ __forceinline__ uint64_t lane_weight16(const void* row, bool aligned, int64_t v,
-                                                  int64_t k, W weight) {
+// This lane's kPerLane tokens of sub-chunk k, as float bits: in 16-byte vectors lane + kWarpSize
+// jj where the row is aligned and the sub-chunk whole (`vectors` set), else tokens
+// lane + kWarpSize j. Token of b[j]: lane_token below.
+template <DType kDt>
+__device__ __forceinline__ bool lane_bits(const void* row, bool aligned, int64_t v, int64_t k,
+                                          uint32_t (&b)[kPerLane]) {
+  constexpr int kPerVec = kDt == DType::kFloat32 ? 4 : 8;
   const int lane = lane_id();
   const int64_t t0 = k * kSub;
-  uint32_t b[16];
   if (aligned && t0 + kSub <= v) {
     const uint4* q = reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(row) +
                                                     t0 * (kDt == DType::kFloat32 ? 4 : 2));
-    if constexpr (kDt == DType::kFloat32) {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint4 w = q[lane + 32 * j];
-        b[4 * j] = w.x;
-        b[4 * j + 1] = w.y;
-        b[4 * j + 2] = w.z;
-        b[4 * j + 3] = w.w;
-      }
-    } else {
+    for (int jj = 0; jj < kPerLane / kPerVec; ++jj) {
+      const uint4 w = q[lane + kWarpSize * jj];
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const uint4 w = q[lane + 32 * j];
-        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int h = 0; h < 8; ++h) {
+      for (int h = 0; h < kPerVec; ++h) {
+        if constexpr (kDt == DType::kFloat32) {
+          b[kPerVec * jj + h] = words[h];
+        } else {
           const uint16_t x = static_cast<uint16_t>(words[h / 2] >> (16 * (h % 2)));
-          b[8 * j + h] = kDt == DType::kBFloat16 ? static_cast<uint32_t>(x) << 16
-                                                 : core::float_bits(core::f16_to_float(x));
+          b[kPerVec * jj + h] = kDt == DType::kBFloat16 ? static_cast<uint32_t>(x) << 16
+                                                        : core::float_bits(core::f16_to_float(x));
         }
       }
     }
-  } else {
-#pragma unroll
-    for (int j = 0; j < 16; ++j) b[j] = token_bits<kDt>(row, t0 + lane + 32 * j, v);
+    return true;
   }
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) b[j] = token_bits<kDt>(row, t0 + lane + kWarpSize * j, v);
+  return false;
+}
+template <DType kDt>
+__device__ __forceinline__ int64_t lane_token(int64_t k, bool vectors, int j) {
+  constexpr int kPerVec = kDt == DType::kFloat32 ? 4 : 8;
+  const int lane = lane_id();
+  return k * kSub + (vectors ? kPerVec * (lane + kWarpSize * (j / kPerVec)) + j % kPerVec
+                             : lane + kWarpSize * j);
+}
+
+// The weight of this lane's tokens of sub-chunk k, for the sub-chunk's sum.
+template <DType kDt, typename W>
+__device__ __forceinline__ uint64_t lane_weight(const void* row, bool aligned, int64_t v, int64_t k,
+                                                W weight) {
+  uint32_t b[kPerLane];
+  lane_bits<kDt>(row, aligned, v, k, b);
   if constexpr (W::kBits) {
     uint32_t hs = 0, ls = 0;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < kPerLane; ++j) {
       uint32_t h, l;
       weight_bits(weight.z_of(b[j]), h, l);
       hs += h;
       ls += l;
     }
-    return (static_cast<uint64_t>(hs - 16u * kBias) << 20) + (ls - 16u * kBias);
+    return (static_cast<uint64_t>(hs - kPerLane * kBias) << 20) + (ls - kPerLane * kBias);
   } else {
     uint64_t sum = 0;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) sum += weight(b[j]);
+    for (int j = 0; j < kPerLane; ++j) sum += weight(b[j]);
     return sum;
   }
 }
@@ -252,34 +285,106 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+// A top-p row's sub-chunk k (weight_bits modes): its weight, and the weight of its tokens at or
+// above the probe, into sub_sums and sub_probe; its ties with the maximum into sub_ties; its
+// candidates appended to the row's list (a warp reserves its slots with one atomic).
+template <DType kDt, typename W>
+__device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void* row, bool aligned,
+                                                int64_t r, int64_t k, W weight) {
+  const int64_t v = s.a.req.logits.vocab;
+  uint32_t b[kPerLane], hi[kPerLane];
+  const bool vectors = lane_bits<kDt>(row, aligned, v, k, b);
+  uint32_t hs = 0, ls = 0, ph = 0, pl = 0, n = 0, ties = 0;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    uint32_t h, l;
+    weight_bits(weight.z_of(b[j]), h, l);
+    hi[j] = h - kBias;
+    const uint32_t lo = l - kBias;
+    hs += hi[j];
+    ls += lo;
+    const bool in = hi[j] >= kProbeHi;
+    ph += in ? hi[j] : 0u;
+    pl += in ? lo : 0u;
+    n += hi[j] >= kProbeHi - 1 ? 1u : 0u;
+    // a tie with the (finite) maximum: y - m == 0 exactly (NaN, -inf and every other value
+    // give a nonzero or NaN difference; -0 and +0 are tied, as their canonical keys are)
+    ties += core::sub_rn(core::bits_float(b[j]), weight.m) == 0.0f ? 1u : 0u;
+  }
+  if (ballot(n > 0) != 0) {
+    // the warp's candidates: this lane's slots after the lower lanes' (an inclusive scan); a
+    // warp whose slots all lie beyond the list (an overflowed row) writes none
+    const int lane = lane_id();
+    uint32_t before = n;
+#pragma unroll
+    for (int d = 1; d < kWarpSize; d <<= 1) {
+      const uint32_t x = shfl_up(before, d);
+      if (lane >= d) before += x;
+    }
+    const uint32_t all = shfl_idx(before, kWarpSize - 1);
+    before -= n;
+    uint32_t base = 0;
+    if (lane == 0) base = atomicAdd(&s.counters[1 + 2 * s.a.req.logits.batch + r], all);
+    base = shfl_idx(base, 0);
+    if (base < static_cast<uint32_t>(kCandCap) && n > 0) {
+      base += before;
+      uint2* list = s.cand + r * kCandCap;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) {
+        if (hi[j] >= kProbeHi - 1) {
+          if (base < static_cast<uint32_t>(kCandCap))
+            list[base] = make_uint2(b[j], static_cast<uint32_t>(lane_token<kDt>(k, vectors, j)));
+          ++base;
+        }
+      }
+    }
+  }
+  const uint64_t sum = warp_sum((static_cast<uint64_t>(hs) << 20) + ls);
+  const uint64_t probe = warp_sum((static_cast<uint64_t>(ph) << 20) + pl);
+  ties = warp_sum(ties);
+  if (lane_id() == 0) {
+    s.sub_sums[r * s.nsub + k] = sum;
+    s.sub_probe[r * s.nsub + k] = probe;
+    s.sub_ties[r * s.nsub + k] = ties;
+  }
+}
+
 // The weight item's sums: warp w takes the sub-chunks c * spc + w, + warps, ... of its chunk.
 template <int kThreads, DType kDt, typename W>
 __device__ void chunk_sub_sums(const StreamArgs& s, const void* row, bool aligned, int64_t r, int c,
-                               W weight) {
+                               W weight, bool top_p) {
   constexpr int kWarps = kThreads / kWarpSize;
   const int64_t v = s.a.req.logits.vocab;
   const int spc = s.chunk / kSub;
   const int k1 = (c + 1) * spc < s.nsub ? (c + 1) * spc : s.nsub;
-  for (int k = c * spc + static_cast<int>(threadIdx.x) / kWarpSize; k < k1; k += kWarps) {
-    const uint64_t sum = warp_sum(lane_weight16<kDt>(row, aligned, v, k, weight));
+  const int k0 = c * spc + static_cast<int>(threadIdx.x) / kWarpSize;
+  if constexpr (W::kBits) {
+    if (top_p) {
+      for (int k = k0; k < k1; k += kWarps) top_p_sub_chunk<kDt>(s, row, aligned, r, k, weight);
+      return;
+    }
+  }
+  for (int k = k0; k < k1; k += kWarps) {
+    const uint64_t sum = warp_sum(lane_weight<kDt>(row, aligned, v, k, weight));
     if (lane_id() == 0) s.sub_sums[r * s.nsub + k] = sum;
   }
 }
 
-// The last weight item of row r: the token whose running weight passes t = floor(u W / 2^64).
-// Each thread sums a contiguous run of the row's sub-chunk sums, a block scan finds the run and
-// the sub-chunk that hold t, and warp 0 walks that sub-chunk in token order (16 tokens a lane).
-template <int kThreads, DType kDt, typename W>
-__device__ int64_t stream_draw(const StreamArgs& s, SmallExchange& ex, const void* row, int64_t r,
-                               uint64_t u, W weight, uint64_t* total) {
+// The token whose running weight passes t = floor(u W / 2^64), W the sum of sum_at(k) over the
+// row's sub-chunks, weight(bits) the weight of one token (sum_at(k) the sum of its sub-chunk's):
+// each thread sums a contiguous run of the sub-chunk sums, a block scan finds the run and the
+// sub-chunk that hold t, and warp 0 walks that sub-chunk in token order (kPerLane tokens a
+// lane). *total gets W. Returns the token in the one lane that found it, -1 elsewhere.
+template <int kThreads, DType kDt, typename SumAt, typename W>
+__device__ int64_t stream_draw(const StreamArgs& s, SmallExchange& ex, const void* row, uint64_t u,
+                               SumAt sum_at, W weight, uint64_t* total) {
   using B = Block<kThreads>;
   const int64_t v = s.a.req.logits.vocab;
-  const volatile uint64_t* sums = s.sub_sums + r * s.nsub;  // (written by other CTAs)
   const int per = (s.nsub + kThreads - 1) / kThreads;
   const int k0 = static_cast<int>(threadIdx.x) * per;
   const int k1 = k0 + per < s.nsub ? k0 + per : s.nsub;
   uint64_t mine = 0;
-  for (int k = k0; k < k1; ++k) mine += sums[k];
+  for (int k = k0; k < k1; ++k) mine += sum_at(k);
   uint64_t all = 0;
   const uint64_t incl = B::inclusive_scan(mine, &all, ex);
   *total = all;
@@ -287,7 +392,7 @@ __device__ int64_t stream_draw(const StreamArgs& s, SmallExchange& ex, const voi
   uint64_t acc = incl - mine;
   if (mine > 0 && acc <= t && t < acc + mine) {  // one thread
     int k = k0;
-    while (acc + sums[k] <= t) acc += sums[k++];
+    while (acc + sum_at(k) <= t) acc += sum_at(k++);
     ex.bcast[0] = static_cast<uint64_t>(k);
     ex.bcast[1] = acc;
   }
@@ -297,10 +402,10 @@ __device__ int64_t stream_draw(const StreamArgs& s, SmallExchange& ex, const voi
     const int64_t k = static_cast<int64_t>(ex.bcast[0]);
     const uint64_t base = ex.bcast[1];
     const int lane = lane_id();
-    const int64_t t0 = k * kSub + 16 * lane;
-    uint64_t w[16], lane_sum = 0;
+    const int64_t t0 = k * kSub + kPerLane * lane;
+    uint64_t w[kPerLane], lane_sum = 0;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < kPerLane; ++j) {
       w[j] = weight(token_bits<kDt>(row, t0 + j, v));
       lane_sum += w[j];
     }
@@ -317,11 +422,144 @@ __device__ int64_t stream_draw(const StreamArgs& s, SmallExchange& ex, const voi
       token = t0 + j;
     }
   }
-  return token;  // (in the one lane that found it)
+  __syncthreads();  // (bcast)
+  return token;
+}
+
+// The bits needed for token ids below v.
+__device__ __forceinline__ int token_bits_of(int64_t v) {
+  int b = 1;
+  while ((int64_t{1} << b) < v) ++b;
+  return b;
+}
+
+// The last weight item of a top-p row (weight_bits modes): its threshold and token as the
+// comment at kProbeHi says, written to the outputs; or the row marked pending for the general
+// kernel. hist: 256 words of shared memory, list: kCandCap entries of it.
+template <int kThreads, DType kDt, typename W>
+__device__ void top_p_finish(const StreamArgs& s, SmallExchange& ex, uint64_t* hist, uint2* list,
+                             const void* row, int64_t r, uint64_t u, float top_p, W weight,
+                             uint32_t max_key) {
+  using B = Block<kThreads>;
+  LMS_STAMP_ROW(28, r);
+  const int64_t batch = s.a.req.logits.batch;
+  const volatile uint64_t* sums = s.sub_sums + r * s.nsub;  // (written by other CTAs)
+  const volatile uint64_t* probes = s.sub_probe + r * s.nsub;
+  const volatile uint32_t* ties = s.sub_ties + r * s.nsub;
+  struct Totals {
+    uint64_t w, probe, ties;
+  };
+  Totals mine{0, 0, 0};
+  for (int k = threadIdx.x; k < s.nsub; k += kThreads) {
+    mine.w += sums[k];
+    mine.probe += probes[k];
+    mine.ties += ties[k];
+  }
+  const Totals all = B::allreduce(
+      mine,
+      [](const Totals& x, const Totals& y) {
+        return Totals{x.w + y.w, x.probe + y.probe, x.ties + y.ties};
+      },
+      ex);
+  const uint64_t target = core::ceil_fraction(top_p, all.w);
+  const uint32_t n = *static_cast<const volatile uint32_t*>(&s.counters[1 + 2 * batch + r]);
+  int64_t token = -1;
+  int64_t kept = 0;
+  if (all.ties * core::kMassOne >= target) {
+    // the maximum's ties hold the target: the draw walks them
+    uint64_t total = 0;
+    token = stream_draw<kThreads, kDt>(
+        s, ex, row, u, [&](int k) { return static_cast<uint64_t>(ties[k]) * core::kMassOne; },
+        [&](uint32_t bits) {
+          return core::canonical_key_of_bits(bits) == max_key ? core::kMassOne : uint64_t{0};
+        },
+        &total);
+    kept = static_cast<int64_t>(all.ties);
+  } else if (target <= all.probe && n <= static_cast<uint32_t>(kCandCap)) {
+    // the list into shared memory (written by other CTAs: read past this SM's L1, four loads
+    // in flight a thread), then the threshold: the largest key whose candidates at or above it
+    // weigh the target
+    const volatile uint32_t* src =
+        reinterpret_cast<const volatile uint32_t*>(s.cand + r * kCandCap);
+    const int cn = static_cast<int>(n);
+    for (int i0 = threadIdx.x; i0 < cn; i0 += 4 * kThreads) {
+      uint32_t w[8];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = i0 + q * kThreads;
+        w[2 * q] = i < cn ? src[2 * i] : 0u;
+        w[2 * q + 1] = i < cn ? src[2 * i + 1] : 0u;
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        if (i0 + q * kThreads < cn) list[i0 + q * kThreads] = make_uint2(w[2 * q], w[2 * q + 1]);
+    }
+    __syncthreads();
+    // (every candidate's key lies between the lowest and the maximum: the select skips the
+    // leading bits they share)
+    uint32_t kmin = max_key;
+    for (int i = threadIdx.x; i < cn; i += kThreads) {
+      const uint32_t k = core::canonical_key_of_bits(list[i].x);
+      kmin = k < kmin ? k : kmin;
+    }
+    kmin = B::allreduce(
+        kmin, [](uint32_t x, uint32_t y) { return x < y ? x : y; }, ex);
+    LMS_STAMP_ROW(29, r);
+    uint64_t above = 0;
+    const uint32_t tau = block_select_by_mass<kThreads>(
+        cn,
+        [&](int i) {
+          const uint32_t bits = list[i].x;
+          return ValueWeight{core::canonical_key_of_bits(bits), weight(bits)};
+        },
+        target, kmin, max_key, hist, ex, &above);
+    // the kept set's weight and size, then the draw among the kept candidates in token order:
+    // the smallest token whose running weight exceeds t (the largest reversed id whose entries
+    // at or above it weigh t + 1)
+    struct Kept {
+      uint64_t w, n;
+    };
+    Kept km{0, 0};
+    for (int i = threadIdx.x; i < cn; i += kThreads) {
+      const uint32_t bits = list[i].x;
+      const bool in = core::canonical_key_of_bits(bits) >= tau;
+      km.w += in ? weight(bits) : 0;
+      km.n += in ? 1 : 0;
+    }
+    const Kept kall = B::allreduce(
+        km,
+        [](const Kept& x, const Kept& y) {
+          return Kept{x.w + y.w, x.n + y.n};
+        },
+        ex);
+    const uint64_t t = core::scale_draw(u, kall.w);
+    LMS_STAMP_ROW(30, r);
+    const int bits = token_bits_of(s.a.req.logits.vocab);
+    const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
+    uint64_t below = 0;
+    const uint32_t x = block_select_by_mass<kThreads>(
+        cn,
+        [&](int i) {
+          const uint2 e = list[i];
+          const bool in = core::canonical_key_of_bits(e.x) >= tau;
+          return ValueWeight{ones - e.y, in ? weight(e.x) : 0};
+        },
+        t + 1, 0u, ones, hist, ex, &below);
+    if (threadIdx.x == 0) token = static_cast<int64_t>(ones - x);
+    LMS_STAMP_ROW(31, r);
+    kept = static_cast<int64_t>(kall.n);
+  } else {
+    if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
+    return;
+  }
+  if (token >= 0)
+    write_outputs<kThreads>(s.a.out, r, static_cast<int32_t>(token), kRowOk,
+                            static_cast<int32_t>(kept), 0.0f, 0);
 }
 
 template <int kThreads, DType kDt>
-__device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max, int64_t r, int c) {
+__device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hist, uint2* list,
+                            bool is_max, int64_t r, int c) {
   using B = Block<kThreads>;
   const KernelArgs& a = s.a;
   const int64_t v = a.req.logits.vocab, batch = a.req.logits.batch;
@@ -387,9 +625,13 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max,
                    : inv_t == 1.0f               ? 0
                    : core::is_finite(inv_t)      ? 1
                                                  : 2;
-  if (mode >= 0)
-    with_weight(mode, m, inv_t,
-                [&](auto weight) { chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, weight); });
+  // top-p (s.sub_probe: the host allowed it): the probe's sums in weight_bits modes; in the
+  // others the row is left to the general kernel, which its sums do not serve
+  const bool top_p = draws && rs.top_p < 1.0f && s.sub_probe != nullptr;
+  if (mode >= 0 && !(top_p && mode >= 2))
+    with_weight(mode, m, inv_t, [&](auto weight) {
+      chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, weight, top_p);
+    });
   __syncthreads();
   if (threadIdx.x == 0) {
     device_fence();
@@ -397,6 +639,7 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max,
   }
   __syncthreads();
   if (ex.bcast[2] == 0) return;  // not the row's last weight item
+  __syncthreads();               // (bcast)
   device_fence();
   if (mode < 0) {
     if (threadIdx.x == 0) {
@@ -412,10 +655,23 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, bool is_max,
     return;
   }
   const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
+  if (top_p) {
+    if (mode >= 2) {
+      if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
+    } else {
+      with_weight(mode, m, inv_t, [&](auto weight) {
+        if constexpr (decltype(weight)::kBits)
+          top_p_finish<kThreads, kDt>(s, ex, hist, list, row, r, u, rs.top_p, weight, max_key);
+      });
+    }
+    return;
+  }
   uint64_t total = 0;
   int64_t token = -1;
+  const volatile uint64_t* sums = s.sub_sums + r * s.nsub;  // (written by other CTAs)
   with_weight(mode, m, inv_t, [&](auto weight) {
-    token = stream_draw<kThreads, kDt>(s, ex, row, r, u, weight, &total);
+    token = stream_draw<kThreads, kDt>(
+        s, ex, row, u, [&](int k) { return sums[k]; }, weight, &total);
   });
   if (token >= 0) {
     const int32_t kept = static_cast<int32_t>(mode == 3 ? total : all.valid);
@@ -431,6 +687,8 @@ template <int kThreads>
 __global__ void __launch_bounds__(kThreads, 4)
     temperature_rows_kernel(const temperature::StreamArgs s) {
   __shared__ SmallExchange ex;
+  __shared__ uint64_t hist[256];   // (top-p rows' selections)
+  extern __shared__ uint2 list[];  // kCandCap entries where the launch can have top-p rows
   __shared__ uint32_t ticket;
   if (threadIdx.x == 0) ticket = atomicAdd(&s.counters[0], 1u);
   __syncthreads();
@@ -455,13 +713,13 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
   switch (s.a.req.logits.dtype) {
     case DType::kFloat32:
-      temperature::stream_item<kThreads, DType::kFloat32>(s, ex, is_max, r, c);
+      temperature::stream_item<kThreads, DType::kFloat32>(s, ex, hist, list, is_max, r, c);
       break;
     case DType::kBFloat16:
-      temperature::stream_item<kThreads, DType::kBFloat16>(s, ex, is_max, r, c);
+      temperature::stream_item<kThreads, DType::kBFloat16>(s, ex, hist, list, is_max, r, c);
       break;
     default:
-      temperature::stream_item<kThreads, DType::kFloat16>(s, ex, is_max, r, c);
+      temperature::stream_item<kThreads, DType::kFloat16>(s, ex, hist, list, is_max, r, c);
       break;
   }
 }

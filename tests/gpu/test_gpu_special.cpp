@@ -2,6 +2,7 @@
 // errors, and invariance (repeat, row slices, streams, concurrent calls).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -763,6 +764,145 @@ TEST_F(GpuTemperature, AloneMatchesCpu) {
   }
   EXPECT_EQ(all.mismatched, 0);
   summary(all, "temperature alone (temperature_rows_kernel)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (h) Temperature and top-p with no other filter (no top_k or min_p array, none in the
+// defaults, only the load): temperature_rows_kernel ranks a row's probe candidates, walks the
+// maximum's ties, or leaves the row to the general kernel launched after it; every route must
+// give the CPU's tokens, statuses and kept sizes.
+namespace {
+// Row r of an f32 batch as floats.
+float* f32_row(HostBatch& hb, int64_t r) {
+  return reinterpret_cast<float*>(hb.logits.data()) + hb.base + r * hb.stride;
+}
+}  // namespace
+
+class GpuTopP : public TokensVsCpu {};
+
+TEST_F(GpuTopP, AloneMatchesCpu) {
+  struct Case {
+    DType dt;
+    int64_t b, v, stride_extra, base_offset;
+  };
+  const Case cases[] = {
+      {DType::kFloat32, 1, 151936, 0, 0},   {DType::kBFloat16, 7, 1000, 0, 1},
+      {DType::kFloat16, 130, 32000, 5, 3},  {DType::kFloat32, 600, 4096, 3, 1},
+      {DType::kBFloat16, 33, 151936, 0, 0}, {DType::kFloat32, 5, 1, 0, 0},
+      {DType::kFloat32, 9, 63, 1, 0},       {DType::kFloat32, 40, 262144, 0, 0},
+      {DType::kFloat32, 64, 151936, 0, 0},
+  };
+  Compared all;
+  for (const Case& c : cases) {
+    for (const int params : {0, 1, 2}) {  // per row; p = 0.9 for the call; both for the call
+      GroupCfg g =
+          cfg_of("top_p_alone", c.dt, c.v, small_mode() ? std::min<int64_t>(c.b, 40) : c.b, 0,
+                 2900 + static_cast<uint64_t>(c.v) + static_cast<uint64_t>(c.b) +
+                     static_cast<uint64_t>(params));
+      g.mix.greedy = 0.1;
+      g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
+      g.mix.top_k = g.mix.min_p = 0.0;
+      g.mix.top_p = 0.8;
+      g.mix.special = 0.3;
+      g.mix.bad_param = 0.05;
+      g.mix.bad_token_id = 0.0;
+      g.layout.stride_extra = c.stride_extra;
+      g.layout.base_offset = c.base_offset;
+      const HostBatch hb = make_batch(g);
+      const DeviceBatch db(hb);
+      lmsample::Request hreq = hb.request(), dreq = db.request();
+      for (lmsample::Request* q : {&hreq, &dreq}) {
+        q->params.top_k = nullptr;
+        q->params.min_p = nullptr;
+        if (params >= 1) {
+          q->params.top_p = nullptr;
+          q->params.defaults.top_p = 0.9f;
+        }
+        if (params == 2) {
+          q->params.temperature = nullptr;
+          q->params.defaults.temperature = 0.7f;
+        }
+      }
+      static const char* kParams[] = {" (per row)", " (p for the call)", " (T and p for the call)"};
+      compare_with_cpu(hb, hreq, dreq, "top_p_alone",
+                       std::string(dtype_name(c.dt)) + kParams[params], all);
+    }
+  }
+  EXPECT_EQ(all.mismatched, 0);
+  summary(all, "top-p alone (temperature_rows_kernel, the general kernel for pending rows)");
+}
+
+// Rows built for each route of the temperature kernel's top-p, at its boundaries: the probe's
+// candidates just below and above the list's capacity (4096), ties at the maximum that hold the
+// target or just miss it, a tail below the probe that holds most of the weight (the probe
+// fails), a temperature whose inverse overflows, and N(0,1) * 4 rows.
+TEST_F(GpuTopP, RoutesAtTheirBoundaries) {
+  const int64_t v = 151936;
+  const int kRows = 32;  // (the temperature kernel takes top-p rows from B = 32 on)
+  GroupCfg g = cfg_of("top_p_routes", DType::kFloat32, v, kRows, 0, 3917);
+  g.mix.greedy = g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
+  g.mix.special = g.mix.bad_param = g.mix.bad_token_id = 0.0;
+  g.mix.top_k = g.mix.min_p = 0.0;
+  HostBatch hb = make_batch(g);
+  std::vector<float> temps(kRows, 1.0f), ps(kRows, 0.9f);
+  for (int64_t r = 0; r < kRows; ++r) {
+    float* x = f32_row(hb, r);
+    uint64_t st = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(r + 1);
+    const auto unif = [&st] {  // [0, 1)
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      return static_cast<float>(st >> 40) / 16777216.0f;
+    };
+    const auto fill = [&](float val) {
+      for (int64_t i = 0; i < v; ++i) x[i] = val;
+    };
+    const size_t ri = static_cast<size_t>(r);
+    switch (r % 8) {
+      case 0:
+      case 1: {  // distinct values in [-1, 0] on 4090 / 4100 tokens spread over the row
+        const int64_t n = r % 8 == 0 ? 4090 : 4100;
+        fill(-40.0f);
+        for (int64_t j = 0; j < n; ++j) x[(j * 37) % v] = -unif();
+        ps[ri] = 0.5f;
+        break;
+      }
+      case 2:
+      case 3: {  // 10,000 ties at 0 and the rest just below: the ties hold 0.9 or just miss it
+        fill(r % 8 == 2 ? -30.0f : -6.0f);
+        for (int64_t j = 0; j < 10000; ++j) x[(j * 13) % v] = 0.0f;
+        ps[ri] = r % 8 == 2 ? 0.9f : 0.99f;
+        break;
+      }
+      case 4:  // ten tokens at 0, the rest at -9 (likelihood 1.2e-4 < 2^-12): the probe fails
+        fill(-9.0f);
+        for (int64_t j = 0; j < 10; ++j) x[j * 1000 + 7] = 0.0f;
+        break;
+      case 5:  // a temperature whose inverse is +inf
+        for (int64_t i = 0; i < v; ++i) x[i] = 4.0f * (unif() - 0.5f);
+        temps[ri] = 1e-39f;
+        break;
+      default:  // N(0,1) * 4 by Box-Muller, p in {0.9, 0.5, 0.99}
+        for (int64_t i = 0; i < v; ++i) {
+          const float u1 = unif() + 1.0f / 33554432.0f, u2 = unif();
+          x[i] = 4.0f * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
+        }
+        ps[ri] = r % 8 == 6 ? 0.5f : r % 8 == 7 ? 0.99f : 0.9f;
+        break;
+    }
+  }
+  hb.temperature = temps;
+  hb.top_p = ps;
+  hb.passed |= (1u << kPTemperature) | (1u << kPTopP);
+  const DeviceBatch db(hb);
+  lmsample::Request hreq = hb.request(), dreq = db.request();
+  for (lmsample::Request* q : {&hreq, &dreq}) {
+    q->params.top_k = nullptr;
+    q->params.min_p = nullptr;
+  }
+  Compared all;
+  compare_with_cpu(hb, hreq, dreq, "top_p_routes", "f32 crafted rows", all);
+  EXPECT_EQ(all.mismatched, 0);
+  EXPECT_EQ(all.rows, 2 * kRows);  // (with kept sizes asked for and not)
+  summary(all, "top-p alone, every route of temperature_rows_kernel at its boundary");
 }
 
 }  // namespace lmsgpu

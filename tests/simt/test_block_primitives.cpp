@@ -16,9 +16,11 @@ namespace {
 
 using lmsample::gpu::Block;
 using lmsample::gpu::block_kth_largest;
+using lmsample::gpu::block_select_by_mass;
 using lmsample::gpu::Exchange;
 using lmsample::gpu::group_select;
 using lmsample::gpu::SingleBlock;
+using lmsample::gpu::ValueWeight;
 
 Exchange& shared_exchange() {
   static Exchange ex;  // the block's shared memory
@@ -185,5 +187,77 @@ TEST(SimtBlock, AtomicAdd64CarriesIntoTheHighHalf) {
   });
   EXPECT_EQ(sum, want);
 }
+
+// block_select_by_mass against a sort: the largest x whose entries at or above it weigh the
+// target, over entry sets that are clustered (a shared leading part, as top-p candidates' keys
+// are), spread over the whole range, tied, with zero weights, and sized 1 .. 1024 (few: the
+// emulated block's barriers are slow).
+template <int kThreads>
+void check_select_by_mass(uint32_t seed) {
+  std::mt19937_64 gen(seed);
+  for (int trial = 0; trial < 8; ++trial) {
+    const int n = trial == 0 ? 1 : static_cast<int>(gen() % 1024) + 1;
+    std::vector<uint32_t> val(n);
+    std::vector<uint64_t> w(n);
+    const int kind = trial % 4;
+    const uint32_t base = static_cast<uint32_t>(gen());
+    for (int i = 0; i < n; ++i) {
+      val[i] = kind == 0   ? base + static_cast<uint32_t>(gen() % 5000)  // clustered
+               : kind == 1 ? static_cast<uint32_t>(gen())                // spread
+               : kind == 2 ? base + static_cast<uint32_t>(gen() % 3)     // tied
+                           : static_cast<uint32_t>(gen() % 151936);      // token ids
+      w[i] = kind == 3 && gen() % 3 == 0 ? 0 : (gen() >> 25) + 1;
+    }
+    if (kind == 0 || kind == 2)  // (no wrap-around: every val between lo and hi)
+      for (auto& x : val) x = std::max(x, base);
+    uint64_t total = 0;
+    for (int i = 0; i < n; ++i) total += w[i];
+    if (total == 0) continue;
+    const uint32_t lo = *std::min_element(val.begin(), val.end());
+    const uint32_t hi = *std::max_element(val.begin(), val.end());
+    const uint64_t some = static_cast<uint64_t>(gen() % total) + 1;
+    for (const uint64_t target : {trial % 2 ? uint64_t{1} : total, some}) {
+      // the reference: walk the values from the top
+      std::vector<int> order(n);
+      for (int i = 0; i < n; ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return val[a] > val[b]; });
+      uint64_t run = 0, want_above = 0;
+      uint32_t want = 0;
+      for (int j = 0; j < n;) {
+        const uint32_t x = val[order[j]];
+        uint64_t at = 0;
+        while (j < n && val[order[j]] == x) at += w[order[j++]];
+        if (at > 0 && run + at >= target) {
+          want = x;
+          want_above = run;
+          break;
+        }
+        run += at;
+      }
+      std::vector<uint32_t> got(kThreads);
+      std::vector<uint64_t> above(kThreads);
+      uint64_t hist[256];
+      Exchange& ex = shared_exchange();
+      {
+        const bool tight = target == some;  // [lo, hi] exact, or the whole range
+        lms_simt::launch_block(kThreads, [&] {
+          got[threadIdx.x] = block_select_by_mass<kThreads>(
+              n,
+              [&](int i) {
+                return ValueWeight{val[i], w[i]};
+              },
+              target, tight ? lo : 0u, tight ? hi : 0xffffffffu, hist, ex, &above[threadIdx.x]);
+        });
+        for (int t = 0; t < kThreads; ++t) {
+          ASSERT_EQ(got[t], want) << "trial " << trial << " n " << n << " target " << target
+                                  << " thread " << t;
+          ASSERT_EQ(above[t], want_above) << "trial " << trial << " thread " << t;
+        }
+      }
+    }
+  }
+}
+
+TEST(SimtBlock, SelectByMass) { check_select_by_mass<256>(7); }
 
 }  // namespace
