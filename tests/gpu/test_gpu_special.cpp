@@ -717,34 +717,42 @@ TEST_F(GpuGreedy, Bf16SignedZerosAtTheMaximum) {
 // temperature_rows_kernel, which must give the CPU's tokens, statuses and kept sizes, with a
 // temperature per row (greedy rows and bad temperatures among them) or one for the call, special
 // rows (NaN, -inf, +inf), misaligned and strided rows and every dtype included.
+// The shapes the load-only kernels' tests run (dtype, B, V, row stride extra, misaligning
+// offset), and their batches: rows with no bitmask, bias or penalties, special rows and bad
+// parameters among them.
+struct LoadOnlyCase {
+  DType dt;
+  int64_t b, v, stride_extra, base_offset;
+};
+const LoadOnlyCase kLoadOnlyCases[] = {
+    {DType::kFloat32, 1, 151936, 0, 0},   {DType::kBFloat16, 7, 1000, 0, 1},
+    {DType::kFloat16, 130, 32000, 5, 3},  {DType::kFloat32, 600, 4096, 3, 1},
+    {DType::kBFloat16, 33, 151936, 0, 0}, {DType::kFloat32, 5, 1, 0, 0},
+    {DType::kFloat32, 9, 63, 1, 0},       {DType::kFloat32, 40, 262144, 0, 0},
+    {DType::kBFloat16, 3, 151936, 1, 1},  {DType::kFloat32, 64, 151936, 0, 0},
+};
+GroupCfg load_only_cfg(const char* name, const LoadOnlyCase& c, uint64_t salt, double special) {
+  GroupCfg g = cfg_of(name, c.dt, c.v, small_mode() ? std::min<int64_t>(c.b, 40) : c.b, 0,
+                      salt + static_cast<uint64_t>(c.v) + static_cast<uint64_t>(c.b));
+  g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
+  g.mix.top_k = g.mix.min_p = 0.0;
+  g.mix.special = special;
+  g.mix.bad_token_id = 0.0;
+  g.layout.stride_extra = c.stride_extra;
+  g.layout.base_offset = c.base_offset;
+  return g;
+}
+
 class GpuTemperature : public TokensVsCpu {};
 
 TEST_F(GpuTemperature, AloneMatchesCpu) {
-  struct Case {
-    DType dt;
-    int64_t b, v, stride_extra, base_offset;
-  };
-  const Case cases[] = {
-      {DType::kFloat32, 1, 151936, 0, 0},   {DType::kBFloat16, 7, 1000, 0, 1},
-      {DType::kFloat16, 130, 32000, 5, 3},  {DType::kFloat32, 600, 4096, 3, 1},
-      {DType::kBFloat16, 33, 151936, 0, 0}, {DType::kFloat32, 5, 1, 0, 0},
-      {DType::kFloat32, 9, 63, 1, 0},       {DType::kFloat32, 40, 262144, 0, 0},
-      {DType::kBFloat16, 3, 151936, 1, 1},
-  };
   Compared all;
-  for (const Case& c : cases) {
+  for (const LoadOnlyCase& c : kLoadOnlyCases) {
     for (const bool per_row_t : {true, false}) {
-      GroupCfg g =
-          cfg_of("temperature_alone", c.dt, c.v, small_mode() ? std::min<int64_t>(c.b, 40) : c.b, 0,
-                 1900 + static_cast<uint64_t>(c.v) + static_cast<uint64_t>(c.b));
+      GroupCfg g = load_only_cfg("temperature_alone", c, 1900, 0.4);
       g.mix.greedy = 0.1;
-      g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
-      g.mix.top_k = g.mix.top_p = g.mix.min_p = 0.0;
-      g.mix.special = 0.4;
+      g.mix.top_p = 0.0;
       g.mix.bad_param = 0.1;
-      g.mix.bad_token_id = 0.0;
-      g.layout.stride_extra = c.stride_extra;
-      g.layout.base_offset = c.base_offset;
       const HostBatch hb = make_batch(g);
       const DeviceBatch db(hb);
       lmsample::Request hreq = hb.request(), dreq = db.request();
@@ -781,33 +789,13 @@ float* f32_row(HostBatch& hb, int64_t r) {
 class GpuTopP : public TokensVsCpu {};
 
 TEST_F(GpuTopP, AloneMatchesCpu) {
-  struct Case {
-    DType dt;
-    int64_t b, v, stride_extra, base_offset;
-  };
-  const Case cases[] = {
-      {DType::kFloat32, 1, 151936, 0, 0},   {DType::kBFloat16, 7, 1000, 0, 1},
-      {DType::kFloat16, 130, 32000, 5, 3},  {DType::kFloat32, 600, 4096, 3, 1},
-      {DType::kBFloat16, 33, 151936, 0, 0}, {DType::kFloat32, 5, 1, 0, 0},
-      {DType::kFloat32, 9, 63, 1, 0},       {DType::kFloat32, 40, 262144, 0, 0},
-      {DType::kFloat32, 64, 151936, 0, 0},
-  };
   Compared all;
-  for (const Case& c : cases) {
+  for (const LoadOnlyCase& c : kLoadOnlyCases) {
     for (const int params : {0, 1, 2}) {  // per row; p = 0.9 for the call; both for the call
-      GroupCfg g =
-          cfg_of("top_p_alone", c.dt, c.v, small_mode() ? std::min<int64_t>(c.b, 40) : c.b, 0,
-                 2900 + static_cast<uint64_t>(c.v) + static_cast<uint64_t>(c.b) +
-                     static_cast<uint64_t>(params));
+      GroupCfg g = load_only_cfg("top_p_alone", c, 2900 + static_cast<uint64_t>(params), 0.3);
       g.mix.greedy = 0.1;
-      g.mix.mask = g.mix.bias = g.mix.penalties = 0.0;
-      g.mix.top_k = g.mix.min_p = 0.0;
       g.mix.top_p = 0.8;
-      g.mix.special = 0.3;
       g.mix.bad_param = 0.05;
-      g.mix.bad_token_id = 0.0;
-      g.layout.stride_extra = c.stride_extra;
-      g.layout.base_offset = c.base_offset;
       const HostBatch hb = make_batch(g);
       const DeviceBatch db(hb);
       lmsample::Request hreq = hb.request(), dreq = db.request();
