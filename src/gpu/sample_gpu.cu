@@ -82,6 +82,10 @@ const Device& device() {
     if (!cached.clusters)
       (void)gpuFuncSetAttribute(reinterpret_cast<const void*>(&sample_rows_kernel<kThreads>),
                                 gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
+    // (top-p rows' candidate lists: above the 48 KB a kernel gets without asking)
+    (void)gpuFuncSetAttribute(
+        reinterpret_cast<const void*>(&temperature_rows_kernel<kTemperatureThreads, true>),
+        gpuFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(temperature::kCandSmemBytes));
   }
   return cached;
 }
@@ -238,17 +242,17 @@ size_t general_bytes(const Request& req, const Plan& p) {
 // work items per multiprocessor and kind, and every warp of a weight item busy), weight items
 // about 24 MB of logits after the max items of their row (meant for their second read to hit
 // L2; Nsight Compute measured a 17% hit rate at B = 512, but 1 to 16 MB were slower on an H200:
-// the weight items waited for their rows' max items). With top-p rows, their probe sums, tie
-// counts and candidate lists, and the workspace of the general kernel that finishes the rows
+// the weight items waited for their rows' max items). With top-p rows, their tie counts and
+// candidate lists, and the workspace of the general kernel that finishes the rows
 // left pending (streamed keys: none, unless LMSAMPLE_GPU_KEYS says otherwise).
 struct StreamPlan {
   int groups = 0, chunk = 0, nsub = 0, lookahead = 1;
   bool top_p = false;
   size_t counter_bytes = 0, stats_bytes = 0, sums_bytes = 0;
-  size_t probe_bytes = 0, ties_bytes = 0, cand_bytes = 0, fallback_bytes = 0;
+  size_t ties_bytes = 0, cand_bytes = 0, fallback_bytes = 0;
   size_t bytes() const {
-    return counter_bytes + stats_bytes + sums_bytes + probe_bytes + ties_bytes + cand_bytes +
-           fallback_bytes + 256;
+    return counter_bytes + stats_bytes + sums_bytes + ties_bytes + cand_bytes + fallback_bytes +
+           256;
   }
 };
 
@@ -284,9 +288,8 @@ StreamPlan stream_plan(const Request& req, const Device& d) {
   p.stats_bytes = up(ub * static_cast<size_t>(p.groups) * 16);
   p.sums_bytes = up(ub * nsub * 8);
   if (p.top_p) {
-    p.probe_bytes = up(ub * nsub * 8);
     p.ties_bytes = up(ub * nsub * 4);
-    p.cand_bytes = up(ub * static_cast<size_t>(temperature::kCandCap) * 8);
+    p.cand_bytes = up(ub * static_cast<size_t>(temperature::kListCap) * 8);
     p.fallback_bytes = general_bytes(req, pending_plan(req, d));
   }
   return p;
@@ -391,7 +394,6 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
     sa.stats = reinterpret_cast<uint64_t*>(take(sp.stats_bytes));
     sa.sub_sums = reinterpret_cast<uint64_t*>(take(sp.sums_bytes));
     if (sp.top_p) {
-      sa.sub_probe = reinterpret_cast<uint64_t*>(take(sp.probe_bytes));
       sa.sub_ties = reinterpret_cast<uint32_t*>(take(sp.ties_bytes));
       sa.cand = reinterpret_cast<uint2*>(take(sp.cand_bytes));
     }
@@ -403,13 +405,22 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
     if (e != gpuSuccess) return runtime_error("temperature counters", e);
     const unsigned items = static_cast<unsigned>(2 * req.logits.batch * sp.groups);
     // (the candidate list of a top-p row in shared memory, for its ranking)
-    const size_t list_bytes = sp.top_p ? temperature::kCandCap * sizeof(uint2) : 0;
+    const size_t list_bytes = sp.top_p ? temperature::kCandSmemBytes : 0;
+    // (two instantiations: the one without top-p keeps every register for its loads)
 #if !defined(__HIPCC__)
-    temperature_rows_kernel<kTemperatureThreads>
-        <<<items, kTemperatureThreads, list_bytes, stream>>>(sa);
+    if (sp.top_p)
+      temperature_rows_kernel<kTemperatureThreads, true>
+          <<<items, kTemperatureThreads, list_bytes, stream>>>(sa);
+    else
+      temperature_rows_kernel<kTemperatureThreads, false>
+          <<<items, kTemperatureThreads, 0, stream>>>(sa);
 #else
-    hipLaunchKernelGGL(temperature_rows_kernel<kTemperatureThreads>, dim3(items),
-                       dim3(kTemperatureThreads), list_bytes, stream, sa);
+    if (sp.top_p)
+      hipLaunchKernelGGL((temperature_rows_kernel<kTemperatureThreads, true>), dim3(items),
+                         dim3(kTemperatureThreads), list_bytes, stream, sa);
+    else
+      hipLaunchKernelGGL((temperature_rows_kernel<kTemperatureThreads, false>), dim3(items),
+                         dim3(kTemperatureThreads), 0, stream, sa);
 #endif
     e = gpuGetLastError();
     if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);

@@ -180,15 +180,20 @@ constexpr int kPerLane = kSub / kWarpSize;  // a lane's tokens of a sub-chunk (1
 // tokens whose weight is at least (kProbeHi - 1) 2^20 (likelihood >= 2^-12 (1 - 2^-7)), where
 // the tokens of weight >= kProbeHi 2^20 = 2^27 (likelihood >= 2^-12) hold the target ceil(p W):
 // the same argument as the CPU's (src/cpu/rows.cpp, at kProbe) makes that exact. Each weight
-// item sums, per sub-chunk, the weight of the tokens at or above the probe and counts the
-// tokens tied with the row maximum, and appends its candidates (float bits, token) to the row's
-// list of kCandCap; the last weight item ranks them (block_select_by_mass). Where the maximum's
-// ties alone hold the target (a flat row), the threshold is the maximum and the draw walks the
-// ties; where neither applies (the probe's tokens hold too little weight, more than kCandCap
-// candidates, a tiny T or a +inf maximum) the row is marked pending and the general kernel,
-// launched next, finishes it.
+// item counts, per sub-chunk, the tokens tied with the row maximum and appends its candidates
+// (float bits, token) to the row's list of kListCap; the last weight item sums the weight of
+// the probe's tokens from the list and, where they hold the target, ranks the candidates
+// (block_select_by_mass) from shared memory (key, token and likelihood of each, up to
+// kCandCap of them) or, for longer lists, from the list itself. Where the maximum's ties alone
+// hold the target (a flat row), the threshold is the maximum and the draw walks the ties; where
+// neither applies (the probe's tokens hold too little weight, more than kListCap candidates, a
+// tiny T or a +inf maximum) the row is marked pending and the general kernel, launched next,
+// finishes it.
 constexpr uint32_t kProbeHi = 128;
-constexpr int kCandCap = 4096;
+constexpr int kCandCap = 4096;  // candidates ranked in shared memory
+constexpr int kListCap = 8192;  // candidates kept per row (N(0,1) * 4 rows: 80 to ~8,000)
+// the last weight item's copy of the list: keys, tokens and likelihoods
+constexpr size_t kCandSmemBytes = kCandCap * (4 + 4 + 4);
 
 struct StreamArgs {
   KernelArgs a;
@@ -198,13 +203,12 @@ struct StreamArgs {
   uint64_t* stats;     // [B][G][2]: a chunk's greedy_pack of its maximum, its valid count
   uint64_t* sub_sums;  // [B][nsub]: the weight of each sub-chunk of the row
   // top-p rows only (null where no row can have one)
-  uint64_t* sub_probe;  // [B][nsub]: the weight of each sub-chunk's tokens at or above the probe
-  uint32_t* sub_ties;   // [B][nsub]: each sub-chunk's tokens tied with the row maximum
-  uint2* cand;          // [B][kCandCap]: float bits and token of each candidate
-  int groups;           // G: chunks per row
-  int chunk;            // tokens per chunk (a multiple of kSub)
-  int nsub;             // ceil(V / kSub)
-  int lookahead;        // rows between a row's max items and its weight items
+  uint32_t* sub_ties;  // [B][nsub]: each sub-chunk's tokens tied with the row maximum
+  uint2* cand;         // [B][kListCap]: float bits and token of each candidate
+  int groups;          // G: chunks per row
+  int chunk;           // tokens per chunk (a multiple of kSub)
+  int nsub;            // ceil(V / kSub)
+  int lookahead;       // rows between a row's max items and its weight items
 };
 
 // Float bits of token `tok` of `row` (the bits of -inf at and beyond V).
@@ -285,72 +289,64 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
-// A top-p row's sub-chunk k (weight_bits modes): its weight, and the weight of its tokens at or
-// above the probe, into sub_sums and sub_probe; its ties with the maximum into sub_ties; its
-// candidates appended to the row's list (a warp reserves its slots with one atomic).
+// A top-p row's sub-chunk k (weight_bits modes): its weight into sub_sums, its ties with the
+// maximum into sub_ties, its candidates appended to the row's list (a warp reserves its slots
+// with one atomic; a warp whose slots all lie beyond the list writes none).
 template <DType kDt, typename W>
 __device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void* row, bool aligned,
                                                 int64_t r, int64_t k, W weight) {
   const int64_t v = s.a.req.logits.vocab;
-  uint32_t b[kPerLane], hi[kPerLane];
+  uint32_t b[kPerLane];
   const bool vectors = lane_bits<kDt>(row, aligned, v, k, b);
-  uint32_t hs = 0, ls = 0, ph = 0, pl = 0, n = 0, ties = 0;
+  uint32_t hs = 0, ls = 0, cand = 0, ties = 0;  // cand: bit j for a candidate b[j]
 #pragma unroll
   for (int j = 0; j < kPerLane; ++j) {
     uint32_t h, l;
     weight_bits(weight.z_of(b[j]), h, l);
-    hi[j] = h - kBias;
-    const uint32_t lo = l - kBias;
-    hs += hi[j];
-    ls += lo;
-    const bool in = hi[j] >= kProbeHi;
-    ph += in ? hi[j] : 0u;
-    pl += in ? lo : 0u;
-    n += hi[j] >= kProbeHi - 1 ? 1u : 0u;
+    hs += h;
+    ls += l;
+    cand |= h - kBias >= kProbeHi - 1 ? 1u << j : 0u;
     // a tie with the (finite) maximum: y - m == 0 exactly (NaN, -inf and every other value
     // give a nonzero or NaN difference; -0 and +0 are tied, as their canonical keys are)
     ties += core::sub_rn(core::bits_float(b[j]), weight.m) == 0.0f ? 1u : 0u;
   }
-  if (ballot(n > 0) != 0) {
-    // the warp's candidates: this lane's slots after the lower lanes' (an inclusive scan); a
-    // warp whose slots all lie beyond the list (an overflowed row) writes none
+  if (ballot(cand != 0) != 0) {
     const int lane = lane_id();
-    uint32_t before = n;
+    const uint32_t n = static_cast<uint32_t>(__popc(cand));
+    uint32_t before = n;  // (an inclusive scan over the lanes)
 #pragma unroll
     for (int d = 1; d < kWarpSize; d <<= 1) {
       const uint32_t x = shfl_up(before, d);
       if (lane >= d) before += x;
     }
     const uint32_t all = shfl_idx(before, kWarpSize - 1);
-    before -= n;
     uint32_t base = 0;
     if (lane == 0) base = atomicAdd(&s.counters[1 + 2 * s.a.req.logits.batch + r], all);
     base = shfl_idx(base, 0);
-    if (base < static_cast<uint32_t>(kCandCap) && n > 0) {
-      base += before;
-      uint2* list = s.cand + r * kCandCap;
+    if (base < static_cast<uint32_t>(kListCap) && cand != 0) {
+      base += before - n;
+      uint2* list = s.cand + r * kListCap;
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
-        if (hi[j] >= kProbeHi - 1) {
-          if (base < static_cast<uint32_t>(kCandCap))
+        if ((cand >> j) & 1u) {
+          if (base < static_cast<uint32_t>(kListCap))
             list[base] = make_uint2(b[j], static_cast<uint32_t>(lane_token<kDt>(k, vectors, j)));
           ++base;
         }
       }
     }
   }
-  const uint64_t sum = warp_sum((static_cast<uint64_t>(hs) << 20) + ls);
-  const uint64_t probe = warp_sum((static_cast<uint64_t>(ph) << 20) + pl);
+  const uint64_t sum =
+      warp_sum((static_cast<uint64_t>(hs - kPerLane * kBias) << 20) + (ls - kPerLane * kBias));
   ties = warp_sum(ties);
   if (lane_id() == 0) {
     s.sub_sums[r * s.nsub + k] = sum;
-    s.sub_probe[r * s.nsub + k] = probe;
     s.sub_ties[r * s.nsub + k] = ties;
   }
 }
 
 // The weight item's sums: warp w takes the sub-chunks c * spc + w, + warps, ... of its chunk.
-template <int kThreads, DType kDt, typename W>
+template <int kThreads, DType kDt, bool kTopP, typename W>
 __device__ void chunk_sub_sums(const StreamArgs& s, const void* row, bool aligned, int64_t r, int c,
                                W weight, bool top_p) {
   constexpr int kWarps = kThreads / kWarpSize;
@@ -358,7 +354,7 @@ __device__ void chunk_sub_sums(const StreamArgs& s, const void* row, bool aligne
   const int spc = s.chunk / kSub;
   const int k1 = (c + 1) * spc < s.nsub ? (c + 1) * spc : s.nsub;
   const int k0 = c * spc + static_cast<int>(threadIdx.x) / kWarpSize;
-  if constexpr (W::kBits) {
+  if constexpr (kTopP && W::kBits) {
     if (top_p) {
       for (int k = k0; k < k1; k += kWarps) top_p_sub_chunk<kDt>(s, row, aligned, r, k, weight);
       return;
@@ -433,38 +429,132 @@ __device__ __forceinline__ int token_bits_of(int64_t v) {
   return b;
 }
 
+// A top-p row's candidates as the ranking reads them: key, token and weight of entry i.
+struct SmemEntries {  // in shared memory: kCandCap keys, then tokens, then likelihoods
+  uint32_t* key;
+  __device__ uint32_t* tok() const { return key + kCandCap; }
+  __device__ float* lik() const { return reinterpret_cast<float*>(key + 2 * kCandCap); }
+  __device__ uint32_t key_at(int i) const { return key[i]; }
+  __device__ uint32_t tok_at(int i) const { return tok()[i]; }
+  __device__ uint64_t mass(int i) const { return core::mass_of(lik()[i]); }
+};
+template <typename W>
+struct GlobalEntries {  // the row's list (float bits, token), written by other CTAs
+  const volatile uint32_t* list;
+  W weight;
+  __device__ uint32_t key(int i) const { return core::canonical_key_of_bits(list[2 * i]); }
+  __device__ uint32_t key_at(int i) const { return key(i); }
+  __device__ uint32_t tok_at(int i) const { return list[2 * i + 1]; }
+  __device__ uint64_t mass(int i) const { return weight(list[2 * i]); }
+};
+
+// The weight of the probe's tokens among the candidates, and their lowest key.
+struct Probe {
+  uint64_t w;
+  uint32_t kmin;
+  __device__ void add(uint32_t k, uint64_t m) {
+    w += m >= (uint64_t{kProbeHi} << 20) ? m : 0;
+    kmin = k < kmin ? k : kmin;
+  }
+};
+
+// The threshold among the n candidates `es` (this thread's part of the probe sums in `mine`)
+// and the draw among the kept ones: false (nothing written) where the probe's tokens hold less
+// than the target. *token (thread 0) and *kept get the result.
+// (not inlined: it keeps the kernel's registers for the passes over the row)
+template <int kThreads, typename Entries>
+__device__ __noinline__ bool rank_and_draw(int n, const Entries& es, Probe mine, uint64_t target,
+                                           uint32_t max_key, uint64_t u, int64_t vocab,
+                                           uint64_t* hist, SmallExchange& ex, int64_t r,
+                                           int64_t* token, int64_t* kept) {
+  using B = Block<kThreads>;
+  __syncthreads();  // (es in shared memory: written by other threads)
+  const Probe probe = B::allreduce(
+      mine,
+      [](const Probe& x, const Probe& y) {
+        return Probe{x.w + y.w, x.kmin < y.kmin ? x.kmin : y.kmin};
+      },
+      ex);
+  LMS_STAMP_ROW(29, r);
+  if (target > probe.w) return false;
+  // the threshold: the largest key whose candidates at or above it weigh the target (every
+  // candidate's key lies between the lowest and the maximum: the select skips the leading bits
+  // they share)
+  uint64_t above = 0;
+  const uint32_t tau = block_select_by_mass<kThreads>(
+      n,
+      [&](int i) {
+        return ValueWeight{es.key_at(i), es.mass(i)};
+      },
+      target, probe.kmin, max_key, hist, ex, &above);
+  // the kept set's weight and size, then the draw among the kept candidates in token order: the
+  // smallest token whose running weight exceeds t (the largest reversed id whose entries at or
+  // above it weigh t + 1)
+  struct Kept {
+    uint64_t w, n;
+  };
+  Kept km{0, 0};
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const bool in = es.key_at(i) >= tau;
+    km.w += in ? es.mass(i) : 0;
+    km.n += in ? 1 : 0;
+  }
+  const Kept kall = B::allreduce(
+      km,
+      [](const Kept& x, const Kept& y) {
+        return Kept{x.w + y.w, x.n + y.n};
+      },
+      ex);
+  const uint64_t t = core::scale_draw(u, kall.w);
+  LMS_STAMP_ROW(30, r);
+  const int bits = token_bits_of(vocab);
+  const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
+  uint64_t below = 0;
+  const uint32_t x = block_select_by_mass<kThreads>(
+      n,
+      [&](int i) {
+        return ValueWeight{ones - es.tok_at(i), es.key_at(i) >= tau ? es.mass(i) : 0};
+      },
+      t + 1, 0u, ones, hist, ex, &below);
+  if (threadIdx.x == 0) *token = static_cast<int64_t>(ones - x);
+  LMS_STAMP_ROW(31, r);
+  *kept = static_cast<int64_t>(kall.n);
+  return true;
+}
+
 // The last weight item of a top-p row (weight_bits modes): its threshold and token as the
 // comment at kProbeHi says, written to the outputs; or the row marked pending for the general
-// kernel. hist: 256 words of shared memory, list: kCandCap entries of it.
+// kernel. hist: 256 words of shared memory; smem: kCandSmemBytes of it.
 template <int kThreads, DType kDt, typename W>
-__device__ void top_p_finish(const StreamArgs& s, SmallExchange& ex, uint64_t* hist, uint2* list,
-                             const void* row, int64_t r, uint64_t u, float top_p, W weight,
-                             uint32_t max_key) {
+__device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange& ex, uint64_t* hist,
+                                             unsigned char* smem, const void* row, int64_t r,
+                                             uint64_t u, float top_p, W weight, uint32_t max_key) {
   using B = Block<kThreads>;
   LMS_STAMP_ROW(28, r);
   const int64_t batch = s.a.req.logits.batch;
   const volatile uint64_t* sums = s.sub_sums + r * s.nsub;  // (written by other CTAs)
-  const volatile uint64_t* probes = s.sub_probe + r * s.nsub;
   const volatile uint32_t* ties = s.sub_ties + r * s.nsub;
   struct Totals {
-    uint64_t w, probe, ties;
+    uint64_t w, ties;
   };
-  Totals mine{0, 0, 0};
+  Totals mine{0, 0};
   for (int k = threadIdx.x; k < s.nsub; k += kThreads) {
     mine.w += sums[k];
-    mine.probe += probes[k];
     mine.ties += ties[k];
   }
   const Totals all = B::allreduce(
       mine,
       [](const Totals& x, const Totals& y) {
-        return Totals{x.w + y.w, x.probe + y.probe, x.ties + y.ties};
+        return Totals{x.w + y.w, x.ties + y.ties};
       },
       ex);
   const uint64_t target = core::ceil_fraction(top_p, all.w);
   const uint32_t n = *static_cast<const volatile uint32_t*>(&s.counters[1 + 2 * batch + r]);
   int64_t token = -1;
   int64_t kept = 0;
+  const auto pending = [&] {
+    if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
+  };
   if (all.ties * core::kMassOne >= target) {
     // the maximum's ties hold the target: the draw walks them
     uint64_t total = 0;
@@ -475,81 +565,52 @@ __device__ void top_p_finish(const StreamArgs& s, SmallExchange& ex, uint64_t* h
         },
         &total);
     kept = static_cast<int64_t>(all.ties);
-  } else if (target <= all.probe && n <= static_cast<uint32_t>(kCandCap)) {
-    // the list into shared memory (written by other CTAs: read past this SM's L1, four loads
-    // in flight a thread), then the threshold: the largest key whose candidates at or above it
-    // weigh the target
+  } else if (n <= static_cast<uint32_t>(kListCap)) {
     const volatile uint32_t* src =
-        reinterpret_cast<const volatile uint32_t*>(s.cand + r * kCandCap);
+        reinterpret_cast<const volatile uint32_t*>(s.cand + r * kListCap);
     const int cn = static_cast<int>(n);
-    for (int i0 = threadIdx.x; i0 < cn; i0 += 4 * kThreads) {
-      uint32_t w[8];
+    Probe pm{0, max_key};
+    bool ok;
+    if (cn <= kCandCap) {
+      // the list into shared memory (written by other CTAs: read past this SM's L1, four loads
+      // in flight a thread) as keys, tokens and likelihoods (mass_of of which is weight()'s
+      // weight_bits, bit for bit), with the weight of the probe's tokens and the lowest key
+      SmemEntries es{reinterpret_cast<uint32_t*>(smem)};
+      for (int i0 = threadIdx.x; i0 < cn; i0 += 4 * kThreads) {
+        uint32_t w[8];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int i = i0 + q * kThreads;
-        w[2 * q] = i < cn ? src[2 * i] : 0u;
-        w[2 * q + 1] = i < cn ? src[2 * i + 1] : 0u;
+        for (int q = 0; q < 4; ++q) {
+          const int i = i0 + q * kThreads;
+          w[2 * q] = i < cn ? src[2 * i] : 0u;
+          w[2 * q + 1] = i < cn ? src[2 * i + 1] : 0u;
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int i = i0 + q * kThreads;
+          if (i >= cn) continue;
+          const uint32_t k = core::canonical_key_of_bits(w[2 * q]);
+          const float e = core::exp_nonpos(weight.z_of(w[2 * q]));
+          es.key[i] = k;
+          es.tok()[i] = w[2 * q + 1];
+          es.lik()[i] = e;
+          pm.add(k, core::mass_of(e));
+        }
       }
-#pragma unroll
-      for (int q = 0; q < 4; ++q)
-        if (i0 + q * kThreads < cn) list[i0 + q * kThreads] = make_uint2(w[2 * q], w[2 * q + 1]);
+      ok = rank_and_draw<kThreads>(cn, es, pm, target, max_key, u, s.a.req.logits.vocab, hist, ex,
+                                   r, &token, &kept);
+    } else {
+      // (a long list, ranked where it lies: each round reads it again, from L2)
+      const GlobalEntries<W> es{src, weight};
+      for (int i = threadIdx.x; i < cn; i += kThreads) pm.add(es.key(i), es.mass(i));
+      ok = rank_and_draw<kThreads>(cn, es, pm, target, max_key, u, s.a.req.logits.vocab, hist, ex,
+                                   r, &token, &kept);
     }
-    __syncthreads();
-    // (every candidate's key lies between the lowest and the maximum: the select skips the
-    // leading bits they share)
-    uint32_t kmin = max_key;
-    for (int i = threadIdx.x; i < cn; i += kThreads) {
-      const uint32_t k = core::canonical_key_of_bits(list[i].x);
-      kmin = k < kmin ? k : kmin;
+    if (!ok) {
+      pending();
+      return;
     }
-    kmin = B::allreduce(
-        kmin, [](uint32_t x, uint32_t y) { return x < y ? x : y; }, ex);
-    LMS_STAMP_ROW(29, r);
-    uint64_t above = 0;
-    const uint32_t tau = block_select_by_mass<kThreads>(
-        cn,
-        [&](int i) {
-          const uint32_t bits = list[i].x;
-          return ValueWeight{core::canonical_key_of_bits(bits), weight(bits)};
-        },
-        target, kmin, max_key, hist, ex, &above);
-    // the kept set's weight and size, then the draw among the kept candidates in token order:
-    // the smallest token whose running weight exceeds t (the largest reversed id whose entries
-    // at or above it weigh t + 1)
-    struct Kept {
-      uint64_t w, n;
-    };
-    Kept km{0, 0};
-    for (int i = threadIdx.x; i < cn; i += kThreads) {
-      const uint32_t bits = list[i].x;
-      const bool in = core::canonical_key_of_bits(bits) >= tau;
-      km.w += in ? weight(bits) : 0;
-      km.n += in ? 1 : 0;
-    }
-    const Kept kall = B::allreduce(
-        km,
-        [](const Kept& x, const Kept& y) {
-          return Kept{x.w + y.w, x.n + y.n};
-        },
-        ex);
-    const uint64_t t = core::scale_draw(u, kall.w);
-    LMS_STAMP_ROW(30, r);
-    const int bits = token_bits_of(s.a.req.logits.vocab);
-    const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
-    uint64_t below = 0;
-    const uint32_t x = block_select_by_mass<kThreads>(
-        cn,
-        [&](int i) {
-          const uint2 e = list[i];
-          const bool in = core::canonical_key_of_bits(e.x) >= tau;
-          return ValueWeight{ones - e.y, in ? weight(e.x) : 0};
-        },
-        t + 1, 0u, ones, hist, ex, &below);
-    if (threadIdx.x == 0) token = static_cast<int64_t>(ones - x);
-    LMS_STAMP_ROW(31, r);
-    kept = static_cast<int64_t>(kall.n);
   } else {
-    if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
+    pending();
     return;
   }
   if (token >= 0)
@@ -557,9 +618,9 @@ __device__ void top_p_finish(const StreamArgs& s, SmallExchange& ex, uint64_t* h
                             static_cast<int32_t>(kept), 0.0f, 0);
 }
 
-template <int kThreads, DType kDt>
-__device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hist, uint2* list,
-                            bool is_max, int64_t r, int c) {
+template <int kThreads, DType kDt, bool kTopP>
+__device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hist,
+                            unsigned char* smem, bool is_max, int64_t r, int c) {
   using B = Block<kThreads>;
   const KernelArgs& a = s.a;
   const int64_t v = a.req.logits.vocab, batch = a.req.logits.batch;
@@ -625,12 +686,12 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
                    : inv_t == 1.0f               ? 0
                    : core::is_finite(inv_t)      ? 1
                                                  : 2;
-  // top-p (s.sub_probe: the host allowed it): the probe's sums in weight_bits modes; in the
-  // others the row is left to the general kernel, which its sums do not serve
-  const bool top_p = draws && rs.top_p < 1.0f && s.sub_probe != nullptr;
+  // top-p (s.cand: the host allowed it): the candidates in weight_bits modes; in the others the
+  // row is left to the general kernel, which its sums do not serve
+  const bool top_p = kTopP && draws && rs.top_p < 1.0f;
   if (mode >= 0 && !(top_p && mode >= 2))
     with_weight(mode, m, inv_t, [&](auto weight) {
-      chunk_sub_sums<kThreads, kDt>(s, row, aligned, r, c, weight, top_p);
+      chunk_sub_sums<kThreads, kDt, kTopP>(s, row, aligned, r, c, weight, top_p);
     });
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -655,16 +716,18 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
     return;
   }
   const uint64_t u = core::row_uniform64(rs.seed, rs.step, rs.substream);
-  if (top_p) {
-    if (mode >= 2) {
+  if constexpr (kTopP) {
+    if (!top_p) {
+      // (no top-p: as below)
+    } else if (mode >= 2) {
       if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
     } else {
       with_weight(mode, m, inv_t, [&](auto weight) {
         if constexpr (decltype(weight)::kBits)
-          top_p_finish<kThreads, kDt>(s, ex, hist, list, row, r, u, rs.top_p, weight, max_key);
+          top_p_finish<kThreads, kDt>(s, ex, hist, smem, row, r, u, rs.top_p, weight, max_key);
       });
     }
-    return;
+    if (top_p) return;
   }
   uint64_t total = 0;
   int64_t token = -1;
@@ -682,13 +745,17 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
 }  // namespace temperature
 
 //! One CTA per work item (2 B G of them), each claiming its item from s.counters[0] (zeroed
-//! with the row counters before the launch).
-template <int kThreads>
-__global__ void __launch_bounds__(kThreads, 4)
+//! with the row counters before the launch). Two instantiations: kTopP = false (temperature
+//! alone: no spill at 64 registers, four CTAs a multiprocessor) and kTopP = true (top-p rows
+//! too: three CTAs a multiprocessor, whose 85 registers hold the candidate path; ptxas spilled
+//! 0.9 KB a thread at 64 and 156 bytes here, with rank_and_draw a call of its own).
+template <int kThreads, bool kTopP>
+__global__ void __launch_bounds__(kThreads, kTopP ? 3 : 4)
     temperature_rows_kernel(const temperature::StreamArgs s) {
   __shared__ SmallExchange ex;
-  __shared__ uint64_t hist[256];   // (top-p rows' selections)
-  extern __shared__ uint2 list[];  // kCandCap entries where the launch can have top-p rows
+  __shared__ uint64_t hist[256];  // (top-p rows' selections)
+  // kCandSmemBytes where the launch can have top-p rows (their candidates' ranking)
+  extern __shared__ __align__(16) unsigned char cand_smem[];
   __shared__ uint32_t ticket;
   if (threadIdx.x == 0) ticket = atomicAdd(&s.counters[0], 1u);
   __syncthreads();
@@ -713,13 +780,16 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
   switch (s.a.req.logits.dtype) {
     case DType::kFloat32:
-      temperature::stream_item<kThreads, DType::kFloat32>(s, ex, hist, list, is_max, r, c);
+      temperature::stream_item<kThreads, DType::kFloat32, kTopP>(s, ex, hist, cand_smem, is_max, r,
+                                                                 c);
       break;
     case DType::kBFloat16:
-      temperature::stream_item<kThreads, DType::kBFloat16>(s, ex, hist, list, is_max, r, c);
+      temperature::stream_item<kThreads, DType::kBFloat16, kTopP>(s, ex, hist, cand_smem, is_max, r,
+                                                                  c);
       break;
     default:
-      temperature::stream_item<kThreads, DType::kFloat16>(s, ex, hist, list, is_max, r, c);
+      temperature::stream_item<kThreads, DType::kFloat16, kTopP>(s, ex, hist, cand_smem, is_max, r,
+                                                                 c);
       break;
   }
 }

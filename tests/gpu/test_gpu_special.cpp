@@ -821,9 +821,9 @@ TEST_F(GpuTopP, AloneMatchesCpu) {
 }
 
 // Rows built for each route of the temperature kernel's top-p, at its boundaries: the probe's
-// candidates just below and above the list's capacity (4096), ties at the maximum that hold the
-// target or just miss it, a tail below the probe that holds most of the weight (the probe
-// fails), a temperature whose inverse overflows, and N(0,1) * 4 rows.
+// candidates just below and above what shared memory holds (4096) and the list (8192), ties at the
+// maximum that hold the target or just miss it, a tail below the probe that holds most of the
+// weight (the probe fails), a temperature whose inverse overflows, and N(0,1) * 4 rows.
 TEST_F(GpuTopP, RoutesAtTheirBoundaries) {
   const int64_t v = 151936;
   const int kRows = 32;  // (the temperature kernel takes top-p rows from B = 32 on)
@@ -846,8 +846,10 @@ TEST_F(GpuTopP, RoutesAtTheirBoundaries) {
     const size_t ri = static_cast<size_t>(r);
     switch (r % 8) {
       case 0:
-      case 1: {  // distinct values in [-1, 0] on 4090 / 4100 tokens spread over the row
-        const int64_t n = r % 8 == 0 ? 4090 : 4100;
+      case 1: {  // distinct values in [-1, 0] on 4090 tokens (ranked in shared memory), 4100
+        // and 8000 (ranked from the list in memory), 9000 (more than the list holds) spread
+        // over the row
+        const int64_t n = r % 8 == 0 ? 4090 : r < 8 ? 4100 : r < 16 ? 8000 : 9000;
         fill(-40.0f);
         for (int64_t j = 0; j < n; ++j) x[(j * 37) % v] = -unif();
         ps[ri] = 0.5f;
