@@ -5,8 +5,8 @@
 // filter (no top_k or min_p array, none in RowParams::defaults; top_p only from B = 32 on) and
 // no step of the contract but the load applies (no bitmask, bias or penalty history, no
 // logprobs); the temperature and top_p may be one for the call or arrays (rows with T = 0 are
-// greedy). Same bits as the general kernel and the
-// CPU: the same exact keys, likelihoods (core/math.hpp) and integer sums.
+// greedy). Same bits as the general kernel and the CPU: the same exact keys, likelihoods
+// (core/math.hpp) and integer sums.
 //
 // Work items claimed in order, no clusters, nothing kept on chip between them: each row is split
 // into G chunks; a "max" item reads a chunk from memory for its statistics (maximum key at its
@@ -422,8 +422,8 @@ __device__ int64_t stream_draw(const StreamArgs& s, SmallExchange& ex, const voi
   return token;
 }
 
-// The bits needed for token ids below v.
-__device__ __forceinline__ int token_bits_of(int64_t v) {
+// The bits that hold every token id below v.
+__device__ __forceinline__ int id_bits_of(int64_t v) {
   int b = 1;
   while ((int64_t{1} << b) < v) ++b;
   return b;
@@ -507,7 +507,7 @@ __device__ __noinline__ bool rank_and_draw(int n, const Entries& es, Probe mine,
       ex);
   const uint64_t t = core::scale_draw(u, kall.w);
   LMS_STAMP_ROW(30, r);
-  const int bits = token_bits_of(vocab);
+  const int bits = id_bits_of(vocab);
   const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
   uint64_t below = 0;
   const uint32_t x = block_select_by_mass<kThreads>(
