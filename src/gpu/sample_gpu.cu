@@ -425,9 +425,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
     e = gpuGetLastError();
     if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);
     if (!sp.top_p) return Status::Ok();
-    // the top-p rows the temperature kernel left pending (counters [3B + 1, 4B])
-    return launch_general(pending_plan(req, d), take(sp.fallback_bytes), false,
-                          sa.counters + 1 + 3 * req.logits.batch);
+    // the top-p rows the temperature kernel left pending
+    return launch_general(pending_plan(req, d), take(sp.fallback_bytes), false, sa.pending(0));
   }
   return launch_general(make_plan(req, d, cfg.gpu_keys), base, greedy_only(req, out), nullptr);
 }

@@ -209,6 +209,13 @@ struct StreamArgs {
   int chunk;           // tokens per chunk (a multiple of kSub)
   int nsub;            // ceil(V / kSub)
   int lookahead;       // rows between a row's max items and its weight items
+
+  // the counters of row r
+  LMS_HD uint32_t* max_done(int64_t r) const { return counters + 1 + r; }
+  LMS_HD uint32_t* weight_done(int64_t r) const { return counters + 1 + a.req.logits.batch + r; }
+  LMS_HD uint32_t* cand_count(int64_t r) const { return counters + 1 + 2 * a.req.logits.batch + r; }
+  // nonzero: the general kernel finishes row r (KernelArgs::pending points here)
+  LMS_HD uint32_t* pending(int64_t r) const { return counters + 1 + 3 * a.req.logits.batch + r; }
 };
 
 // Float bits of token `tok` of `row` (the bits of -inf at and beyond V).
@@ -321,7 +328,7 @@ __device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void*
     }
     const uint32_t all = shfl_idx(before, kWarpSize - 1);
     uint32_t base = 0;
-    if (lane == 0) base = atomicAdd(&s.counters[1 + 2 * s.a.req.logits.batch + r], all);
+    if (lane == 0) base = atomicAdd(s.cand_count(r), all);
     base = shfl_idx(base, 0);
     if (base < static_cast<uint32_t>(kListCap) && cand != 0) {
       base += before - n;
@@ -442,10 +449,19 @@ template <typename W>
 struct GlobalEntries {  // the row's list (float bits, token), written by other CTAs
   const volatile uint32_t* list;
   W weight;
-  __device__ uint32_t key(int i) const { return core::canonical_key_of_bits(list[2 * i]); }
-  __device__ uint32_t key_at(int i) const { return key(i); }
+  __device__ uint32_t key_at(int i) const { return core::canonical_key_of_bits(list[2 * i]); }
   __device__ uint32_t tok_at(int i) const { return list[2 * i + 1]; }
   __device__ uint64_t mass(int i) const { return weight(list[2 * i]); }
+};
+
+// Two block-wide integer sums at once (Block::allreduce with PairSum).
+struct Pair {
+  uint64_t a, b;
+};
+struct PairSum {
+  __device__ Pair operator()(const Pair& x, const Pair& y) const {
+    return Pair{x.a + y.a, x.b + y.b};
+  }
 };
 
 // The weight of the probe's tokens among the candidates, and their lowest key.
@@ -490,22 +506,14 @@ __device__ __noinline__ bool rank_and_draw(int n, const Entries& es, Probe mine,
   // the kept set's weight and size, then the draw among the kept candidates in token order: the
   // smallest token whose running weight exceeds t (the largest reversed id whose entries at or
   // above it weigh t + 1)
-  struct Kept {
-    uint64_t w, n;
-  };
-  Kept km{0, 0};
+  Pair km{0, 0};  // weight, count
   for (int i = threadIdx.x; i < n; i += kThreads) {
     const bool in = es.key_at(i) >= tau;
-    km.w += in ? es.mass(i) : 0;
-    km.n += in ? 1 : 0;
+    km.a += in ? es.mass(i) : 0;
+    km.b += in ? 1 : 0;
   }
-  const Kept kall = B::allreduce(
-      km,
-      [](const Kept& x, const Kept& y) {
-        return Kept{x.w + y.w, x.n + y.n};
-      },
-      ex);
-  const uint64_t t = core::scale_draw(u, kall.w);
+  const Pair kall = B::allreduce(km, PairSum{}, ex);
+  const uint64_t t = core::scale_draw(u, kall.a);
   LMS_STAMP_ROW(30, r);
   const int bits = id_bits_of(vocab);
   const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
@@ -518,7 +526,7 @@ __device__ __noinline__ bool rank_and_draw(int n, const Entries& es, Probe mine,
       t + 1, 0u, ones, hist, ex, &below);
   if (threadIdx.x == 0) *token = static_cast<int64_t>(ones - x);
   LMS_STAMP_ROW(31, r);
-  *kept = static_cast<int64_t>(kall.n);
+  *kept = static_cast<int64_t>(kall.b);
   return true;
 }
 
@@ -531,31 +539,23 @@ __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange&
                                              uint64_t u, float top_p, W weight, uint32_t max_key) {
   using B = Block<kThreads>;
   LMS_STAMP_ROW(28, r);
-  const int64_t batch = s.a.req.logits.batch;
   const volatile uint64_t* sums = s.sub_sums + r * s.nsub;  // (written by other CTAs)
   const volatile uint32_t* ties = s.sub_ties + r * s.nsub;
-  struct Totals {
-    uint64_t w, ties;
-  };
-  Totals mine{0, 0};
+  Pair mine{0, 0};  // weight, ties
   for (int k = threadIdx.x; k < s.nsub; k += kThreads) {
-    mine.w += sums[k];
-    mine.ties += ties[k];
+    mine.a += sums[k];
+    mine.b += ties[k];
   }
-  const Totals all = B::allreduce(
-      mine,
-      [](const Totals& x, const Totals& y) {
-        return Totals{x.w + y.w, x.ties + y.ties};
-      },
-      ex);
-  const uint64_t target = core::ceil_fraction(top_p, all.w);
-  const uint32_t n = *static_cast<const volatile uint32_t*>(&s.counters[1 + 2 * batch + r]);
+  const Pair all = B::allreduce(mine, PairSum{}, ex);
+  const uint64_t row_w = all.a, row_ties = all.b;
+  const uint64_t target = core::ceil_fraction(top_p, row_w);
+  const uint32_t n = *static_cast<const volatile uint32_t*>(s.cand_count(r));
   int64_t token = -1;
   int64_t kept = 0;
   const auto pending = [&] {
-    if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
+    if (threadIdx.x == 0) *s.pending(r) = 1u;
   };
-  if (all.ties * core::kMassOne >= target) {
+  if (row_ties * core::kMassOne >= target) {
     // the maximum's ties hold the target: the draw walks them
     uint64_t total = 0;
     token = stream_draw<kThreads, kDt>(
@@ -564,7 +564,7 @@ __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange&
           return core::canonical_key_of_bits(bits) == max_key ? core::kMassOne : uint64_t{0};
         },
         &total);
-    kept = static_cast<int64_t>(all.ties);
+    kept = static_cast<int64_t>(row_ties);
   } else if (n <= static_cast<uint32_t>(kListCap)) {
     const volatile uint32_t* src =
         reinterpret_cast<const volatile uint32_t*>(s.cand + r * kListCap);
@@ -601,7 +601,7 @@ __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange&
     } else {
       // (a long list, ranked where it lies: each round reads it again, from L2)
       const GlobalEntries<W> es{src, weight};
-      for (int i = threadIdx.x; i < cn; i += kThreads) pm.add(es.key(i), es.mass(i));
+      for (int i = threadIdx.x; i < cn; i += kThreads) pm.add(es.key_at(i), es.mass(i));
       ok = rank_and_draw<kThreads>(cn, es, pm, target, max_key, u, s.a.req.logits.vocab, hist, ex,
                                    r, &token, &kept);
     }
@@ -623,13 +623,11 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
                             unsigned char* smem, bool is_max, int64_t r, int c) {
   using B = Block<kThreads>;
   const KernelArgs& a = s.a;
-  const int64_t v = a.req.logits.vocab, batch = a.req.logits.batch;
+  const int64_t v = a.req.logits.vocab;
   constexpr int kEsize = kDt == DType::kFloat32 ? 4 : 2;
   const void* row = static_cast<const unsigned char*>(a.req.logits.data) +
                     static_cast<size_t>(r) * static_cast<size_t>(a.stride) * kEsize;
   const bool aligned = (reinterpret_cast<uintptr_t>(row) & 15u) == 0;
-  uint32_t* maxdone = s.counters + 1;
-  uint32_t* wdone = s.counters + 1 + batch;
   uint64_t* st = s.stats + (r * s.groups) * 2;
   if (is_max) {
     const int64_t c0 = static_cast<int64_t>(c) * s.chunk;
@@ -657,13 +655,13 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
       st[2 * c] = mine.best;
       st[2 * c + 1] = mine.valid;
       device_fence();
-      atomicAdd(&maxdone[r], 1u);
+      atomicAdd(s.max_done(r), 1u);
     }
     return;
   }
   // a weight item: wait for the row's statistics
   if (threadIdx.x == 0) {
-    const volatile uint32_t* done = maxdone + r;
+    const volatile uint32_t* done = s.max_done(r);
     while (*done < static_cast<uint32_t>(s.groups)) spin_pause(64);
     device_fence();
     const volatile uint64_t* vst = st;
@@ -696,7 +694,7 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
   __syncthreads();
   if (threadIdx.x == 0) {
     device_fence();
-    ex.bcast[2] = atomicAdd(&wdone[r], 1u) == static_cast<uint32_t>(s.groups) - 1;
+    ex.bcast[2] = atomicAdd(s.weight_done(r), 1u) == static_cast<uint32_t>(s.groups) - 1;
   }
   __syncthreads();
   if (ex.bcast[2] == 0) return;  // not the row's last weight item
@@ -720,7 +718,7 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
     if (!top_p) {
       // (no top-p: as below)
     } else if (mode >= 2) {
-      if (threadIdx.x == 0) s.counters[1 + 3 * batch + r] = 1u;  // the general kernel's
+      if (threadIdx.x == 0) *s.pending(r) = 1u;
     } else {
       with_weight(mode, m, inv_t, [&](auto weight) {
         if constexpr (decltype(weight)::kBits)
