@@ -5,7 +5,7 @@
 // Before timing a config, a few of its rows are checked against the CPU backend (bit for bit on
 // tokens/statuses, 1e-6 on logprobs); a config that disagrees is reported and not timed.
 //
-//   lmsample_bench_gpu [--ops greedy,temp,topk,topp,minp,topk_topp,topk_topp_lp]
+//   lmsample_bench_gpu [--ops greedy,temp,topk,topp,topp95,minp,topk_topp,topk_topp_lp]
 //                      [--batch 1,8,32,128,512] [--vocab 32000,128256,151936,262144]
 //                      [--dtype f32,bf16] [--dist peaked,flat] [--flat-ops topk_topp]
 //                      [--warmup 20] [--iters 100] [--verify-rows 3] [--no-verify]
@@ -59,6 +59,7 @@ const OpDef kOps[] = {
     {"temp", "temperature", 1.0f, 0, 1.0f, 0.0f, 0},
     {"topk", "top_k50", 1.0f, 50, 1.0f, 0.0f, 0},
     {"topp", "top_p0.9", 1.0f, 0, 0.9f, 0.0f, 0},
+    {"topp95", "top_p0.95", 1.0f, 0, 0.95f, 0.0f, 0},
     {"minp", "min_p0.05", 1.0f, 0, 1.0f, 0.05f, 0},
     {"topk_topp", "top_k50+top_p0.9", 1.0f, 50, 0.9f, 0.0f, 0},
     {"topk_topp_lp", "top_k50+top_p0.9+logprobs20", 1.0f, 50, 0.9f, 0.0f, 20},
@@ -99,7 +100,8 @@ std::vector<int64_t> split_int(const std::string& s) {
 void usage() {
   std::printf(
       "usage: lmsample_bench_gpu [options]\n"
-      "  --ops LIST        greedy,temp,topk,topp,minp,topk_topp,topk_topp_lp (default all)\n"
+      "  --ops LIST        greedy,temp,topk,topp,topp95,minp,topk_topp,topk_topp_lp (default\n"
+      "                    all but topp95)\n"
       "  --batch LIST      batch sizes (default 1,8,32,128,512)\n"
       "  --vocab LIST      vocabulary sizes (default 32000,128256,151936,262144)\n"
       "  --dtype LIST      f32,bf16,f16 (default f32,bf16)\n"

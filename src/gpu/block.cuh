@@ -149,47 +149,58 @@ struct ValueWeight {
   uint64_t w;
 };
 
-//! The largest x such that the entries with val >= x weigh at least `target` in all, over the
-//! entries entry(i) -> ValueWeight, i in [0, n), every val in [lo, hi]; needs 0 < target <= the
-//! entries' total weight (the result is then the val of an entry of positive weight). A
-//! most-significant-digit-first radix select below the leading bits that lo and hi (and so every
-//! val) share, 8 bits a round: each round sums the weights of the entries that share the digits
-//! found so far into 256 buckets (`hist`: 256 words of shared memory, integer atomics, so the
-//! sums do not depend on their order; a warp whose entries fall in one bucket adds them with
-//! one atomic), and a block scan from the top bucket down finds the digit where the running
-//! weight reaches the target. *above gets the weight of the entries with val > x. Every thread
-//! gets the result; kThreads >= 256 (a bucket a thread).
-template <int kThreads, typename Entry, typename Ex>
-__device__ uint32_t block_select_by_mass(int n, Entry entry, uint64_t target, uint32_t lo,
-                                         uint32_t hi, uint64_t* hist, Ex& ex, uint64_t* above) {
-  static_assert(kThreads >= 256, "one bucket a thread");
-  using B = Block<kThreads>;
-  int top = 0;  // the bits below `top` differ somewhere in [lo, hi]
-  while (top < 32 && (lo ^ hi) >> top != 0) ++top;
-  uint64_t prefix = top < 32 ? hi >> top : 0, heavier = 0;
-  const int lane = lane_id();
-  while (top > 0) {
+//! block_select_by_mass one round at a time, so that a caller can move the entries still in
+//! play (in_play) somewhere faster between rounds. Constructed from lo and hi; round() over
+//! entries that include every one still in play (others may come too: they are not counted);
+//! result() and above() once done().
+struct MassSelect {
+  int top;  // the bits below `top` are not decided yet
+  uint64_t prefix, heavier = 0;
+  __device__ MassSelect(uint32_t lo, uint32_t hi) : top(0) {
+    while (top < 32 && (lo ^ hi) >> top != 0) ++top;
+    prefix = top < 32 ? hi >> top : 0;
+  }
+  __device__ bool done() const { return top == 0; }
+  __device__ bool in_play(const ValueWeight& e) const {
+    return e.w > 0 && (static_cast<uint64_t>(e.val) >> top) == prefix;
+  }
+  __device__ uint32_t result() const { return static_cast<uint32_t>(prefix); }
+  __device__ uint64_t above() const { return heavier; }
+
+  template <int kThreads, typename Entry, typename Ex>
+  __device__ void round(int n, Entry entry, uint64_t target, uint64_t* hist, Ex& ex) {
+    static_assert(kThreads >= 256, "one bucket a thread");
+    using B = Block<kThreads>;
+    const int lane = lane_id();
     const int width = top < 8 ? top : 8, s = top - width;
     for (int b = threadIdx.x; b < 256; b += kThreads) hist[b] = 0;
     __syncthreads();
-    for (int i0 = static_cast<int>(threadIdx.x) - lane; i0 < n; i0 += kThreads) {  // (per warp)
-      const int i = i0 + lane;
-      uint32_t bucket = 256;
-      uint64_t w = 0;
-      if (i < n) {
-        const ValueWeight e = entry(i);
-        if (e.w > 0 && (static_cast<uint64_t>(e.val) >> top) == prefix) {
-          bucket = (e.val >> s) & ((1u << width) - 1u);
-          w = e.w;
-        }
-      }
-      const uint32_t first = shfl_idx(bucket, 0);
-      if (ballot(bucket != first) == 0) {
+    // (per warp: kBatch entries a lane read before any is used, so that entries in global
+    // memory are kBatch loads in flight, not one)
+    constexpr int kBatch = 4;
+    for (int i0 = static_cast<int>(threadIdx.x) - lane; i0 < n; i0 += kBatch * kThreads) {
+      ValueWeight e[kBatch];
 #pragma unroll
-        for (int d = kWarpSize / 2; d > 0; d >>= 1) w += shfl_xor(w, d);
-        if (lane == 0 && first < 256) atomic_add_u64(&hist[first], w);
-      } else if (bucket < 256) {
-        atomic_add_u64(&hist[bucket], w);
+      for (int q = 0; q < kBatch; ++q) {
+        const int i = i0 + q * kThreads + lane;
+        e[q] = i < n ? entry(i) : ValueWeight{0, 0};
+      }
+#pragma unroll
+      for (int q = 0; q < kBatch; ++q) {
+        uint32_t bucket = 256;
+        uint64_t w = 0;
+        if (in_play(e[q])) {
+          bucket = (e[q].val >> s) & ((1u << width) - 1u);
+          w = e[q].w;
+        }
+        const uint32_t first = shfl_idx(bucket, 0);
+        if (ballot(bucket != first) == 0) {
+#pragma unroll
+          for (int d = kWarpSize / 2; d > 0; d >>= 1) w += shfl_xor(w, d);
+          if (lane == 0 && first < 256) atomic_add_u64(&hist[first], w);
+        } else if (bucket < 256) {
+          atomic_add_u64(&hist[bucket], w);
+        }
       }
     }
     __syncthreads();
@@ -208,8 +219,25 @@ __device__ uint32_t block_select_by_mass(int n, Entry entry, uint64_t target, ui
     __syncthreads();  // (bcast and hist are written again next round)
     top = s;
   }
-  *above = heavier;
-  return static_cast<uint32_t>(prefix);
+};
+
+//! The largest x such that the entries with val >= x weigh at least `target` in all, over the
+//! entries entry(i) -> ValueWeight, i in [0, n), every val in [lo, hi]; needs 0 < target <= the
+//! entries' total weight (the result is then the val of an entry of positive weight). A
+//! most-significant-digit-first radix select below the leading bits that lo and hi (and so every
+//! val) share, 8 bits a round: each round sums the weights of the entries that share the digits
+//! found so far into 256 buckets (`hist`: 256 words of shared memory, integer atomics, so the
+//! sums do not depend on their order; a warp whose entries fall in one bucket adds them with
+//! one atomic), and a block scan from the top bucket down finds the digit where the running
+//! weight reaches the target. *above gets the weight of the entries with val > x. Every thread
+//! gets the result; kThreads >= 256 (a bucket a thread).
+template <int kThreads, typename Entry, typename Ex>
+__device__ uint32_t block_select_by_mass(int n, Entry entry, uint64_t target, uint32_t lo,
+                                         uint32_t hi, uint64_t* hist, Ex& ex, uint64_t* above) {
+  MassSelect sel(lo, hi);
+  while (!sel.done()) sel.round<kThreads>(n, entry, target, hist, ex);
+  *above = sel.above();
+  return sel.result();
 }
 
 //! The warp's values sorted in descending order across its lanes (lane 0 gets the largest):

@@ -1,6 +1,6 @@
 // Temperature alone, and temperature with top-p (docs/contract.md sections 2-4 with no other
 // filter): with no filter a row's kept set is every valid token, so its draw needs the row
-// maximum and then every token's weight, in token order; with top-p, see kProbeHi below.
+// maximum and then every token's weight, in token order; with top-p, see kCandCap below.
 // Launched instead of the general kernel where the host knows that no row has a top-k or min-p
 // filter (no top_k or min_p array, none in RowParams::defaults; top_p only from B = 32 on) and
 // no step of the contract but the load applies (no bitmask, bias or penalty history, no
@@ -177,21 +177,38 @@ constexpr int kSub = 512;                   // tokens per sub-chunk
 constexpr int kPerLane = kSub / kWarpSize;  // a lane's tokens of a sub-chunk (16, or 8 on CDNA)
 
 // Top-p rows (temperature and top-p, no other filter) look for their threshold among the
-// tokens whose weight is at least (kProbeHi - 1) 2^20 (likelihood >= 2^-12 (1 - 2^-7)), where
-// the tokens of weight >= kProbeHi 2^20 = 2^27 (likelihood >= 2^-12) hold the target ceil(p W):
-// the same argument as the CPU's (src/cpu/rows.cpp, at kProbe) makes that exact. Each weight
-// item counts, per sub-chunk, the tokens tied with the row maximum and appends its candidates
-// (float bits, token) to the row's list of kListCap; the last weight item sums the weight of
-// the probe's tokens from the list and, where they hold the target, ranks the candidates
-// (block_select_by_mass) from shared memory (key, token and likelihood of each, up to
-// kCandCap of them) or, for longer lists, from the list itself. Where the maximum's ties alone
-// hold the target (a flat row), the threshold is the maximum and the draw walks the ties; where
-// neither applies (the probe's tokens hold too little weight, more than kListCap candidates, a
-// tiny T or a +inf maximum) the row is marked pending and the general kernel, launched next,
-// finishes it.
-constexpr uint32_t kProbeHi = 128;
-constexpr int kCandCap = 4096;  // candidates ranked in shared memory
-constexpr int kListCap = 8192;  // candidates kept per row (N(0,1) * 4 rows: 80 to ~8,000)
+// tokens whose weight is at least (P - 1) 2^20, where the tokens of weight >= P 2^20 (the
+// probe: likelihood >= 2^-L, P = 2^(31 - L)) hold the target ceil(p W): the same argument as
+// the CPU's (src/cpu/rows.cpp, at kProbe) makes that exact for any P. Each weight item counts,
+// per sub-chunk, the tokens tied with the row maximum and appends the candidates of the row's
+// deeper level (float bits, token) to the row's list (list_cap_of); the last weight item, in
+// one pass over the list, sums the weight of the probe's tokens at two levels, P and 2 P, and
+// ranks (block_select_by_mass) the candidates of the shallower level that holds the target:
+// from shared memory (key, token and likelihood of each) where they fit (kCandCap), else from
+// the list itself until what is still in play fits (rank_and_draw_long). The levels follow the
+// row's p (probe_hi_of): on N(0,1) * 4 logits (600 rows) 2^-12 fails 0.7% of the rows at
+// p = 0.9 and 81% at 0.95, 2^-13 none at 0.9 and 31% at 0.95, 2^-14 1% at 0.95 and 2^-15 none
+// (median candidates 1,377 / 2,158 / 3,310 / ~4,900). Where the maximum's ties alone hold the
+// target (a flat row), the threshold is the maximum and the draw walks the ties; where none of
+// this applies (neither level holds the target, more candidates than the list keeps, a tiny T
+// or a +inf maximum) the row is marked pending and the general kernel, launched next,
+// finishes it (a pending row costs that launch ~70 us on an H200).
+#if defined(__HIPCC__)
+constexpr int kCandCap = 4096;  // candidates ranked in shared memory (48 KB of CDNA's 64 KB)
+#else
+constexpr int kCandCap = 5120;  // candidates ranked in shared memory (60 KB)
+#endif
+constexpr int kListCap = 16384;  // candidates kept per row (N(0,1) * 4, p = 0.95: max ~10,000)
+// P of a row's deeper probe level: likelihood 2^-13 for p <= 0.9, 2^-15 for p <= 0.95,
+// 2^-17 above (the shallower level, 2 P, is twice the likelihood)
+__device__ __forceinline__ uint32_t probe_hi_of(float top_p) {
+  return top_p <= 0.9f ? 64u : top_p <= 0.95f ? 16u : 4u;
+}
+// The candidates a row's list keeps: half the list for the shallowest probe (a flat row's every
+// token is a candidate, and appends beyond what a probe needs cost time)
+__device__ __forceinline__ uint32_t list_cap_of(uint32_t probe_hi) {
+  return probe_hi >= 64 ? kListCap / 2 : kListCap;
+}
 // the last weight item's copy of the list: keys, tokens and likelihoods
 constexpr size_t kCandSmemBytes = kCandCap * (4 + 4 + 4);
 
@@ -301,7 +318,7 @@ __device__ __forceinline__ T warp_sum(T v) {
 // with one atomic; a warp whose slots all lie beyond the list writes none).
 template <DType kDt, typename W>
 __device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void* row, bool aligned,
-                                                int64_t r, int64_t k, W weight) {
+                                                int64_t r, int64_t k, W weight, uint32_t probe_hi) {
   const int64_t v = s.a.req.logits.vocab;
   uint32_t b[kPerLane];
   const bool vectors = lane_bits<kDt>(row, aligned, v, k, b);
@@ -312,7 +329,7 @@ __device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void*
     weight_bits(weight.z_of(b[j]), h, l);
     hs += h;
     ls += l;
-    cand |= h - kBias >= kProbeHi - 1 ? 1u << j : 0u;
+    cand |= h - kBias >= probe_hi - 1 ? 1u << j : 0u;
     // a tie with the (finite) maximum: y - m == 0 exactly (NaN, -inf and every other value
     // give a nonzero or NaN difference; -0 and +0 are tied, as their canonical keys are)
     ties += core::sub_rn(core::bits_float(b[j]), weight.m) == 0.0f ? 1u : 0u;
@@ -330,13 +347,14 @@ __device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void*
     uint32_t base = 0;
     if (lane == 0) base = atomicAdd(s.cand_count(r), all);
     base = shfl_idx(base, 0);
-    if (base < static_cast<uint32_t>(kListCap) && cand != 0) {
+    const uint32_t cap = list_cap_of(probe_hi);
+    if (base < cap && cand != 0) {
       base += before - n;
       uint2* list = s.cand + r * kListCap;
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
         if ((cand >> j) & 1u) {
-          if (base < static_cast<uint32_t>(kListCap))
+          if (base < cap)
             list[base] = make_uint2(b[j], static_cast<uint32_t>(lane_token<kDt>(k, vectors, j)));
           ++base;
         }
@@ -355,7 +373,7 @@ __device__ __forceinline__ void top_p_sub_chunk(const StreamArgs& s, const void*
 // The weight item's sums: warp w takes the sub-chunks c * spc + w, + warps, ... of its chunk.
 template <int kThreads, DType kDt, bool kTopP, typename W>
 __device__ void chunk_sub_sums(const StreamArgs& s, const void* row, bool aligned, int64_t r, int c,
-                               W weight, bool top_p) {
+                               W weight, bool top_p, uint32_t probe_hi) {
   constexpr int kWarps = kThreads / kWarpSize;
   const int64_t v = s.a.req.logits.vocab;
   const int spc = s.chunk / kSub;
@@ -363,7 +381,8 @@ __device__ void chunk_sub_sums(const StreamArgs& s, const void* row, bool aligne
   const int k0 = c * spc + static_cast<int>(threadIdx.x) / kWarpSize;
   if constexpr (kTopP && W::kBits) {
     if (top_p) {
-      for (int k = k0; k < k1; k += kWarps) top_p_sub_chunk<kDt>(s, row, aligned, r, k, weight);
+      for (int k = k0; k < k1; k += kWarps)
+        top_p_sub_chunk<kDt>(s, row, aligned, r, k, weight, probe_hi);
       return;
     }
   }
@@ -436,6 +455,28 @@ __device__ __forceinline__ int id_bits_of(int64_t v) {
   return b;
 }
 
+// f(i, key, token, likelihood) for each entry i of a row's list of n (float bits, token),
+// four entries in flight a thread.
+template <int kThreads, typename W, typename F>
+__device__ __forceinline__ void for_list(const volatile uint32_t* src, int n, W weight, F f) {
+  for (int i0 = threadIdx.x; i0 < n; i0 += 4 * kThreads) {
+    uint32_t w[8];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = i0 + q * kThreads;
+      w[2 * q] = i < n ? src[2 * i] : 0u;
+      w[2 * q + 1] = i < n ? src[2 * i + 1] : 0u;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = i0 + q * kThreads;
+      if (i < n)
+        f(i, core::canonical_key_of_bits(w[2 * q]), w[2 * q + 1],
+          core::exp_nonpos(weight.z_of(w[2 * q])));
+    }
+  }
+}
+
 // A top-p row's candidates as the ranking reads them: key, token and weight of entry i.
 struct SmemEntries {  // in shared memory: kCandCap keys, then tokens, then likelihoods
   uint32_t* key;
@@ -444,6 +485,7 @@ struct SmemEntries {  // in shared memory: kCandCap keys, then tokens, then like
   __device__ uint32_t key_at(int i) const { return key[i]; }
   __device__ uint32_t tok_at(int i) const { return tok()[i]; }
   __device__ uint64_t mass(int i) const { return core::mass_of(lik()[i]); }
+  __device__ ValueWeight key_mass(int i) const { return ValueWeight{key[i], mass(i)}; }
 };
 template <typename W>
 struct GlobalEntries {  // the row's list (float bits, token), written by other CTAs
@@ -452,6 +494,10 @@ struct GlobalEntries {  // the row's list (float bits, token), written by other 
   __device__ uint32_t key_at(int i) const { return core::canonical_key_of_bits(list[2 * i]); }
   __device__ uint32_t tok_at(int i) const { return list[2 * i + 1]; }
   __device__ uint64_t mass(int i) const { return weight(list[2 * i]); }
+  __device__ ValueWeight key_mass(int i) const {  // (one load)
+    const uint32_t b = list[2 * i];
+    return ValueWeight{core::canonical_key_of_bits(b), weight(b)};
+  }
 };
 
 // Two block-wide integer sums at once (Block::allreduce with PairSum).
@@ -464,53 +510,66 @@ struct PairSum {
   }
 };
 
-// The weight of the probe's tokens among the candidates, and their lowest key.
-struct Probe {
-  uint64_t w;
-  uint32_t kmin;
-  __device__ void add(uint32_t k, uint64_t m) {
-    w += m >= (uint64_t{kProbeHi} << 20) ? m : 0;
-    kmin = k < kmin ? k : kmin;
+// What the last weight item learns of a row's list in one pass: the weight of the tokens at or
+// above the probe (weight >= P 2^20, P = probe_hi_of(p)) and at or above twice it, the
+// candidates of the shallower level (weight >= (2 P - 1) 2^20) and the lowest key of each set.
+struct ListSums {
+  uint64_t w_deep = 0, w_shallow = 0;
+  uint32_t n_shallow = 0, kmin_deep, kmin_shallow;
+  __device__ void add(uint32_t k, uint64_t m, uint64_t probe) {
+    w_deep += m >= probe ? m : 0;
+    w_shallow += m >= 2 * probe ? m : 0;
+    const bool shallow = m >= 2 * probe - (uint64_t{1} << 20);
+    n_shallow += shallow ? 1u : 0u;
+    kmin_deep = k < kmin_deep ? k : kmin_deep;
+    kmin_shallow = shallow && k < kmin_shallow ? k : kmin_shallow;
+  }
+};
+struct ListSumsOp {
+  __device__ ListSums operator()(const ListSums& x, const ListSums& y) const {
+    ListSums r;
+    r.w_deep = x.w_deep + y.w_deep;
+    r.w_shallow = x.w_shallow + y.w_shallow;
+    r.n_shallow = x.n_shallow + y.n_shallow;
+    r.kmin_deep = x.kmin_deep < y.kmin_deep ? x.kmin_deep : y.kmin_deep;
+    r.kmin_shallow = x.kmin_shallow < y.kmin_shallow ? x.kmin_shallow : y.kmin_shallow;
+    return r;
   }
 };
 
-// The threshold among the n candidates `es` (this thread's part of the probe sums in `mine`)
-// and the draw among the kept ones: false (nothing written) where the probe's tokens hold less
-// than the target. *token (thread 0) and *kept get the result.
+// The threshold among the n candidates `es` (kmin the lowest of their keys; they include every
+// token with a key at or above the lowest key of the probe's tokens, whose weight holds the
+// target) and the draw among the kept ones. *token (thread 0) and *kept get the result.
 // (not inlined: it keeps the kernel's registers for the passes over the row)
 template <int kThreads, typename Entries>
-__device__ __noinline__ bool rank_and_draw(int n, const Entries& es, Probe mine, uint64_t target,
+__device__ __noinline__ void rank_and_draw(int n, const Entries& es, uint32_t kmin, uint64_t target,
                                            uint32_t max_key, uint64_t u, int64_t vocab,
                                            uint64_t* hist, SmallExchange& ex, int64_t r,
                                            int64_t* token, int64_t* kept) {
   using B = Block<kThreads>;
   __syncthreads();  // (es in shared memory: written by other threads)
-  const Probe probe = B::allreduce(
-      mine,
-      [](const Probe& x, const Probe& y) {
-        return Probe{x.w + y.w, x.kmin < y.kmin ? x.kmin : y.kmin};
-      },
-      ex);
   LMS_STAMP_ROW(29, r);
-  if (target > probe.w) return false;
   // the threshold: the largest key whose candidates at or above it weigh the target (every
   // candidate's key lies between the lowest and the maximum: the select skips the leading bits
   // they share)
   uint64_t above = 0;
   const uint32_t tau = block_select_by_mass<kThreads>(
-      n,
-      [&](int i) {
-        return ValueWeight{es.key_at(i), es.mass(i)};
-      },
-      target, probe.kmin, max_key, hist, ex, &above);
+      n, [&](int i) { return es.key_mass(i); }, target, kmin, max_key, hist, ex, &above);
   // the kept set's weight and size, then the draw among the kept candidates in token order: the
   // smallest token whose running weight exceeds t (the largest reversed id whose entries at or
   // above it weigh t + 1)
   Pair km{0, 0};  // weight, count
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const bool in = es.key_at(i) >= tau;
-    km.a += in ? es.mass(i) : 0;
-    km.b += in ? 1 : 0;
+  for (int i0 = threadIdx.x; i0 < n; i0 += 4 * kThreads) {
+    ValueWeight e[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      e[q] = i0 + q * kThreads < n ? es.key_mass(i0 + q * kThreads) : ValueWeight{0, 0};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const bool in = i0 + q * kThreads < n && e[q].val >= tau;
+      km.a += in ? e[q].w : 0;
+      km.b += in ? 1 : 0;
+    }
   }
   const Pair kall = B::allreduce(km, PairSum{}, ex);
   const uint64_t t = core::scale_draw(u, kall.a);
@@ -521,17 +580,106 @@ __device__ __noinline__ bool rank_and_draw(int n, const Entries& es, Probe mine,
   const uint32_t x = block_select_by_mass<kThreads>(
       n,
       [&](int i) {
-        return ValueWeight{ones - es.tok_at(i), es.key_at(i) >= tau ? es.mass(i) : 0};
+        const ValueWeight km = es.key_mass(i);
+        return ValueWeight{ones - es.tok_at(i), km.val >= tau ? km.w : 0};
       },
       t + 1, 0u, ones, hist, ex, &below);
   if (threadIdx.x == 0) *token = static_cast<int64_t>(ones - x);
   LMS_STAMP_ROW(31, r);
   *kept = static_cast<int64_t>(kall.b);
-  return true;
+}
+
+// rank_and_draw for a list longer than shared memory holds (n > kCandCap), ranked where it lies
+// only until what is still in play fits: the threshold's rounds run over the list until the
+// entries that share the digits found so far fit in shared memory, and go on there; the kept
+// entries (key >= the threshold) are then copied there for the draw where they fit. Entries in
+// any order (the selects do not see it).
+template <int kThreads, typename W>
+__device__ __noinline__ void rank_and_draw_long(int n, const volatile uint32_t* src, W weight,
+                                                uint32_t kmin, uint64_t target, uint32_t max_key,
+                                                uint64_t u, int64_t vocab, uint64_t* hist,
+                                                SmallExchange& ex, unsigned char* smem, int64_t r,
+                                                int64_t* token, int64_t* kept) {
+  using B = Block<kThreads>;
+  LMS_STAMP_ROW(29, r);
+  const GlobalEntries<W> gl{src, weight};
+  const SmemEntries sm{reinterpret_cast<uint32_t*>(smem)};
+  uint32_t* slots = reinterpret_cast<uint32_t*>(&ex.bcast[3]);
+  // copies the entries with keep(key) true into shared memory; their count (all of them, also
+  // those beyond kCandCap, which are not copied)
+  const auto copy_if = [&](auto keep) {
+    if (threadIdx.x == 0) *slots = 0;
+    __syncthreads();
+    for_list<kThreads>(src, n, weight, [&](int, uint32_t k, uint32_t tok, float e) {
+      if (!keep(k, e)) return;
+      const uint32_t i = atomicAdd(slots, 1u);
+      if (i < static_cast<uint32_t>(kCandCap)) {
+        sm.key[i] = k;
+        sm.tok()[i] = tok;
+        sm.lik()[i] = e;
+      }
+    });
+    __syncthreads();
+    const int c = static_cast<int>(*slots);
+    __syncthreads();  // (slots is written again by the next copy)
+    return c;
+  };
+  MassSelect sel(kmin, max_key);
+  int m = -1;  // entries in play in shared memory (-1: none there yet)
+  while (!sel.done()) {
+    if (m >= 0) {
+      sel.round<kThreads>(
+          m, [&](int i) { return sm.key_mass(i); }, target, hist, ex);
+      continue;
+    }
+    sel.round<kThreads>(
+        n, [&](int i) { return gl.key_mass(i); }, target, hist, ex);
+    if (sel.done()) break;
+    const int c = copy_if([&](uint32_t k, float e) {
+      return sel.in_play(ValueWeight{k, core::mass_of(e)});
+    });
+    if (c <= kCandCap) m = c;
+  }
+  const uint32_t tau = sel.result();
+  LMS_STAMP_ROW(30, r);
+  // the kept entries, their weight and count; then the draw among them in token order
+  Pair km{0, 0};
+  const int c = copy_if([&](uint32_t k, float) { return k >= tau; });
+  for (int i = threadIdx.x; i < (c <= kCandCap ? c : 0); i += kThreads) km.a += sm.mass(i);
+  if (c > kCandCap) {
+    for_list<kThreads>(src, n, weight, [&](int, uint32_t k, uint32_t, float e) {
+      km.a += k >= tau ? core::mass_of(e) : 0;
+    });
+  }
+  const Pair kall = B::allreduce(km, PairSum{}, ex);
+  const uint64_t t = core::scale_draw(u, kall.a);
+  const int bits = id_bits_of(vocab);
+  const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
+  uint64_t below = 0;
+  uint32_t x;
+  if (c <= kCandCap) {
+    x = block_select_by_mass<kThreads>(
+        c,
+        [&](int i) {
+          return ValueWeight{ones - sm.tok_at(i), sm.mass(i)};
+        },
+        t + 1, 0u, ones, hist, ex, &below);
+  } else {
+    x = block_select_by_mass<kThreads>(
+        n,
+        [&](int i) {
+          const ValueWeight e = gl.key_mass(i);
+          return ValueWeight{ones - gl.tok_at(i), e.val >= tau ? e.w : 0};
+        },
+        t + 1, 0u, ones, hist, ex, &below);
+  }
+  if (threadIdx.x == 0) *token = static_cast<int64_t>(ones - x);
+  LMS_STAMP_ROW(31, r);
+  *kept = c;
 }
 
 // The last weight item of a top-p row (weight_bits modes): its threshold and token as the
-// comment at kProbeHi says, written to the outputs; or the row marked pending for the general
+// comment at kCandCap says, written to the outputs; or the row marked pending for the general
 // kernel. hist: 256 words of shared memory; smem: kCandSmemBytes of it.
 template <int kThreads, DType kDt, typename W>
 __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange& ex, uint64_t* hist,
@@ -550,6 +698,7 @@ __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange&
   const uint64_t row_w = all.a, row_ties = all.b;
   const uint64_t target = core::ceil_fraction(top_p, row_w);
   const uint32_t n = *static_cast<const volatile uint32_t*>(s.cand_count(r));
+  const uint32_t probe_hi = probe_hi_of(top_p);
   int64_t token = -1;
   int64_t kept = 0;
   const auto pending = [&] {
@@ -565,49 +714,48 @@ __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange&
         },
         &total);
     kept = static_cast<int64_t>(row_ties);
-  } else if (n <= static_cast<uint32_t>(kListCap)) {
+  } else if (n <= list_cap_of(probe_hi)) {
+    // one pass over the list (written by other CTAs: read past this SM's L1, four loads in
+    // flight a thread) for the probe's weight at its two levels
     const volatile uint32_t* src =
         reinterpret_cast<const volatile uint32_t*>(s.cand + r * kListCap);
     const int cn = static_cast<int>(n);
-    Probe pm{0, max_key};
-    bool ok;
-    if (cn <= kCandCap) {
-      // the list into shared memory (written by other CTAs: read past this SM's L1, four loads
-      // in flight a thread) as keys, tokens and likelihoods (mass_of of which is weight()'s
-      // weight_bits, bit for bit), with the weight of the probe's tokens and the lowest key
-      SmemEntries es{reinterpret_cast<uint32_t*>(smem)};
-      for (int i0 = threadIdx.x; i0 < cn; i0 += 4 * kThreads) {
-        uint32_t w[8];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int i = i0 + q * kThreads;
-          w[2 * q] = i < cn ? src[2 * i] : 0u;
-          w[2 * q + 1] = i < cn ? src[2 * i + 1] : 0u;
-        }
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int i = i0 + q * kThreads;
-          if (i >= cn) continue;
-          const uint32_t k = core::canonical_key_of_bits(w[2 * q]);
-          const float e = core::exp_nonpos(weight.z_of(w[2 * q]));
-          es.key[i] = k;
-          es.tok()[i] = w[2 * q + 1];
-          es.lik()[i] = e;
-          pm.add(k, core::mass_of(e));
-        }
-      }
-      ok = rank_and_draw<kThreads>(cn, es, pm, target, max_key, u, s.a.req.logits.vocab, hist, ex,
-                                   r, &token, &kept);
-    } else {
-      // (a long list, ranked where it lies: each round reads it again, from L2)
-      const GlobalEntries<W> es{src, weight};
-      for (int i = threadIdx.x; i < cn; i += kThreads) pm.add(es.key_at(i), es.mass(i));
-      ok = rank_and_draw<kThreads>(cn, es, pm, target, max_key, u, s.a.req.logits.vocab, hist, ex,
-                                   r, &token, &kept);
-    }
-    if (!ok) {
+    const uint64_t probe = uint64_t{probe_hi} << 20;
+    ListSums mine;
+    mine.kmin_deep = mine.kmin_shallow = max_key;
+    for_list<kThreads>(src, cn, weight, [&](int, uint32_t k, uint32_t, float e) {
+      mine.add(k, core::mass_of(e), probe);
+    });
+    const ListSums ls = B::allreduce(mine, ListSumsOp{}, ex);
+    // the level: the shallower where its tokens hold the target (its candidates, fewer, are
+    // ranked), else the deeper (every entry), else none
+    const bool shallow = target <= ls.w_shallow;
+    if (!shallow && target > ls.w_deep) {
       pending();
       return;
+    }
+    const int ranked = shallow ? static_cast<int>(ls.n_shallow) : cn;
+    const uint32_t kmin = shallow ? ls.kmin_shallow : ls.kmin_deep;
+    if (ranked <= kCandCap) {
+      // the ranked entries into shared memory as keys, tokens and likelihoods (mass_of of which
+      // is weight()'s weight_bits, bit for bit), in any order (the ranking does not see it)
+      SmemEntries es{reinterpret_cast<uint32_t*>(smem)};
+      uint32_t* slots = reinterpret_cast<uint32_t*>(&ex.bcast[3]);
+      if (threadIdx.x == 0) *slots = 0;
+      __syncthreads();
+      const uint64_t floor_m = shallow ? 2 * probe - (uint64_t{1} << 20) : 0;
+      for_list<kThreads>(src, cn, weight, [&](int, uint32_t k, uint32_t tok, float e) {
+        if (core::mass_of(e) < floor_m) return;
+        const uint32_t i = atomicAdd(slots, 1u);
+        es.key[i] = k;
+        es.tok()[i] = tok;
+        es.lik()[i] = e;
+      });
+      rank_and_draw<kThreads>(ranked, es, kmin, target, max_key, u, s.a.req.logits.vocab, hist, ex,
+                              r, &token, &kept);
+    } else {
+      rank_and_draw_long<kThreads>(cn, src, weight, ls.kmin_deep, target, max_key, u,
+                                   s.a.req.logits.vocab, hist, ex, smem, r, &token, &kept);
     }
   } else {
     pending();
@@ -689,7 +837,8 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
   const bool top_p = kTopP && draws && rs.top_p < 1.0f;
   if (mode >= 0 && !(top_p && mode >= 2))
     with_weight(mode, m, inv_t, [&](auto weight) {
-      chunk_sub_sums<kThreads, kDt, kTopP>(s, row, aligned, r, c, weight, top_p);
+      chunk_sub_sums<kThreads, kDt, kTopP>(s, row, aligned, r, c, weight, top_p,
+                                           probe_hi_of(rs.top_p));
     });
   __syncthreads();
   if (threadIdx.x == 0) {

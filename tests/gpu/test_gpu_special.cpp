@@ -821,9 +821,10 @@ TEST_F(GpuTopP, AloneMatchesCpu) {
 }
 
 // Rows built for each route of the temperature kernel's top-p, at its boundaries: the probe's
-// candidates just below and above what shared memory holds (4096) and the list (8192), ties at the
-// maximum that hold the target or just miss it, a tail below the probe that holds most of the
-// weight (the probe fails), a temperature whose inverse overflows, and N(0,1) * 4 rows.
+// candidates just below and above what shared memory holds (5120 on CUDA, 4096 on HIP) and the
+// list (16384), ties at the maximum that hold the target or just miss it, a tail below the
+// probe that holds too much of the weight (the probe fails), a temperature whose inverse
+// overflows, and N(0,1) * 4 rows at each probe level's p (0.5, 0.9, 0.95, 0.99).
 TEST_F(GpuTopP, RoutesAtTheirBoundaries) {
   const int64_t v = 151936;
   const int kRows = 32;  // (the temperature kernel takes top-p rows from B = 32 on)
@@ -846,13 +847,17 @@ TEST_F(GpuTopP, RoutesAtTheirBoundaries) {
     const size_t ri = static_cast<size_t>(r);
     switch (r % 8) {
       case 0:
-      case 1: {  // distinct values in [-1, 0] on 4090 tokens (ranked in shared memory), 4100
-        // and 8000 (ranked from the list in memory), 9000 (more than the list holds) spread
-        // over the row
-        const int64_t n = r % 8 == 0 ? 4090 : r < 8 ? 4100 : r < 16 ? 8000 : 9000;
+      case 1: {  // distinct values in [-1, 0] on 4090 and 5110 tokens (ranked in shared memory
+        // on CUDA), 5130 and 16000 at p = 0.95 (ranked from the list until what is in play
+        // fits in shared memory: 16000 after two rounds), 17000 (more than the list holds)
+        // spread over the row
+        const int64_t n = r % 8 == 0 ? (r < 16 ? 4090 : 5110)
+                          : r < 8    ? 5130
+                          : r < 16   ? 16000
+                                     : 17000;
         fill(-40.0f);
         for (int64_t j = 0; j < n; ++j) x[(j * 37) % v] = -unif();
-        ps[ri] = 0.5f;
+        ps[ri] = n > 5120 ? 0.95f : 0.5f;
         break;
       }
       case 2:
@@ -862,20 +867,21 @@ TEST_F(GpuTopP, RoutesAtTheirBoundaries) {
         ps[ri] = r % 8 == 2 ? 0.9f : 0.99f;
         break;
       }
-      case 4:  // ten tokens at 0, the rest at -9 (likelihood 1.2e-4 < 2^-12): the probe fails
-        fill(-9.0f);
+      case 4:  // ten tokens at 0, the rest at -10 (likelihood 4.5e-5 < 2^-13, the probe of
+        // p = 0.9), holding 41% of the weight: the probe fails
+        fill(-10.0f);
         for (int64_t j = 0; j < 10; ++j) x[j * 1000 + 7] = 0.0f;
         break;
       case 5:  // a temperature whose inverse is +inf
         for (int64_t i = 0; i < v; ++i) x[i] = 4.0f * (unif() - 0.5f);
         temps[ri] = 1e-39f;
         break;
-      default:  // N(0,1) * 4 by Box-Muller, p in {0.9, 0.5, 0.99}
+      default:  // N(0,1) * 4 by Box-Muller, p in {0.5, 0.9, 0.95, 0.99}
         for (int64_t i = 0; i < v; ++i) {
           const float u1 = unif() + 1.0f / 33554432.0f, u2 = unif();
           x[i] = 4.0f * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
         }
-        ps[ri] = r % 8 == 6 ? 0.5f : r % 8 == 7 ? 0.99f : 0.9f;
+        ps[ri] = r % 8 == 6 ? (r < 16 ? 0.5f : 0.9f) : (r < 16 ? 0.95f : 0.99f);
         break;
     }
   }

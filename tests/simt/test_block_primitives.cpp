@@ -19,6 +19,7 @@ using lmsample::gpu::block_kth_largest;
 using lmsample::gpu::block_select_by_mass;
 using lmsample::gpu::Exchange;
 using lmsample::gpu::group_select;
+using lmsample::gpu::MassSelect;
 using lmsample::gpu::SingleBlock;
 using lmsample::gpu::ValueWeight;
 
@@ -252,6 +253,30 @@ void check_select_by_mass(uint32_t seed) {
           ASSERT_EQ(got[t], want) << "trial " << trial << " n " << n << " target " << target
                                   << " thread " << t;
           ASSERT_EQ(above[t], want_above) << "trial " << trial << " thread " << t;
+        }
+        // MassSelect one round at a time, going on after the first round over only the
+        // entries still in play, in another order (as the temperature kernel's long lists do
+        // when they move them to shared memory)
+        std::vector<int> sub;
+        lms_simt::launch_block(kThreads, [&] {
+          MassSelect sel(tight ? lo : 0u, tight ? hi : 0xffffffffu);
+          const auto full = [&](int i) { return ValueWeight{val[i], w[i]}; };
+          if (!sel.done()) sel.round<kThreads>(n, full, target, hist, ex);
+          if (threadIdx.x == 0)
+            for (int i = n - 1; i >= 0; --i)
+              if (sel.in_play(full(i))) sub.push_back(i);
+          __syncthreads();
+          const int m = static_cast<int>(sub.size());
+          while (!sel.done())
+            sel.round<kThreads>(
+                m, [&](int j) { return full(sub[j]); }, target, hist, ex);
+          got[threadIdx.x] = sel.result();
+          above[threadIdx.x] = sel.above();
+        });
+        for (int t = 0; t < kThreads; ++t) {
+          ASSERT_EQ(got[t], want) << "resumed: trial " << trial << " n " << n << " target "
+                                  << target << " thread " << t;
+          ASSERT_EQ(above[t], want_above) << "resumed: trial " << trial << " thread " << t;
         }
       }
     }
