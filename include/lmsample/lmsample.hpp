@@ -181,6 +181,62 @@ size_t workspace_size(const Request& req, const ExecConfig& cfg);
 Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
               const ExecConfig& cfg);
 
+// ---- speculative decoding: chain verification (docs/contract.md, section 8) ----------------
+
+//! Largest number of drafts one request of verify_chain may carry.
+constexpr int32_t kMaxDrafts = 64;
+
+//! What a request's drafts were proposed from.
+enum class DraftKind : int32_t {
+  kDeterministic = 0,  //!< no distribution: mass 1 on the draft token (n-grams, greedy EAGLE)
+  kLogits = 1,  //!< draft logits, processed with the request's parameters as the target row is
+  kProbs = 2,   //!< draft probabilities (fp32 in [0, 1], need not sum to 1), as the draft sampled
+};
+
+//! Chain verification of B requests. Request b has K_b = row_offsets[b + 1] - row_offsets[b] - 1
+//! drafts (0 <= K_b <= kMaxDrafts): target rows row_offsets[b] .. row_offsets[b + 1] - 1 of
+//! `target` (position j = 0 .. K_b), drafts draft_tokens[row_offsets[b] - b + j] (j < K_b), and
+//! for kLogits / kProbs a draft row at the same index of `draft`. Host pointers (CPU backend).
+struct ChainRequest {
+  Logits target;                          //!< [N, V], N = row_offsets[B]
+  const int64_t* row_offsets = nullptr;   //!< B + 1 entries, row_offsets[0] = 0, increasing
+  int64_t requests = 0;                   //!< B >= 0
+  const int32_t* draft_tokens = nullptr;  //!< N - B ids in [0, V)
+  DraftKind draft_kind = DraftKind::kDeterministic;
+  Logits draft;  //!< kLogits: [N - B, V], any dtype; kProbs: [N - B, V] fp32; else unused
+  //! Per request (B entries), applied to every target position (and draft row) as sample()
+  //! applies them. seed and step key the decisions; substream is the base of their substreams.
+  RowParams params;
+  //! Optional per target row (N rows): the allowed-token bitmask of each position.
+  const uint32_t* allowed_mask = nullptr;
+  int64_t mask_row_words = 0;  //!< 0 means ceil(V / 32)
+  SparseRows logit_bias;       //!< per request
+  SparseRows prompt_tokens;    //!< per request
+  //! Per request: the generated tokens before the drafts; position j adds drafts 0 .. j - 1.
+  SparseRows output_tokens;
+};
+
+//! Outputs of verify_chain: accepted and status per request; tokens packed like the target rows.
+struct ChainOutputs {
+  int32_t* accepted = nullptr;  //!< [B] drafts accepted (0 .. K_b)
+  //! [N]: request b's row_offsets[b] .. row_offsets[b + 1] - 1 get its accepted drafts, then the
+  //! recovered or bonus token, then -1.
+  int32_t* tokens = nullptr;
+  int32_t* status = nullptr;  //!< [B] kRowOk, or the status of the position that stopped it
+};
+
+//! Bytes of workspace verify_chain needs (reads req.row_offsets and the output_tokens offsets).
+size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg);
+
+//! Verifies each request's drafts against its target rows (docs/contract.md, section 8): every
+//! emitted token is distributed exactly as sampling the target alone would give, decided by
+//! Philox uniforms of the request's seed and step, so results are bit-identical everywhere.
+//! CPU backend only for now (kUnsupported elsewhere). Structural errors (shapes, a draft id
+//! outside [0, V), a draft probability outside [0, 1], K_b > kMaxDrafts) name the request and
+//! write nothing.
+Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
+                    size_t workspace_bytes, const ExecConfig& cfg);
+
 //! Whether a backend is usable here (built in and, for GPUs, a device present).
 bool backend_available(Backend backend);
 

@@ -5,6 +5,7 @@
 #include "api/validate.hpp"
 #include "core/params.hpp"
 #include "cpu/sample_cpu.hpp"
+#include "cpu/verify_cpu.hpp"
 #include "lmsample/lmsample.hpp"
 #if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
 #include "gpu/sample_gpu.hpp"
@@ -128,6 +129,94 @@ std::string describe_bad_row(const Request& req, int64_t row, int32_t status) {
   return r + describe_settings(core::load_row_settings(req.params, row), status);
 }
 
+namespace {
+
+Status check_logits(const Logits& l, const char* name, int64_t rows) {
+  const std::string n(name);
+  if (l.batch != rows)
+    return invalid(n + ".batch = " + std::to_string(l.batch) + " but the request needs " +
+                   std::to_string(rows) + " rows");
+  if (l.dtype != DType::kFloat32 && l.dtype != DType::kBFloat16 && l.dtype != DType::kFloat16)
+    return invalid(n + ".dtype = " + std::to_string(static_cast<int>(l.dtype)) + " is not a DType");
+  if (l.row_stride != 0 && l.row_stride < l.vocab)
+    return invalid(n + ".row_stride = " + std::to_string(l.row_stride) +
+                   " is smaller than vocab = " + std::to_string(l.vocab));
+  if (rows > 0 && !l.data) return invalid(n + ".data is null");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
+  const int64_t b = req.requests, v = req.target.vocab;
+  if (b < 0) return invalid("requests = " + std::to_string(b) + " is negative");
+  if (v < 1 || v > kMaxVocab)
+    return invalid("target.vocab = " + std::to_string(v) + " is outside [1, " +
+                   std::to_string(kMaxVocab) + "]");
+  Status d = check_defaults(req.params);
+  if (!d.ok()) return d;
+  if (b == 0) return Status::Ok();
+  if (!req.row_offsets) return invalid("row_offsets is null");
+  if (!out.accepted || !out.tokens || !out.status)
+    return invalid("outputs.accepted, outputs.tokens or outputs.status is null");
+  if (req.row_offsets[0] != 0)
+    return invalid("row_offsets[0] = " + std::to_string(req.row_offsets[0]) + " (must be 0)");
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t k = req.row_offsets[r + 1] - req.row_offsets[r] - 1;
+    if (k < 0 || k > kMaxDrafts)
+      return invalid(
+          "request " + std::to_string(r) + ": " + std::to_string(k + 1) +
+          " target rows (must be 1 to kMaxDrafts + 1 = " + std::to_string(kMaxDrafts + 1) + ")");
+  }
+  const int64_t n = req.row_offsets[b];
+  Status s = check_logits(req.target, "target", n);
+  if (!s.ok()) return s;
+  if (n - b > 0 && !req.draft_tokens) return invalid("draft_tokens is null");
+  const int32_t kind = static_cast<int32_t>(req.draft_kind);
+  if (kind < 0 || kind > 2)
+    return invalid("draft_kind = " + std::to_string(kind) + " is not a DraftKind (0, 1 or 2)");
+  if (req.draft_kind != DraftKind::kDeterministic) {
+    s = check_logits(req.draft, "draft", n - b);
+    if (!s.ok()) return s;
+    if (req.draft.vocab != v)
+      return invalid("draft.vocab = " + std::to_string(req.draft.vocab) +
+                     " differs from target.vocab = " + std::to_string(v));
+    if (req.draft_kind == DraftKind::kProbs && req.draft.dtype != DType::kFloat32)
+      return invalid("draft probabilities must be fp32 (draft.dtype = " +
+                     std::to_string(static_cast<int>(req.draft.dtype)) + ")");
+  }
+  if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (v + 31) / 32)
+    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
+                   " is smaller than ceil(vocab / 32) = " + std::to_string((v + 31) / 32));
+  s = check_sparse(req.logit_bias, "logit_bias", b, true, true);
+  if (!s.ok()) return s;
+  s = check_sparse(req.prompt_tokens, "prompt_tokens", b, false, true);
+  if (!s.ok()) return s;
+  s = check_sparse(req.output_tokens, "output_tokens", b, false, true);
+  if (!s.ok()) return s;
+  // every draft id, and every draft probability, before anything is written
+  const int64_t dstride = req.draft.row_stride == 0 ? v : req.draft.row_stride;
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t k = req.row_offsets[r + 1] - req.row_offsets[r] - 1;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t i = req.row_offsets[r] - r + j;
+      const int32_t x = req.draft_tokens[i];
+      if (x < 0 || x >= v)
+        return invalid("request " + std::to_string(r) + ": draft " + std::to_string(j) + " = " +
+                       std::to_string(x) + " is outside [0, vocab = " + std::to_string(v) + ")");
+      if (req.draft_kind != DraftKind::kProbs) continue;
+      const float* q = static_cast<const float*>(req.draft.data) + i * dstride;
+      for (int64_t t = 0; t < v; ++t) {
+        if (!(q[t] >= 0.0f && q[t] <= 1.0f))
+          return invalid("request " + std::to_string(r) + ": draft " + std::to_string(j) +
+                         " probability of token " + std::to_string(t) + " = " + fmt(q[t]) +
+                         " is outside [0, 1]");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace api
 
 const char* row_status_name(int32_t status) noexcept {
@@ -190,6 +279,20 @@ bool backend_available(Backend backend) {
 Backend resolve_backend(Backend backend) {
   if (backend != Backend::kAuto) return backend;
   return kBuiltGpu != Backend::kCpu && backend_available(kBuiltGpu) ? kBuiltGpu : Backend::kCpu;
+}
+
+size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
+  return cpu::verify_chain_workspace_size(req, cfg);
+}
+
+Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
+                    size_t workspace_bytes, const ExecConfig& cfg) {
+  if (resolve_backend(cfg.backend) != Backend::kCpu)
+    return Status{Code::kUnsupported, "verify_chain runs on the CPU backend only in this version"};
+  Status s = api::validate_chain(req, out);
+  if (!s.ok()) return s;
+  if (req.requests == 0) return Status::Ok();
+  return cpu::verify_chain(req, out, workspace, workspace_bytes, cfg);
 }
 
 const char* version() noexcept { return "0.1.0"; }

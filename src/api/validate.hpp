@@ -17,6 +17,10 @@ inline int64_t mask_words_of(const Request& req) {
 //! be read here (CPU backend) to check that they do not decrease.
 Status validate_request(const Request& req, const Outputs& out, bool host_readable);
 
+//! Checks a chain verification request (host pointers): shapes, offsets, every draft id and
+//! draft probability; the message names the request.
+Status validate_chain(const ChainRequest& req, const ChainOutputs& out);
+
 //! The message for a row whose status is a kRowBad* value, e.g. "row 3: top_p = nan (must be > 0)".
 std::string describe_bad_row(const Request& req, int64_t row, int32_t status);
 

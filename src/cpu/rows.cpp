@@ -444,6 +444,8 @@ RowResult sample_unfiltered(const uint32_t* keys, int64_t v, const RowStats& st,
 
 RowResult top_p_and_draw(const Scratch& s, int64_t n, uint64_t target, const core::RowSettings& rs,
                          uint64_t u);
+int64_t candidates(const Scratch& s, int64_t v, const RowStats& st, const core::RowSettings& rs,
+                   float inv_t, uint64_t* total_out);
 
 // The general path: T > 0 and a finite maximum m.
 RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
@@ -472,6 +474,18 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
     if (target <= pr.mass) return top_p_and_draw(s, pr.n, target, rs, u);
   }
 
+  uint64_t total = 0;
+  const int64_t n = candidates(s, v, st, rs, inv_t, &total);
+  return top_p_and_draw(s, n, rs.top_p < 1.0f ? core::ceil_fraction(rs.top_p, total) : 0, rs, u);
+}
+
+// The candidates of the general path (T > 0, a finite maximum m) into s.ids / s.w in token-id
+// order: every valid token with a key at or above the top-k threshold and e >= min_p, with its
+// weight; *total gets their weight.
+int64_t candidates(const Scratch& s, int64_t v, const RowStats& st, const core::RowSettings& rs,
+                   float inv_t, uint64_t* total_out) {
+  const uint32_t* keys = s.keys;
+  const bool use_k = rs.top_k > 0 && rs.top_k < st.n_valid;
   // top-k threshold on the keys
   uint32_t lo = core::kKeyNegInf + 1;
   if (use_k) {
@@ -513,16 +527,18 @@ RowResult sample_tempered(const Scratch& s, int64_t v, const RowStats& st,
       n += c;
     }
   });
-
-  return top_p_and_draw(s, n, rs.top_p < 1.0f ? core::ceil_fraction(rs.top_p, total) : 0, rs, u);
+  *total_out = total;
+  return n;
 }
 
 // The candidates s.ids / s.w [0, n) (token-id order; every token that can be kept, and above
 // the top-p threshold every token): the top-p threshold by mass (the largest key whose
 // candidates at or above it weigh at least target; none where target is 0), then the draw by
 // running weight in token-id order over the candidates at or above it.
-RowResult top_p_and_draw(const Scratch& s, int64_t n, uint64_t target, const core::RowSettings& rs,
-                         uint64_t u) {
+// The top-p threshold over the candidates s.ids / s.w [0, n): the largest key whose candidates
+// at or above it weigh at least target (0, keeping every candidate, where top-p is off).
+uint32_t top_p_threshold(const Scratch& s, int64_t n, uint64_t target,
+                         const core::RowSettings& rs) {
   const uint32_t* keys = s.keys;
   uint32_t tau = 0;
   if (rs.top_p < 1.0f) {
@@ -544,7 +560,13 @@ RowResult top_p_and_draw(const Scratch& s, int64_t n, uint64_t target, const cor
           s.hist, s.sel);
     }
   }
+  return tau;
+}
 
+RowResult top_p_and_draw(const Scratch& s, int64_t n, uint64_t target, const core::RowSettings& rs,
+                         uint64_t u) {
+  const uint32_t* keys = s.keys;
+  const uint32_t tau = top_p_threshold(s, n, target, rs);
   // kept set = candidates with key >= tau; draw by running weight in token-id order
   uint64_t kept_total = 0;
   int64_t kept = 0;
@@ -628,36 +650,40 @@ void write_row(const Outputs& out, int64_t r, int top_n_count, const RowResult& 
   }
 }
 
+// Steps 1-5 of the contract for row r into s.keys, with the row's statistics: kRowOk, or the
+// row's status (a bad parameter or token id, or kRowEmpty), when nothing is left to draw.
+int32_t prepare_row(const Scratch& s, const Request& req, int64_t r, int64_t stride,
+                    int64_t mask_words, const core::RowSettings& rs, RowStats* st) {
+  const int64_t v = req.logits.vocab;
+  int32_t status = core::validate_row_settings(rs);
+  if (status == kRowOk &&
+      !(sparse_ids_ok(req.logit_bias, r, v) && sparse_ids_ok(req.prompt_tokens, r, v) &&
+        sparse_ids_ok(req.output_tokens, r, v)))
+    status = kRowBadTokenId;
+  if (status != kRowOk) return status;
+  const RowSource src = row_source(req, r, stride, mask_words);
+  const bool sparse =
+      req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets;
+  const int heap_k = rs.temperature > 0.0f ? rs.top_k : 0;
+  if (sparse) {
+    load_keys(s.keys, src, v);
+    apply_sparse(s.keys, s.tags, req, r, rs);
+    *st = scan_keys(s.keys, v, heap_k);
+  } else {
+    *st = load_and_scan(s.keys, src, v, heap_k);
+  }
+  return st->n_valid == 0 ? kRowEmpty : kRowOk;
+}
+
 void sample_row_impl(const Scratch& s, const Request& req, const Outputs& out, int64_t r,
                      int64_t stride, int64_t mask_words) {
   const int64_t v = req.logits.vocab;
   const int n_top = req.top_logprobs;
   RowResult res;
   const core::RowSettings rs = core::load_row_settings(req.params, r);
-  res.status = core::validate_row_settings(rs);
-  if (res.status == kRowOk &&
-      !(sparse_ids_ok(req.logit_bias, r, v) && sparse_ids_ok(req.prompt_tokens, r, v) &&
-        sparse_ids_ok(req.output_tokens, r, v)))
-    res.status = kRowBadTokenId;
-  if (res.status != kRowOk) {
-    write_row(out, r, n_top, res);
-    return;
-  }
-
-  const RowSource src = row_source(req, r, stride, mask_words);
-  const bool sparse =
-      req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets;
-  const int heap_k = rs.temperature > 0.0f ? rs.top_k : 0;
   RowStats st;
-  if (sparse) {
-    load_keys(s.keys, src, v);
-    apply_sparse(s.keys, s.tags, req, r, rs);
-    st = scan_keys(s.keys, v, heap_k);
-  } else {
-    st = load_and_scan(s.keys, src, v, heap_k);
-  }
-  if (st.n_valid == 0) {
-    res.status = kRowEmpty;
+  res.status = prepare_row(s, req, r, stride, mask_words, rs, &st);
+  if (res.status != kRowOk) {
     write_row(out, r, n_top, res);
     return;
   }
@@ -693,11 +719,57 @@ void sample_row_impl(const Scratch& s, const Request& req, const Outputs& out, i
   }
 }
 
+int32_t row_distribution_impl(const Scratch& s, const Request& req, int64_t r, int64_t stride,
+                              int64_t mask_words, int64_t* n_out, uint64_t* total_out) {
+  const int64_t v = req.logits.vocab;
+  const core::RowSettings rs = core::load_row_settings(req.params, r);
+  RowStats st;
+  *n_out = 0;
+  *total_out = 0;
+  const int32_t status = prepare_row(s, req, r, stride, mask_words, rs, &st);
+  if (status != kRowOk) return status;
+  int64_t n = 0;
+  uint64_t total = 0;
+  if (rs.temperature == 0.0f) {  // section 3: the lowest id of the maximum, weight 1
+    s.ids[0] = static_cast<int32_t>(st.argmax);
+    s.w[0] = 1;
+    n = 1;
+    total = 1;
+  } else if (st.n_posinf > 0) {  // the +inf tokens, weight 1 each
+    for (int64_t i = 0; i < v; ++i) {
+      if (s.keys[i] != core::kKeyPosInf) continue;
+      s.ids[n] = static_cast<int32_t>(i);
+      s.w[n++] = 1;
+    }
+    total = static_cast<uint64_t>(n);
+  } else {
+    const float inv_t = core::div_rn(1.0f, rs.temperature);
+    uint64_t all = 0;
+    const int64_t c = candidates(s, v, st, rs, inv_t, &all);
+    const uint32_t tau =
+        top_p_threshold(s, c, rs.top_p < 1.0f ? core::ceil_fraction(rs.top_p, all) : 0, rs);
+    for (int64_t j = 0; j < c; ++j) {  // the kept set, compacted in place (token-id order)
+      if (s.keys[s.ids[j]] < tau) continue;
+      s.ids[n] = s.ids[j];
+      s.w[n] = s.w[j];
+      total += s.w[n++];
+    }
+  }
+  *n_out = n;
+  *total_out = total;
+  return kRowOk;
+}
+
 }  // namespace
 
 void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
                 int64_t mask_words) {
   sample_row_impl(s, req, out, r, stride, mask_words);
+}
+
+int32_t row_distribution(const Scratch& s, const Request& req, int64_t r, int64_t stride,
+                         int64_t mask_words, int64_t* n, uint64_t* total) {
+  return row_distribution_impl(s, req, r, stride, mask_words, n, total);
 }
 
 }  // namespace lmsample::cpu::LMS_CPU_ISA

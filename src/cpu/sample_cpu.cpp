@@ -19,18 +19,32 @@ using RowFn = void (*)(const Scratch&, const Request&, const Outputs&, int64_t, 
 
 // The instruction-set build to run: AVX2 + FMA where the processor has both, unless
 // LMSAMPLE_CPU_ISA=baseline asks for the portable one (the tests compare the two).
-RowFn pick_row_fn() {
+bool use_avx2() {
   const char* isa = std::getenv("LMSAMPLE_CPU_ISA");
   const bool force_baseline = isa && std::string(isa) == "baseline";
 #if defined(LMS_HAVE_AVX2_BUILD)
-  if (!force_baseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return &avx2::sample_row;
-#endif
+  return !force_baseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
   (void)force_baseline;
+  return false;
+#endif
+}
+
+RowFn pick_row_fn() {
+#if defined(LMS_HAVE_AVX2_BUILD)
+  if (use_avx2()) return &avx2::sample_row;
+#endif
   return &baseline::sample_row;
 }
 
 }  // namespace
+
+DistributionFn row_distribution_fn() {
+#if defined(LMS_HAVE_AVX2_BUILD)
+  if (use_avx2()) return &avx2::row_distribution;
+#endif
+  return &baseline::row_distribution;
+}
 
 const char* isa_name() { return pick_row_fn() == &baseline::sample_row ? "baseline" : "avx2+fma"; }
 

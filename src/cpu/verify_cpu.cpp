@@ -1,0 +1,239 @@
+// CPU backend of speculative decoding's chain verification (docs/contract.md, section 8).
+// Requests are spread over OpenMP threads; within a request the positions run in order, each
+// target row (and draft row) reduced to the contract's kept set by cpu::row_distribution, then
+// the decisions of core/verify.hpp. Each thread works in its own slice of the workspace.
+#include "cpu/verify_cpu.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "api/validate.hpp"
+#include "core/params.hpp"
+#include "core/philox.hpp"
+#include "core/verify.hpp"
+#include "cpu/rows.hpp"
+#include "cpu/sample_cpu.hpp"  // threads_for
+
+namespace lmsample::cpu {
+namespace {
+
+using DistFn = DistributionFn;
+
+int64_t esize(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
+int64_t stride_of(const Logits& l) { return l.row_stride == 0 ? l.vocab : l.row_stride; }
+
+// The longest history a position can have: a request's output tokens plus its drafts.
+int64_t max_history(const ChainRequest& req) {
+  int64_t m = 0;
+  for (int64_t b = 0; b < req.requests; ++b) {
+    const int64_t k = req.row_offsets[b + 1] - req.row_offsets[b] - 1;
+    const int64_t h = req.output_tokens.offsets
+                          ? req.output_tokens.offsets[b + 1] - req.output_tokens.offsets[b]
+                          : 0;
+    m = std::max(m, h + k);
+  }
+  return m;
+}
+
+int threads_for_chain(const ChainRequest& req, const ExecConfig& cfg) {
+  Request r;
+  r.logits.batch = req.requests;
+  return threads_for(r, cfg);
+}
+
+size_t per_thread_bytes(const ChainRequest& req) {
+  return 2 * Scratch::bytes(req.target.vocab) +
+         align_up(static_cast<size_t>(max_history(req) + 1) * sizeof(int32_t));
+}
+
+// One position's single-row request: request b's parameters (as the row's defaults), the bias
+// and prompt of request b, the history plus the drafts before the position, and the bitmask of
+// target row `mask_row`.
+struct PositionRequest {
+  Request req;
+  int64_t bias_off[2], prompt_off[2], out_off[2];
+};
+void position_request(PositionRequest& p, const ChainRequest& cr, int64_t b, const void* row,
+                      const Logits& shape, int64_t mask_row, const int32_t* history, int64_t n) {
+  Request& q = p.req;
+  q = Request{};
+  q.logits = Logits{row, shape.dtype, 1, shape.vocab, stride_of(shape)};
+  const core::RowSettings rs = core::load_row_settings(cr.params, b);
+  RowDefaults& d = q.params.defaults;
+  d.temperature = rs.temperature;
+  d.top_k = rs.top_k;
+  d.top_p = rs.top_p;
+  d.min_p = rs.min_p;
+  d.repetition_penalty = rs.repetition;
+  d.frequency_penalty = rs.frequency;
+  d.presence_penalty = rs.presence;
+  d.seed = rs.seed;
+  d.step = rs.step;
+  d.substream = rs.substream;
+  const int64_t words = cr.mask_row_words == 0 ? (shape.vocab + 31) / 32 : cr.mask_row_words;
+  if (cr.allowed_mask) {
+    q.allowed_mask = cr.allowed_mask + mask_row * words;
+    q.mask_row_words = words;
+  }
+  if (cr.logit_bias.offsets) {
+    p.bias_off[0] = cr.logit_bias.offsets[b];
+    p.bias_off[1] = cr.logit_bias.offsets[b + 1];
+    q.logit_bias = SparseRows{p.bias_off, cr.logit_bias.tokens, cr.logit_bias.values};
+  }
+  if (cr.prompt_tokens.offsets) {
+    p.prompt_off[0] = cr.prompt_tokens.offsets[b];
+    p.prompt_off[1] = cr.prompt_tokens.offsets[b + 1];
+    q.prompt_tokens = SparseRows{p.prompt_off, cr.prompt_tokens.tokens, nullptr};
+  }
+  if (cr.output_tokens.offsets || n > 0) {
+    p.out_off[0] = 0;
+    p.out_off[1] = n;
+    q.output_tokens = SparseRows{p.out_off, history, nullptr};
+  }
+}
+
+// The kept set's weight of token x (ids increasing): 0 where x is not kept.
+uint64_t weight_of(const Scratch& s, int64_t n, int32_t x) {
+  const int32_t* it = std::lower_bound(s.ids, s.ids + n, x);
+  return it != s.ids + n && *it == x ? s.w[it - s.ids] : 0;
+}
+
+// Fixed-point mass of a draft probability (checked to be in [0, 1]): floor(q 2^39), exact.
+uint64_t prob_weight(float q) { return static_cast<uint64_t>(core::mul_rn(q, 549755813888.0f)); }
+
+// Verifies request b. scratch t: the target rows' kept sets, d: the draft rows'.
+void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, const Scratch& t,
+                    const Scratch& d, int32_t* history, DistFn dist) {
+  const int64_t v = cr.target.vocab;
+  const int64_t r0 = cr.row_offsets[b], k = cr.row_offsets[b + 1] - r0 - 1;
+  const int64_t d0 = r0 - b;  // this request's first draft
+  const core::RowSettings rs = core::load_row_settings(cr.params, b);
+  int64_t h = 0;
+  if (cr.output_tokens.offsets) {
+    for (int64_t i = cr.output_tokens.offsets[b]; i < cr.output_tokens.offsets[b + 1]; ++i)
+      history[h++] = cr.output_tokens.tokens[i];
+  }
+  const int64_t tstride = stride_of(cr.target) * esize(cr.target.dtype);
+  for (int64_t j = 0; j <= k; ++j) out.tokens[r0 + j] = -1;
+  out.accepted[b] = 0;
+  out.status[b] = kRowOk;
+  PositionRequest pr;
+  for (int64_t j = 0; j <= k; ++j) {
+    const void* trow = static_cast<const char*>(cr.target.data) + (r0 + j) * tstride;
+    position_request(pr, cr, b, trow, cr.target, r0 + j, history, h);
+    int64_t n = 0;
+    uint64_t wp = 0;
+    const int32_t st =
+        dist(t, pr.req, 0, stride_of(cr.target), api::mask_words_of(pr.req), &n, &wp);
+    if (st != kRowOk) {
+      out.status[b] = st;
+      out.accepted[b] = static_cast<int32_t>(j);
+      return;
+    }
+    if (j == k) {  // every draft accepted: the bonus token, as sample() draws it
+      const uint64_t u =
+          core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, j));
+      const uint64_t tt = core::scale_draw(u, wp);
+      uint64_t acc = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        acc += t.w[i];
+        if (acc > tt) {
+          out.tokens[r0 + j] = t.ids[i];
+          break;
+        }
+      }
+      out.accepted[b] = static_cast<int32_t>(k);
+      return;
+    }
+    const int32_t x = cr.draft_tokens[d0 + j];
+    // the draft's distribution at this position: v(x) and its total
+    int64_t dn = 0;
+    uint64_t wq = 0;
+    const float* probs = nullptr;
+    bool deterministic = cr.draft_kind == DraftKind::kDeterministic;
+    if (cr.draft_kind == DraftKind::kLogits) {
+      const void* drow = static_cast<const char*>(cr.draft.data) +
+                         (d0 + j) * stride_of(cr.draft) * esize(cr.draft.dtype);
+      PositionRequest dp;
+      position_request(dp, cr, b, drow, cr.draft, r0 + j, history, h);
+      if (dist(d, dp.req, 0, stride_of(cr.draft), api::mask_words_of(dp.req), &dn, &wq) != kRowOk)
+        wq = 0;
+    } else if (cr.draft_kind == DraftKind::kProbs) {
+      probs = reinterpret_cast<const float*>(static_cast<const char*>(cr.draft.data) +
+                                             (d0 + j) * stride_of(cr.draft) * 4);
+      for (int64_t i = 0; i < v; ++i) wq += prob_weight(probs[i]);
+    }
+    if (!deterministic && wq == 0) deterministic = true;  // no draft mass: mass 1 on x
+    const auto draft_weight = [&](int32_t y) -> uint64_t {
+      if (deterministic) return y == x ? 1 : 0;
+      if (probs) return prob_weight(probs[y]);
+      return weight_of(d, dn, y);
+    };
+    if (deterministic) wq = 1;
+    const uint64_t ua =
+        core::row_uniform64(rs.seed, rs.step, core::accept_substream(rs.substream, j));
+    if (core::accept_draft(ua, weight_of(t, n, x), wp, draft_weight(x), wq)) {
+      out.tokens[r0 + j] = x;
+      history[h++] = x;
+      continue;
+    }
+    // rejected: the recovered token from the residual max(0, p - q), in token-id order over the
+    // target's kept set (the residual is 0 elsewhere)
+    core::U128 total{0, 0};
+    for (int64_t i = 0; i < n; ++i)
+      total = core::u128_add(total, core::residual_weight(t.w[i], wp, draft_weight(t.ids[i]), wq));
+    const uint64_t u = core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, j));
+    const core::U128 tt = core::u128_scale(u, total);
+    core::U128 acc{0, 0};
+    for (int64_t i = 0; i < n; ++i) {
+      acc = core::u128_add(acc, core::residual_weight(t.w[i], wp, draft_weight(t.ids[i]), wq));
+      if (core::u128_less(tt, acc)) {
+        out.tokens[r0 + j] = t.ids[i];
+        break;
+      }
+    }
+    out.accepted[b] = static_cast<int32_t>(j);
+    return;
+  }
+}
+
+}  // namespace
+
+size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
+  if (req.requests <= 0 || !req.row_offsets) return kAlign;
+  return static_cast<size_t>(threads_for_chain(req, cfg)) * per_thread_bytes(req) + kAlign;
+}
+
+Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
+                    size_t workspace_bytes, const ExecConfig& cfg) {
+  const size_t need = cpu::verify_chain_workspace_size(req, cfg);
+  if (workspace_bytes < need)
+    return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
+                                                " bytes is smaller than the " +
+                                                std::to_string(need) +
+                                                " bytes verify_chain_workspace_size() asks for"};
+  const int threads = threads_for_chain(req, cfg);
+  const size_t per_thread = per_thread_bytes(req);
+  char* base = static_cast<char*>(workspace);
+  base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
+  const int64_t v = req.target.vocab;
+  const DistFn dist = row_distribution_fn();
+#pragma omp parallel num_threads(threads)
+  {
+    char* mine = base + static_cast<size_t>(omp_get_thread_num()) * per_thread;
+    const Scratch t = Scratch::carve(mine, v);
+    const Scratch d = Scratch::carve(mine + Scratch::bytes(v), v);
+    int32_t* history = reinterpret_cast<int32_t*>(mine + 2 * Scratch::bytes(v));
+    std::memset(t.tags, 0, static_cast<size_t>(v) * sizeof(uint32_t));
+    std::memset(d.tags, 0, static_cast<size_t>(v) * sizeof(uint32_t));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < req.requests; ++b) verify_request(req, out, b, t, d, history, dist);
+  }
+  return Status::Ok();
+}
+
+}  // namespace lmsample::cpu

@@ -1,0 +1,411 @@
+// Chain verification of speculative drafts (lmsample::verify_chain, docs/contract.md section 8)
+// on the CPU backend: the emitted tokens have exactly the target's distribution (chi-square over
+// many seeds, for drafts that agree, disagree, come from logits or probabilities or are
+// deterministic), acceptance rates equal the analytic sum of min(p, q), K = 0 is sample(), a
+// request's result does not depend on the others, and bad input names the request and writes
+// nothing. Target and draft distributions for the expectations come from the sort-based
+// reference (src/check/), not from the library.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "check/reference.hpp"
+#include "check/stats.hpp"
+#include "lmsample/lmsample.hpp"
+
+namespace {
+
+using lmsample::ChainOutputs;
+using lmsample::ChainRequest;
+using lmsample::DraftKind;
+using lmsample::DType;
+
+// A batch of requests with K drafts each over V tokens, fp32 logits.
+struct Chain {
+  int64_t v = 0;
+  std::vector<int64_t> offsets{0};
+  std::vector<float> target, draft;  // [N, V], [N - B, V]
+  std::vector<int32_t> drafts;
+  std::vector<float> temperature, top_p;
+  std::vector<int32_t> top_k;
+  std::vector<uint64_t> seed, step;
+  std::vector<int64_t> out_off{0};
+  std::vector<int32_t> out_tok;
+  DraftKind kind = DraftKind::kDeterministic;
+  float frequency = 0.0f;
+
+  int64_t requests() const { return static_cast<int64_t>(offsets.size()) - 1; }
+  void add(const std::vector<std::vector<float>>& rows, const std::vector<int32_t>& ds,
+           const std::vector<std::vector<float>>& draft_rows, float t, float p, int32_t k,
+           uint64_t s, uint64_t st, const std::vector<int32_t>& history = {}) {
+    for (const auto& r : rows) target.insert(target.end(), r.begin(), r.end());
+    for (const auto& r : draft_rows) draft.insert(draft.end(), r.begin(), r.end());
+    drafts.insert(drafts.end(), ds.begin(), ds.end());
+    offsets.push_back(offsets.back() + static_cast<int64_t>(rows.size()));
+    temperature.push_back(t);
+    top_p.push_back(p);
+    top_k.push_back(k);
+    seed.push_back(s);
+    step.push_back(st);
+    out_tok.insert(out_tok.end(), history.begin(), history.end());
+    out_off.push_back(static_cast<int64_t>(out_tok.size()));
+  }
+  ChainRequest request() const {
+    ChainRequest r;
+    const int64_t n = offsets.back(), b = requests();
+    r.target = lmsample::Logits{target.data(), DType::kFloat32, n, v, 0};
+    r.row_offsets = offsets.data();
+    r.requests = b;
+    r.draft_tokens = drafts.data();
+    r.draft_kind = kind;
+    if (kind != DraftKind::kDeterministic)
+      r.draft = lmsample::Logits{draft.data(), DType::kFloat32, n - b, v, 0};
+    r.params.temperature = temperature.data();
+    r.params.top_p = top_p.data();
+    r.params.top_k = top_k.data();
+    r.params.seed = seed.data();
+    r.params.step = step.data();
+    r.params.defaults.frequency_penalty = frequency;
+    if (!out_tok.empty())
+      r.output_tokens = lmsample::SparseRows{out_off.data(), out_tok.data(), nullptr};
+    return r;
+  }
+};
+
+struct Result {
+  std::vector<int32_t> accepted, tokens, status;
+  lmsample::Status st;
+};
+
+Result run(const Chain& c, int threads = 1) {
+  Result res;
+  const ChainRequest req = c.request();
+  res.accepted.assign(static_cast<size_t>(c.requests()), -7);
+  res.tokens.assign(static_cast<size_t>(c.offsets.back()), -7);
+  res.status.assign(static_cast<size_t>(c.requests()), -7);
+  lmsample::ExecConfig cfg;
+  cfg.cpu_threads = threads;
+  std::vector<unsigned char> ws(lmsample::verify_chain_workspace_size(req, cfg));
+  res.st = lmsample::verify_chain(
+      req, ChainOutputs{res.accepted.data(), res.tokens.data(), res.status.data()}, ws.data(),
+      ws.size(), cfg);
+  return res;
+}
+
+// The reference's distribution of one row of logits under (T, p, k) and a history.
+std::vector<double> reference_probs(const std::vector<float>& row, float t, float p, int32_t k,
+                                    float frequency, const std::vector<int32_t>& history) {
+  lmsample::Request req;
+  req.logits =
+      lmsample::Logits{row.data(), DType::kFloat32, 1, static_cast<int64_t>(row.size()), 0};
+  req.params.defaults.temperature = t;
+  req.params.defaults.top_p = p;
+  req.params.defaults.top_k = k;
+  req.params.defaults.frequency_penalty = frequency;
+  const int64_t off[2] = {0, static_cast<int64_t>(history.size())};
+  if (!history.empty()) req.output_tokens = lmsample::SparseRows{off, history.data(), nullptr};
+  const lmsample::check::RefDistribution d = lmsample::check::reference_distribution(req, 0);
+  std::vector<double> probs(row.size(), 0.0);
+  for (size_t i = 0; i < d.ids.size(); ++i)
+    probs[static_cast<size_t>(d.ids[i])] =
+        static_cast<double>(d.weights[i]) / static_cast<double>(d.total);
+  return probs;
+}
+
+std::vector<float> random_row(std::mt19937_64& g, int64_t v, float scale) {
+  std::normal_distribution<float> n(0.0f, scale);
+  std::vector<float> x(static_cast<size_t>(v));
+  for (auto& e : x) e = n(g);
+  return x;
+}
+
+std::vector<float> softmax(const std::vector<float>& x) {
+  const float m = *std::max_element(x.begin(), x.end());
+  std::vector<float> p(x.size());
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += std::exp(static_cast<double>(x[i] - m));
+  for (size_t i = 0; i < x.size(); ++i)
+    p[i] = static_cast<float>(std::exp(static_cast<double>(x[i] - m)) / s);
+  return p;
+}
+
+// Many requests of one shape with different seeds: the emitted token at position 0, and at
+// position 1 where draft 0 was accepted, against the target's distributions; the acceptance rate
+// of draft 0 against sum_x min(p(x), q(x)) (q the draft's distribution as verify_chain reads it).
+void check_distribution(DraftKind kind, float t, float p, int32_t k, float frequency,
+                        uint64_t seed) {
+  const int64_t v = 12, n_req = 24000;
+  std::mt19937_64 g(seed);
+  const std::vector<float> t0 = random_row(g, v, 1.5f), t1 = random_row(g, v, 1.5f),
+                           t2 = random_row(g, v, 1.5f);
+  const std::vector<float> dl0 = random_row(g, v, 1.5f), dl1 = random_row(g, v, 1.5f);
+  // draft rows: logits, or the probabilities of a softmax of them (what a draft model sampled)
+  const std::vector<float> dr0 = kind == DraftKind::kProbs ? softmax(dl0) : dl0;
+  const std::vector<float> dr1 = kind == DraftKind::kProbs ? softmax(dl1) : dl1;
+  const std::vector<int32_t> history = {3, 3, 7};
+  // q at position 0, for the draft tokens' distribution and the acceptance rate
+  std::vector<double> q0(static_cast<size_t>(v), 0.0);
+  if (kind == DraftKind::kLogits) {
+    q0 = reference_probs(dr0, t, p, k, frequency, history);
+  } else if (kind == DraftKind::kProbs) {
+    double s = 0;
+    for (float x : dr0) s += std::floor(static_cast<double>(x) * 549755813888.0);
+    for (int64_t i = 0; i < v; ++i)
+      q0[static_cast<size_t>(i)] =
+          std::floor(static_cast<double>(dr0[static_cast<size_t>(i)]) * 549755813888.0) / s;
+  }
+  Chain c;
+  c.v = v;
+  c.kind = kind;
+  c.frequency = frequency;
+  std::mt19937_64 dg(seed + 1);
+  std::discrete_distribution<int32_t> dd0(q0.begin(), q0.end());
+  // draft 1 from the draft's distribution at position 1, whose history holds draft 0
+  std::vector<std::discrete_distribution<int32_t>> dd1;
+  for (int32_t e = 0; e < v; ++e) {
+    std::vector<int32_t> h = history;
+    h.push_back(e);
+    std::vector<double> q1(static_cast<size_t>(v), 1.0);
+    if (kind == DraftKind::kLogits) q1 = reference_probs(dr1, t, p, k, frequency, h);
+    if (kind == DraftKind::kProbs) q1.assign(dr1.begin(), dr1.end());
+    dd1.emplace_back(q1.begin(), q1.end());
+  }
+  for (int64_t r = 0; r < n_req; ++r) {
+    // drafts from the draft's distributions (deterministic drafts: draft 0 a fixed token that
+    // the target rarely picks, draft 1 any)
+    const int32_t d0 = kind == DraftKind::kDeterministic ? static_cast<int32_t>(r % 3) : dd0(dg);
+    const int32_t d1 = dd1[static_cast<size_t>(d0)](dg);
+    c.add({t0, t1, t2}, {d0, d1}, {dr0, dr1}, t, p, k, 1000 + static_cast<uint64_t>(r), 5, history);
+  }
+  const Result res = run(c, 2);
+  ASSERT_TRUE(res.st.ok()) << res.st.message;
+  const std::vector<double> p0 = reference_probs(t0, t, p, k, frequency, history);
+  std::vector<uint64_t> c0(static_cast<size_t>(v), 0);
+  std::vector<std::vector<uint64_t>> c1(static_cast<size_t>(v),
+                                        std::vector<uint64_t>(static_cast<size_t>(v), 0));
+  uint64_t accepted0 = 0;
+  for (int64_t r = 0; r < n_req; ++r) {
+    ASSERT_EQ(res.status[static_cast<size_t>(r)], lmsample::kRowOk);
+    const int32_t e0 = res.tokens[static_cast<size_t>(3 * r)];
+    ASSERT_GE(e0, 0);
+    ++c0[static_cast<size_t>(e0)];
+    if (res.accepted[static_cast<size_t>(r)] >= 1) {
+      ++accepted0;
+      ++c1[static_cast<size_t>(e0)]
+          [static_cast<size_t>(res.tokens[static_cast<size_t>(3 * r + 1)])];
+    } else {
+      EXPECT_EQ(res.tokens[static_cast<size_t>(3 * r + 1)], -1);
+    }
+  }
+  const lmsample::check::ChiSquare x0 = lmsample::check::chi_square_test(c0, p0);
+  EXPECT_GT(x0.p_value, 1e-4) << "position 0: chi-square " << x0.statistic << ", dof " << x0.dof;
+  // position 1, given draft 0 (= e0) accepted: the target row 1 with e0 in the history
+  for (int32_t e = 0; e < v; ++e) {
+    uint64_t n = 0;
+    for (uint64_t x : c1[static_cast<size_t>(e)]) n += x;
+    if (n < 400) continue;
+    std::vector<int32_t> h = history;
+    h.push_back(e);
+    const std::vector<double> p1 = reference_probs(t1, t, p, k, frequency, h);
+    const lmsample::check::ChiSquare x1 =
+        lmsample::check::chi_square_test(c1[static_cast<size_t>(e)], p1);
+    EXPECT_GT(x1.p_value, 1e-4) << "position 1 after " << e << ": chi-square " << x1.statistic;
+  }
+  // acceptance of draft 0: the expected sum over the drafts actually proposed of min(1, p/q)
+  double expect = 0;
+  for (int64_t r = 0; r < n_req; ++r) {
+    const auto d0 = static_cast<size_t>(c.drafts[static_cast<size_t>(2 * r)]);
+    const double q = kind == DraftKind::kDeterministic ? 1.0 : q0[d0];
+    expect += q > 0 ? std::min(1.0, p0[d0] / q) : (p0[d0] > 0 ? 1.0 : 0.0);
+  }
+  const double sd = std::sqrt(expect * (1.0 - expect / static_cast<double>(n_req)));
+  EXPECT_NEAR(static_cast<double>(accepted0), expect, 5.0 * sd + 1.0)
+      << "acceptance of draft 0 (sum of min(p, q) over the drafts proposed)";
+}
+
+TEST(VerifyChain, DeterministicDraftsKeepTheTargetsDistribution) {
+  check_distribution(DraftKind::kDeterministic, 1.0f, 1.0f, 0, 0.0f, 11);
+}
+TEST(VerifyChain, DraftLogitsKeepTheTargetsDistribution) {
+  check_distribution(DraftKind::kLogits, 0.8f, 0.9f, 0, 0.0f, 12);
+}
+TEST(VerifyChain, DraftProbsKeepTheTargetsDistribution) {
+  check_distribution(DraftKind::kProbs, 1.0f, 1.0f, 6, 0.0f, 13);
+}
+TEST(VerifyChain, PenaltiesGrowWithTheAcceptedDrafts) {
+  check_distribution(DraftKind::kLogits, 1.0f, 1.0f, 0, 1.5f, 14);
+}
+
+// K = 0 is sample() of the row with the request's substream; a request's outputs do not depend
+// on the other requests or on its position; threads change nothing.
+TEST(VerifyChain, KZeroIsSampleAndRequestsAreIndependent) {
+  const int64_t v = 50;
+  std::mt19937_64 g(21);
+  Chain c;
+  c.v = v;
+  c.kind = DraftKind::kLogits;
+  std::vector<std::vector<float>> rows;
+  for (int r = 0; r < 30; ++r) {
+    const int k = r % 4;  // 0 .. 3 drafts
+    std::vector<std::vector<float>> t, d;
+    std::vector<int32_t> ds;
+    for (int j = 0; j <= k; ++j) t.push_back(random_row(g, v, 3.0f));
+    for (int j = 0; j < k; ++j) {
+      d.push_back(random_row(g, v, 3.0f));
+      ds.push_back(static_cast<int32_t>(g() % static_cast<uint64_t>(v)));
+    }
+    c.add(t, ds, d, r % 5 == 0 ? 0.0f : 0.9f, 0.95f, r % 3 == 0 ? 10 : 0, 77 + r, 9, {1, 2});
+  }
+  const Result all = run(c, 1);
+  ASSERT_TRUE(all.st.ok()) << all.st.message;
+  EXPECT_EQ(run(c, 2).tokens, all.tokens);
+  // each request alone
+  for (int64_t b = 0; b < c.requests(); ++b) {
+    Chain one;
+    one.v = v;
+    one.kind = c.kind;
+    const int64_t r0 = c.offsets[static_cast<size_t>(b)],
+                  r1 = c.offsets[static_cast<size_t>(b + 1)];
+    std::vector<std::vector<float>> t, d;
+    for (int64_t r = r0; r < r1; ++r)
+      t.emplace_back(c.target.begin() + r * v, c.target.begin() + (r + 1) * v);
+    for (int64_t j = r0 - b; j < r1 - b - 1; ++j)
+      d.emplace_back(c.draft.begin() + j * v, c.draft.begin() + (j + 1) * v);
+    std::vector<int32_t> ds(c.drafts.begin() + (r0 - b), c.drafts.begin() + (r1 - b - 1));
+    one.add(t, ds, d, c.temperature[static_cast<size_t>(b)], c.top_p[static_cast<size_t>(b)],
+            c.top_k[static_cast<size_t>(b)], c.seed[static_cast<size_t>(b)], 9, {1, 2});
+    const Result alone = run(one);
+    ASSERT_TRUE(alone.st.ok());
+    EXPECT_EQ(alone.accepted[0], all.accepted[static_cast<size_t>(b)]) << "request " << b;
+    for (int64_t r = r0; r < r1; ++r)
+      EXPECT_EQ(alone.tokens[static_cast<size_t>(r - r0)], all.tokens[static_cast<size_t>(r)])
+          << "request " << b;
+    if (r1 - r0 == 1) {  // K = 0: sample()'s token
+      lmsample::Request q;
+      q.logits = lmsample::Logits{c.target.data() + r0 * v, DType::kFloat32, 1, v, 0};
+      q.params.defaults.temperature = c.temperature[static_cast<size_t>(b)];
+      q.params.defaults.top_p = c.top_p[static_cast<size_t>(b)];
+      q.params.defaults.top_k = c.top_k[static_cast<size_t>(b)];
+      q.params.defaults.seed = c.seed[static_cast<size_t>(b)];
+      q.params.defaults.step = 9;
+      const int64_t off[2] = {0, 2};
+      const int32_t hist[2] = {1, 2};
+      q.output_tokens = lmsample::SparseRows{off, hist, nullptr};
+      int32_t tok = -2, st = -2;
+      lmsample::Outputs o;
+      o.tokens = &tok;
+      o.status = &st;
+      std::vector<unsigned char> ws(lmsample::workspace_size(q, {}));
+      ASSERT_TRUE(lmsample::sample(q, o, ws.data(), ws.size(), {}).ok());
+      EXPECT_EQ(all.tokens[static_cast<size_t>(r0)], tok) << "request " << b << " (K = 0)";
+      EXPECT_EQ(all.accepted[static_cast<size_t>(b)], 0);
+    }
+  }
+}
+
+// Greedy verification (T = 0): drafts are accepted while they are the target's argmax, then the
+// argmax; all accepted gives the bonus argmax.
+TEST(VerifyChain, GreedyAcceptsWhileTheDraftIsTheArgmax) {
+  const int64_t v = 20;
+  std::mt19937_64 g(31);
+  Chain c;
+  c.v = v;
+  std::vector<std::vector<float>> t;
+  std::vector<int32_t> argmax;
+  for (int j = 0; j < 4; ++j) {
+    t.push_back(random_row(g, v, 2.0f));
+    argmax.push_back(static_cast<int32_t>(std::max_element(t.back().begin(), t.back().end()) -
+                                          t.back().begin()));
+  }
+  // request 0: every draft right; request 1: the second wrong; request 2: the first wrong
+  c.add(t, {argmax[0], argmax[1], argmax[2]}, {}, 0.0f, 1.0f, 0, 1, 0);
+  c.add(t, {argmax[0], (argmax[1] + 1) % 20, argmax[2]}, {}, 0.0f, 1.0f, 0, 2, 0);
+  c.add(t, {(argmax[0] + 1) % 20, argmax[1], argmax[2]}, {}, 0.0f, 1.0f, 0, 3, 0);
+  const Result res = run(c);
+  ASSERT_TRUE(res.st.ok()) << res.st.message;
+  EXPECT_EQ(res.accepted, (std::vector<int32_t>{3, 1, 0}));
+  EXPECT_EQ(std::vector<int32_t>(res.tokens.begin(), res.tokens.begin() + 4), argmax);
+  EXPECT_EQ(std::vector<int32_t>(res.tokens.begin() + 4, res.tokens.begin() + 8),
+            (std::vector<int32_t>{argmax[0], argmax[1], -1, -1}));
+  EXPECT_EQ(std::vector<int32_t>(res.tokens.begin() + 8, res.tokens.end()),
+            (std::vector<int32_t>{argmax[0], -1, -1, -1}));
+}
+
+// An empty target row stops its request with kRowEmpty; the others are unaffected.
+TEST(VerifyChain, EmptyTargetRowStopsItsRequest) {
+  const int64_t v = 8;
+  std::mt19937_64 g(41);
+  Chain c;
+  c.v = v;
+  const std::vector<float> ok = random_row(g, v, 1.0f);
+  const std::vector<float> empty(static_cast<size_t>(v), -std::numeric_limits<float>::infinity());
+  c.add({ok, empty, ok}, {2, 3}, {}, 1.0f, 1.0f, 0, 1, 0);
+  c.add({ok}, {}, {}, 1.0f, 1.0f, 0, 2, 0);
+  const Result res = run(c);
+  ASSERT_TRUE(res.st.ok());
+  EXPECT_EQ(res.status[1], lmsample::kRowOk);
+  EXPECT_GE(res.tokens[3], 0);
+  if (res.accepted[0] >= 1) {  // draft 0 accepted, then row 1 is empty
+    EXPECT_EQ(res.status[0], lmsample::kRowEmpty);
+    EXPECT_EQ(res.tokens[0], 2);
+    EXPECT_EQ(res.tokens[1], -1);
+  } else {  // rejected at position 0: row 1 is never read
+    EXPECT_EQ(res.status[0], lmsample::kRowOk);
+    EXPECT_NE(res.tokens[0], 2);
+  }
+  EXPECT_EQ(res.tokens[2], -1);
+}
+
+// Bad input: an error that names the request, and nothing written.
+TEST(VerifyChain, BadInputNamesTheRequestAndWritesNothing) {
+  const int64_t v = 8;
+  std::mt19937_64 g(51);
+  const auto base = [&] {
+    Chain c;
+    c.v = v;
+    c.kind = DraftKind::kProbs;
+    const std::vector<float> t = random_row(g, v, 1.0f);
+    const std::vector<float> q = softmax(random_row(g, v, 1.0f));
+    c.add({t, t}, {1}, {q}, 1.0f, 1.0f, 0, 1, 0);
+    c.add({t, t, t}, {2, 3}, {q, q}, 1.0f, 1.0f, 0, 2, 0);
+    return c;
+  };
+  const auto expect_error = [](const Chain& c, const std::string& needle) {
+    const Result res = run(c);
+    EXPECT_FALSE(res.st.ok());
+    EXPECT_NE(res.st.message.find(needle), std::string::npos) << res.st.message;
+    for (int32_t x : res.tokens) EXPECT_EQ(x, -7);
+    for (int32_t x : res.accepted) EXPECT_EQ(x, -7);
+  };
+  Chain c = base();
+  c.drafts[2] = static_cast<int32_t>(v);
+  expect_error(c, "request 1: draft 1 = 8 is outside [0, vocab = 8)");
+  c = base();
+  c.drafts[0] = -1;
+  expect_error(c, "request 0: draft 0 = -1");
+  c = base();
+  c.draft[static_cast<size_t>(2 * v + 5)] = -0.5f;
+  expect_error(c, "request 1: draft 1 probability of token 5 = -0.5 is outside [0, 1]");
+  c = base();
+  c.draft[static_cast<size_t>(3)] = std::numeric_limits<float>::quiet_NaN();
+  expect_error(c, "request 0: draft 0 probability of token 3 = nan");
+  c = base();
+  c.offsets = {0, 2, 2};
+  c.target.resize(static_cast<size_t>(2 * v));
+  expect_error(c, "request 1: 0 target rows");
+  // more than kMaxDrafts drafts
+  Chain big;
+  big.v = v;
+  std::vector<std::vector<float>> t(static_cast<size_t>(lmsample::kMaxDrafts) + 2,
+                                    random_row(g, v, 1.0f));
+  big.add(t, std::vector<int32_t>(static_cast<size_t>(lmsample::kMaxDrafts) + 1, 0), {}, 1.0f, 1.0f,
+          0, 1, 0);
+  expect_error(big, "request 0: 66 target rows");
+}
+
+}  // namespace
