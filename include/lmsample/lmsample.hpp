@@ -237,6 +237,48 @@ size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cf
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg);
 
+//! Largest number of nodes (the root included) of one request's draft tree in verify_tree.
+constexpr int32_t kMaxTreeNodes = 1024;
+
+//! Tree verification (EAGLE / Medusa token trees: deterministic drafts). Request b's tree is nodes
+//! node_offsets[b] .. node_offsets[b + 1] - 1; its first node is the root (the context so far,
+//! parent -1), every other node i has a parent among the nodes before it (parents[i] is an index
+//! within the request, 0 = the root) and a draft token tokens[i]; node i's target row is row i of
+//! `target`: the target's next-token logits after the path root .. i. Host pointers (CPU).
+struct TreeRequest {
+  Logits target;                          //!< [N, V], N = node_offsets[B]
+  const int64_t* node_offsets = nullptr;  //!< B + 1 entries, node_offsets[0] = 0, increasing
+  int64_t requests = 0;                   //!< B >= 0
+  const int32_t* parents = nullptr;       //!< [N]: -1 for a root, else the parent's index
+  const int32_t* tokens = nullptr;        //!< [N]: each non-root node's draft token in [0, V)
+  //! Per request, applied to every node's row as sample() applies them (with the path's tokens
+  //! added to the output history); seed, step and substream as in verify_chain.
+  RowParams params;
+  const uint32_t* allowed_mask = nullptr;  //!< optional, per node row (N rows)
+  int64_t mask_row_words = 0;
+  SparseRows logit_bias;     //!< per request
+  SparseRows prompt_tokens;  //!< per request
+  SparseRows output_tokens;  //!< per request: the history before the root
+};
+
+//! Outputs of verify_tree; path and tokens are packed like the nodes.
+struct TreeOutputs {
+  int32_t* accepted = nullptr;  //!< [B] nodes accepted below the root (the path's length)
+  int32_t* path = nullptr;      //!< [N]: the accepted nodes' indices from the root down, then -1
+  int32_t* tokens = nullptr;    //!< [N]: their tokens, then the token emitted after them, then -1
+  int32_t* status = nullptr;    //!< [B]
+};
+
+//! Bytes of workspace verify_tree needs.
+size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg);
+
+//! Verifies each request's draft tree by recursive rejection over siblings (docs/contract.md,
+//! section 8): the emitted path is distributed exactly as sampling the target alone. CPU only.
+//! Structural errors (a parent at or after its child, a root that is not first, a token outside
+//! [0, V), more than kMaxTreeNodes nodes) name the request and node and write nothing.
+Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
+                   size_t workspace_bytes, const ExecConfig& cfg);
+
 //! Whether a backend is usable here (built in and, for GPUs, a device present).
 bool backend_available(Backend backend);
 

@@ -217,6 +217,57 @@ Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
   return Status::Ok();
 }
 
+Status validate_tree(const TreeRequest& req, const TreeOutputs& out) {
+  const int64_t b = req.requests, v = req.target.vocab;
+  if (b < 0) return invalid("requests = " + std::to_string(b) + " is negative");
+  if (v < 1 || v > kMaxVocab)
+    return invalid("target.vocab = " + std::to_string(v) + " is outside [1, " +
+                   std::to_string(kMaxVocab) + "]");
+  Status d = check_defaults(req.params);
+  if (!d.ok()) return d;
+  if (b == 0) return Status::Ok();
+  if (!req.node_offsets) return invalid("node_offsets is null");
+  if (!out.accepted || !out.path || !out.tokens || !out.status)
+    return invalid("outputs.accepted, outputs.path, outputs.tokens or outputs.status is null");
+  if (req.node_offsets[0] != 0)
+    return invalid("node_offsets[0] = " + std::to_string(req.node_offsets[0]) + " (must be 0)");
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t m = req.node_offsets[r + 1] - req.node_offsets[r];
+    if (m < 1 || m > kMaxTreeNodes)
+      return invalid("request " + std::to_string(r) + ": " + std::to_string(m) +
+                     " nodes (must be 1 to kMaxTreeNodes = " + std::to_string(kMaxTreeNodes) + ")");
+  }
+  Status s = check_logits(req.target, "target", req.node_offsets[b]);
+  if (!s.ok()) return s;
+  if (!req.parents || !req.tokens) return invalid("parents or tokens is null");
+  if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (v + 31) / 32)
+    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
+                   " is smaller than ceil(vocab / 32) = " + std::to_string((v + 31) / 32));
+  s = check_sparse(req.logit_bias, "logit_bias", b, true, true);
+  if (!s.ok()) return s;
+  s = check_sparse(req.prompt_tokens, "prompt_tokens", b, false, true);
+  if (!s.ok()) return s;
+  s = check_sparse(req.output_tokens, "output_tokens", b, false, true);
+  if (!s.ok()) return s;
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t n0 = req.node_offsets[r], m = req.node_offsets[r + 1] - n0;
+    const std::string who = "request " + std::to_string(r) + ": node ";
+    if (req.parents[n0] != -1)
+      return invalid(who + "0 (the root) has parent " + std::to_string(req.parents[n0]) +
+                     " (must be -1)");
+    for (int64_t i = 1; i < m; ++i) {
+      const int32_t p = req.parents[n0 + i], x = req.tokens[n0 + i];
+      if (p < 0 || p >= i)
+        return invalid(who + std::to_string(i) + " has parent " + std::to_string(p) +
+                       " (must be a node before it: 0 .. " + std::to_string(i - 1) + ")");
+      if (x < 0 || x >= v)
+        return invalid(who + std::to_string(i) + " has token " + std::to_string(x) +
+                       ", outside [0, vocab = " + std::to_string(v) + ")");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace api
 
 const char* row_status_name(int32_t status) noexcept {
@@ -293,6 +344,20 @@ Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* work
   if (!s.ok()) return s;
   if (req.requests == 0) return Status::Ok();
   return cpu::verify_chain(req, out, workspace, workspace_bytes, cfg);
+}
+
+size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
+  return cpu::verify_tree_workspace_size(req, cfg);
+}
+
+Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
+                   size_t workspace_bytes, const ExecConfig& cfg) {
+  if (resolve_backend(cfg.backend) != Backend::kCpu)
+    return Status{Code::kUnsupported, "verify_tree runs on the CPU backend only in this version"};
+  Status s = api::validate_tree(req, out);
+  if (!s.ok()) return s;
+  if (req.requests == 0) return Status::Ok();
+  return cpu::verify_tree(req, out, workspace, workspace_bytes, cfg);
 }
 
 const char* version() noexcept { return "0.1.0"; }

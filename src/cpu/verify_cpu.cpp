@@ -26,11 +26,21 @@ using DistFn = DistributionFn;
 int64_t esize(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
 int64_t stride_of(const Logits& l) { return l.row_stride == 0 ? l.vocab : l.row_stride; }
 
-// The longest history a position can have: a request's output tokens plus its drafts.
-int64_t max_history(const ChainRequest& req) {
+// Rows (positions, or tree nodes) of request b.
+int64_t rows_of(const ChainRequest& r, int64_t b) {
+  return r.row_offsets[b + 1] - r.row_offsets[b];
+}
+int64_t rows_of(const TreeRequest& r, int64_t b) {
+  return r.node_offsets[b + 1] - r.node_offsets[b];
+}
+
+// The longest history a position can have: a request's output tokens plus its drafts (or its
+// tree's deepest path, below its node count).
+template <typename Req>
+int64_t max_history(const Req& req) {
   int64_t m = 0;
   for (int64_t b = 0; b < req.requests; ++b) {
-    const int64_t k = req.row_offsets[b + 1] - req.row_offsets[b] - 1;
+    const int64_t k = rows_of(req, b) - 1;
     const int64_t h = req.output_tokens.offsets
                           ? req.output_tokens.offsets[b + 1] - req.output_tokens.offsets[b]
                           : 0;
@@ -39,15 +49,19 @@ int64_t max_history(const ChainRequest& req) {
   return m;
 }
 
-int threads_for_chain(const ChainRequest& req, const ExecConfig& cfg) {
+template <typename Req>
+int threads_for_chain(const Req& req, const ExecConfig& cfg) {
   Request r;
   r.logits.batch = req.requests;
   return threads_for(r, cfg);
 }
 
-size_t per_thread_bytes(const ChainRequest& req) {
+// Two scratches (target and draft rows), the history, and a tree's rejected siblings.
+template <typename Req>
+size_t per_thread_bytes(const Req& req) {
   return 2 * Scratch::bytes(req.target.vocab) +
-         align_up(static_cast<size_t>(max_history(req) + 1) * sizeof(int32_t));
+         align_up(static_cast<size_t>(max_history(req) + 1) * sizeof(int32_t)) +
+         align_up(static_cast<size_t>(kMaxTreeNodes) * sizeof(int32_t));
 }
 
 // One position's single-row request: request b's parameters (as the row's defaults), the bias
@@ -57,7 +71,8 @@ struct PositionRequest {
   Request req;
   int64_t bias_off[2], prompt_off[2], out_off[2];
 };
-void position_request(PositionRequest& p, const ChainRequest& cr, int64_t b, const void* row,
+template <typename Req>
+void position_request(PositionRequest& p, const Req& cr, int64_t b, const void* row,
                       const Logits& shape, int64_t mask_row, const int32_t* history, int64_t n) {
   Request& q = p.req;
   q = Request{};
@@ -201,7 +216,130 @@ void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, 
   }
 }
 
+// Verifies request b's tree (deterministic drafts): at each node, its children in index order
+// are tested against what is left of the node's distribution once the rejected siblings' tokens
+// are taken out (accepted with probability r(x) / R); where none is accepted the token is drawn
+// from that rest. Equal, for a chain-shaped tree, to verify_chain with deterministic drafts.
+void verify_tree_request(const TreeRequest& tr, const TreeOutputs& out, int64_t b, const Scratch& t,
+                         int32_t* history, int32_t* removed, DistFn dist) {
+  const int64_t n0 = tr.node_offsets[b], m = tr.node_offsets[b + 1] - n0;
+  const core::RowSettings rs = core::load_row_settings(tr.params, b);
+  int64_t h = 0;
+  if (tr.output_tokens.offsets) {
+    for (int64_t i = tr.output_tokens.offsets[b]; i < tr.output_tokens.offsets[b + 1]; ++i)
+      history[h++] = tr.output_tokens.tokens[i];
+  }
+  for (int64_t i = 0; i < m; ++i) out.path[n0 + i] = out.tokens[n0 + i] = -1;
+  out.accepted[b] = 0;
+  out.status[b] = kRowOk;
+  const int64_t tstride = stride_of(tr.target) * esize(tr.target.dtype);
+  PositionRequest pr;
+  int64_t node = 0, depth = 0;
+  for (;;) {
+    const void* row = static_cast<const char*>(tr.target.data) + (n0 + node) * tstride;
+    position_request(pr, tr, b, row, tr.target, n0 + node, history, h);
+    int64_t n = 0;
+    uint64_t rest = 0;
+    const int32_t st =
+        dist(t, pr.req, 0, stride_of(tr.target), api::mask_words_of(pr.req), &n, &rest);
+    if (st != kRowOk) {
+      out.status[b] = st;
+      out.accepted[b] = static_cast<int32_t>(depth);
+      return;
+    }
+    int64_t nrem = 0;
+    const auto weight_left = [&](int32_t x) -> uint64_t {
+      for (int64_t i = 0; i < nrem; ++i)
+        if (removed[i] == x) return 0;
+      return weight_of(t, n, x);
+    };
+    int64_t next = -1;
+    for (int64_t c = node + 1; c < m; ++c) {
+      if (tr.parents[n0 + c] != node) continue;
+      const int32_t x = tr.tokens[n0 + c];
+      const uint64_t wx = weight_left(x);
+      const uint64_t u =
+          core::row_uniform64(rs.seed, rs.step, core::accept_substream(rs.substream, c - 1));
+      if (wx > 0 && core::scale_draw(u, rest) < wx) {
+        next = c;
+        break;
+      }
+      if (wx > 0) {
+        rest -= wx;
+        removed[nrem++] = x;
+      }
+    }
+    if (next >= 0) {
+      const int32_t x = tr.tokens[n0 + next];
+      out.path[n0 + depth] = static_cast<int32_t>(next);
+      out.tokens[n0 + depth] = x;
+      history[h++] = x;
+      ++depth;
+      node = next;
+      continue;
+    }
+    // no child accepted: the token from the rest, in token-id order
+    const uint64_t u =
+        core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, node));
+    const uint64_t tt = core::scale_draw(u, rest);
+    uint64_t acc = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      acc += weight_left(t.ids[i]) > 0 ? t.w[i] : 0;
+      if (acc > tt) {
+        out.tokens[n0 + depth] = t.ids[i];
+        break;
+      }
+    }
+    out.accepted[b] = static_cast<int32_t>(depth);
+    return;
+  }
+}
+
+// Runs f(b, target scratch, draft scratch, history, removed) for each request over the threads.
+template <typename Req, typename F>
+Status for_each_request(const Req& req, void* workspace, size_t workspace_bytes,
+                        const ExecConfig& cfg, size_t need, F f) {
+  if (workspace_bytes < need)
+    return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
+                                                " bytes is smaller than the " +
+                                                std::to_string(need) + " bytes asked for"};
+  const int threads = threads_for_chain(req, cfg);
+  const size_t per_thread = per_thread_bytes(req);
+  char* base = static_cast<char*>(workspace);
+  base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
+  const int64_t v = req.target.vocab;
+  const size_t hist_bytes = align_up(static_cast<size_t>(max_history(req) + 1) * sizeof(int32_t));
+#pragma omp parallel num_threads(threads)
+  {
+    char* mine = base + static_cast<size_t>(omp_get_thread_num()) * per_thread;
+    const Scratch t = Scratch::carve(mine, v);
+    const Scratch d = Scratch::carve(mine + Scratch::bytes(v), v);
+    int32_t* history = reinterpret_cast<int32_t*>(mine + 2 * Scratch::bytes(v));
+    int32_t* removed = reinterpret_cast<int32_t*>(mine + 2 * Scratch::bytes(v) + hist_bytes);
+    std::memset(t.tags, 0, static_cast<size_t>(v) * sizeof(uint32_t));
+    std::memset(d.tags, 0, static_cast<size_t>(v) * sizeof(uint32_t));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < req.requests; ++b) f(b, t, d, history, removed);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
+  if (req.requests <= 0 || !req.node_offsets) return kAlign;
+  return static_cast<size_t>(threads_for_chain(req, cfg)) * per_thread_bytes(req) + kAlign;
+}
+
+Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
+                   size_t workspace_bytes, const ExecConfig& cfg) {
+  const DistFn dist = row_distribution_fn();
+  return for_each_request(
+      req, workspace, workspace_bytes, cfg, cpu::verify_tree_workspace_size(req, cfg),
+      [&](int64_t b, const Scratch& t, const Scratch&, int32_t* history, int32_t* removed) {
+        verify_tree_request(req, out, b, t, history, removed, dist);
+      });
+}
 
 size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
   if (req.requests <= 0 || !req.row_offsets) return kAlign;
@@ -210,30 +348,11 @@ size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cf
 
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg) {
-  const size_t need = cpu::verify_chain_workspace_size(req, cfg);
-  if (workspace_bytes < need)
-    return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
-                                                " bytes is smaller than the " +
-                                                std::to_string(need) +
-                                                " bytes verify_chain_workspace_size() asks for"};
-  const int threads = threads_for_chain(req, cfg);
-  const size_t per_thread = per_thread_bytes(req);
-  char* base = static_cast<char*>(workspace);
-  base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
-  const int64_t v = req.target.vocab;
   const DistFn dist = row_distribution_fn();
-#pragma omp parallel num_threads(threads)
-  {
-    char* mine = base + static_cast<size_t>(omp_get_thread_num()) * per_thread;
-    const Scratch t = Scratch::carve(mine, v);
-    const Scratch d = Scratch::carve(mine + Scratch::bytes(v), v);
-    int32_t* history = reinterpret_cast<int32_t*>(mine + 2 * Scratch::bytes(v));
-    std::memset(t.tags, 0, static_cast<size_t>(v) * sizeof(uint32_t));
-    std::memset(d.tags, 0, static_cast<size_t>(v) * sizeof(uint32_t));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < req.requests; ++b) verify_request(req, out, b, t, d, history, dist);
-  }
-  return Status::Ok();
+  return for_each_request(req, workspace, workspace_bytes, cfg,
+                          cpu::verify_chain_workspace_size(req, cfg),
+                          [&](int64_t b, const Scratch& t, const Scratch& d, int32_t* history,
+                              int32_t*) { verify_request(req, out, b, t, d, history, dist); });
 }
 
 }  // namespace lmsample::cpu

@@ -12,4 +12,9 @@ size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cf
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg);
 
+//! The same for tree verification.
+size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg);
+Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
+                   size_t workspace_bytes, const ExecConfig& cfg);
+
 }  // namespace lmsample::cpu

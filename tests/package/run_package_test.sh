@@ -67,7 +67,7 @@ soname=$(LC_ALL=C readelf -d "$so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p
 [ "$soname" = liblmsample.so.0 ] || fail "SONAME is '$soname', expected liblmsample.so.0"
 [ -e "$libdir/$soname" ] || fail "$libdir/$soname missing"
 
-cxx_api='sample|workspace_size|backend_available|resolve_backend|version|contract_version|row_status_name|verify_chain|verify_chain_workspace_size'
+cxx_api='sample|workspace_size|backend_available|resolve_backend|version|contract_version|row_status_name|verify_chain|verify_chain_workspace_size|verify_tree|verify_tree_workspace_size'
 # Reads demangled symbol names, prints those that are not public API (nor the version node).
 not_public() {
   grep -Ev "^(lms_[a-z0-9_]+|lmsample::($cxx_api)\(.*|LMSAMPLE_[0-9A-Z_]+)$" || true

@@ -409,3 +409,186 @@ TEST(VerifyChain, BadInputNamesTheRequestAndWritesNothing) {
 }
 
 }  // namespace
+
+// ---- tree verification ----------------------------------------------------------------------
+namespace {
+
+// Request trees over V tokens: nodes (parent, token) with one target row each.
+struct Tree {
+  int64_t v = 0;
+  std::vector<int64_t> offsets{0};
+  std::vector<int32_t> parents, tokens;
+  std::vector<float> target;
+  std::vector<float> temperature, top_p;
+  std::vector<uint64_t> seed;
+  std::vector<int64_t> out_off{0};
+  std::vector<int32_t> out_tok;
+  float frequency = 0.0f;
+
+  int64_t requests() const { return static_cast<int64_t>(offsets.size()) - 1; }
+  void add(const std::vector<int32_t>& par, const std::vector<int32_t>& tok,
+           const std::vector<std::vector<float>>& rows, float t, float p, uint64_t s,
+           const std::vector<int32_t>& history = {}) {
+    parents.insert(parents.end(), par.begin(), par.end());
+    tokens.insert(tokens.end(), tok.begin(), tok.end());
+    for (const auto& r : rows) target.insert(target.end(), r.begin(), r.end());
+    offsets.push_back(offsets.back() + static_cast<int64_t>(par.size()));
+    temperature.push_back(t);
+    top_p.push_back(p);
+    seed.push_back(s);
+    out_tok.insert(out_tok.end(), history.begin(), history.end());
+    out_off.push_back(static_cast<int64_t>(out_tok.size()));
+  }
+  lmsample::TreeRequest request() const {
+    lmsample::TreeRequest r;
+    r.target = lmsample::Logits{target.data(), DType::kFloat32, offsets.back(), v, 0};
+    r.node_offsets = offsets.data();
+    r.requests = requests();
+    r.parents = parents.data();
+    r.tokens = tokens.data();
+    r.params.temperature = temperature.data();
+    r.params.top_p = top_p.data();
+    r.params.seed = seed.data();
+    r.params.defaults.step = 5;
+    r.params.defaults.frequency_penalty = frequency;
+    if (!out_tok.empty())
+      r.output_tokens = lmsample::SparseRows{out_off.data(), out_tok.data(), nullptr};
+    return r;
+  }
+};
+
+struct TreeResult {
+  std::vector<int32_t> accepted, path, tokens, status;
+  lmsample::Status st;
+};
+
+TreeResult run_tree(const Tree& t, int threads = 1) {
+  TreeResult res;
+  const lmsample::TreeRequest req = t.request();
+  res.accepted.assign(static_cast<size_t>(t.requests()), -7);
+  res.path.assign(static_cast<size_t>(t.offsets.back()), -7);
+  res.tokens.assign(static_cast<size_t>(t.offsets.back()), -7);
+  res.status.assign(static_cast<size_t>(t.requests()), -7);
+  lmsample::ExecConfig cfg;
+  cfg.cpu_threads = threads;
+  std::vector<unsigned char> ws(lmsample::verify_tree_workspace_size(req, cfg));
+  res.st = lmsample::verify_tree(req,
+                                 lmsample::TreeOutputs{res.accepted.data(), res.path.data(),
+                                                       res.tokens.data(), res.status.data()},
+                                 ws.data(), ws.size(), cfg);
+  return res;
+}
+
+// A chain-shaped tree gives exactly verify_chain's result with deterministic drafts.
+TEST(VerifyTree, ChainShapedTreeIsTheChain) {
+  const int64_t v = 40;
+  std::mt19937_64 g(61);
+  Chain c;
+  c.v = v;
+  c.frequency = 0.7f;
+  Tree t;
+  t.v = v;
+  t.frequency = 0.7f;
+  for (int r = 0; r < 300; ++r) {
+    const int k = r % 5;
+    std::vector<std::vector<float>> rows;
+    std::vector<int32_t> ds, par{-1}, tok{0};
+    for (int j = 0; j <= k; ++j) rows.push_back(random_row(g, v, 1.0f));
+    for (int j = 0; j < k; ++j) {
+      // a draft the target often accepts: the row's argmax, or another token
+      const auto& row = rows[static_cast<size_t>(j)];
+      const int32_t best =
+          static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      ds.push_back(g() % 3 ? best : static_cast<int32_t>(g() % static_cast<uint64_t>(v)));
+      par.push_back(j);
+      tok.push_back(ds.back());
+    }
+    const float temp = r % 7 == 0 ? 0.0f : 0.9f;
+    c.add(rows, ds, {}, temp, 0.9f, 0, 500 + r, 5, {4});
+    t.add(par, tok, rows, temp, 0.9f, 500 + r, {4});
+  }
+  const Result ch = run(c);
+  const TreeResult tr = run_tree(t, 2);
+  ASSERT_TRUE(ch.st.ok()) << ch.st.message;
+  ASSERT_TRUE(tr.st.ok()) << tr.st.message;
+  EXPECT_EQ(tr.accepted, ch.accepted);
+  EXPECT_EQ(tr.tokens, ch.tokens);
+  EXPECT_EQ(tr.status, ch.status);
+  int64_t some = 0;
+  for (int32_t a : ch.accepted) some += a > 0;
+  EXPECT_GT(some, 50);  // (the comparison covers accepted drafts, not only rejections)
+}
+
+// A tree of three children of the root (one token twice), each with two children: the first
+// emitted token has the root row's distribution, and the second, after an accepted child, that
+// child's row's (its token in the history).
+TEST(VerifyTree, SiblingsKeepTheTargetsDistribution) {
+  const int64_t v = 10, n_req = 30000;
+  std::mt19937_64 g(71);
+  std::vector<std::vector<float>> rows;
+  for (int i = 0; i < 10; ++i) rows.push_back(random_row(g, v, 1.2f));
+  // nodes: 0 root; 1, 2, 3 children of the root (tokens 4, 7, 4); 4..9 two children each
+  const std::vector<int32_t> par = {-1, 0, 0, 0, 1, 1, 2, 2, 3, 3};
+  const std::vector<int32_t> tok = {0, 4, 7, 4, 1, 2, 3, 1, 5, 6};
+  Tree t;
+  t.v = v;
+  t.frequency = 0.5f;
+  for (int64_t r = 0; r < n_req; ++r) t.add(par, tok, rows, 1.0f, 0.95f, 9000 + r, {2});
+  const TreeResult res = run_tree(t, 2);
+  ASSERT_TRUE(res.st.ok()) << res.st.message;
+  const std::vector<double> p0 = reference_probs(rows[0], 1.0f, 0.95f, 0, 0.5f, {2});
+  std::vector<uint64_t> c0(static_cast<size_t>(v), 0);
+  std::vector<std::vector<uint64_t>> c1(3, std::vector<uint64_t>(static_cast<size_t>(v), 0));
+  for (int64_t r = 0; r < n_req; ++r) {
+    const size_t o = static_cast<size_t>(10 * r);
+    ASSERT_EQ(res.status[static_cast<size_t>(r)], lmsample::kRowOk);
+    ++c0[static_cast<size_t>(res.tokens[o])];
+    if (res.accepted[static_cast<size_t>(r)] >= 1) {
+      const int32_t node = res.path[o];
+      ASSERT_TRUE(node == 1 || node == 2) << node;  // (node 3 repeats node 1's token: never)
+      EXPECT_EQ(res.tokens[o], tok[static_cast<size_t>(node)]);
+      ++c1[static_cast<size_t>(node)][static_cast<size_t>(res.tokens[o + 1])];
+    }
+  }
+  const lmsample::check::ChiSquare x0 = lmsample::check::chi_square_test(c0, p0);
+  EXPECT_GT(x0.p_value, 1e-4) << "first token: chi-square " << x0.statistic;
+  for (int node = 1; node <= 2; ++node) {
+    const std::vector<double> p1 = reference_probs(rows[static_cast<size_t>(node)], 1.0f, 0.95f, 0,
+                                                   0.5f, {2, tok[static_cast<size_t>(node)]});
+    const lmsample::check::ChiSquare x1 =
+        lmsample::check::chi_square_test(c1[static_cast<size_t>(node)], p1);
+    EXPECT_GT(x1.p_value, 1e-4) << "after node " << node << ": chi-square " << x1.statistic;
+  }
+}
+
+TEST(VerifyTree, BadTreesNameTheRequestAndNodeAndWriteNothing) {
+  const int64_t v = 6;
+  std::mt19937_64 g(81);
+  const std::vector<float> row = random_row(g, v, 1.0f);
+  const auto make = [&](const std::vector<int32_t>& par, const std::vector<int32_t>& tok) {
+    Tree t;
+    t.v = v;
+    t.add({-1, 0}, {0, 1}, {row, row}, 1.0f, 1.0f, 1);
+    t.add(par, tok, std::vector<std::vector<float>>(par.size(), row), 1.0f, 1.0f, 2);
+    return t;
+  };
+  const auto expect_error = [](const Tree& t, const std::string& needle) {
+    const TreeResult res = run_tree(t);
+    EXPECT_FALSE(res.st.ok());
+    EXPECT_NE(res.st.message.find(needle), std::string::npos) << res.st.message;
+    for (int32_t x : res.tokens) EXPECT_EQ(x, -7);
+    for (int32_t x : res.path) EXPECT_EQ(x, -7);
+  };
+  expect_error(make({-1, 0, 3, 1}, {0, 1, 2, 3}), "request 1: node 2 has parent 3");
+  expect_error(make({-1, 0, 2}, {0, 1, 2}), "request 1: node 2 has parent 2");  // a cycle
+  expect_error(make({0, 0}, {0, 1}), "request 1: node 0 (the root) has parent 0");
+  expect_error(make({-1, 0, 0}, {0, 1, 6}), "request 1: node 2 has token 6");
+  Tree big;
+  big.v = v;
+  std::vector<int32_t> par(static_cast<size_t>(lmsample::kMaxTreeNodes) + 1, 0), tok(par.size(), 0);
+  par[0] = -1;
+  big.add(par, tok, std::vector<std::vector<float>>(par.size(), row), 1.0f, 1.0f, 3);
+  expect_error(big, "request 0: 1025 nodes");
+}
+
+}  // namespace
