@@ -2,6 +2,8 @@
 // batches, the same codes, and lms_last_error() texts for bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -10,6 +12,8 @@
 #include "test_util.hpp"
 
 extern "C" int lms_c_smoke(void);
+extern "C" int lms_c_verify_smoke(void);
+extern "C" int lms_c_verify_smoke(void);
 
 using lmsample::DType;
 using lmstest::Batch;
@@ -116,6 +120,78 @@ int c_sample(const lmsample::Request& req, OutBuf& out, int threads, size_t* byt
 }  // namespace
 
 TEST(CApi, CompiledAsC) { EXPECT_EQ(lms_c_smoke(), 0); }
+TEST(CApi, VerifyChainFromC) { EXPECT_EQ(lms_c_verify_smoke(), 0); }
+
+// lms_verify_chain and lms_verify_tree against the C++ calls, and a bad draft id's message.
+TEST(CApi, VerifyMatchesCpp) {
+  const int64_t v = 16;
+  std::mt19937_64 g(5);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> target(static_cast<size_t>(7 * v));
+  for (auto& x : target) x = nd(g);
+  const int64_t offsets[3] = {0, 3, 7};  // K = 2 and 3
+  std::vector<int32_t> drafts = {1, 2, 3, 4, 5};
+  const float temps[2] = {1.0f, 0.7f};
+  const uint64_t seeds[2] = {11, 12};
+  lms_chain_request c;
+  lms_chain_request_init(&c);
+  c.target.logits = target.data();
+  c.target.dtype = LMS_DTYPE_F32;
+  c.target.batch = 7;
+  c.target.vocab = v;
+  c.target.temperature = temps;
+  c.target.seed = seeds;
+  c.row_offsets = offsets;
+  c.requests = 2;
+  c.draft_tokens = drafts.data();
+  lms_exec exec;
+  lms_exec_init(&exec);
+  size_t bytes = 0;
+  ASSERT_EQ(lms_verify_chain_workspace_size(&c, &exec, &bytes), LMS_OK);
+  std::vector<unsigned char> ws(bytes);
+  std::vector<int32_t> acc(2, -7), tok(7, -7), st(2, -7);
+  lms_chain_outputs co{acc.data(), tok.data(), st.data()};
+  ASSERT_EQ(lms_verify_chain(&c, &co, ws.data(), ws.size(), &exec), LMS_OK) << lms_last_error();
+  lmsample::ChainRequest cc;
+  cc.target = lmsample::Logits{target.data(), lmsample::DType::kFloat32, 7, v, 0};
+  cc.row_offsets = offsets;
+  cc.requests = 2;
+  cc.draft_tokens = drafts.data();
+  cc.params.temperature = temps;
+  cc.params.seed = seeds;
+  std::vector<int32_t> acc2(2, -7), tok2(7, -7), st2(2, -7);
+  std::vector<unsigned char> ws2(lmsample::verify_chain_workspace_size(cc, {}));
+  ASSERT_TRUE(
+      lmsample::verify_chain(cc, {acc2.data(), tok2.data(), st2.data()}, ws2.data(), ws2.size(), {})
+          .ok());
+  EXPECT_EQ(acc, acc2);
+  EXPECT_EQ(tok, tok2);
+  EXPECT_EQ(st, st2);
+  // the same two requests as chain-shaped trees
+  const int32_t parents[7] = {-1, 0, 1, -1, 0, 1, 2};
+  const int32_t ttok[7] = {0, 1, 2, 0, 3, 4, 5};
+  lms_tree_request t;
+  lms_tree_request_init(&t);
+  t.target = c.target;
+  t.node_offsets = offsets;
+  t.requests = 2;
+  t.parents = parents;
+  t.tokens = ttok;
+  ASSERT_EQ(lms_verify_tree_workspace_size(&t, &exec, &bytes), LMS_OK);
+  std::vector<unsigned char> ws3(bytes);
+  std::vector<int32_t> acc3(2, -7), path(7, -7), tok3(7, -7), st3(2, -7);
+  lms_tree_outputs to{acc3.data(), path.data(), tok3.data(), st3.data()};
+  ASSERT_EQ(lms_verify_tree(&t, &to, ws3.data(), ws3.size(), &exec), LMS_OK) << lms_last_error();
+  EXPECT_EQ(acc3, acc);
+  EXPECT_EQ(tok3, tok);
+  // a draft id outside [0, V): the request named, nothing written
+  drafts[3] = 99;
+  std::fill(tok.begin(), tok.end(), -7);
+  EXPECT_EQ(lms_verify_chain(&c, &co, ws.data(), ws.size(), &exec), LMS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(lms_last_error()).find("request 1: draft 1 = 99"), std::string::npos)
+      << lms_last_error();
+  EXPECT_EQ(tok, std::vector<int32_t>(7, -7));
+}
 
 TEST(CApi, InitDefaults) {
   lms_request r;

@@ -124,6 +124,57 @@ int lms_workspace_size(const lms_request* req, const lms_exec* exec, size_t* byt
 int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
                size_t workspace_bytes, const lms_exec* exec);
 
+/* ---- speculative decoding (lmsample::verify_chain / verify_tree, docs/contract.md section 8;
+ * CPU backend only in this version) ---- */
+#define LMS_DRAFT_DETERMINISTIC 0
+#define LMS_DRAFT_LOGITS 1
+#define LMS_DRAFT_PROBS 2
+#define LMS_MAX_DRAFTS 64
+#define LMS_MAX_TREE_NODES 1024
+
+/* Chain verification. `target` carries the target logits ([N, V]: batch = N rows), the per-request
+ * parameters (arrays of `requests` entries), the per-row bitmask and the per-request bias, prompt
+ * and output history, as lmsample::ChainRequest has them; its top_logprobs is not used. */
+typedef struct lms_chain_request {
+  lms_request target;
+  const int64_t* row_offsets; /* requests + 1 entries */
+  int64_t requests;
+  const int32_t* draft_tokens; /* N - requests ids */
+  int32_t draft_kind;          /* LMS_DRAFT_* */
+  const void* draft;           /* LMS_DRAFT_LOGITS / PROBS: [N - requests, V] */
+  int32_t draft_dtype;         /* LMS_DTYPE_* (PROBS: LMS_DTYPE_F32) */
+  int64_t draft_row_stride;    /* elements; 0 = V */
+} lms_chain_request;
+typedef struct lms_chain_outputs {
+  int32_t* accepted; /* [requests] */
+  int32_t* tokens;   /* [N] */
+  int32_t* status;   /* [requests] */
+} lms_chain_outputs;
+/* Tree verification (deterministic drafts): `target` as above, rows one per node. */
+typedef struct lms_tree_request {
+  lms_request target;
+  const int64_t* node_offsets; /* requests + 1 entries */
+  int64_t requests;
+  const int32_t* parents; /* [N]: -1 for a root, else the parent's index within the request */
+  const int32_t* tokens;  /* [N] */
+} lms_tree_request;
+typedef struct lms_tree_outputs {
+  int32_t* accepted; /* [requests] */
+  int32_t* path;     /* [N] */
+  int32_t* tokens;   /* [N] */
+  int32_t* status;   /* [requests] */
+} lms_tree_outputs;
+void lms_chain_request_init(lms_chain_request* req);
+void lms_tree_request_init(lms_tree_request* req);
+int lms_verify_chain_workspace_size(const lms_chain_request* req, const lms_exec* exec,
+                                    size_t* bytes);
+int lms_verify_chain(const lms_chain_request* req, const lms_chain_outputs* out, void* workspace,
+                     size_t workspace_bytes, const lms_exec* exec);
+int lms_verify_tree_workspace_size(const lms_tree_request* req, const lms_exec* exec,
+                                   size_t* bytes);
+int lms_verify_tree(const lms_tree_request* req, const lms_tree_outputs* out, void* workspace,
+                    size_t workspace_bytes, const lms_exec* exec);
+
 const char* lms_last_error(void);
 const char* lms_row_status_name(int32_t status);
 int lms_backend_available(int32_t backend);

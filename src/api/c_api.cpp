@@ -96,6 +96,42 @@ lmsample::ExecConfig to_cpp(const lms_exec* c) {
   return e;
 }
 
+lmsample::ChainRequest to_cpp(const lms_chain_request& c) {
+  const lmsample::Request t = to_cpp(c.target);
+  lmsample::ChainRequest r;
+  r.target = t.logits;
+  r.row_offsets = c.row_offsets;
+  r.requests = c.requests;
+  r.draft_tokens = c.draft_tokens;
+  r.draft_kind = static_cast<lmsample::DraftKind>(c.draft_kind);
+  r.draft = lmsample::Logits{c.draft, static_cast<lmsample::DType>(c.draft_dtype),
+                             t.logits.batch - c.requests, t.logits.vocab, c.draft_row_stride};
+  r.params = t.params;
+  r.allowed_mask = t.allowed_mask;
+  r.mask_row_words = t.mask_row_words;
+  r.logit_bias = t.logit_bias;
+  r.prompt_tokens = t.prompt_tokens;
+  r.output_tokens = t.output_tokens;
+  return r;
+}
+
+lmsample::TreeRequest to_cpp(const lms_tree_request& c) {
+  const lmsample::Request t = to_cpp(c.target);
+  lmsample::TreeRequest r;
+  r.target = t.logits;
+  r.node_offsets = c.node_offsets;
+  r.requests = c.requests;
+  r.parents = c.parents;
+  r.tokens = c.tokens;
+  r.params = t.params;
+  r.allowed_mask = t.allowed_mask;
+  r.mask_row_words = t.mask_row_words;
+  r.logit_bias = t.logit_bias;
+  r.prompt_tokens = t.prompt_tokens;
+  r.output_tokens = t.output_tokens;
+  return r;
+}
+
 int fail(int code, std::string msg) {
   g_last_error = std::move(msg);
   return code;
@@ -107,6 +143,18 @@ int from_status(const lmsample::Status& s) {
     return LMS_OK;
   }
   return fail(static_cast<int>(s.code), s.message);
+}
+
+// Runs f() at the boundary: its Status as an LMS_* code, exceptions caught.
+template <typename F>
+int guarded(const char* name, F f) {
+  try {
+    return from_status(f());
+  } catch (const std::exception& e) {
+    return fail(LMS_INTERNAL_ERROR, std::string(name) + ": " + e.what());
+  } catch (...) {
+    return fail(LMS_INTERNAL_ERROR, std::string(name) + ": unknown exception");
+  }
 }
 
 }  // namespace
@@ -152,6 +200,58 @@ int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
   } catch (...) {
     return fail(LMS_INTERNAL_ERROR, "lms_sample: unknown exception");
   }
+}
+
+void lms_chain_request_init(lms_chain_request* req) {
+  if (!req) return;
+  *req = lms_chain_request{};
+  lms_request_init(&req->target);
+}
+void lms_tree_request_init(lms_tree_request* req) {
+  if (!req) return;
+  *req = lms_tree_request{};
+  lms_request_init(&req->target);
+}
+
+int lms_verify_chain_workspace_size(const lms_chain_request* req, const lms_exec* exec,
+                                    size_t* bytes) {
+  if (!req || !bytes)
+    return fail(LMS_INVALID_ARGUMENT,
+                "lms_verify_chain_workspace_size: req and bytes must not be null");
+  return guarded("lms_verify_chain_workspace_size", [&] {
+    *bytes = lmsample::verify_chain_workspace_size(to_cpp(*req), to_cpp(exec));
+    return lmsample::Status::Ok();
+  });
+}
+int lms_verify_chain(const lms_chain_request* req, const lms_chain_outputs* out, void* workspace,
+                     size_t workspace_bytes, const lms_exec* exec) {
+  if (!req || !out)
+    return fail(LMS_INVALID_ARGUMENT, "lms_verify_chain: req and out must not be null");
+  return guarded("lms_verify_chain", [&] {
+    return lmsample::verify_chain(to_cpp(*req),
+                                  lmsample::ChainOutputs{out->accepted, out->tokens, out->status},
+                                  workspace, workspace_bytes, to_cpp(exec));
+  });
+}
+int lms_verify_tree_workspace_size(const lms_tree_request* req, const lms_exec* exec,
+                                   size_t* bytes) {
+  if (!req || !bytes)
+    return fail(LMS_INVALID_ARGUMENT,
+                "lms_verify_tree_workspace_size: req and bytes must not be null");
+  return guarded("lms_verify_tree_workspace_size", [&] {
+    *bytes = lmsample::verify_tree_workspace_size(to_cpp(*req), to_cpp(exec));
+    return lmsample::Status::Ok();
+  });
+}
+int lms_verify_tree(const lms_tree_request* req, const lms_tree_outputs* out, void* workspace,
+                    size_t workspace_bytes, const lms_exec* exec) {
+  if (!req || !out)
+    return fail(LMS_INVALID_ARGUMENT, "lms_verify_tree: req and out must not be null");
+  return guarded("lms_verify_tree", [&] {
+    return lmsample::verify_tree(
+        to_cpp(*req), lmsample::TreeOutputs{out->accepted, out->path, out->tokens, out->status},
+        workspace, workspace_bytes, to_cpp(exec));
+  });
 }
 
 const char* lms_last_error(void) { return g_last_error.c_str(); }
