@@ -145,17 +145,34 @@ Status check_logits(const Logits& l, const char* name, int64_t rows) {
   return Status::Ok();
 }
 
-}  // namespace
-
-Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
-  const int64_t b = req.requests, v = req.target.vocab;
+// The request count, the vocabulary and the used defaults of a verification request.
+Status check_head(int64_t b, int64_t v, const RowParams& params) {
   if (b < 0) return invalid("requests = " + std::to_string(b) + " is negative");
   if (v < 1 || v > kMaxVocab)
     return invalid("target.vocab = " + std::to_string(v) + " is outside [1, " +
                    std::to_string(kMaxVocab) + "]");
-  Status d = check_defaults(req.params);
-  if (!d.ok()) return d;
-  if (b == 0) return Status::Ok();
+  return check_defaults(params);
+}
+
+// The bitmask row length and the per-request bias and histories of a verification request.
+template <typename Req>
+Status check_parts(const Req& req, int64_t b, int64_t v) {
+  if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (v + 31) / 32)
+    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
+                   " is smaller than ceil(vocab / 32) = " + std::to_string((v + 31) / 32));
+  Status s = check_sparse(req.logit_bias, "logit_bias", b, true, true);
+  if (!s.ok()) return s;
+  s = check_sparse(req.prompt_tokens, "prompt_tokens", b, false, true);
+  if (!s.ok()) return s;
+  return check_sparse(req.output_tokens, "output_tokens", b, false, true);
+}
+
+}  // namespace
+
+Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
+  const int64_t b = req.requests, v = req.target.vocab;
+  Status d = check_head(b, v, req.params);
+  if (!d.ok() || b == 0) return d;
   if (!req.row_offsets) return invalid("row_offsets is null");
   if (!out.accepted || !out.tokens || !out.status)
     return invalid("outputs.accepted, outputs.tokens or outputs.status is null");
@@ -185,14 +202,7 @@ Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
       return invalid("draft probabilities must be fp32 (draft.dtype = " +
                      std::to_string(static_cast<int>(req.draft.dtype)) + ")");
   }
-  if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (v + 31) / 32)
-    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
-                   " is smaller than ceil(vocab / 32) = " + std::to_string((v + 31) / 32));
-  s = check_sparse(req.logit_bias, "logit_bias", b, true, true);
-  if (!s.ok()) return s;
-  s = check_sparse(req.prompt_tokens, "prompt_tokens", b, false, true);
-  if (!s.ok()) return s;
-  s = check_sparse(req.output_tokens, "output_tokens", b, false, true);
+  s = check_parts(req, b, v);
   if (!s.ok()) return s;
   // every draft id, and every draft probability, before anything is written
   const int64_t dstride = req.draft.row_stride == 0 ? v : req.draft.row_stride;
@@ -219,13 +229,8 @@ Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
 
 Status validate_tree(const TreeRequest& req, const TreeOutputs& out) {
   const int64_t b = req.requests, v = req.target.vocab;
-  if (b < 0) return invalid("requests = " + std::to_string(b) + " is negative");
-  if (v < 1 || v > kMaxVocab)
-    return invalid("target.vocab = " + std::to_string(v) + " is outside [1, " +
-                   std::to_string(kMaxVocab) + "]");
-  Status d = check_defaults(req.params);
-  if (!d.ok()) return d;
-  if (b == 0) return Status::Ok();
+  Status d = check_head(b, v, req.params);
+  if (!d.ok() || b == 0) return d;
   if (!req.node_offsets) return invalid("node_offsets is null");
   if (!out.accepted || !out.path || !out.tokens || !out.status)
     return invalid("outputs.accepted, outputs.path, outputs.tokens or outputs.status is null");
@@ -240,14 +245,7 @@ Status validate_tree(const TreeRequest& req, const TreeOutputs& out) {
   Status s = check_logits(req.target, "target", req.node_offsets[b]);
   if (!s.ok()) return s;
   if (!req.parents || !req.tokens) return invalid("parents or tokens is null");
-  if (req.allowed_mask && req.mask_row_words != 0 && req.mask_row_words < (v + 31) / 32)
-    return invalid("mask_row_words = " + std::to_string(req.mask_row_words) +
-                   " is smaller than ceil(vocab / 32) = " + std::to_string((v + 31) / 32));
-  s = check_sparse(req.logit_bias, "logit_bias", b, true, true);
-  if (!s.ok()) return s;
-  s = check_sparse(req.prompt_tokens, "prompt_tokens", b, false, true);
-  if (!s.ok()) return s;
-  s = check_sparse(req.output_tokens, "output_tokens", b, false, true);
+  s = check_parts(req, b, v);
   if (!s.ok()) return s;
   for (int64_t r = 0; r < b; ++r) {
     const int64_t n0 = req.node_offsets[r], m = req.node_offsets[r + 1] - n0;
@@ -332,18 +330,32 @@ Backend resolve_backend(Backend backend) {
   return kBuiltGpu != Backend::kCpu && backend_available(kBuiltGpu) ? kBuiltGpu : Backend::kCpu;
 }
 
+namespace {
+
+// verify_chain and verify_tree: CPU only, validated, nothing to do for no request.
+template <typename Req, typename Out, typename Validate, typename Run>
+Status run_verification(const char* name, const Req& req, const Out& out, const ExecConfig& cfg,
+                        Validate validate, Run run) {
+  if (resolve_backend(cfg.backend) != Backend::kCpu)
+    return Status{Code::kUnsupported,
+                  std::string(name) + " runs on the CPU backend only in this version"};
+  Status s = validate(req, out);
+  if (!s.ok()) return s;
+  if (req.requests == 0) return Status::Ok();
+  return run();
+}
+
+}  // namespace
+
 size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
   return cpu::verify_chain_workspace_size(req, cfg);
 }
 
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg) {
-  if (resolve_backend(cfg.backend) != Backend::kCpu)
-    return Status{Code::kUnsupported, "verify_chain runs on the CPU backend only in this version"};
-  Status s = api::validate_chain(req, out);
-  if (!s.ok()) return s;
-  if (req.requests == 0) return Status::Ok();
-  return cpu::verify_chain(req, out, workspace, workspace_bytes, cfg);
+  return run_verification("verify_chain", req, out, cfg, api::validate_chain, [&] {
+    return cpu::verify_chain(req, out, workspace, workspace_bytes, cfg);
+  });
 }
 
 size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
@@ -352,12 +364,9 @@ size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg)
 
 Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
                    size_t workspace_bytes, const ExecConfig& cfg) {
-  if (resolve_backend(cfg.backend) != Backend::kCpu)
-    return Status{Code::kUnsupported, "verify_tree runs on the CPU backend only in this version"};
-  Status s = api::validate_tree(req, out);
-  if (!s.ok()) return s;
-  if (req.requests == 0) return Status::Ok();
-  return cpu::verify_tree(req, out, workspace, workspace_bytes, cfg);
+  return run_verification("verify_tree", req, out, cfg, api::validate_tree, [&] {
+    return cpu::verify_tree(req, out, workspace, workspace_bytes, cfg);
+  });
 }
 
 const char* version() noexcept { return "0.1.0"; }

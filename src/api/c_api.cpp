@@ -157,6 +157,17 @@ int guarded(const char* name, F f) {
   }
 }
 
+// A workspace-size call of the C API: size(C++ request, config) into *bytes.
+template <typename CReq, typename Size>
+int size_of(const char* name, const CReq* req, const lms_exec* exec, size_t* bytes, Size size) {
+  if (!req || !bytes)
+    return fail(LMS_INVALID_ARGUMENT, std::string(name) + ": req and bytes must not be null");
+  return guarded(name, [&] {
+    *bytes = size(to_cpp(*req), to_cpp(exec));
+    return lmsample::Status::Ok();
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -215,13 +226,9 @@ void lms_tree_request_init(lms_tree_request* req) {
 
 int lms_verify_chain_workspace_size(const lms_chain_request* req, const lms_exec* exec,
                                     size_t* bytes) {
-  if (!req || !bytes)
-    return fail(LMS_INVALID_ARGUMENT,
-                "lms_verify_chain_workspace_size: req and bytes must not be null");
-  return guarded("lms_verify_chain_workspace_size", [&] {
-    *bytes = lmsample::verify_chain_workspace_size(to_cpp(*req), to_cpp(exec));
-    return lmsample::Status::Ok();
-  });
+  return size_of(
+      "lms_verify_chain_workspace_size", req, exec, bytes,
+      [](const auto& r, const auto& e) { return lmsample::verify_chain_workspace_size(r, e); });
 }
 int lms_verify_chain(const lms_chain_request* req, const lms_chain_outputs* out, void* workspace,
                      size_t workspace_bytes, const lms_exec* exec) {
@@ -235,13 +242,9 @@ int lms_verify_chain(const lms_chain_request* req, const lms_chain_outputs* out,
 }
 int lms_verify_tree_workspace_size(const lms_tree_request* req, const lms_exec* exec,
                                    size_t* bytes) {
-  if (!req || !bytes)
-    return fail(LMS_INVALID_ARGUMENT,
-                "lms_verify_tree_workspace_size: req and bytes must not be null");
-  return guarded("lms_verify_tree_workspace_size", [&] {
-    *bytes = lmsample::verify_tree_workspace_size(to_cpp(*req), to_cpp(exec));
-    return lmsample::Status::Ok();
-  });
+  return size_of(
+      "lms_verify_tree_workspace_size", req, exec, bytes,
+      [](const auto& r, const auto& e) { return lmsample::verify_tree_workspace_size(r, e); });
 }
 int lms_verify_tree(const lms_tree_request* req, const lms_tree_outputs* out, void* workspace,
                     size_t workspace_bytes, const lms_exec* exec) {

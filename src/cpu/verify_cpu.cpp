@@ -117,6 +117,30 @@ uint64_t weight_of(const Scratch& s, int64_t n, int32_t x) {
   return it != s.ids + n && *it == x ? s.w[it - s.ids] : 0;
 }
 
+// Request b's output history into `history`; its length.
+template <typename Req>
+int64_t load_history(const Req& req, int64_t b, int32_t* history) {
+  int64_t h = 0;
+  if (req.output_tokens.offsets) {
+    for (int64_t i = req.output_tokens.offsets[b]; i < req.output_tokens.offsets[b + 1]; ++i)
+      history[h++] = req.output_tokens.tokens[i];
+  }
+  return h;
+}
+
+// The kept set of target row `row` (request b's parameters, the history's first h tokens) into
+// t.ids / t.w [0, *n), *total their weight; the row's status.
+template <typename Req>
+int32_t target_distribution(const Req& req, int64_t b, int64_t row, const Scratch& t,
+                            const int32_t* history, int64_t h, DistFn dist, int64_t* n,
+                            uint64_t* total) {
+  const void* p = static_cast<const char*>(req.target.data) +
+                  row * stride_of(req.target) * esize(req.target.dtype);
+  PositionRequest pr;
+  position_request(pr, req, b, p, req.target, row, history, h);
+  return dist(t, pr.req, 0, stride_of(req.target), api::mask_words_of(pr.req), n, total);
+}
+
 // Fixed-point mass of a draft probability (checked to be in [0, 1]): floor(q 2^39), exact.
 uint64_t prob_weight(float q) { return static_cast<uint64_t>(core::mul_rn(q, 549755813888.0f)); }
 
@@ -127,23 +151,14 @@ void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, 
   const int64_t r0 = cr.row_offsets[b], k = cr.row_offsets[b + 1] - r0 - 1;
   const int64_t d0 = r0 - b;  // this request's first draft
   const core::RowSettings rs = core::load_row_settings(cr.params, b);
-  int64_t h = 0;
-  if (cr.output_tokens.offsets) {
-    for (int64_t i = cr.output_tokens.offsets[b]; i < cr.output_tokens.offsets[b + 1]; ++i)
-      history[h++] = cr.output_tokens.tokens[i];
-  }
-  const int64_t tstride = stride_of(cr.target) * esize(cr.target.dtype);
+  int64_t h = load_history(cr, b, history);
   for (int64_t j = 0; j <= k; ++j) out.tokens[r0 + j] = -1;
   out.accepted[b] = 0;
   out.status[b] = kRowOk;
-  PositionRequest pr;
   for (int64_t j = 0; j <= k; ++j) {
-    const void* trow = static_cast<const char*>(cr.target.data) + (r0 + j) * tstride;
-    position_request(pr, cr, b, trow, cr.target, r0 + j, history, h);
     int64_t n = 0;
     uint64_t wp = 0;
-    const int32_t st =
-        dist(t, pr.req, 0, stride_of(cr.target), api::mask_words_of(pr.req), &n, &wp);
+    const int32_t st = target_distribution(cr, b, r0 + j, t, history, h, dist, &n, &wp);
     if (st != kRowOk) {
       out.status[b] = st;
       out.accepted[b] = static_cast<int32_t>(j);
@@ -224,24 +239,15 @@ void verify_tree_request(const TreeRequest& tr, const TreeOutputs& out, int64_t 
                          int32_t* history, int32_t* removed, DistFn dist) {
   const int64_t n0 = tr.node_offsets[b], m = tr.node_offsets[b + 1] - n0;
   const core::RowSettings rs = core::load_row_settings(tr.params, b);
-  int64_t h = 0;
-  if (tr.output_tokens.offsets) {
-    for (int64_t i = tr.output_tokens.offsets[b]; i < tr.output_tokens.offsets[b + 1]; ++i)
-      history[h++] = tr.output_tokens.tokens[i];
-  }
+  int64_t h = load_history(tr, b, history);
   for (int64_t i = 0; i < m; ++i) out.path[n0 + i] = out.tokens[n0 + i] = -1;
   out.accepted[b] = 0;
   out.status[b] = kRowOk;
-  const int64_t tstride = stride_of(tr.target) * esize(tr.target.dtype);
-  PositionRequest pr;
   int64_t node = 0, depth = 0;
   for (;;) {
-    const void* row = static_cast<const char*>(tr.target.data) + (n0 + node) * tstride;
-    position_request(pr, tr, b, row, tr.target, n0 + node, history, h);
     int64_t n = 0;
     uint64_t rest = 0;
-    const int32_t st =
-        dist(t, pr.req, 0, stride_of(tr.target), api::mask_words_of(pr.req), &n, &rest);
+    const int32_t st = target_distribution(tr, b, n0 + node, t, history, h, dist, &n, &rest);
     if (st != kRowOk) {
       out.status[b] = st;
       out.accepted[b] = static_cast<int32_t>(depth);
