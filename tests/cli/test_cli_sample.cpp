@@ -304,3 +304,67 @@ TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
 
 }  // namespace
 }  // namespace lmsample::tool
+
+namespace lmsample::tool {
+namespace {
+
+// verify-chain prints what lmsample::verify_chain returns; a bad draft id is an error that
+// names it, with nothing on stdout.
+TEST_F(Cli, VerifyChainMatchesTheLibrary) {
+  const int64_t B = 5, K = 3, V = 64;
+  std::vector<float> x = make_logits(B * (K + 1), V);
+  for (int64_t t = 0; t < V; ++t) x[static_cast<size_t>(2 * V + t)] = 0.1f * static_cast<float>(t);
+  std::vector<int32_t> drafts(static_cast<size_t>(B * K));
+  for (size_t i = 0; i < drafts.size(); ++i) drafts[i] = static_cast<int32_t>((7 * i) % V);
+  drafts[0] = V - 1;  // (row 0's likely token or not: either way something to check)
+  write_npy(path("target.npy"), {B * (K + 1), V}, x.data());
+  write_npy(path("drafts.npy"), {B, K}, drafts.data());
+  const RunResult r = run("verify-chain --target " + quote(path("target.npy")) + " --drafts " +
+                          quote(path("drafts.npy")) + " --temperature 0.8 --top-p 0.95 --seed 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = r.lines();
+  ASSERT_EQ(lines.size(), static_cast<size_t>(B));
+  std::vector<int64_t> offsets;
+  for (int64_t b = 0; b <= B; ++b) offsets.push_back(b * (K + 1));
+  ChainRequest req;
+  req.target = Logits{x.data(), DType::kFloat32, B * (K + 1), V, 0};
+  req.row_offsets = offsets.data();
+  req.requests = B;
+  req.draft_tokens = drafts.data();
+  req.params.defaults.temperature = 0.8f;
+  req.params.defaults.top_p = 0.95f;
+  req.params.defaults.seed = 3;
+  std::vector<int32_t> acc(B), tok(static_cast<size_t>(B * (K + 1))), st(B);
+  std::vector<unsigned char> ws(verify_chain_workspace_size(req, {}));
+  ASSERT_TRUE(
+      verify_chain(req, {acc.data(), tok.data(), st.data()}, ws.data(), ws.size(), {}).ok());
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& j = lines[static_cast<size_t>(b)];
+    EXPECT_EQ(j["request"], b);
+    EXPECT_EQ(j["accepted"], acc[static_cast<size_t>(b)]);
+    EXPECT_EQ(j["status"], row_status_name(st[static_cast<size_t>(b)]));
+    std::vector<int32_t> want;
+    for (int64_t i = 0; i <= K; ++i) {
+      const int32_t t = tok[static_cast<size_t>(b * (K + 1) + i)];
+      if (t >= 0) want.push_back(t);
+    }
+    EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), want) << "request " << b;
+    EXPECT_EQ(want.size(), static_cast<size_t>(acc[static_cast<size_t>(b)]) + 1);
+  }
+  drafts[4] = static_cast<int32_t>(V);
+  write_npy(path("drafts.npy"), {B, K}, drafts.data());
+  const RunResult bad = run("verify-chain --target " + quote(path("target.npy")) + " --drafts " +
+                            quote(path("drafts.npy")));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_TRUE(bad.out.empty()) << bad.out;
+  EXPECT_NE(bad.err.find("request 1: draft 1 = 64 is outside [0, vocab = 64)"), std::string::npos)
+      << bad.err;
+  write_npy(path("drafts.npy"), {B, K + 1}, std::vector<int32_t>(B * (K + 1), 0).data());
+  const RunResult shape = run("verify-chain --target " + quote(path("target.npy")) + " --drafts " +
+                              quote(path("drafts.npy")));
+  EXPECT_EQ(shape.exit_code, 1);
+  EXPECT_NE(shape.err.find("needs B (K + 1) = 25"), std::string::npos) << shape.err;
+}
+
+}  // namespace
+}  // namespace lmsample::tool

@@ -308,6 +308,134 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
       ->type_name("FILE");
 }
 
+// ---- verify-chain: speculative decoding's chain verification (docs/contract.md section 8) ----
+struct ChainArgs {
+  std::string target, drafts, draft_probs, draft_logits;
+  bool bf16 = false;
+  float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f;
+  int32_t top_k = 0;
+  uint64_t seed = 0, step = 0;
+  int threads = 0;
+};
+
+void add_verify_chain_command(CLI::App& app, ChainArgs& a) {
+  auto* c = app.add_subcommand(
+      "verify-chain",
+      "Verify speculative drafts against the target's logits (chain verification, CPU); JSON "
+      "lines out");
+  c->footer(
+      "Request b has K drafts (row b of --drafts) and K + 1 target rows: rows b (K + 1) ..\n"
+      "b (K + 1) + K of --target. Output: one JSON object per request, in order, on stdout:\n"
+      "  {\"request\":0,\"accepted\":2,\"tokens\":[17,4,99],\"status\":\"ok\"}\n"
+      "(the accepted drafts, then the recovered or bonus token). The emitted tokens are\n"
+      "distributed exactly as sampling the target alone; the result is a pure function of the\n"
+      "inputs, the parameters, the seed and the step (docs/contract.md section 8).\n"
+      "Exit status: 0 ok, 1 error (message on stderr, nothing printed).\n"
+      "Example:\n"
+      "  lmsample verify-chain --target target.npy --drafts drafts.npy --temperature 0.8 --seed 7");
+  c->add_option("--target", a.target,
+                "target logits .npy [B (K + 1), V]: float32, float16, or bfloat16 with --bf16")
+      ->required()
+      ->type_name("FILE");
+  c->add_flag("--bf16", a.bf16, "--target (and --draft-logits) hold bfloat16 bit patterns");
+  c->add_option("--drafts", a.drafts, "draft token ids .npy [B, K] (integers in [0, V))")
+      ->required()
+      ->type_name("FILE");
+  auto* probs = c->add_option("--draft-probs", a.draft_probs,
+                              "the draft's probabilities .npy [B K, V] float32 in [0, 1] "
+                              "(default: deterministic drafts)")
+                    ->type_name("FILE");
+  c->add_option("--draft-logits", a.draft_logits,
+                "the draft's logits .npy [B K, V], processed with the same parameters")
+      ->type_name("FILE")
+      ->excludes(probs);
+  c->add_option("--temperature", a.temperature, "temperature >= 0 of every request; 0 = greedy");
+  c->add_option("--top-k", a.top_k, "top-k of every request; 0 = off");
+  c->add_option("--top-p", a.top_p, "top-p of every request, in (0, 1]; 1 = off");
+  c->add_option("--min-p", a.min_p, "min-p of every request, in [0, 1]; 0 = off");
+  c->add_option("--seed", a.seed, "Philox key of every request");
+  c->add_option("--step", a.step, "Philox counter (the decoding step)");
+  c->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+int run_verify_chain(const ChainArgs& a) {
+  const LogitsData target = load_logits(a.target, a.bf16);
+  const NpyArray d = read_npy(a.drafts);
+  if (d.rank() != 2 || !npy_is_integer(d.type()))
+    throw UsageError(a.drafts + ": --drafts must be a 2-D integer array [B, K], not " +
+                     std::string(npy_type_name(d.type())) + " " + shape_string(d.shape()));
+  const int64_t b = d.shape()[0], k = d.shape()[1];
+  if (k > kMaxDrafts)
+    throw UsageError(a.drafts + ": K = " + std::to_string(k) + " drafts a request (at most " +
+                     std::to_string(kMaxDrafts) + ")");
+  if (target.batch != b * (k + 1))
+    throw UsageError(a.target + ": " + std::to_string(target.batch) + " rows, but --drafts " +
+                     shape_string(d.shape()) + " needs B (K + 1) = " + std::to_string(b * (k + 1)));
+  std::vector<int32_t> drafts(static_cast<size_t>(b * k));
+  for (int64_t i = 0; i < b * k; ++i) {
+    bool neg = false;
+    uint64_t mag = 0;
+    d.integer_at(i, &neg, &mag);
+    if (neg || mag >= static_cast<uint64_t>(target.vocab))
+      throw UsageError(a.drafts + ": request " + std::to_string(i / std::max<int64_t>(k, 1)) +
+                       ": draft " + std::to_string(i % std::max<int64_t>(k, 1)) + " = " +
+                       (neg ? "-" : "") + std::to_string(mag) +
+                       " is outside [0, vocab = " + std::to_string(target.vocab) + ")");
+    drafts[static_cast<size_t>(i)] = static_cast<int32_t>(mag);
+  }
+  std::vector<int64_t> offsets(static_cast<size_t>(b + 1));
+  for (int64_t r = 0; r <= b; ++r) offsets[static_cast<size_t>(r)] = r * (k + 1);
+  ChainRequest req;
+  req.target = target.view();
+  req.row_offsets = offsets.data();
+  req.requests = b;
+  req.draft_tokens = drafts.data();
+  LogitsData draft;
+  if (!a.draft_probs.empty() || !a.draft_logits.empty()) {
+    const bool p = !a.draft_probs.empty();
+    draft = load_logits(p ? a.draft_probs : a.draft_logits, p ? false : a.bf16);
+    req.draft_kind = p ? DraftKind::kProbs : DraftKind::kLogits;
+    req.draft = draft.view();
+  }
+  RowDefaults& df = req.params.defaults;
+  df.temperature = a.temperature;
+  df.top_k = a.top_k;
+  df.top_p = a.top_p;
+  df.min_p = a.min_p;
+  df.seed = a.seed;
+  df.step = a.step;
+  ExecConfig cfg;
+  cfg.backend = Backend::kCpu;
+  cfg.cpu_threads = a.threads;
+  const auto nb = static_cast<size_t>(b);
+  std::vector<int32_t> accepted(nb), tokens(static_cast<size_t>(target.batch)), status(nb);
+  std::vector<unsigned char> ws(verify_chain_workspace_size(req, cfg));
+  const Status s = verify_chain(req, ChainOutputs{accepted.data(), tokens.data(), status.data()},
+                                ws.data(), ws.size(), cfg);
+  if (!s.ok()) {
+    std::cerr << "lmsample verify-chain: " << s.message << "\n";
+    return kExitError;
+  }
+  std::string text;
+  for (size_t r = 0; r < nb; ++r) {
+    nlohmann::ordered_json j;
+    j["request"] = r;
+    j["accepted"] = accepted[r];
+    auto arr = nlohmann::ordered_json::array();
+    for (int64_t i = 0; i <= k; ++i) {
+      const int32_t t = tokens[r * static_cast<size_t>(k + 1) + static_cast<size_t>(i)];
+      if (t >= 0) arr.push_back(t);
+    }
+    j["tokens"] = std::move(arr);
+    j["status"] = row_status_name(status[r]);
+    text += j.dump();
+    text += '\n';
+  }
+  std::cout << text << std::flush;
+  return kExitOk;
+}
+
 std::unique_ptr<Executor> make_executor(const std::string& backend, int threads,
                                         const std::string& gpu_keys = "auto") {
   Backend b = Backend::kAuto;
@@ -810,6 +938,9 @@ int main_impl(int argc, char** argv) {
       "Prints one PASS/FAIL line per check and a summary; exit status 3 if any check fails.\n"
       "Deterministic: the data, seeds and steps are fixed, so a result is reproducible.");
 
+  ChainArgs ca;
+  add_verify_chain_command(app, ca);
+
   BenchArgs ba;
   auto* bench = app.add_subcommand(
       "bench", "Time sample() for typical settings (median per call and per row)");
@@ -844,6 +975,10 @@ int main_impl(int argc, char** argv) {
     if (app.got_subcommand("verify")) {
       cmd = "lmsample verify";
       return run_verify_command(va);
+    }
+    if (app.got_subcommand("verify-chain")) {
+      cmd = "lmsample verify-chain";
+      return run_verify_chain(ca);
     }
     if (app.got_subcommand("bench")) {
       cmd = "lmsample bench";
