@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -115,6 +116,15 @@ std::vector<double> reference_probs(const std::vector<float>& row, float t, floa
     probs[static_cast<size_t>(d.ids[i])] =
         static_cast<double>(d.weights[i]) / static_cast<double>(d.total);
   return probs;
+}
+
+// x rounded to the nearest bfloat16 (toward zero is enough here: any value bf16 holds).
+float lmstest_round_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u &= 0xffff0000u;
+  std::memcpy(&x, &u, 4);
+  return x;
 }
 
 std::vector<float> random_row(std::mt19937_64& g, int64_t v, float scale) {
@@ -306,6 +316,123 @@ TEST(VerifyChain, KZeroIsSampleAndRequestsAreIndependent) {
       EXPECT_EQ(all.accepted[static_cast<size_t>(b)], 0);
     }
   }
+}
+
+// Bitmasks per position and bias per request: a disallowed draft is never accepted and nothing
+// disallowed is emitted; with K = 0 the token is sample()'s under the same mask and bias; bf16
+// target rows give the fp32 rows' results where the values are the same.
+TEST(VerifyChain, MasksBiasAndBf16) {
+  const int64_t v = 40, b = 200, k = 2;
+  std::mt19937_64 g(91);
+  Chain c;
+  c.v = v;
+  c.kind = DraftKind::kLogits;
+  const int64_t words = (v + 31) / 32;
+  std::vector<uint32_t> mask;
+  std::vector<int64_t> bias_off{0};
+  std::vector<int32_t> bias_tok;
+  std::vector<float> bias_val;
+  for (int64_t r = 0; r < b; ++r) {
+    std::vector<std::vector<float>> t, d;
+    std::vector<int32_t> ds;
+    for (int j = 0; j <= k; ++j) {
+      std::vector<float> row = random_row(g, v, 2.0f);
+      for (auto& x : row) x = lmstest_round_bf16(x);  // values that bf16 holds exactly
+      t.push_back(row);
+      for (int64_t w = 0; w < words; ++w)  // about half the tokens allowed, never none
+        mask.push_back(static_cast<uint32_t>(g()) | (w == 0 ? 1u : 0u));
+    }
+    for (int j = 0; j < k; ++j) {
+      d.push_back(random_row(g, v, 2.0f));
+      ds.push_back(static_cast<int32_t>(g() % static_cast<uint64_t>(v)));
+    }
+    c.add(t, ds, d, 1.0f, 0.9f, 0, 300 + static_cast<uint64_t>(r), 2);
+    bias_tok.push_back(static_cast<int32_t>(g() % static_cast<uint64_t>(v)));
+    bias_val.push_back(3.0f);
+    bias_off.push_back(static_cast<int64_t>(bias_tok.size()));
+  }
+  ChainRequest req = c.request();
+  req.allowed_mask = mask.data();
+  req.logit_bias = lmsample::SparseRows{bias_off.data(), bias_tok.data(), bias_val.data()};
+  const auto run_req = [&](const ChainRequest& q) {
+    Result res;
+    res.accepted.assign(static_cast<size_t>(b), -7);
+    res.tokens.assign(static_cast<size_t>(c.offsets.back()), -7);
+    res.status.assign(static_cast<size_t>(b), -7);
+    std::vector<unsigned char> ws(lmsample::verify_chain_workspace_size(q, {}));
+    res.st = lmsample::verify_chain(
+        q, ChainOutputs{res.accepted.data(), res.tokens.data(), res.status.data()}, ws.data(),
+        ws.size(), {});
+    return res;
+  };
+  const Result f32 = run_req(req);
+  ASSERT_TRUE(f32.st.ok()) << f32.st.message;
+  const auto allowed = [&](int64_t row, int32_t x) {
+    return (mask[static_cast<size_t>(row * words + x / 32)] >> (x % 32)) & 1u;
+  };
+  int64_t accepted = 0;
+  for (int64_t r = 0; r < b; ++r) {
+    for (int64_t j = 0; j <= k; ++j) {
+      const int32_t x = f32.tokens[static_cast<size_t>(r * (k + 1) + j)];
+      if (x >= 0) {
+        EXPECT_TRUE(allowed(r * (k + 1) + j, x)) << "request " << r << " position " << j;
+      }
+    }
+    accepted += f32.accepted[static_cast<size_t>(r)];
+  }
+  EXPECT_GT(accepted, 20);
+  // bf16 target rows: the same bits
+  std::vector<uint16_t> t16(c.target.size());
+  for (size_t i = 0; i < t16.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &c.target[i], 4);
+    t16[i] = static_cast<uint16_t>(u >> 16);
+  }
+  ChainRequest q16 = req;
+  q16.target.data = t16.data();
+  q16.target.dtype = DType::kBFloat16;
+  const Result bf = run_req(q16);
+  ASSERT_TRUE(bf.st.ok()) << bf.st.message;
+  EXPECT_EQ(bf.tokens, f32.tokens);
+  EXPECT_EQ(bf.accepted, f32.accepted);
+  // K = 0 (the first target row of each request alone) is sample() with that mask and bias
+  Chain c0;
+  c0.v = v;
+  std::vector<uint32_t> mask0;
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t row = r * (k + 1);
+    c0.add({std::vector<float>(c.target.begin() + row * v, c.target.begin() + (row + 1) * v)}, {},
+           {}, 1.0f, 0.9f, 0, 300 + static_cast<uint64_t>(r), 2);
+    mask0.insert(mask0.end(), mask.begin() + row * words, mask.begin() + (row + 1) * words);
+  }
+  ChainRequest r0 = c0.request();
+  r0.allowed_mask = mask0.data();
+  r0.logit_bias = req.logit_bias;
+  Result v0;
+  v0.accepted.assign(static_cast<size_t>(b), -7);
+  v0.tokens.assign(static_cast<size_t>(b), -7);
+  v0.status.assign(static_cast<size_t>(b), -7);
+  std::vector<unsigned char> ws0(lmsample::verify_chain_workspace_size(r0, {}));
+  ASSERT_TRUE(lmsample::verify_chain(
+                  r0, ChainOutputs{v0.accepted.data(), v0.tokens.data(), v0.status.data()},
+                  ws0.data(), ws0.size(), {})
+                  .ok());
+  lmsample::Request q;
+  q.logits = lmsample::Logits{c0.target.data(), DType::kFloat32, b, v, 0};
+  q.params.temperature = c0.temperature.data();
+  q.params.top_p = c0.top_p.data();
+  q.params.top_k = c0.top_k.data();
+  q.params.seed = c0.seed.data();
+  q.params.step = c0.step.data();
+  q.allowed_mask = mask0.data();
+  q.logit_bias = req.logit_bias;
+  std::vector<int32_t> tok(static_cast<size_t>(b)), st(static_cast<size_t>(b));
+  lmsample::Outputs o;
+  o.tokens = tok.data();
+  o.status = st.data();
+  std::vector<unsigned char> ws(lmsample::workspace_size(q, {}));
+  ASSERT_TRUE(lmsample::sample(q, o, ws.data(), ws.size(), {}).ok());
+  EXPECT_EQ(v0.tokens, tok);
 }
 
 // Greedy verification (T = 0): drafts are accepted while they are the target's argmax, then the
