@@ -17,11 +17,13 @@ from ._api import (
     ROW_OK,
     ROW_STATUS_NAMES,
     BadRowError,
+    ChainResult,
     SampleResult,
     Sampler,
     backend_available,
     contract_version,
     sample,
+    verify_chain,
     version,
 )
 
@@ -32,12 +34,14 @@ __all__ = [
     "ROW_OK",
     "ROW_STATUS_NAMES",
     "BadRowError",
+    "ChainResult",
     "SampleResult",
     "Sampler",
     "backend_available",
     "contract_version",
     "flashinfer",
     "sample",
+    "verify_chain",
     "version",
 ]
 

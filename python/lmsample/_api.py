@@ -840,6 +840,92 @@ class Sampler:
         )
 
 
+class ChainResult:
+    """What verify_chain returns: `accepted` [B] (drafts accepted), `tokens` (the accepted drafts,
+    then the recovered or bonus token, then -1: [B, K + 1] for drafts [B, K], else packed like
+    the target rows), `status` [B] (ROW_OK, or the status of the position that stopped it)."""
+
+    __slots__ = ("accepted", "tokens", "status")
+
+    def __init__(self, accepted, tokens, status):
+        self.accepted, self.tokens, self.status = accepted, tokens, status
+
+    def __repr__(self) -> str:
+        return f"ChainResult(accepted={self.accepted!r}, tokens={self.tokens!r})"
+
+
+def verify_chain(
+    target,
+    drafts,
+    *,
+    row_offsets=None,
+    draft_probs=None,
+    draft_logits=None,
+    temperature: Union[float, Sequence[float]] = 1.0,
+    top_k: Union[int, Sequence[int]] = 0,
+    top_p: Union[float, Sequence[float]] = 1.0,
+    min_p: Union[float, Sequence[float]] = 0.0,
+    seed: Union[int, Sequence[int]] = 0,
+    step: Union[int, Sequence[int]] = 0,
+    cpu_threads: int = 0,
+) -> ChainResult:
+    """Speculative decoding's chain verification (docs/contract.md section 8), on the CPU.
+
+    `drafts` [B, K] (integers) with `target` [B (K + 1), V] logits: request b's target rows are
+    b (K + 1) .. b (K + 1) + K. Or `drafts` 1-D [N - B] with `row_offsets` [B + 1] (int64) over
+    a target [N, V], so that requests may have different K. `draft_probs` / `draft_logits`
+    [N - B, V]: the draft's distribution at each draft (none: deterministic drafts). Parameters
+    are scalars or one value per request. Every emitted token is distributed exactly as
+    sampling the target alone, and the result is a pure function of the inputs."""
+    fw = framework_of(target)
+    shape = tuple(int(d) for d in target.shape)
+    if len(shape) != 2:
+        raise ValueError(f"lmsample.verify_chain: target must be 2-D [N, V], got shape {shape}")
+    n = shape[0]
+    dshape = tuple(int(d) for d in drafts.shape)
+    if row_offsets is None:
+        if len(dshape) != 2:
+            raise ValueError("lmsample.verify_chain: drafts must be 2-D [B, K] without row_offsets"
+                             f", got shape {dshape}")
+        b, k = dshape
+        if n != b * (k + 1):
+            raise ValueError(f"lmsample.verify_chain: target has {n} rows; drafts {dshape} need "
+                             f"B (K + 1) = {b * (k + 1)}")
+        offsets = fw.asarray([r * (k + 1) for r in range(b + 1)], "int64", "cpu")
+        flat = drafts.reshape(-1)
+    else:
+        offsets = row_offsets
+        b = int(row_offsets.shape[0]) - 1
+        k = None
+        flat = drafts
+    if draft_probs is not None and draft_logits is not None:
+        raise ValueError("lmsample.verify_chain: give draft_probs or draft_logits, not both")
+    kind = 2 if draft_probs is not None else 1 if draft_logits is not None else 0
+    draft = draft_probs if draft_probs is not None else draft_logits
+
+    def per_request(x, dtype):  # scalars for every request; lists and arrays as given
+        if isinstance(x, (list, tuple)):
+            return fw.asarray(list(x), dtype, "cpu")
+        return x if _is_array(x) else fw.asarray([x] * b, dtype, "cpu")
+
+    # (drafts and offsets are small: any integer array, as int32 / int64)
+    flat = fw.asarray([int(t) for t in fw.to_host_list(flat)], "int32", "cpu")
+    offsets = fw.asarray([int(t) for t in fw.to_host_list(offsets)], "int64", "cpu")
+
+    accepted = fw.empty((b,), "int32", "cpu")
+    tokens = fw.empty((n,), "int32", "cpu")
+    status = fw.empty((b,), "int32", "cpu")
+    _ext.verify_chain(
+        target, offsets, flat, kind, draft,
+        per_request(temperature, "float32"), per_request(top_k, "int32"),
+        per_request(top_p, "float32"), per_request(min_p, "float32"),
+        per_request(seed, "int64"), per_request(step, "int64"),
+        accepted, tokens, status, cpu_threads)
+    if k is not None:
+        tokens = tokens.reshape(b, k + 1)
+    return ChainResult(accepted, tokens, status)
+
+
 def version() -> str:
     """The library's version."""
     return _ext.version()

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "lmsample/lmsample.hpp"
 
@@ -499,6 +500,72 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
   return nb::make_tuple(static_cast<int>(s.code), s.message, size_t{0});
 }
 
+// Chain verification (lmsample::verify_chain) of CPU arrays: target and draft rows as logits
+// are, offsets int64 [B + 1], drafts int32 [N - B], per-request parameters as 1-D arrays of B
+// (the package makes them), outputs int32 accepted [B], tokens [N], status [B].
+void verify_chain(nb::handle target, nb::handle offsets, nb::handle drafts, int kind,
+                  nb::handle draft, nb::handle temperature, nb::handle top_k, nb::handle top_p,
+                  nb::handle min_p, nb::handle seed, nb::handle step, nb::handle accepted,
+                  nb::handle tokens, nb::handle status, int cpu_threads) {
+  Call t;
+  read_logits(target, t);
+  const Where w = t.where;
+  if (w.type != kCpu) fail("verify_chain runs on the CPU: the target logits must be CPU arrays");
+  In off;
+  if (!nb::try_cast<In>(offsets, off, false) || off.dtype() != nb::dtype<int64_t>() ||
+      off.ndim() != 1 || off.shape(0) < 1 || (off.shape(0) > 1 && off.stride(0) != 1))
+    fail("row_offsets must be a contiguous 1-D int64 array of B + 1 entries");
+  const int64_t b = static_cast<int64_t>(off.shape(0)) - 1;
+  const int64_t n = t.req.logits.batch;
+  lmsample::ChainRequest r;
+  r.target = t.req.logits;
+  r.row_offsets = static_cast<const int64_t*>(off.data());
+  r.requests = b;
+  if (b > 0 && r.row_offsets[b] != n)
+    fail("row_offsets[B] = " + std::to_string(r.row_offsets[b]) + " but the target has " +
+         std::to_string(n) + " rows");
+  r.draft_tokens = static_cast<const int32_t*>(
+      vector_of<In>(drafts, "drafts", n - b, w, {nb::dtype<int32_t>()}, "int32").data());
+  r.draft_kind = static_cast<lmsample::DraftKind>(kind);
+  if (kind != 0) {
+    Call d;
+    read_logits(draft, d);
+    if (d.where.type != kCpu) fail("the draft rows must be CPU arrays");
+    r.draft = d.req.logits;
+  }
+  r.params.temperature = static_cast<const float*>(
+      vector_of<In>(temperature, "temperature", b, w, {nb::dtype<float>()}, "float32").data());
+  r.params.top_k = static_cast<const int32_t*>(
+      vector_of<In>(top_k, "top_k", b, w, {nb::dtype<int32_t>()}, "int32").data());
+  r.params.top_p = static_cast<const float*>(
+      vector_of<In>(top_p, "top_p", b, w, {nb::dtype<float>()}, "float32").data());
+  r.params.min_p = static_cast<const float*>(
+      vector_of<In>(min_p, "min_p", b, w, {nb::dtype<float>()}, "float32").data());
+  r.params.seed = static_cast<const uint64_t*>(
+      vector_of<In>(seed, "seed", b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
+                    "int64 or uint64")
+          .data());
+  r.params.step = static_cast<const uint64_t*>(
+      vector_of<In>(step, "step", b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
+                    "int64 or uint64")
+          .data());
+  lmsample::ChainOutputs o;
+  o.accepted = out_vec<int32_t>(accepted, "out accepted", b, w, nb::dtype<int32_t>(), "int32");
+  o.tokens = out_vec<int32_t>(tokens, "out tokens", n, w, nb::dtype<int32_t>(), "int32");
+  o.status = out_vec<int32_t>(status, "out status", b, w, nb::dtype<int32_t>(), "int32");
+  if (cpu_threads < 0) fail("cpu_threads must be >= 0 (0 = all hardware threads)");
+  lmsample::ExecConfig cfg;
+  cfg.cpu_threads = cpu_threads;
+  std::vector<unsigned char> ws(lmsample::verify_chain_workspace_size(r, cfg));
+  lmsample::Status s;
+  {
+    nb::gil_scoped_release unlocked;
+    s = lmsample::verify_chain(r, o, ws.data(), ws.size(), cfg);
+  }
+  if (s.code == Code::kInvalidArgument) fail(s.message);
+  if (!s.ok()) throw std::runtime_error(s.message);
+}
+
 // Bytes of workspace a call needs: the largest over the request kinds a Sampler may serve
 // (with_temperature_alone = false: over those with a top-k or min-p filter, which the GPU's
 // temperature kernel and its workspace never serve).
@@ -574,6 +641,10 @@ NB_MODULE(_lmsample, m) {
         "workspace"_a.none(), "workspace_size"_a, "stream"_a, "backend"_a, "gpu_keys"_a,
         "cpu_threads"_a,
         "Low-level: samples into the given outputs; returns (code, message, workspace_needed).");
+  m.def("verify_chain", &verify_chain, "target"_a, "row_offsets"_a, "drafts"_a, "kind"_a,
+        "draft"_a.none(), "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a, "seed"_a, "step"_a,
+        "accepted"_a, "tokens"_a, "status"_a, "cpu_threads"_a,
+        "Low-level: speculative chain verification (CPU) into the given outputs.");
   m.def("workspace_bytes", &workspace_bytes, "batch"_a, "vocab"_a, "dtype"_a, "device_type"_a,
         "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
         "with_temperature_alone"_a = true,

@@ -1,0 +1,62 @@
+"""lmsample.verify_chain (speculative chain verification, CPU) from Python: the same results as
+the tool and library (K = 0 is sample()'s token), greedy verification, and clear errors."""
+
+import numpy as np
+import pytest
+
+import lmsample
+
+
+def _rows(n, v, seed):
+    return np.random.default_rng(seed).normal(0.0, 2.0, (n, v)).astype(np.float32)
+
+
+def test_k_zero_is_sample():
+    target = _rows(6, 50, 1)
+    drafts = np.zeros((6, 0), dtype=np.int32)
+    res = lmsample.verify_chain(target, drafts, temperature=0.8, top_p=0.9, seed=[1, 2, 3, 4, 5, 6])
+    want = lmsample.sample(target, temperature=0.8, top_p=0.9, seed=np.arange(1, 7, dtype=np.uint64))
+    assert res.tokens.shape == (6, 1)
+    assert res.tokens[:, 0].tolist() == want.tokens.tolist()
+    assert res.accepted.tolist() == [0] * 6
+    assert res.status.tolist() == [lmsample.ROW_OK] * 6
+
+
+def test_greedy_accepts_while_the_draft_is_the_argmax():
+    target = _rows(4 * 3, 30, 2)
+    best = target.argmax(axis=1).reshape(4, 3)
+    drafts = best[:, :2].copy()
+    drafts[1, 1] = (drafts[1, 1] + 1) % 30  # request 1: second draft wrong
+    drafts[2, 0] = (drafts[2, 0] + 1) % 30  # request 2: first draft wrong
+    res = lmsample.verify_chain(target, drafts.astype(np.int64), temperature=0.0)
+    assert res.accepted.tolist() == [2, 1, 0, 2]
+    assert res.tokens[0].tolist() == best[0].tolist()
+    assert res.tokens[1].tolist() == [best[1, 0], best[1, 1], -1]
+    assert res.tokens[2].tolist() == [best[2, 0], -1, -1]
+
+
+def test_packed_requests_and_draft_probs():
+    v = 20
+    target = _rows(7, v, 3)
+    offsets = np.array([0, 3, 7], dtype=np.int64)  # K = 2 and 3
+    drafts = np.array([1, 2, 3, 4, 5], dtype=np.int32)
+    q = np.full((5, v), 1.0 / v, dtype=np.float32)
+    a = lmsample.verify_chain(target, drafts, row_offsets=offsets, draft_probs=q, seed=9)
+    b = lmsample.verify_chain(target, drafts, row_offsets=offsets, draft_probs=q, seed=9)
+    assert a.tokens.tolist() == b.tokens.tolist()  # a pure function of its inputs
+    assert a.tokens.shape == (7,)
+    for r, (lo, hi) in enumerate([(0, 3), (3, 7)]):
+        emitted = [t for t in a.tokens[lo:hi].tolist() if t >= 0]
+        assert len(emitted) == a.accepted[r] + 1
+
+
+def test_errors_name_the_request():
+    target = _rows(6, 10, 4)
+    with pytest.raises(ValueError, match=r"request 1: draft 0 = 10 is outside \[0, vocab = 10\)"):
+        lmsample.verify_chain(target, np.array([[1, 2], [10, 3]]))
+    with pytest.raises(ValueError, match=r"need B \(K \+ 1\) = 4"):
+        lmsample.verify_chain(target, np.array([[1], [2]]))
+    q = np.full((4, 10), 0.1, dtype=np.float32)
+    q[2, 7] = 1.5
+    with pytest.raises(ValueError, match=r"request 1: draft 0 probability of token 7 = 1.5"):
+        lmsample.verify_chain(target, np.array([[1, 2], [3, 4]]), draft_probs=q)
