@@ -65,6 +65,7 @@ int lms_c_verify_smoke(void) {
   out.accepted = &accepted;
   out.tokens = tokens;
   out.status = &status;
+  out.logprobs = NULL;
   rc = lms_verify_chain_workspace_size(&req, &exec, &bytes);
   if (rc != LMS_OK) return 100 + rc;
   ws = malloc(bytes + 1);

@@ -150,7 +150,7 @@ TEST(CApi, VerifyMatchesCpp) {
   ASSERT_EQ(lms_verify_chain_workspace_size(&c, &exec, &bytes), LMS_OK);
   std::vector<unsigned char> ws(bytes);
   std::vector<int32_t> acc(2, -7), tok(7, -7), st(2, -7);
-  lms_chain_outputs co{acc.data(), tok.data(), st.data()};
+  lms_chain_outputs co{acc.data(), tok.data(), st.data(), nullptr};
   ASSERT_EQ(lms_verify_chain(&c, &co, ws.data(), ws.size(), &exec), LMS_OK) << lms_last_error();
   lmsample::ChainRequest cc;
   cc.target = lmsample::Logits{target.data(), lmsample::DType::kFloat32, 7, v, 0};
@@ -180,7 +180,7 @@ TEST(CApi, VerifyMatchesCpp) {
   ASSERT_EQ(lms_verify_tree_workspace_size(&t, &exec, &bytes), LMS_OK);
   std::vector<unsigned char> ws3(bytes);
   std::vector<int32_t> acc3(2, -7), path(7, -7), tok3(7, -7), st3(2, -7);
-  lms_tree_outputs to{acc3.data(), path.data(), tok3.data(), st3.data()};
+  lms_tree_outputs to{acc3.data(), path.data(), tok3.data(), st3.data(), nullptr};
   ASSERT_EQ(lms_verify_tree(&t, &to, ws3.data(), ws3.size(), &exec), LMS_OK) << lms_last_error();
   EXPECT_EQ(acc3, acc);
   EXPECT_EQ(tok3, tok);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -80,6 +81,7 @@ struct Chain {
 
 struct Result {
   std::vector<int32_t> accepted, tokens, status;
+  std::vector<float> logprobs;
   lmsample::Status st;
 };
 
@@ -89,12 +91,14 @@ Result run(const Chain& c, int threads = 1) {
   res.accepted.assign(static_cast<size_t>(c.requests()), -7);
   res.tokens.assign(static_cast<size_t>(c.offsets.back()), -7);
   res.status.assign(static_cast<size_t>(c.requests()), -7);
+  res.logprobs.assign(static_cast<size_t>(c.offsets.back()), 7.0f);
   lmsample::ExecConfig cfg;
   cfg.cpu_threads = threads;
   std::vector<unsigned char> ws(lmsample::verify_chain_workspace_size(req, cfg));
   res.st = lmsample::verify_chain(
-      req, ChainOutputs{res.accepted.data(), res.tokens.data(), res.status.data()}, ws.data(),
-      ws.size(), cfg);
+      req,
+      ChainOutputs{res.accepted.data(), res.tokens.data(), res.status.data(), res.logprobs.data()},
+      ws.data(), ws.size(), cfg);
   return res;
 }
 
@@ -435,6 +439,76 @@ TEST(VerifyChain, MasksBiasAndBf16) {
   EXPECT_EQ(v0.tokens, tok);
 }
 
+// Each emitted token's logprob is section 5's in the row it was emitted from (the history grown
+// by the drafts before it), as sample() reports it; -inf after.
+TEST(VerifyChain, LogprobsOfTheEmittedTokens) {
+  const int64_t v = 50;
+  std::mt19937_64 g(101);
+  Chain c;
+  c.v = v;
+  c.kind = DraftKind::kLogits;
+  c.frequency = 0.4f;
+  for (int r = 0; r < 40; ++r) {
+    const int k = r % 4;
+    std::vector<std::vector<float>> t, d;
+    std::vector<int32_t> ds;
+    for (int j = 0; j <= k; ++j) t.push_back(random_row(g, v, 2.0f));
+    for (int j = 0; j < k; ++j) {
+      d.push_back(t[static_cast<size_t>(j)]);  // (a draft that agrees: most are accepted)
+      ds.push_back(static_cast<int32_t>(
+          std::max_element(t[static_cast<size_t>(j)].begin(), t[static_cast<size_t>(j)].end()) -
+          t[static_cast<size_t>(j)].begin()));
+    }
+    c.add(t, ds, d, 0.9f, 1.0f, 0, 40 + r, 1, {1, 2});
+  }
+  const ChainRequest req = c.request();
+  std::vector<int32_t> acc(static_cast<size_t>(c.requests())), tok(c.target.size() / v),
+      st(static_cast<size_t>(c.requests()));
+  std::vector<float> lp(tok.size(), 7.0f);
+  std::vector<unsigned char> ws(lmsample::verify_chain_workspace_size(req, {}));
+  ASSERT_TRUE(lmsample::verify_chain(req,
+                                     ChainOutputs{acc.data(), tok.data(), st.data(), lp.data()},
+                                     ws.data(), ws.size(), {})
+                  .ok());
+  int64_t checked = 0;
+  for (int64_t b = 0; b < c.requests(); ++b) {
+    const int64_t r0 = c.offsets[static_cast<size_t>(b)],
+                  r1 = c.offsets[static_cast<size_t>(b + 1)];
+    std::vector<int32_t> hist = {1, 2};
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t x = tok[static_cast<size_t>(r)];
+      if (x < 0) {
+        EXPECT_EQ(lp[static_cast<size_t>(r)], -std::numeric_limits<float>::infinity());
+        continue;
+      }
+      // every token's logprob of this row, from sample()
+      lmsample::Request q;
+      q.logits = lmsample::Logits{c.target.data() + r * v, DType::kFloat32, 1, v, 0};
+      q.params.defaults.frequency_penalty = 0.4f;
+      const int64_t off[2] = {0, static_cast<int64_t>(hist.size())};
+      q.output_tokens = lmsample::SparseRows{off, hist.data(), nullptr};
+      q.top_logprobs = static_cast<int32_t>(v);
+      int32_t one_tok = 0, one_st = 0;
+      std::vector<int32_t> ids(static_cast<size_t>(v));
+      std::vector<float> lps(static_cast<size_t>(v));
+      lmsample::Outputs o;
+      o.tokens = &one_tok;
+      o.status = &one_st;
+      o.top_ids = ids.data();
+      o.top_logprobs = lps.data();
+      std::vector<unsigned char> w2(lmsample::workspace_size(q, {}));
+      ASSERT_TRUE(lmsample::sample(q, o, w2.data(), w2.size(), {}).ok());
+      const auto it = std::find(ids.begin(), ids.end(), x);
+      ASSERT_NE(it, ids.end());
+      EXPECT_EQ(lp[static_cast<size_t>(r)], lps[static_cast<size_t>(it - ids.begin())])
+          << "request " << b << " row " << r;
+      ++checked;
+      hist.push_back(x);
+    }
+  }
+  EXPECT_GT(checked, 60);
+}
+
 // Greedy verification (T = 0): drafts are accepted while they are the target's argmax, then the
 // argmax; all accepted gives the bonus argmax.
 TEST(VerifyChain, GreedyAcceptsWhileTheDraftIsTheArgmax) {
@@ -586,6 +660,7 @@ struct Tree {
 
 struct TreeResult {
   std::vector<int32_t> accepted, path, tokens, status;
+  std::vector<float> logprobs;
   lmsample::Status st;
 };
 
@@ -596,13 +671,15 @@ TreeResult run_tree(const Tree& t, int threads = 1) {
   res.path.assign(static_cast<size_t>(t.offsets.back()), -7);
   res.tokens.assign(static_cast<size_t>(t.offsets.back()), -7);
   res.status.assign(static_cast<size_t>(t.requests()), -7);
+  res.logprobs.assign(static_cast<size_t>(t.offsets.back()), 7.0f);
   lmsample::ExecConfig cfg;
   cfg.cpu_threads = threads;
   std::vector<unsigned char> ws(lmsample::verify_tree_workspace_size(req, cfg));
-  res.st = lmsample::verify_tree(req,
-                                 lmsample::TreeOutputs{res.accepted.data(), res.path.data(),
-                                                       res.tokens.data(), res.status.data()},
-                                 ws.data(), ws.size(), cfg);
+  res.st = lmsample::verify_tree(
+      req,
+      lmsample::TreeOutputs{res.accepted.data(), res.path.data(), res.tokens.data(),
+                            res.status.data(), res.logprobs.data()},
+      ws.data(), ws.size(), cfg);
   return res;
 }
 
@@ -641,6 +718,7 @@ TEST(VerifyTree, ChainShapedTreeIsTheChain) {
   EXPECT_EQ(tr.accepted, ch.accepted);
   EXPECT_EQ(tr.tokens, ch.tokens);
   EXPECT_EQ(tr.status, ch.status);
+  EXPECT_EQ(tr.logprobs, ch.logprobs);
   int64_t some = 0;
   for (int32_t a : ch.accepted) some += a > 0;
   EXPECT_GT(some, 50);  // (the comparison covers accepted drafts, not only rejections)

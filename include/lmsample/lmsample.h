@@ -149,6 +149,7 @@ typedef struct lms_chain_outputs {
   int32_t* accepted; /* [requests] */
   int32_t* tokens;   /* [N] */
   int32_t* status;   /* [requests] */
+  float* logprobs;   /* optional [N]: each emitted token's logprob, or NULL */
 } lms_chain_outputs;
 /* Tree verification (deterministic drafts): `target` as above, rows one per node. */
 typedef struct lms_tree_request {
@@ -163,6 +164,7 @@ typedef struct lms_tree_outputs {
   int32_t* path;     /* [N] */
   int32_t* tokens;   /* [N] */
   int32_t* status;   /* [requests] */
+  float* logprobs;   /* optional [N], or NULL */
 } lms_tree_outputs;
 void lms_chain_request_init(lms_chain_request* req);
 void lms_tree_request_init(lms_tree_request* req);

@@ -223,6 +223,9 @@ struct ChainOutputs {
   //! recovered or bonus token, then -1.
   int32_t* tokens = nullptr;
   int32_t* status = nullptr;  //!< [B] kRowOk, or the status of the position that stopped it
+  //! Optional [N]: each emitted token's logprob in the row it was emitted from (section 5:
+  //! log-softmax of the processed logits at T = 1), -inf after.
+  float* logprobs = nullptr;
 };
 
 //! Bytes of workspace verify_chain needs (reads req.row_offsets and the output_tokens offsets).
@@ -267,6 +270,7 @@ struct TreeOutputs {
   int32_t* path = nullptr;      //!< [N]: the accepted nodes' indices from the root down, then -1
   int32_t* tokens = nullptr;    //!< [N]: their tokens, then the token emitted after them, then -1
   int32_t* status = nullptr;    //!< [B]
+  float* logprobs = nullptr;    //!< optional [N]: each emitted token's logprob (as ChainOutputs)
 };
 
 //! Bytes of workspace verify_tree needs.

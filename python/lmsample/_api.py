@@ -843,12 +843,13 @@ class Sampler:
 class ChainResult:
     """What verify_chain returns: `accepted` [B] (drafts accepted), `tokens` (the accepted drafts,
     then the recovered or bonus token, then -1: [B, K + 1] for drafts [B, K], else packed like
-    the target rows), `status` [B] (ROW_OK, or the status of the position that stopped it)."""
+    the target rows), `status` [B] (ROW_OK, or the status of the position that stopped it), and
+    with logprobs=True `logprobs` shaped like `tokens` (each emitted token's, -inf after)."""
 
-    __slots__ = ("accepted", "tokens", "status")
+    __slots__ = ("accepted", "tokens", "status", "logprobs")
 
-    def __init__(self, accepted, tokens, status):
-        self.accepted, self.tokens, self.status = accepted, tokens, status
+    def __init__(self, accepted, tokens, status, logprobs=None):
+        self.accepted, self.tokens, self.status, self.logprobs = accepted, tokens, status, logprobs
 
     def __repr__(self) -> str:
         return f"ChainResult(accepted={self.accepted!r}, tokens={self.tokens!r})"
@@ -867,6 +868,7 @@ def verify_chain(
     min_p: Union[float, Sequence[float]] = 0.0,
     seed: Union[int, Sequence[int]] = 0,
     step: Union[int, Sequence[int]] = 0,
+    logprobs: bool = False,
     cpu_threads: int = 0,
 ) -> ChainResult:
     """Speculative decoding's chain verification (docs/contract.md section 8), on the CPU.
@@ -915,15 +917,17 @@ def verify_chain(
     accepted = fw.empty((b,), "int32", "cpu")
     tokens = fw.empty((n,), "int32", "cpu")
     status = fw.empty((b,), "int32", "cpu")
+    lps = fw.empty((n,), "float32", "cpu") if logprobs else None
     _ext.verify_chain(
         target, offsets, flat, kind, draft,
         per_request(temperature, "float32"), per_request(top_k, "int32"),
         per_request(top_p, "float32"), per_request(min_p, "float32"),
         per_request(seed, "int64"), per_request(step, "int64"),
-        accepted, tokens, status, cpu_threads)
+        accepted, tokens, status, lps, cpu_threads)
     if k is not None:
         tokens = tokens.reshape(b, k + 1)
-    return ChainResult(accepted, tokens, status)
+        lps = lps.reshape(b, k + 1) if lps is not None else None
+    return ChainResult(accepted, tokens, status, lps)
 
 
 def version() -> str:

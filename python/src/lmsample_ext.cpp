@@ -502,11 +502,12 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
 
 // Chain verification (lmsample::verify_chain) of CPU arrays: target and draft rows as logits
 // are, offsets int64 [B + 1], drafts int32 [N - B], per-request parameters as 1-D arrays of B
-// (the package makes them), outputs int32 accepted [B], tokens [N], status [B].
+// (the package makes them), outputs int32 accepted [B], tokens [N], status [B] and optionally
+// float32 logprobs [N].
 void verify_chain(nb::handle target, nb::handle offsets, nb::handle drafts, int kind,
                   nb::handle draft, nb::handle temperature, nb::handle top_k, nb::handle top_p,
                   nb::handle min_p, nb::handle seed, nb::handle step, nb::handle accepted,
-                  nb::handle tokens, nb::handle status, int cpu_threads) {
+                  nb::handle tokens, nb::handle status, nb::handle logprobs, int cpu_threads) {
   Call t;
   read_logits(target, t);
   const Where w = t.where;
@@ -553,6 +554,7 @@ void verify_chain(nb::handle target, nb::handle offsets, nb::handle drafts, int 
   o.accepted = out_vec<int32_t>(accepted, "out accepted", b, w, nb::dtype<int32_t>(), "int32");
   o.tokens = out_vec<int32_t>(tokens, "out tokens", n, w, nb::dtype<int32_t>(), "int32");
   o.status = out_vec<int32_t>(status, "out status", b, w, nb::dtype<int32_t>(), "int32");
+  o.logprobs = out_vec<float>(logprobs, "out logprobs", n, w, nb::dtype<float>(), "float32");
   if (cpu_threads < 0) fail("cpu_threads must be >= 0 (0 = all hardware threads)");
   lmsample::ExecConfig cfg;
   cfg.cpu_threads = cpu_threads;
@@ -643,7 +645,7 @@ NB_MODULE(_lmsample, m) {
         "Low-level: samples into the given outputs; returns (code, message, workspace_needed).");
   m.def("verify_chain", &verify_chain, "target"_a, "row_offsets"_a, "drafts"_a, "kind"_a,
         "draft"_a.none(), "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a, "seed"_a, "step"_a,
-        "accepted"_a, "tokens"_a, "status"_a, "cpu_threads"_a,
+        "accepted"_a, "tokens"_a, "status"_a, "logprobs"_a.none(), "cpu_threads"_a,
         "Low-level: speculative chain verification (CPU) into the given outputs.");
   m.def("workspace_bytes", &workspace_bytes, "batch"_a, "vocab"_a, "dtype"_a, "device_type"_a,
         "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,

@@ -235,9 +235,10 @@ int lms_verify_chain(const lms_chain_request* req, const lms_chain_outputs* out,
   if (!req || !out)
     return fail(LMS_INVALID_ARGUMENT, "lms_verify_chain: req and out must not be null");
   return guarded("lms_verify_chain", [&] {
-    return lmsample::verify_chain(to_cpp(*req),
-                                  lmsample::ChainOutputs{out->accepted, out->tokens, out->status},
-                                  workspace, workspace_bytes, to_cpp(exec));
+    return lmsample::verify_chain(
+        to_cpp(*req),
+        lmsample::ChainOutputs{out->accepted, out->tokens, out->status, out->logprobs}, workspace,
+        workspace_bytes, to_cpp(exec));
   });
 }
 int lms_verify_tree_workspace_size(const lms_tree_request* req, const lms_exec* exec,
@@ -252,7 +253,8 @@ int lms_verify_tree(const lms_tree_request* req, const lms_tree_outputs* out, vo
     return fail(LMS_INVALID_ARGUMENT, "lms_verify_tree: req and out must not be null");
   return guarded("lms_verify_tree", [&] {
     return lmsample::verify_tree(
-        to_cpp(*req), lmsample::TreeOutputs{out->accepted, out->path, out->tokens, out->status},
+        to_cpp(*req),
+        lmsample::TreeOutputs{out->accepted, out->path, out->tokens, out->status, out->logprobs},
         workspace, workspace_bytes, to_cpp(exec));
   });
 }

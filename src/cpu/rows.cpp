@@ -760,6 +760,17 @@ int32_t row_distribution_impl(const Scratch& s, const Request& req, int64_t r, i
   return kRowOk;
 }
 
+// Section 5's logprob of `token` in the row whose processed keys are in s.keys (as
+// row_distribution left them).
+float row_logprob_impl(const Scratch& s, int64_t v, int32_t token) {
+  const RowStats st = scan_keys(s.keys, v, 0);
+  double log_norm = 0.0;
+  if (st.n_posinf == 0)
+    log_norm = core::log_normaliser(
+        unfiltered_pass<true, false>(s.keys, v, st.m, 1.0f, s.block_w, nullptr, nullptr, nullptr));
+  return logprob_at(s.keys[token], st, log_norm);
+}
+
 }  // namespace
 
 void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
@@ -770,6 +781,10 @@ void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_
 int32_t row_distribution(const Scratch& s, const Request& req, int64_t r, int64_t stride,
                          int64_t mask_words, int64_t* n, uint64_t* total) {
   return row_distribution_impl(s, req, r, stride, mask_words, n, total);
+}
+
+float row_logprob(const Scratch& s, int64_t v, int32_t token) {
+  return row_logprob_impl(s, v, token);
 }
 
 }  // namespace lmsample::cpu::LMS_CPU_ISA

@@ -63,23 +63,28 @@ struct Scratch {
 //! row_distribution: the contract's kept set of row r instead of a draw (steps 1-9, section 3's
 //! special rows): s.ids / s.w [0, *n) in increasing token id with each token's fixed-point
 //! weight (1 for a greedy row's token and for each +inf token), *total their sum; returns kRowOk
-//! or the row's status (then *n = 0).
+//! or the row's status (then *n = 0). row_logprob: section 5's logprob of a token of the row
+//! row_distribution left in s.keys.
 namespace baseline {
 void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
                 int64_t mask_words);
 int32_t row_distribution(const Scratch& s, const Request& req, int64_t r, int64_t stride,
                          int64_t mask_words, int64_t* n, uint64_t* total);
+float row_logprob(const Scratch& s, int64_t v, int32_t token);
 }  // namespace baseline
 namespace avx2 {
 void sample_row(const Scratch& s, const Request& req, const Outputs& out, int64_t r, int64_t stride,
                 int64_t mask_words);
 int32_t row_distribution(const Scratch& s, const Request& req, int64_t r, int64_t stride,
                          int64_t mask_words, int64_t* n, uint64_t* total);
+float row_logprob(const Scratch& s, int64_t v, int32_t token);
 }  // namespace avx2
 
 //! The instruction-set build of row_distribution the CPU backend runs here (sample_cpu.cpp).
 using DistributionFn = int32_t (*)(const Scratch&, const Request&, int64_t, int64_t, int64_t,
                                    int64_t*, uint64_t*);
 DistributionFn row_distribution_fn();
+using LogprobFn = float (*)(const Scratch&, int64_t, int32_t);
+LogprobFn row_logprob_fn();
 
 }  // namespace lmsample::cpu

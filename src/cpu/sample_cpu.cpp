@@ -45,6 +45,12 @@ DistributionFn row_distribution_fn() {
 #endif
   return &baseline::row_distribution;
 }
+LogprobFn row_logprob_fn() {
+#if defined(LMS_HAVE_AVX2_BUILD)
+  if (use_avx2()) return &avx2::row_logprob;
+#endif
+  return &baseline::row_logprob;
+}
 
 const char* isa_name() { return pick_row_fn() == &baseline::sample_row ? "baseline" : "avx2+fma"; }
 

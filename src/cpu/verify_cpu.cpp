@@ -23,6 +23,12 @@ namespace {
 
 using DistFn = DistributionFn;
 
+// The functions of the instruction-set build in use.
+struct RowFns {
+  DistFn dist;
+  LogprobFn logprob;
+};
+
 int64_t esize(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
 int64_t stride_of(const Logits& l) { return l.row_stride == 0 ? l.vocab : l.row_stride; }
 
@@ -146,13 +152,21 @@ uint64_t prob_weight(float q) { return static_cast<uint64_t>(core::mul_rn(q, 549
 
 // Verifies request b. scratch t: the target rows' kept sets, d: the draft rows'.
 void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, const Scratch& t,
-                    const Scratch& d, int32_t* history, DistFn dist) {
+                    const Scratch& d, int32_t* history, RowFns fns) {
+  const DistFn dist = fns.dist;
   const int64_t v = cr.target.vocab;
   const int64_t r0 = cr.row_offsets[b], k = cr.row_offsets[b + 1] - r0 - 1;
   const int64_t d0 = r0 - b;  // this request's first draft
   const core::RowSettings rs = core::load_row_settings(cr.params, b);
   int64_t h = load_history(cr, b, history);
   for (int64_t j = 0; j <= k; ++j) out.tokens[r0 + j] = -1;
+  if (out.logprobs)
+    for (int64_t j = 0; j <= k; ++j) out.logprobs[r0 + j] = core::neg_inf();
+  // token x emitted at position j (t holds the position's row)
+  const auto emit = [&](int64_t j, int32_t x) {
+    out.tokens[r0 + j] = x;
+    if (out.logprobs) out.logprobs[r0 + j] = fns.logprob(t, cr.target.vocab, x);
+  };
   out.accepted[b] = 0;
   out.status[b] = kRowOk;
   for (int64_t j = 0; j <= k; ++j) {
@@ -172,7 +186,7 @@ void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, 
       for (int64_t i = 0; i < n; ++i) {
         acc += t.w[i];
         if (acc > tt) {
-          out.tokens[r0 + j] = t.ids[i];
+          emit(j, t.ids[i]);
           break;
         }
       }
@@ -207,7 +221,7 @@ void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, 
     const uint64_t ua =
         core::row_uniform64(rs.seed, rs.step, core::accept_substream(rs.substream, j));
     if (core::accept_draft(ua, weight_of(t, n, x), wp, draft_weight(x), wq)) {
-      out.tokens[r0 + j] = x;
+      emit(j, x);
       history[h++] = x;
       continue;
     }
@@ -222,7 +236,7 @@ void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, 
     for (int64_t i = 0; i < n; ++i) {
       acc = core::u128_add(acc, core::residual_weight(t.w[i], wp, draft_weight(t.ids[i]), wq));
       if (core::u128_less(tt, acc)) {
-        out.tokens[r0 + j] = t.ids[i];
+        emit(j, t.ids[i]);
         break;
       }
     }
@@ -236,11 +250,19 @@ void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, 
 // are taken out (accepted with probability r(x) / R); where none is accepted the token is drawn
 // from that rest. Equal, for a chain-shaped tree, to verify_chain with deterministic drafts.
 void verify_tree_request(const TreeRequest& tr, const TreeOutputs& out, int64_t b, const Scratch& t,
-                         int32_t* history, int32_t* removed, DistFn dist) {
+                         int32_t* history, int32_t* removed, RowFns fns) {
+  const DistFn dist = fns.dist;
   const int64_t n0 = tr.node_offsets[b], m = tr.node_offsets[b + 1] - n0;
   const core::RowSettings rs = core::load_row_settings(tr.params, b);
   int64_t h = load_history(tr, b, history);
   for (int64_t i = 0; i < m; ++i) out.path[n0 + i] = out.tokens[n0 + i] = -1;
+  if (out.logprobs)
+    for (int64_t i = 0; i < m; ++i) out.logprobs[n0 + i] = core::neg_inf();
+  // token x emitted at depth `at` (t holds its node's row)
+  const auto emit = [&](int64_t at, int32_t x) {
+    out.tokens[n0 + at] = x;
+    if (out.logprobs) out.logprobs[n0 + at] = fns.logprob(t, tr.target.vocab, x);
+  };
   out.accepted[b] = 0;
   out.status[b] = kRowOk;
   int64_t node = 0, depth = 0;
@@ -278,7 +300,7 @@ void verify_tree_request(const TreeRequest& tr, const TreeOutputs& out, int64_t 
     if (next >= 0) {
       const int32_t x = tr.tokens[n0 + next];
       out.path[n0 + depth] = static_cast<int32_t>(next);
-      out.tokens[n0 + depth] = x;
+      emit(depth, x);
       history[h++] = x;
       ++depth;
       node = next;
@@ -292,7 +314,7 @@ void verify_tree_request(const TreeRequest& tr, const TreeOutputs& out, int64_t 
     for (int64_t i = 0; i < n; ++i) {
       acc += weight_left(t.ids[i]) > 0 ? t.w[i] : 0;
       if (acc > tt) {
-        out.tokens[n0 + depth] = t.ids[i];
+        emit(depth, t.ids[i]);
         break;
       }
     }
@@ -339,11 +361,11 @@ size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg)
 
 Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
                    size_t workspace_bytes, const ExecConfig& cfg) {
-  const DistFn dist = row_distribution_fn();
+  const RowFns fns{row_distribution_fn(), row_logprob_fn()};
   return for_each_request(
       req, workspace, workspace_bytes, cfg, cpu::verify_tree_workspace_size(req, cfg),
       [&](int64_t b, const Scratch& t, const Scratch&, int32_t* history, int32_t* removed) {
-        verify_tree_request(req, out, b, t, history, removed, dist);
+        verify_tree_request(req, out, b, t, history, removed, fns);
       });
 }
 
@@ -354,11 +376,11 @@ size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cf
 
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg) {
-  const DistFn dist = row_distribution_fn();
+  const RowFns fns{row_distribution_fn(), row_logprob_fn()};
   return for_each_request(req, workspace, workspace_bytes, cfg,
                           cpu::verify_chain_workspace_size(req, cfg),
                           [&](int64_t b, const Scratch& t, const Scratch& d, int32_t* history,
-                              int32_t*) { verify_request(req, out, b, t, d, history, dist); });
+                              int32_t*) { verify_request(req, out, b, t, d, history, fns); });
 }
 
 }  // namespace lmsample::cpu

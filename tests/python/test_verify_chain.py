@@ -14,10 +14,13 @@ def _rows(n, v, seed):
 def test_k_zero_is_sample():
     target = _rows(6, 50, 1)
     drafts = np.zeros((6, 0), dtype=np.int32)
-    res = lmsample.verify_chain(target, drafts, temperature=0.8, top_p=0.9, seed=[1, 2, 3, 4, 5, 6])
-    want = lmsample.sample(target, temperature=0.8, top_p=0.9, seed=np.arange(1, 7, dtype=np.uint64))
+    res = lmsample.verify_chain(target, drafts, temperature=0.8, top_p=0.9, seed=[1, 2, 3, 4, 5, 6],
+                                logprobs=True)
+    want = lmsample.sample(target, temperature=0.8, top_p=0.9, seed=np.arange(1, 7, dtype=np.uint64),
+                           logprobs=True)
     assert res.tokens.shape == (6, 1)
     assert res.tokens[:, 0].tolist() == want.tokens.tolist()
+    assert res.logprobs[:, 0].tolist() == want.logprob.tolist()
     assert res.accepted.tolist() == [0] * 6
     assert res.status.tolist() == [lmsample.ROW_OK] * 6
 
