@@ -20,10 +20,12 @@ from ._api import (
     ChainResult,
     SampleResult,
     Sampler,
+    TreeResult,
     backend_available,
     contract_version,
     sample,
     verify_chain,
+    verify_tree,
     version,
 )
 
@@ -37,11 +39,13 @@ __all__ = [
     "ChainResult",
     "SampleResult",
     "Sampler",
+    "TreeResult",
     "backend_available",
     "contract_version",
     "flashinfer",
     "sample",
     "verify_chain",
+    "verify_tree",
     "version",
 ]
 

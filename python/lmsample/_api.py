@@ -905,10 +905,7 @@ def verify_chain(
     kind = 2 if draft_probs is not None else 1 if draft_logits is not None else 0
     draft = draft_probs if draft_probs is not None else draft_logits
 
-    def per_request(x, dtype):  # scalars for every request; lists and arrays as given
-        if isinstance(x, (list, tuple)):
-            return fw.asarray(list(x), dtype, "cpu")
-        return x if _is_array(x) else fw.asarray([x] * b, dtype, "cpu")
+    per_request = _per_request(fw, b)
 
     # (drafts and offsets are small: any integer array, as int32 / int64)
     flat = fw.asarray([int(t) for t in fw.to_host_list(flat)], "int32", "cpu")
@@ -928,6 +925,75 @@ def verify_chain(
         tokens = tokens.reshape(b, k + 1)
         lps = lps.reshape(b, k + 1) if lps is not None else None
     return ChainResult(accepted, tokens, status, lps)
+
+
+class TreeResult:
+    """What verify_tree returns: `accepted` [B] (nodes accepted below the root), `path` (the
+    accepted nodes' indices from the root down, then -1) and `tokens` (their tokens, then the
+    token emitted after them, then -1), both packed like the nodes, `status` [B], and with
+    logprobs=True `logprobs` like `tokens`."""
+
+    __slots__ = ("accepted", "path", "tokens", "status", "logprobs")
+
+    def __init__(self, accepted, path, tokens, status, logprobs=None):
+        self.accepted, self.path, self.tokens = accepted, path, tokens
+        self.status, self.logprobs = status, logprobs
+
+    def __repr__(self) -> str:
+        return f"TreeResult(accepted={self.accepted!r}, path={self.path!r}, tokens={self.tokens!r})"
+
+
+def verify_tree(
+    target,
+    parents,
+    tokens,
+    node_offsets,
+    *,
+    temperature: Union[float, Sequence[float]] = 1.0,
+    top_k: Union[int, Sequence[int]] = 0,
+    top_p: Union[float, Sequence[float]] = 1.0,
+    min_p: Union[float, Sequence[float]] = 0.0,
+    seed: Union[int, Sequence[int]] = 0,
+    step: Union[int, Sequence[int]] = 0,
+    logprobs: bool = False,
+    cpu_threads: int = 0,
+) -> TreeResult:
+    """Speculative decoding's tree verification (EAGLE / Medusa token trees of deterministic
+    drafts; docs/contract.md section 8), on the CPU. Request b's nodes are node_offsets[b] ..
+    node_offsets[b + 1] - 1 (int64 [B + 1]); its first node is the root (parent -1), every other
+    node has a parent index (within the request) before it and a draft token; node i's target
+    row is target[i] ([N, V] logits). The emitted path is distributed exactly as sampling the
+    target alone."""
+    fw = framework_of(target)
+    n = int(target.shape[0])
+    b = int(node_offsets.shape[0]) - 1
+
+    def ints(x, dtype):  # (small integer arrays of any integer type)
+        return fw.asarray([int(t) for t in fw.to_host_list(x)], dtype, "cpu")
+
+    accepted = fw.empty((b,), "int32", "cpu")
+    path = fw.empty((n,), "int32", "cpu")
+    out_tokens = fw.empty((n,), "int32", "cpu")
+    status = fw.empty((b,), "int32", "cpu")
+    lps = fw.empty((n,), "float32", "cpu") if logprobs else None
+    p = _per_request(fw, b)
+    _ext.verify_tree(
+        target, ints(node_offsets, "int64"), ints(parents, "int32"), ints(tokens, "int32"),
+        p(temperature, "float32"), p(top_k, "int32"), p(top_p, "float32"), p(min_p, "float32"),
+        p(seed, "int64"), p(step, "int64"), accepted, path, out_tokens, status, lps, cpu_threads)
+    return TreeResult(accepted, path, out_tokens, status, lps)
+
+
+def _per_request(fw: Framework, b: int):
+    """Per-request parameters of verify_chain / verify_tree: scalars for every request, lists
+    and arrays as given."""
+
+    def make(x, dtype):
+        if isinstance(x, (list, tuple)):
+            return fw.asarray(list(x), dtype, "cpu")
+        return x if _is_array(x) else fw.asarray([x] * b, dtype, "cpu")
+
+    return make
 
 
 def version() -> str:

@@ -500,6 +500,61 @@ nb::tuple sample(nb::handle logits, nb::handle tokens, nb::handle status, nb::ha
   return nb::make_tuple(static_cast<int>(s.code), s.message, size_t{0});
 }
 
+// The per-request parameters of a verification call: 1-D arrays of B (the package makes them).
+lmsample::RowParams chain_params(nb::handle temperature, nb::handle top_k, nb::handle top_p,
+                                 nb::handle min_p, nb::handle seed, nb::handle step, int64_t b,
+                                 const Where& w) {
+  lmsample::RowParams p;
+  p.temperature = static_cast<const float*>(
+      vector_of<In>(temperature, "temperature", b, w, {nb::dtype<float>()}, "float32").data());
+  p.top_k = static_cast<const int32_t*>(
+      vector_of<In>(top_k, "top_k", b, w, {nb::dtype<int32_t>()}, "int32").data());
+  p.top_p = static_cast<const float*>(
+      vector_of<In>(top_p, "top_p", b, w, {nb::dtype<float>()}, "float32").data());
+  p.min_p = static_cast<const float*>(
+      vector_of<In>(min_p, "min_p", b, w, {nb::dtype<float>()}, "float32").data());
+  p.seed = static_cast<const uint64_t*>(vector_of<In>(seed, "seed", b, w,
+                                                      {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
+                                                      "int64 or uint64")
+                                            .data());
+  p.step = static_cast<const uint64_t*>(vector_of<In>(step, "step", b, w,
+                                                      {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
+                                                      "int64 or uint64")
+                                            .data());
+  return p;
+}
+
+// A verification call's offsets: a contiguous 1-D int64 array of B + 1 entries ending at the
+// target's N rows; *b gets B.
+const int64_t* offsets_of(nb::handle h, const char* name, int64_t n, int64_t* b) {
+  In off;
+  if (!nb::try_cast<In>(h, off, false) || off.dtype() != nb::dtype<int64_t>() || off.ndim() != 1 ||
+      off.shape(0) < 1 || (off.shape(0) > 1 && off.stride(0) != 1))
+    fail(std::string(name) + " must be a contiguous 1-D int64 array of B + 1 entries");
+  *b = static_cast<int64_t>(off.shape(0)) - 1;
+  const int64_t* p = static_cast<const int64_t*>(off.data());
+  if (*b > 0 && p[*b] != n)
+    fail(std::string(name) + "[B] = " + std::to_string(p[*b]) + " but the target has " +
+         std::to_string(n) + " rows");
+  return p;
+}
+
+// Runs a verification call on the CPU with its own workspace, the GIL released.
+template <typename Req, typename Out, typename Size, typename Run>
+void run_verification(const Req& r, const Out& o, int cpu_threads, Size size, Run run) {
+  if (cpu_threads < 0) fail("cpu_threads must be >= 0 (0 = all hardware threads)");
+  lmsample::ExecConfig cfg;
+  cfg.cpu_threads = cpu_threads;
+  std::vector<unsigned char> ws(size(r, cfg));
+  lmsample::Status s;
+  {
+    nb::gil_scoped_release unlocked;
+    s = run(r, o, ws.data(), ws.size(), cfg);
+  }
+  if (s.code == Code::kInvalidArgument) fail(s.message);
+  if (!s.ok()) throw std::runtime_error(s.message);
+}
+
 // Chain verification (lmsample::verify_chain) of CPU arrays: target and draft rows as logits
 // are, offsets int64 [B + 1], drafts int32 [N - B], per-request parameters as 1-D arrays of B
 // (the package makes them), outputs int32 accepted [B], tokens [N], status [B] and optionally
@@ -512,19 +567,12 @@ void verify_chain(nb::handle target, nb::handle offsets, nb::handle drafts, int 
   read_logits(target, t);
   const Where w = t.where;
   if (w.type != kCpu) fail("verify_chain runs on the CPU: the target logits must be CPU arrays");
-  In off;
-  if (!nb::try_cast<In>(offsets, off, false) || off.dtype() != nb::dtype<int64_t>() ||
-      off.ndim() != 1 || off.shape(0) < 1 || (off.shape(0) > 1 && off.stride(0) != 1))
-    fail("row_offsets must be a contiguous 1-D int64 array of B + 1 entries");
-  const int64_t b = static_cast<int64_t>(off.shape(0)) - 1;
   const int64_t n = t.req.logits.batch;
+  int64_t b = 0;
   lmsample::ChainRequest r;
   r.target = t.req.logits;
-  r.row_offsets = static_cast<const int64_t*>(off.data());
+  r.row_offsets = offsets_of(offsets, "row_offsets", n, &b);
   r.requests = b;
-  if (b > 0 && r.row_offsets[b] != n)
-    fail("row_offsets[B] = " + std::to_string(r.row_offsets[b]) + " but the target has " +
-         std::to_string(n) + " rows");
   r.draft_tokens = static_cast<const int32_t*>(
       vector_of<In>(drafts, "drafts", n - b, w, {nb::dtype<int32_t>()}, "int32").data());
   r.draft_kind = static_cast<lmsample::DraftKind>(kind);
@@ -534,38 +582,45 @@ void verify_chain(nb::handle target, nb::handle offsets, nb::handle drafts, int 
     if (d.where.type != kCpu) fail("the draft rows must be CPU arrays");
     r.draft = d.req.logits;
   }
-  r.params.temperature = static_cast<const float*>(
-      vector_of<In>(temperature, "temperature", b, w, {nb::dtype<float>()}, "float32").data());
-  r.params.top_k = static_cast<const int32_t*>(
-      vector_of<In>(top_k, "top_k", b, w, {nb::dtype<int32_t>()}, "int32").data());
-  r.params.top_p = static_cast<const float*>(
-      vector_of<In>(top_p, "top_p", b, w, {nb::dtype<float>()}, "float32").data());
-  r.params.min_p = static_cast<const float*>(
-      vector_of<In>(min_p, "min_p", b, w, {nb::dtype<float>()}, "float32").data());
-  r.params.seed = static_cast<const uint64_t*>(
-      vector_of<In>(seed, "seed", b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
-                    "int64 or uint64")
-          .data());
-  r.params.step = static_cast<const uint64_t*>(
-      vector_of<In>(step, "step", b, w, {nb::dtype<uint64_t>(), nb::dtype<int64_t>()},
-                    "int64 or uint64")
-          .data());
+  r.params = chain_params(temperature, top_k, top_p, min_p, seed, step, b, w);
   lmsample::ChainOutputs o;
   o.accepted = out_vec<int32_t>(accepted, "out accepted", b, w, nb::dtype<int32_t>(), "int32");
   o.tokens = out_vec<int32_t>(tokens, "out tokens", n, w, nb::dtype<int32_t>(), "int32");
   o.status = out_vec<int32_t>(status, "out status", b, w, nb::dtype<int32_t>(), "int32");
   o.logprobs = out_vec<float>(logprobs, "out logprobs", n, w, nb::dtype<float>(), "float32");
-  if (cpu_threads < 0) fail("cpu_threads must be >= 0 (0 = all hardware threads)");
-  lmsample::ExecConfig cfg;
-  cfg.cpu_threads = cpu_threads;
-  std::vector<unsigned char> ws(lmsample::verify_chain_workspace_size(r, cfg));
-  lmsample::Status s;
-  {
-    nb::gil_scoped_release unlocked;
-    s = lmsample::verify_chain(r, o, ws.data(), ws.size(), cfg);
-  }
-  if (s.code == Code::kInvalidArgument) fail(s.message);
-  if (!s.ok()) throw std::runtime_error(s.message);
+  run_verification(r, o, cpu_threads, lmsample::verify_chain_workspace_size,
+                   lmsample::verify_chain);
+}
+
+// Tree verification (lmsample::verify_tree) of CPU arrays: target rows one per node, node
+// offsets int64 [B + 1], parents and tokens int32 [N], per-request parameters as verify_chain's,
+// outputs int32 accepted [B], path and tokens [N], status [B], optionally float32 logprobs [N].
+void verify_tree(nb::handle target, nb::handle offsets, nb::handle parents, nb::handle node_tokens,
+                 nb::handle temperature, nb::handle top_k, nb::handle top_p, nb::handle min_p,
+                 nb::handle seed, nb::handle step, nb::handle accepted, nb::handle path,
+                 nb::handle tokens, nb::handle status, nb::handle logprobs, int cpu_threads) {
+  Call t;
+  read_logits(target, t);
+  const Where w = t.where;
+  if (w.type != kCpu) fail("verify_tree runs on the CPU: the target logits must be CPU arrays");
+  const int64_t n = t.req.logits.batch;
+  int64_t b = 0;
+  lmsample::TreeRequest r;
+  r.target = t.req.logits;
+  r.node_offsets = offsets_of(offsets, "node_offsets", n, &b);
+  r.requests = b;
+  r.parents = static_cast<const int32_t*>(
+      vector_of<In>(parents, "parents", n, w, {nb::dtype<int32_t>()}, "int32").data());
+  r.tokens = static_cast<const int32_t*>(
+      vector_of<In>(node_tokens, "tokens", n, w, {nb::dtype<int32_t>()}, "int32").data());
+  r.params = chain_params(temperature, top_k, top_p, min_p, seed, step, b, w);
+  lmsample::TreeOutputs o;
+  o.accepted = out_vec<int32_t>(accepted, "out accepted", b, w, nb::dtype<int32_t>(), "int32");
+  o.path = out_vec<int32_t>(path, "out path", n, w, nb::dtype<int32_t>(), "int32");
+  o.tokens = out_vec<int32_t>(tokens, "out tokens", n, w, nb::dtype<int32_t>(), "int32");
+  o.status = out_vec<int32_t>(status, "out status", b, w, nb::dtype<int32_t>(), "int32");
+  o.logprobs = out_vec<float>(logprobs, "out logprobs", n, w, nb::dtype<float>(), "float32");
+  run_verification(r, o, cpu_threads, lmsample::verify_tree_workspace_size, lmsample::verify_tree);
 }
 
 // Bytes of workspace a call needs: the largest over the request kinds a Sampler may serve
@@ -647,6 +702,10 @@ NB_MODULE(_lmsample, m) {
         "draft"_a.none(), "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a, "seed"_a, "step"_a,
         "accepted"_a, "tokens"_a, "status"_a, "logprobs"_a.none(), "cpu_threads"_a,
         "Low-level: speculative chain verification (CPU) into the given outputs.");
+  m.def("verify_tree", &verify_tree, "target"_a, "node_offsets"_a, "parents"_a, "tokens"_a,
+        "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a, "seed"_a, "step"_a, "accepted"_a,
+        "path"_a, "out_tokens"_a, "status"_a, "logprobs"_a.none(), "cpu_threads"_a,
+        "Low-level: speculative tree verification (CPU) into the given outputs.");
   m.def("workspace_bytes", &workspace_bytes, "batch"_a, "vocab"_a, "dtype"_a, "device_type"_a,
         "device_id"_a, "backend"_a, "gpu_keys"_a, "cpu_threads"_a,
         "with_temperature_alone"_a = true,

@@ -63,3 +63,27 @@ def test_errors_name_the_request():
     q[2, 7] = 1.5
     with pytest.raises(ValueError, match=r"request 1: draft 0 probability of token 7 = 1.5"):
         lmsample.verify_chain(target, np.array([[1, 2], [3, 4]]), draft_probs=q)
+
+
+def test_tree_chain_shaped_equals_the_chain():
+    v = 25
+    target = _rows(2 * 4, v, 5)
+    drafts = target.reshape(2, 4, v)[:, :3, :].argmax(axis=2)
+    chain = lmsample.verify_chain(target, drafts, temperature=0.9, seed=[3, 4], logprobs=True)
+    parents = np.array([-1, 0, 1, 2] * 2, dtype=np.int32)
+    tokens = np.concatenate([[0, *drafts[0]], [0, *drafts[1]]]).astype(np.int32)
+    tree = lmsample.verify_tree(target, parents, tokens, np.array([0, 4, 8], dtype=np.int64),
+                                temperature=0.9, seed=[3, 4], logprobs=True)
+    assert tree.accepted.tolist() == chain.accepted.tolist()
+    assert tree.tokens.tolist() == chain.tokens.reshape(-1).tolist()
+    assert tree.logprobs.tolist() == chain.logprobs.reshape(-1).tolist()
+    for r in range(2):
+        a = int(tree.accepted[r])
+        assert tree.path[4 * r: 4 * r + a].tolist() == list(range(1, a + 1))
+
+
+def test_tree_errors_name_the_node():
+    target = _rows(3, 10, 6)
+    with pytest.raises(ValueError, match=r"request 0: node 2 has parent 2"):
+        lmsample.verify_tree(target, np.array([-1, 0, 2]), np.array([0, 1, 2]),
+                             np.array([0, 3], dtype=np.int64))
