@@ -96,6 +96,18 @@ lmsample::ExecConfig to_cpp(const lms_exec* c) {
   return e;
 }
 
+// The fields a verification request shares with a sampling request: its target's parameters,
+// bitmask, bias and histories.
+template <typename R>
+void take_shared(const lmsample::Request& t, R& r) {
+  r.params = t.params;
+  r.allowed_mask = t.allowed_mask;
+  r.mask_row_words = t.mask_row_words;
+  r.logit_bias = t.logit_bias;
+  r.prompt_tokens = t.prompt_tokens;
+  r.output_tokens = t.output_tokens;
+}
+
 lmsample::ChainRequest to_cpp(const lms_chain_request& c) {
   const lmsample::Request t = to_cpp(c.target);
   lmsample::ChainRequest r;
@@ -106,12 +118,7 @@ lmsample::ChainRequest to_cpp(const lms_chain_request& c) {
   r.draft_kind = static_cast<lmsample::DraftKind>(c.draft_kind);
   r.draft = lmsample::Logits{c.draft, static_cast<lmsample::DType>(c.draft_dtype),
                              t.logits.batch - c.requests, t.logits.vocab, c.draft_row_stride};
-  r.params = t.params;
-  r.allowed_mask = t.allowed_mask;
-  r.mask_row_words = t.mask_row_words;
-  r.logit_bias = t.logit_bias;
-  r.prompt_tokens = t.prompt_tokens;
-  r.output_tokens = t.output_tokens;
+  take_shared(t, r);
   return r;
 }
 
@@ -123,12 +130,7 @@ lmsample::TreeRequest to_cpp(const lms_tree_request& c) {
   r.requests = c.requests;
   r.parents = c.parents;
   r.tokens = c.tokens;
-  r.params = t.params;
-  r.allowed_mask = t.allowed_mask;
-  r.mask_row_words = t.mask_row_words;
-  r.logit_bias = t.logit_bias;
-  r.prompt_tokens = t.prompt_tokens;
-  r.output_tokens = t.output_tokens;
+  take_shared(t, r);
   return r;
 }
 

@@ -37,6 +37,22 @@ LMS_HD RowSettings default_row_settings(const RowParams& p) {
   return s;
 }
 
+//! The inverse: RowDefaults holding a row's settings (a one-row request that carries them).
+LMS_HD RowDefaults row_defaults_of(const RowSettings& s) {
+  RowDefaults d;
+  d.temperature = s.temperature;
+  d.top_k = s.top_k;
+  d.top_p = s.top_p;
+  d.min_p = s.min_p;
+  d.repetition_penalty = s.repetition;
+  d.frequency_penalty = s.frequency;
+  d.presence_penalty = s.presence;
+  d.seed = s.seed;
+  d.step = s.step;
+  d.substream = s.substream;
+  return d;
+}
+
 //! Reads row r's parameters (null arrays take RowParams::defaults). Pointers must be readable
 //! here.
 LMS_HD RowSettings load_row_settings(const RowParams& p, int64_t r) {

@@ -33,11 +33,11 @@ int64_t esize(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
 int64_t stride_of(const Logits& l) { return l.row_stride == 0 ? l.vocab : l.row_stride; }
 
 // Rows (positions, or tree nodes) of request b.
-int64_t rows_of(const ChainRequest& r, int64_t b) {
-  return r.row_offsets[b + 1] - r.row_offsets[b];
-}
-int64_t rows_of(const TreeRequest& r, int64_t b) {
-  return r.node_offsets[b + 1] - r.node_offsets[b];
+const int64_t* offsets_of(const ChainRequest& r) { return r.row_offsets; }
+const int64_t* offsets_of(const TreeRequest& r) { return r.node_offsets; }
+template <typename Req>
+int64_t rows_of(const Req& r, int64_t b) {
+  return offsets_of(r)[b + 1] - offsets_of(r)[b];
 }
 
 // The longest history a position can have: a request's output tokens plus its drafts (or its
@@ -83,18 +83,7 @@ void position_request(PositionRequest& p, const Req& cr, int64_t b, const void* 
   Request& q = p.req;
   q = Request{};
   q.logits = Logits{row, shape.dtype, 1, shape.vocab, stride_of(shape)};
-  const core::RowSettings rs = core::load_row_settings(cr.params, b);
-  RowDefaults& d = q.params.defaults;
-  d.temperature = rs.temperature;
-  d.top_k = rs.top_k;
-  d.top_p = rs.top_p;
-  d.min_p = rs.min_p;
-  d.repetition_penalty = rs.repetition;
-  d.frequency_penalty = rs.frequency;
-  d.presence_penalty = rs.presence;
-  d.seed = rs.seed;
-  d.step = rs.step;
-  d.substream = rs.substream;
+  q.params.defaults = core::row_defaults_of(core::load_row_settings(cr.params, b));
   const int64_t words = cr.mask_row_words == 0 ? (shape.vocab + 31) / 32 : cr.mask_row_words;
   if (cr.allowed_mask) {
     q.allowed_mask = cr.allowed_mask + mask_row * words;
@@ -354,9 +343,14 @@ Status for_each_request(const Req& req, void* workspace, size_t workspace_bytes,
 
 }  // namespace
 
-size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
-  if (req.requests <= 0 || !req.node_offsets) return kAlign;
+template <typename Req>
+size_t workspace_for(const Req& req, const ExecConfig& cfg) {
+  if (req.requests <= 0 || !offsets_of(req)) return kAlign;
   return static_cast<size_t>(threads_for_chain(req, cfg)) * per_thread_bytes(req) + kAlign;
+}
+
+size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
+  return workspace_for(req, cfg);
 }
 
 Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
@@ -370,8 +364,7 @@ Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspa
 }
 
 size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
-  if (req.requests <= 0 || !req.row_offsets) return kAlign;
-  return static_cast<size_t>(threads_for_chain(req, cfg)) * per_thread_bytes(req) + kAlign;
+  return workspace_for(req, cfg);
 }
 
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,

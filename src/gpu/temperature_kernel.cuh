@@ -537,6 +537,25 @@ struct ListSumsOp {
   }
 };
 
+// The draw among the kept entries of `es` (key >= tau) in token order: the smallest token whose
+// running weight exceeds t, i.e. the largest reversed id whose kept entries at or above it weigh
+// t + 1. Every thread gets the token.
+template <int kThreads, typename Entries>
+__device__ __forceinline__ int64_t draw_kept(int n, const Entries& es, uint32_t tau, uint64_t t,
+                                             int64_t vocab, uint64_t* hist, SmallExchange& ex) {
+  const int bits = id_bits_of(vocab);
+  const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
+  uint64_t below = 0;
+  const uint32_t x = block_select_by_mass<kThreads>(
+      n,
+      [&](int i) {
+        const ValueWeight km = es.key_mass(i);
+        return ValueWeight{ones - es.tok_at(i), km.val >= tau ? km.w : 0};
+      },
+      t + 1, 0u, ones, hist, ex, &below);
+  return static_cast<int64_t>(ones - x);
+}
+
 // The threshold among the n candidates `es` (kmin the lowest of their keys; they include every
 // token with a key at or above the lowest key of the probe's tokens, whose weight holds the
 // target) and the draw among the kept ones. *token (thread 0) and *kept get the result.
@@ -555,9 +574,7 @@ __device__ __noinline__ void rank_and_draw(int n, const Entries& es, uint32_t km
   uint64_t above = 0;
   const uint32_t tau = block_select_by_mass<kThreads>(
       n, [&](int i) { return es.key_mass(i); }, target, kmin, max_key, hist, ex, &above);
-  // the kept set's weight and size, then the draw among the kept candidates in token order: the
-  // smallest token whose running weight exceeds t (the largest reversed id whose entries at or
-  // above it weigh t + 1)
+  // the kept set's weight and size, then the draw among the kept candidates (draw_kept)
   Pair km{0, 0};  // weight, count
   for (int i0 = threadIdx.x; i0 < n; i0 += 4 * kThreads) {
     ValueWeight e[4];
@@ -574,17 +591,8 @@ __device__ __noinline__ void rank_and_draw(int n, const Entries& es, uint32_t km
   const Pair kall = B::allreduce(km, PairSum{}, ex);
   const uint64_t t = core::scale_draw(u, kall.a);
   LMS_STAMP_ROW(30, r);
-  const int bits = id_bits_of(vocab);
-  const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
-  uint64_t below = 0;
-  const uint32_t x = block_select_by_mass<kThreads>(
-      n,
-      [&](int i) {
-        const ValueWeight km = es.key_mass(i);
-        return ValueWeight{ones - es.tok_at(i), km.val >= tau ? km.w : 0};
-      },
-      t + 1, 0u, ones, hist, ex, &below);
-  if (threadIdx.x == 0) *token = static_cast<int64_t>(ones - x);
+  const int64_t x = draw_kept<kThreads>(n, es, tau, t, vocab, hist, ex);
+  if (threadIdx.x == 0) *token = x;
   LMS_STAMP_ROW(31, r);
   *kept = static_cast<int64_t>(kall.b);
 }
@@ -653,27 +661,10 @@ __device__ __noinline__ void rank_and_draw_long(int n, const volatile uint32_t* 
   }
   const Pair kall = B::allreduce(km, PairSum{}, ex);
   const uint64_t t = core::scale_draw(u, kall.a);
-  const int bits = id_bits_of(vocab);
-  const uint32_t ones = bits >= 32 ? 0xffffffffu : (1u << bits) - 1u;
-  uint64_t below = 0;
-  uint32_t x;
-  if (c <= kCandCap) {
-    x = block_select_by_mass<kThreads>(
-        c,
-        [&](int i) {
-          return ValueWeight{ones - sm.tok_at(i), sm.mass(i)};
-        },
-        t + 1, 0u, ones, hist, ex, &below);
-  } else {
-    x = block_select_by_mass<kThreads>(
-        n,
-        [&](int i) {
-          const ValueWeight e = gl.key_mass(i);
-          return ValueWeight{ones - gl.tok_at(i), e.val >= tau ? e.w : 0};
-        },
-        t + 1, 0u, ones, hist, ex, &below);
-  }
-  if (threadIdx.x == 0) *token = static_cast<int64_t>(ones - x);
+  // (entries copied on chip are all kept; the list's others are masked by tau)
+  const int64_t x = c <= kCandCap ? draw_kept<kThreads>(c, sm, tau, t, vocab, hist, ex)
+                                  : draw_kept<kThreads>(n, gl, tau, t, vocab, hist, ex);
+  if (threadIdx.x == 0) *token = x;
   LMS_STAMP_ROW(31, r);
   *kept = c;
 }
