@@ -38,7 +38,8 @@ static_assert(LMS_ROW_OK == lmsample::kRowOk && LMS_ROW_EMPTY == lmsample::kRowE
               LMS_ROW_BAD_REPETITION_PENALTY == lmsample::kRowBadRepetitionPenalty &&
               LMS_ROW_BAD_FREQUENCY_PENALTY == lmsample::kRowBadFrequencyPenalty &&
               LMS_ROW_BAD_PRESENCE_PENALTY == lmsample::kRowBadPresencePenalty &&
-              LMS_ROW_BAD_TOKEN_ID == lmsample::kRowBadTokenId);
+              LMS_ROW_BAD_TOKEN_ID == lmsample::kRowBadTokenId &&
+              LMS_ROW_BAD_DRAFT == lmsample::kRowBadDraft);
 static_assert(LMS_DTYPE_F32 == static_cast<int>(DType::kFloat32) &&
               LMS_DTYPE_BF16 == static_cast<int>(DType::kBFloat16) &&
               LMS_DTYPE_F16 == static_cast<int>(DType::kFloat16));

@@ -731,8 +731,9 @@ TEST(EdgeStructural, RowStatusNames) {
                          "bad_repetition_penalty",
                          "bad_frequency_penalty",
                          "bad_presence_penalty",
-                         "bad_token_id"};
-  for (int32_t s = 0; s < 10; ++s) EXPECT_STREQ(lmsample::row_status_name(s), names[s]);
+                         "bad_token_id",
+                         "bad_draft"};
+  for (int32_t s = 0; s < 11; ++s) EXPECT_STREQ(lmsample::row_status_name(s), names[s]);
 }
 
 // ---- exact boundaries of the draw and of top-p (random rows essentially never hit them) ----

@@ -794,6 +794,14 @@ TEST(VerifyTree, BadTreesNameTheRequestAndNodeAndWriteNothing) {
   par[0] = -1;
   big.add(par, tok, std::vector<std::vector<float>>(par.size(), row), 1.0f, 1.0f, 3);
   expect_error(big, "request 0: 1025 nodes");
+  // a path of kMaxDrafts drafts is allowed, one more is not (a path is a chain of drafts)
+  std::vector<int32_t> deep(static_cast<size_t>(lmsample::kMaxDrafts) + 2),
+      deep_tok(deep.size(), 0);
+  for (size_t i = 0; i < deep.size(); ++i) deep[i] = static_cast<int32_t>(i) - 1;
+  expect_error(make(deep, deep_tok), "request 1: node 65 is at depth 65");
+  deep.pop_back();
+  deep_tok.pop_back();
+  EXPECT_TRUE(run_tree(make(deep, deep_tok)).st.ok());
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ extern "C" {
 #define LMS_ROW_BAD_FREQUENCY_PENALTY 7
 #define LMS_ROW_BAD_PRESENCE_PENALTY 8
 #define LMS_ROW_BAD_TOKEN_ID 9
+#define LMS_ROW_BAD_DRAFT 10
 
 /* Element types and backends. */
 #define LMS_DTYPE_F32 0
@@ -125,7 +126,7 @@ int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
                size_t workspace_bytes, const lms_exec* exec);
 
 /* ---- speculative decoding (lmsample::verify_chain / verify_tree, docs/contract.md section 8;
- * CPU backend only in this version) ---- */
+ * every backend; on a GPU, LMS_ROW_BAD_DRAFT reports what only the device can check) ---- */
 #define LMS_DRAFT_DETERMINISTIC 0
 #define LMS_DRAFT_LOGITS 1
 #define LMS_DRAFT_PROBS 2

@@ -30,7 +30,10 @@ enum RowStatus : int32_t {
   kRowBadRepetitionPenalty = 6,  //!< repetition_penalty <= 0, NaN or inf; token -1
   kRowBadFrequencyPenalty = 7,   //!< frequency_penalty outside [-2, 2] or NaN; token -1
   kRowBadPresencePenalty = 8,    //!< presence_penalty outside [-2, 2] or NaN; token -1
-  kRowBadTokenId = 9,            //!< a bias or history token id outside [0, V); token -1
+  kRowBadTokenId = 9,            //!< a bias, history or draft token id outside [0, V); token -1
+  //! verification on a GPU backend (which cannot read the device's offsets, drafts or trees on
+  //! the host): the request's offsets, tree or draft probabilities are wrong; tokens -1
+  kRowBadDraft = 10,
 };
 
 //! Name of a row status ("ok", "empty", "bad_temperature", ...).
@@ -228,15 +231,18 @@ struct ChainOutputs {
   float* logprobs = nullptr;
 };
 
-//! Bytes of workspace verify_chain needs (reads req.row_offsets and the output_tokens offsets).
+//! Bytes of workspace verify_chain needs (on the CPU it reads req.row_offsets and the
+//! output_tokens offsets; on a GPU only the shapes the request states).
 size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg);
 
 //! Verifies each request's drafts against its target rows (docs/contract.md, section 8): every
 //! emitted token is distributed exactly as sampling the target alone would give, decided by
 //! Philox uniforms of the request's seed and step, so results are bit-identical everywhere.
-//! CPU backend only for now (kUnsupported elsewhere). Structural errors (shapes, a draft id
-//! outside [0, V), a draft probability outside [0, 1], K_b > kMaxDrafts) name the request and
-//! write nothing.
+//! Every backend, the same bits. Structural errors (shapes, a draft id outside [0, V), a draft
+//! probability outside [0, 1], K_b > kMaxDrafts) name the request and write nothing; on a GPU
+//! backend, whose offsets, drafts and probabilities are device memory the host does not read,
+//! the device reports those of them in the request's status (kRowBadTokenId, kRowBadDraft;
+//! docs/contract.md, section 8), asynchronously on cfg.stream.
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg);
 
@@ -277,9 +283,11 @@ struct TreeOutputs {
 size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg);
 
 //! Verifies each request's draft tree by recursive rejection over siblings (docs/contract.md,
-//! section 8): the emitted path is distributed exactly as sampling the target alone. CPU only.
-//! Structural errors (a parent at or after its child, a root that is not first, a token outside
-//! [0, V), more than kMaxTreeNodes nodes) name the request and node and write nothing.
+//! section 8): the emitted path is distributed exactly as sampling the target alone. Every
+//! backend, the same bits. Structural errors (a parent at or after its child, a root that is not
+//! first, a token outside [0, V), more than kMaxTreeNodes nodes, a node deeper than kMaxDrafts)
+//! name the request and node and write nothing; on a GPU backend the device reports them in the
+//! request's status (as verify_chain).
 Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
                    size_t workspace_bytes, const ExecConfig& cfg);
 

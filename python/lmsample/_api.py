@@ -15,7 +15,7 @@ _DTYPES = {"float32": 0, "bfloat16": 1, "float16": 2}
 #: Row statuses (lmsample::RowStatus): 0 ok, 1 empty, 2.. a bad parameter.
 ROW_OK = 0
 ROW_EMPTY = 1
-ROW_STATUS_NAMES = tuple(_ext.row_status_name(i) for i in range(10))
+ROW_STATUS_NAMES = tuple(_ext.row_status_name(i) for i in range(11))
 _BAD_ROW_PARAM = {
     2: "temperature",
     3: "top_k",

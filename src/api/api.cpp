@@ -1,6 +1,7 @@
 // The C++ API: structural validation shared by all backends, then dispatch.
 #include <cmath>
 #include <cstdio>
+#include <vector>
 
 #include "api/validate.hpp"
 #include "core/params.hpp"
@@ -9,6 +10,7 @@
 #include "lmsample/lmsample.hpp"
 #if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
 #include "gpu/sample_gpu.hpp"
+#include "gpu/verify_gpu.hpp"
 #endif
 
 namespace lmsample {
@@ -145,6 +147,54 @@ Status check_logits(const Logits& l, const char* name, int64_t rows) {
   return Status::Ok();
 }
 
+// What the host checks of a verification request whose arrays are device memory (a GPU
+// backend; the device checks the rest and reports it in each request's status): the shapes the
+// call states and the pointers.
+template <typename Req>
+Status check_device_parts(const Req& req) {
+  const int64_t b = req.requests, n = req.target.batch;
+  if (n < b)
+    return invalid("target.batch = " + std::to_string(n) + " is below requests = " +
+                   std::to_string(b) + " (each request has at least one row)");
+  Status s = check_logits(req.target, "target", n);
+  if (!s.ok()) return s;
+  if (req.allowed_mask && req.mask_row_words != 0 &&
+      req.mask_row_words < (req.target.vocab + 31) / 32)
+    return invalid(
+        "mask_row_words = " + std::to_string(req.mask_row_words) +
+        " is smaller than ceil(vocab / 32) = " + std::to_string((req.target.vocab + 31) / 32));
+  s = check_sparse(req.logit_bias, "logit_bias", b, true, false);
+  if (!s.ok()) return s;
+  s = check_sparse(req.prompt_tokens, "prompt_tokens", b, false, false);
+  if (!s.ok()) return s;
+  return check_sparse(req.output_tokens, "output_tokens", b, false, false);
+}
+Status check_device_chain(const ChainRequest& req) {
+  Status s = check_device_parts(req);
+  if (!s.ok()) return s;
+  const int64_t nd = req.target.batch - req.requests, v = req.target.vocab;
+  if (nd > 0 && !req.draft_tokens) return invalid("draft_tokens is null");
+  const int32_t kind = static_cast<int32_t>(req.draft_kind);
+  if (kind < 0 || kind > 2)
+    return invalid("draft_kind = " + std::to_string(kind) + " is not a DraftKind (0, 1 or 2)");
+  if (req.draft_kind == DraftKind::kDeterministic) return Status::Ok();
+  s = check_logits(req.draft, "draft", nd);
+  if (!s.ok()) return s;
+  if (req.draft.vocab != v)
+    return invalid("draft.vocab = " + std::to_string(req.draft.vocab) +
+                   " differs from target.vocab = " + std::to_string(v));
+  if (req.draft_kind == DraftKind::kProbs && req.draft.dtype != DType::kFloat32)
+    return invalid("draft probabilities must be fp32 (draft.dtype = " +
+                   std::to_string(static_cast<int>(req.draft.dtype)) + ")");
+  return Status::Ok();
+}
+Status check_device_tree(const TreeRequest& req) {
+  Status s = check_device_parts(req);
+  if (!s.ok()) return s;
+  if (!req.parents || !req.tokens) return invalid("parents or tokens is null");
+  return Status::Ok();
+}
+
 // The request count, the vocabulary and the used defaults of a verification request.
 Status check_head(int64_t b, int64_t v, const RowParams& params) {
   if (b < 0) return invalid("requests = " + std::to_string(b) + " is negative");
@@ -169,13 +219,14 @@ Status check_parts(const Req& req, int64_t b, int64_t v) {
 
 }  // namespace
 
-Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
+Status validate_chain(const ChainRequest& req, const ChainOutputs& out, bool host_readable) {
   const int64_t b = req.requests, v = req.target.vocab;
   Status d = check_head(b, v, req.params);
   if (!d.ok() || b == 0) return d;
   if (!req.row_offsets) return invalid("row_offsets is null");
   if (!out.accepted || !out.tokens || !out.status)
     return invalid("outputs.accepted, outputs.tokens or outputs.status is null");
+  if (!host_readable) return check_device_chain(req);
   if (req.row_offsets[0] != 0)
     return invalid("row_offsets[0] = " + std::to_string(req.row_offsets[0]) + " (must be 0)");
   for (int64_t r = 0; r < b; ++r) {
@@ -227,13 +278,14 @@ Status validate_chain(const ChainRequest& req, const ChainOutputs& out) {
   return Status::Ok();
 }
 
-Status validate_tree(const TreeRequest& req, const TreeOutputs& out) {
+Status validate_tree(const TreeRequest& req, const TreeOutputs& out, bool host_readable) {
   const int64_t b = req.requests, v = req.target.vocab;
   Status d = check_head(b, v, req.params);
   if (!d.ok() || b == 0) return d;
   if (!req.node_offsets) return invalid("node_offsets is null");
   if (!out.accepted || !out.path || !out.tokens || !out.status)
     return invalid("outputs.accepted, outputs.path, outputs.tokens or outputs.status is null");
+  if (!host_readable) return check_device_tree(req);
   if (req.node_offsets[0] != 0)
     return invalid("node_offsets[0] = " + std::to_string(req.node_offsets[0]) + " (must be 0)");
   for (int64_t r = 0; r < b; ++r) {
@@ -253,11 +305,17 @@ Status validate_tree(const TreeRequest& req, const TreeOutputs& out) {
     if (req.parents[n0] != -1)
       return invalid(who + "0 (the root) has parent " + std::to_string(req.parents[n0]) +
                      " (must be -1)");
+    std::vector<int32_t> depth(static_cast<size_t>(m), 0);
     for (int64_t i = 1; i < m; ++i) {
       const int32_t p = req.parents[n0 + i], x = req.tokens[n0 + i];
       if (p < 0 || p >= i)
         return invalid(who + std::to_string(i) + " has parent " + std::to_string(p) +
                        " (must be a node before it: 0 .. " + std::to_string(i - 1) + ")");
+      depth[i] = depth[p] + 1;
+      if (depth[i] > kMaxDrafts)
+        return invalid(who + std::to_string(i) + " is at depth " + std::to_string(depth[i]) +
+                       " (a path holds at most kMaxDrafts = " + std::to_string(kMaxDrafts) +
+                       " drafts)");
       if (x < 0 || x >= v)
         return invalid(who + std::to_string(i) + " has token " + std::to_string(x) +
                        ", outside [0, vocab = " + std::to_string(v) + ")");
@@ -290,6 +348,8 @@ const char* row_status_name(int32_t status) noexcept {
       return "bad_presence_penalty";
     case kRowBadTokenId:
       return "bad_token_id";
+    case kRowBadDraft:
+      return "bad_draft";
     default:
       return "unknown";
   }
@@ -332,42 +392,62 @@ Backend resolve_backend(Backend backend) {
 
 namespace {
 
-// verify_chain and verify_tree: CPU only, validated, nothing to do for no request.
-template <typename Req, typename Out, typename Validate, typename Run>
-Status run_verification(const char* name, const Req& req, const Out& out, const ExecConfig& cfg,
-                        Validate validate, Run run) {
-  if (resolve_backend(cfg.backend) != Backend::kCpu)
-    return Status{Code::kUnsupported,
-                  std::string(name) + " runs on the CPU backend only in this version"};
-  Status s = validate(req, out);
+// verify_chain and verify_tree: validated (on a GPU backend, what the host can see), nothing to
+// do for no request.
+template <typename Req, typename Out, typename Validate, typename Cpu, typename Gpu>
+Status run_verification(const Req& req, const Out& out, const ExecConfig& cfg, Validate validate,
+                        Cpu cpu, Gpu gpu) {
+  const Backend be = resolve_backend(cfg.backend);
+  if (be != Backend::kCpu && (be != kBuiltGpu || !backend_available(be)))
+    return Status{Code::kUnsupported, std::string("backend ") +
+                                          std::to_string(static_cast<int>(be)) +
+                                          " is not available in this build or on this machine"};
+  Status s = validate(req, out, be == Backend::kCpu);
   if (!s.ok()) return s;
   if (req.requests == 0) return Status::Ok();
-  return run();
+  return be == Backend::kCpu ? cpu() : gpu();
 }
 
 }  // namespace
 
+// (The GPU entry points, or kUnsupported where this build has none.)
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
+#define LMS_GPU_CALL(call) gpu::call
+#else
+#define LMS_GPU_CALL(call) \
+  Status { Code::kUnsupported, "this lmsample was built without a GPU backend" }
+#endif
+
 size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
+  if (resolve_backend(cfg.backend) == kBuiltGpu) return gpu::verify_chain_workspace_size(req, cfg);
+#endif
   return cpu::verify_chain_workspace_size(req, cfg);
 }
 
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
                     size_t workspace_bytes, const ExecConfig& cfg) {
-  return run_verification("verify_chain", req, out, cfg, api::validate_chain, [&] {
-    return cpu::verify_chain(req, out, workspace, workspace_bytes, cfg);
-  });
+  return run_verification(
+      req, out, cfg, api::validate_chain,
+      [&] { return cpu::verify_chain(req, out, workspace, workspace_bytes, cfg); },
+      [&] { return LMS_GPU_CALL(verify_chain(req, out, workspace, workspace_bytes, cfg)); });
 }
 
 size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
+#if defined(LMSAMPLE_WITH_CUDA) || defined(LMSAMPLE_WITH_HIP)
+  if (resolve_backend(cfg.backend) == kBuiltGpu) return gpu::verify_tree_workspace_size(req, cfg);
+#endif
   return cpu::verify_tree_workspace_size(req, cfg);
 }
 
 Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
                    size_t workspace_bytes, const ExecConfig& cfg) {
-  return run_verification("verify_tree", req, out, cfg, api::validate_tree, [&] {
-    return cpu::verify_tree(req, out, workspace, workspace_bytes, cfg);
-  });
+  return run_verification(
+      req, out, cfg, api::validate_tree,
+      [&] { return cpu::verify_tree(req, out, workspace, workspace_bytes, cfg); },
+      [&] { return LMS_GPU_CALL(verify_tree(req, out, workspace, workspace_bytes, cfg)); });
 }
+#undef LMS_GPU_CALL
 
 const char* version() noexcept { return "0.1.0"; }
 

@@ -19,9 +19,11 @@ Status validate_request(const Request& req, const Outputs& out, bool host_readab
 
 //! Checks a chain verification request (host pointers): shapes, offsets, every draft id and
 //! draft probability; the message names the request.
-Status validate_chain(const ChainRequest& req, const ChainOutputs& out);
+//! With host_readable false (a GPU backend) only what the host can check without reading the
+//! device's arrays: the stated shapes, kinds and pointers.
+Status validate_chain(const ChainRequest& req, const ChainOutputs& out, bool host_readable);
 //! The same for tree verification: offsets, every parent (before its child) and token.
-Status validate_tree(const TreeRequest& req, const TreeOutputs& out);
+Status validate_tree(const TreeRequest& req, const TreeOutputs& out, bool host_readable);
 
 //! The message for a row whose status is a kRowBad* value, e.g. "row 3: top_p = nan (must be > 0)".
 std::string describe_bad_row(const Request& req, int64_t row, int32_t status);

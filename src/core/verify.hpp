@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "core/math.hpp"
 #include "core/port.hpp"
 
 namespace lmsample::core {
@@ -43,6 +44,11 @@ LMS_HD U128 residual_weight(uint64_t w_x, uint64_t wp, uint64_t v_x, uint64_t wq
   const U128 a = mul_u64(w_x, wq), d = mul_u64(v_x, wp);
   return u128_less(d, a) ? u128_sub(a, d) : U128{0, 0};
 }
+
+//! A draft probability's fixed-point mass (q checked to be in [0, 1]): floor(q 2^39), exact.
+LMS_HD uint64_t prob_weight(float q) { return static_cast<uint64_t>(mul_rn(q, 549755813888.0f)); }
+//! Whether a draft probability is one (fp32 in [0, 1]; NaN is not).
+LMS_HD bool prob_ok(float q) { return q >= 0.0f && q <= 1.0f; }
 
 //! Substreams of a request's decisions (base: its RowParams substream): the token emitted at
 //! position j (recovered after rejecting draft j, or the bonus at j = K) draws from base + 2 j,

@@ -136,8 +136,7 @@ int32_t target_distribution(const Req& req, int64_t b, int64_t row, const Scratc
   return dist(t, pr.req, 0, stride_of(req.target), api::mask_words_of(pr.req), n, total);
 }
 
-// Fixed-point mass of a draft probability (checked to be in [0, 1]): floor(q 2^39), exact.
-uint64_t prob_weight(float q) { return static_cast<uint64_t>(core::mul_rn(q, 549755813888.0f)); }
+using core::prob_weight;
 
 // Verifies request b. scratch t: the target rows' kept sets, d: the draft rows'.
 void verify_request(const ChainRequest& cr, const ChainOutputs& out, int64_t b, const Scratch& t,

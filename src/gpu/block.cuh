@@ -40,6 +40,8 @@ struct alignas(16) Exchange {
   uint32_t kept_count;                // candidates that pass top-k (rank 0's finish)
   uint32_t gcount[kMaxGroup];         // candidates of each rank (pushed by each rank)
   uint32_t bound;                     // the k-th largest of the block's values (pre-filter)
+  uint32_t kept_lo, kept_tau;         // rank 0's finish: its top-k and top-p thresholds (0: none)
+  uint64_t kept_total;                // rank 0's finish: the kept set's weight
   uint32_t warp_stats[kMaxWarps][4];  // per-warp partial statistics
   union {                             // never live at the same time
     alignas(16) uint64_t stage_w[kMaxThreads];    // weights staged by the candidates finish

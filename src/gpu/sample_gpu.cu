@@ -6,24 +6,13 @@
 
 #include "api/validate.hpp"
 #include "gpu/greedy_kernel.cuh"
+#include "gpu/launch.hpp"
 #include "gpu/sample_gpu.hpp"
 #include "gpu/sample_kernel.cuh"
 #include "gpu/temperature_kernel.cuh"
 
 namespace lmsample::gpu {
-namespace {
-
-constexpr int kThreads = 512;
-constexpr size_t kSmemTarget =
-    113 * 1024;  // two CTAs per multiprocessor (228 KB, 1 KB each reserved)
-
-struct Device {
-  int id = -1;
-  int sms = 0;
-  int max_smem = 0;
-  bool clusters = false;
-  bool cluster16 = false;
-};
+namespace detail {
 
 Device query_device() {
   Device d;
@@ -60,6 +49,10 @@ const Device& device() {
                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       cudaFuncSetAttribute(sample_rows_kernel<kThreads>, gpuFuncAttributeMaxDynamicSharedMemorySize,
                            cached.max_smem);
+      cudaFuncSetAttribute(sample_rows_kernel<kThreads, true>,
+                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      cudaFuncSetAttribute(sample_rows_kernel<kThreads, true>,
+                           gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
       // Is a cluster of 16 CTAs with a full shared memory budget schedulable here?
       cudaLaunchConfig_t cfg{};
       cfg.gridDim = dim3(16);
@@ -79,9 +72,12 @@ const Device& device() {
       cudaGetLastError();
     }
 #endif
-    if (!cached.clusters)
+    if (!cached.clusters) {
       (void)gpuFuncSetAttribute(reinterpret_cast<const void*>(&sample_rows_kernel<kThreads>),
                                 gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
+      (void)gpuFuncSetAttribute(reinterpret_cast<const void*>(&sample_rows_kernel<kThreads, true>),
+                                gpuFuncAttributeMaxDynamicSharedMemorySize, cached.max_smem);
+    }
     // (top-p rows' candidate lists: above the 48 KB a kernel gets without asking)
     (void)gpuFuncSetAttribute(
         reinterpret_cast<const void*>(&temperature_rows_kernel<kTemperatureThreads, true>),
@@ -89,14 +85,6 @@ const Device& device() {
   }
   return cached;
 }
-
-struct Plan {
-  int group = 1;          // CTAs per row
-  int chunk = 0;          // tokens per CTA
-  bool stream = false;    // keys recomputed from the logits, stored nowhere
-  bool smem_keys = true;  // keys (and tags) in shared memory (else, unless streamed, workspace)
-  size_t smem = 0;        // dynamic shared memory per CTA
-};
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -299,7 +287,47 @@ Status runtime_error(const char* what, gpuError_t e) {
   return Status{Code::kBackendError, std::string(what) + ": " + gpuGetErrorString(e)};
 }
 
-}  // namespace
+Status launch_rows(const KernelArgs& a, const Plan& p, int64_t rows, RowsKernel kernel,
+                   gpuStream_t stream) {
+  const Device& d = device();
+  const unsigned grid = static_cast<unsigned>(rows * p.group);
+  const size_t smem = kernel == RowsKernel::kGreedy ? sizeof(Exchange) : p.smem;
+#if !defined(__HIPCC__)
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = dim3(grid);
+  lc.blockDim = dim3(kThreads);
+  lc.dynamicSmemBytes = smem;
+  lc.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(p.group);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  lc.attrs = &attr;
+  lc.numAttrs = d.clusters ? 1 : 0;
+  const gpuError_t e = kernel == RowsKernel::kGreedy
+                           ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
+                       : kernel == RowsKernel::kVerify
+                           ? cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads, true>, a)
+                           : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
+#else
+  (void)d;
+  if (kernel == RowsKernel::kGreedy)
+    hipLaunchKernelGGL(greedy_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
+  else if (kernel == RowsKernel::kVerify)
+    hipLaunchKernelGGL((sample_rows_kernel<kThreads, true>), dim3(grid), dim3(kThreads), smem,
+                       stream, a);
+  else
+    hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
+  const gpuError_t e = gpuGetLastError();
+#endif
+  if (e != gpuSuccess) return runtime_error("sample kernel launch", e);
+  return Status::Ok();
+}
+
+}  // namespace detail
+
+using namespace detail;  // NOLINT (this file's own internals)
 
 bool device_present() {
   int n = 0;
@@ -351,32 +379,8 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
       a.ws_keys = reinterpret_cast<uint32_t*>(keys_at);
       a.ws_tags = a.ws_keys + cells;
     }
-    const unsigned grid = static_cast<unsigned>(req.logits.batch * p.group);
-    const size_t smem = greedy ? sizeof(Exchange) : p.smem;
-#if !defined(__HIPCC__)
-    cudaLaunchConfig_t lc{};
-    lc.gridDim = dim3(grid);
-    lc.blockDim = dim3(kThreads);
-    lc.dynamicSmemBytes = smem;
-    lc.stream = stream;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = static_cast<unsigned>(p.group);
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    lc.attrs = &attr;
-    lc.numAttrs = d.clusters ? 1 : 0;
-    const gpuError_t e = greedy ? cudaLaunchKernelEx(&lc, greedy_rows_kernel<kThreads>, a)
-                                : cudaLaunchKernelEx(&lc, sample_rows_kernel<kThreads>, a);
-#else
-    if (greedy)
-      hipLaunchKernelGGL(greedy_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
-    else
-      hipLaunchKernelGGL(sample_rows_kernel<kThreads>, dim3(grid), dim3(kThreads), smem, stream, a);
-    const gpuError_t e = gpuGetLastError();
-#endif
-    if (e != gpuSuccess) return runtime_error("sample kernel launch", e);
-    return Status::Ok();
+    return launch_rows(a, p, req.logits.batch, greedy ? RowsKernel::kGreedy : RowsKernel::kSample,
+                       stream);
   };
   if (!out.logprob && temperature_kernel_serves(req)) {
     const StreamPlan sp = stream_plan(req, d);

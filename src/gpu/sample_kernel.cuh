@@ -43,6 +43,31 @@ __device__ __forceinline__ void stamp(int i, unsigned rank, int64_t row) {
 #define LMS_COUNT_TOPP_FALLBACK() ((void)0)
 #endif
 
+// Verification (verify_gpu.cu): kernel row r is a position (chain) or node (tree) of request
+// `req`, whose parameters, bias and prompt it takes, with the bitmask of row `mask_row`, the
+// request's substream plus `substream`, and as output history the request's followed by
+// extra[extra_off, extra_off + extra_n) (the drafts, or the path, before it). req < 0: skip.
+struct VerifyRow {
+  int32_t req;
+  int32_t mask_row;
+  uint32_t substream;
+  int32_t extra_n;
+  int64_t extra_off;
+};
+// A verified row's kept set (docs/contract.md, section 8), enough to give any token's weight from
+// its processed key: kind 0 a tempered row (weight mass_of(e) where key >= tau and e >= min_p,
+// e = rel_likelihood(y, m, 1/T)), 1 greedy (1 on the row's token), 2 +inf (1 on each +inf key);
+// total = the kept weight; n_posinf and log_norm for logprobs.
+struct KeptSet {
+  uint64_t total;
+  double log_norm;
+  uint32_t tau;
+  float m;
+  int32_t kind;
+  uint32_t n_posinf;
+};
+constexpr int32_t kKeptTempered = 0, kKeptGreedy = 1, kKeptPosInf = 2;
+
 struct KernelArgs {
   Request req;
   Outputs out;
@@ -55,6 +80,11 @@ struct KernelArgs {
   // null, or the rows to compute: those with a nonzero word (the others were finished by the
   // temperature kernel launched before, temperature_kernel.cuh)
   const uint32_t* pending;
+  // Verification (sample_rows_kernel<kThreads, true>, verify_gpu.cu): each row's VerifyRow, the
+  // history tokens they point into, and where each row's kept set goes.
+  const VerifyRow* vrows;
+  const int32_t* extra;
+  KeptSet* kept_sets;
 };
 
 __device__ __forceinline__ float value_of(uint32_t key) { return core::key_to_float(key); }
@@ -387,24 +417,27 @@ __device__ inline void apply_bias(uint32_t* keys, const SparseRows& b, int64_t r
 
 // Penalties of this CTA's tokens: tags count occurrences (integer atomics), then the first thread
 // to take a token's tag applies the penalty once.
+// `extra` (extra_n tokens) follows the output history (verification's drafts or path).
 template <int kThreads>
 __device__ void apply_penalties(uint32_t* keys, uint32_t* tags, const Request& req, int64_t row,
-                                int64_t c0, int n, const core::RowSettings& rs) {
+                                int64_t c0, int n, const core::RowSettings& rs,
+                                const int32_t* extra = nullptr, int64_t extra_n = 0) {
   constexpr uint32_t kSeen = 0x80000000u;
-  const SparseRows* lists[2] = {&req.prompt_tokens, &req.output_tokens};
   for (int pass = 0; pass < 3; ++pass) {
-    for (int l = 0; l < 2; ++l) {
-      const SparseRows& h = *lists[l];
-      if (!h.offsets) continue;
-      const int64_t e0 = h.offsets[row], e1 = h.offsets[row + 1];
+    for (int l = 0; l < 3; ++l) {  // prompt, output, extra
+      const SparseRows& h = l == 0 ? req.prompt_tokens : req.output_tokens;
+      if (l < 2 && !h.offsets) continue;
+      if (l == 2 && extra_n <= 0) continue;
+      const int32_t* toks = l < 2 ? h.tokens : extra;
+      const int64_t e0 = l < 2 ? h.offsets[row] : 0, e1 = l < 2 ? h.offsets[row + 1] : extra_n;
       for (int64_t e = e0 + threadIdx.x; e < e1; e += kThreads) {
-        const int64_t local = static_cast<int64_t>(h.tokens[e]) - c0;
+        const int64_t local = static_cast<int64_t>(toks[e]) - c0;
         if (local < 0 || local >= n) continue;
         if (pass == 0) {
           tags[local] = 0;
         } else if (pass == 1) {
           atomicOr(&tags[local], kSeen);
-          if (l == 1) atomicAdd(&tags[local], 1u);
+          if (l >= 1) atomicAdd(&tags[local], 1u);
         } else {
           const uint32_t tag = atomicExch(&tags[local], 0u);
           if (tag)
@@ -430,7 +463,8 @@ struct Contribution {
 template <int kThreads, typename Group, typename KeyAt, typename TokenAt, typename ContributionOf>
 __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, KeyAt key_at,
                               TokenAt token_at, ContributionOf contribution_of, uint32_t skip_below,
-                              uint64_t u, int64_t* kept_count, int64_t row = -1) {
+                              uint64_t u, int64_t* kept_count, int64_t row = -1,
+                              uint64_t* total_out = nullptr) {
   using B = Block<kThreads>;
   row = g.rank() == 0 ? row : -1;  // (profiling: rank 0's stamps)
   // Each thread owns a contiguous run of entries, so one block scan of the threads' sums
@@ -465,6 +499,7 @@ __device__ int64_t group_draw(const Group& g, Exchange& ex, int& phase, int n, K
   LMS_STAMP_ROW(27, row);
   const uint64_t total = all.a, before = before2.a;
   *kept_count = static_cast<int64_t>(all.b);
+  if (total_out) *total_out = total;
   const uint64_t t = core::scale_draw(u, total);
   if (!(before <= t && t < before + blk)) return -1;  // uniform within the CTA
   const uint64_t acc = before + incl - mine;
@@ -632,6 +667,10 @@ __device__ void block_finish_split(const uint32_t* keys, const uint32_t* toks, i
     ex.bcast[2] = tok;
     ex.bcast[3] = key;
   }
+  if (threadIdx.x == 0) {  // (for verification's kept sets)
+    ex.kept_tau = tau;
+    ex.kept_total = kept.weight;
+  }
   LMS_STAMP_ROW(15, row);
   __syncthreads();
 }
@@ -657,12 +696,14 @@ template <int kThreads>
 __device__ void block_finish(const uint32_t* keys, const uint32_t* toks, int c, int top_k,
                              const core::RowSettings& rs, float m, float inv_t, uint64_t u,
                              Exchange& ex, int64_t row = -1) {
+  if (threadIdx.x == 0) ex.kept_lo = 0;  // (published by the barriers below)
   if (top_k > 0 && top_k < c) {
     if (threadIdx.x == 0) ex.kept_count = 0;  // published by the selection's barriers
     const uint32_t lo = with_split<kThreads>(c, [&](auto split) {
       return block_top_k_key_split<kThreads, decltype(split)::value>(keys, c, top_k, ex);
     });
     LMS_STAMP_ROW(11, row);
+    if (threadIdx.x == 0) ex.kept_lo = lo;
     const int e = static_cast<int>(threadIdx.x);  // (c <= kThreads)
     const bool in = e < c && keys[e] >= lo;
     const uint64_t mask = ballot(in);
@@ -933,7 +974,8 @@ template <int kThreads, typename Group, typename KeyAt, typename TokenAt>
 __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int& hphase, int n,
                                    KeyAt key_at, TokenAt token_at, const core::RowSettings& rs,
                                    float m, float inv_t, bool use_k, uint32_t kth_floor,
-                                   uint32_t max_key, uint64_t u, int64_t* kept, int64_t row = -1) {
+                                   uint32_t max_key, uint64_t u, int64_t* kept, int64_t row = -1,
+                                   uint32_t* tau_out = nullptr, uint64_t* total_out = nullptr) {
   uint32_t lo = core::kKeyNegInf + 1;
   LMS_STAMP_ROW(16, g.rank() == 0 ? row : -1);
   if (use_k && kth_floor == max_key) {
@@ -972,13 +1014,14 @@ __device__ int64_t filter_and_draw(const Group& g, Exchange& ex, int& phase, int
     tau = tp > lo ? tp : lo;
   }
   LMS_STAMP_ROW(18, g.rank() == 0 ? row : -1);
+  if (tau_out) *tau_out = tau;
   return group_draw<kThreads>(
       g, ex, phase, n, key_at, token_at,
       [&](uint32_t k) {
         const float e = core::rel_likelihood(value_of(k), m, inv_t);
         return Contribution{k >= tau && e >= min_p, core::mass_of(e)};
       },
-      tau, u, kept, row);
+      tau, u, kept, row, total_out);
 }
 
 template <int kThreads>
@@ -1004,7 +1047,8 @@ __device__ inline bool ids_in_range(const SparseRows& s, int64_t row, int64_t v,
   return ok;
 }
 
-template <int kThreads>
+// kVerify: verification's kept sets (KernelArgs::vrows, extra, kept_sets) besides the outputs.
+template <int kThreads, bool kVerify = false>
 __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   using B = Block<kThreads>;
@@ -1013,6 +1057,16 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const unsigned G = g.size();
   const int64_t row = blockIdx.x / G;
   if (a.pending && a.pending[row] == 0) return;  // (every CTA of the row: the same word)
+  // prow: the row of the parameters and the sparse lists; mrow: the bitmask's
+  int64_t prow = row, mrow = row;
+  VerifyRow vr{};
+  if constexpr (kVerify) {
+    vr = a.vrows[row];
+    if (vr.req < 0) return;
+    prow = vr.req;
+    mrow = vr.mask_row;
+  }
+  const int32_t* extra = kVerify && a.extra ? a.extra + vr.extra_off : nullptr;
   const Request& req = a.req;
   const int64_t V = req.logits.vocab;
   const int64_t c0 = static_cast<int64_t>(g.rank()) * a.chunk;
@@ -1026,13 +1080,15 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   int phase = 0, hphase = 0;
 
   // ---- parameters (every CTA of the row reaches the same verdict) ----
-  const core::RowSettings rs = core::load_row_settings(req.params, row);
+  core::RowSettings rs = core::load_row_settings(req.params, prow);
+  if constexpr (kVerify) rs.substream += vr.substream;
   int32_t status = core::validate_row_settings(rs);
   if (status == kRowOk &&
       (req.logit_bias.offsets || req.prompt_tokens.offsets || req.output_tokens.offsets)) {
-    const bool ok = ids_in_range(req.logit_bias, row, V, threadIdx.x, kThreads) &&
-                    ids_in_range(req.prompt_tokens, row, V, threadIdx.x, kThreads) &&
-                    ids_in_range(req.output_tokens, row, V, threadIdx.x, kThreads);
+    // (verification's extra tokens were checked by verify_prepare_kernel)
+    const bool ok = ids_in_range(req.logit_bias, prow, V, threadIdx.x, kThreads) &&
+                    ids_in_range(req.prompt_tokens, prow, V, threadIdx.x, kThreads) &&
+                    ids_in_range(req.output_tokens, prow, V, threadIdx.x, kThreads);
     const bool all_ok = B::allreduce(
         ok, [](bool x, bool y) { return x && y; }, ex);
     if (!all_ok) status = kRowBadTokenId;
@@ -1048,7 +1104,7 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
   const void* xrow =
       static_cast<const char*>(req.logits.data) + static_cast<size_t>(row * a.stride) * esize;
-  const uint32_t* mask = req.allowed_mask ? req.allowed_mask + row * a.mask_words : nullptr;
+  const uint32_t* mask = req.allowed_mask ? req.allowed_mask + mrow * a.mask_words : nullptr;
   const Ownership own = ownership_of(xrow, req.logits.dtype, c0);
   const ChunkKeys key_at{keys, xrow, req.logits.dtype, c0, mask};
   if (threadIdx.x == 0) ex.cand_count = 0;  // published by the barriers below
@@ -1057,14 +1113,15 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   Stats s =
       load_chunk<kThreads>(keys, a.ws_keys == nullptr, xrow, req.logits.dtype, c0, n, mask, &top);
   LMS_STAMP(1);
-  const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets;
+  const bool penalties = req.prompt_tokens.offsets || req.output_tokens.offsets ||
+                         (kVerify && a.extra && vr.extra_n > 0);
   if ((req.logit_bias.offsets || penalties) && keys) {  // (never streamed: see make_plan)
     __syncthreads();
     if (req.logit_bias.offsets) {
-      apply_bias(keys, req.logit_bias, row, c0, n, ex);
+      apply_bias(keys, req.logit_bias, prow, c0, n, ex);
       __syncthreads();
     }
-    if (penalties) apply_penalties<kThreads>(keys, tags, req, row, c0, n, rs);
+    if (penalties) apply_penalties<kThreads>(keys, tags, req, prow, c0, n, rs, extra, vr.extra_n);
     // the statistics of the load no longer hold: recount
     s = empty_stats();
     top = Top3{};
@@ -1141,6 +1198,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   uint32_t token_key = st.max_key;
   int64_t kept = 0;
   bool topn_from_candidates = false, topn_done = false;  // (group-uniform)
+  uint32_t kept_tau = 0;    // a tempered row's threshold (rank 0; verification)
+  uint64_t kept_total = 0;  // and its kept weight
   if (rs.temperature == 0.0f) {
     token = g.rank() == 0 ? st.argmax : -1;
     kept = 1;
@@ -1236,6 +1295,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
                                  inv_t, u, ex, row);
           gathered_token = static_cast<int64_t>(ex.bcast[2]);
           gathered_kept = static_cast<int64_t>(ex.bcast[1]);
+          // the row's threshold: the candidates' bound, top-k's and top-p's
+          kept_tau = max(max(cand_lo, ex.kept_lo), ex.kept_tau);
+          kept_total = ex.kept_total;
           if (topn_from_candidates) {
             // The row's n largest keys (n <= k) are all candidates: each takes its rank in
             // (key descending, token ascending) order, and the first n write their entry.
@@ -1262,7 +1324,8 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     } else {
       token = filter_and_draw<kThreads>(
           g, ex, phase, hphase, n, key_at, [&](int i) { return c0 + static_cast<int64_t>(i); }, rs,
-          m, inv_t, use_k, small_k ? st.lower : 0u, st.max_key, u, &kept, row);
+          m, inv_t, use_k, small_k ? st.lower : 0u, st.max_key, u, &kept, row, &kept_tau,
+          &kept_total);
     }
     if (token >= 0) token_key = static_cast<uint32_t>(ex.bcast[3]);
   }
@@ -1271,6 +1334,20 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
     const uint32_t key = token_key;
     write_outputs<kThreads>(a.out, row, static_cast<int32_t>(token), kRowOk,
                             static_cast<int32_t>(kept), logprob_at(key), 0);
+  }
+  if constexpr (kVerify) {
+    if (lead) {
+      KeptSet ks;
+      ks.kind = rs.temperature == 0.0f ? kKeptGreedy
+                : st.n_posinf > 0      ? kKeptPosInf
+                                       : kKeptTempered;
+      ks.total = ks.kind == kKeptGreedy ? 1 : ks.kind == kKeptPosInf ? st.n_posinf : kept_total;
+      ks.tau = kept_tau;
+      ks.m = m;
+      ks.log_norm = log_norm;
+      ks.n_posinf = st.n_posinf;
+      a.kept_sets[row] = ks;
+    }
   }
   LMS_STAMP(6);
   if (top_n > 0 && !topn_done)

@@ -1,0 +1,294 @@
+// Host side of the GPU backend's verification (docs/contract.md, section 8): the launches that
+// check the structure, map every target (and draft) row to its request, reduce the rows to
+// their kept sets (the general kernel's verification instantiation, every row in one launch),
+// then make each request's decisions (verify_kernel.cuh). No allocation, no host
+// synchronisation: a call can be captured in a CUDA graph.
+#include <algorithm>
+#include <string>
+
+#include "api/validate.hpp"
+#include "gpu/launch.hpp"
+#include "gpu/sample_kernel.cuh"
+#include "gpu/verify_gpu.hpp"
+#include "gpu/verify_kernel.cuh"
+
+namespace lmsample::gpu {
+namespace {
+
+using namespace detail;  // NOLINT
+
+size_t up256(size_t x) { return (x + 255) / 256 * 256; }
+int64_t stride_of(const Logits& l) { return l.row_stride == 0 ? l.vocab : l.row_stride; }
+
+// What a verification's rows share with sampling: their request as the general kernel sees it
+// (the call's target or draft logits, bitmask, bias and histories; parameters per request).
+template <typename Req>
+Request rows_request(const Req& req, const Logits& rows) {
+  Request r;
+  r.logits = rows;
+  r.params = req.params;
+  r.allowed_mask = req.allowed_mask;
+  r.mask_row_words = req.mask_row_words;
+  r.logit_bias = req.logit_bias;
+  r.prompt_tokens = req.prompt_tokens;
+  r.output_tokens = req.output_tokens;
+  return r;
+}
+
+// Whether some row's penalties may change a logit (an array, or a default that is not neutral):
+// then the drafts (or the path) before a row are its history too.
+bool penalties_may_apply(const RowParams& p) {
+  return p.repetition_penalty || p.frequency_penalty || p.presence_penalty ||
+         p.defaults.repetition_penalty != 1.0f || p.defaults.frequency_penalty != 0.0f ||
+         p.defaults.presence_penalty != 0.0f;
+}
+
+// The rows' plan: keys in the workspace wherever bias or penalties rewrite them (the decisions
+// read the processed keys from there), else the plan sampling would take.
+struct RowsPlan {
+  Plan plan;
+  bool rewrites = false;  // bias or penalties
+  size_t ws_bytes = 0;
+};
+RowsPlan rows_plan(const Request& r, bool extra, const ExecConfig& cfg) {
+  RowsPlan rp;
+  rp.rewrites = r.logit_bias.offsets || r.prompt_tokens.offsets || r.output_tokens.offsets || extra;
+  rp.plan = make_plan(r, device(), cfg.gpu_keys);
+  if (rp.rewrites) {
+    rp.plan.stream = false;
+    rp.plan.smem_keys = false;
+    rp.plan.smem = sizeof(Exchange);
+    rp.ws_bytes = 2 * static_cast<size_t>(r.logits.batch) * static_cast<size_t>(r.logits.vocab) *
+                  sizeof(uint32_t);
+  }
+  return rp;
+}
+
+// The workspace's parts, in order.
+struct Layout {
+  size_t flag = 0, state = 0, t_rows = 0, d_rows = 0, paths = 0, t_sets = 0, t_token = 0,
+         t_status = 0, t_lp = 0, d_sets = 0, d_token = 0, d_status = 0, d_total = 0, jobs = 0,
+         sums = 0, removed = 0, t_ws = 0, d_ws = 0;
+  size_t bytes() const {
+    return flag + state + t_rows + d_rows + paths + t_sets + t_token + t_status + t_lp + d_sets +
+           d_token + d_status + d_total + jobs + sums + removed + t_ws + d_ws + 256;
+  }
+};
+
+struct Call {
+  int64_t requests = 0, rows = 0, drafts = 0;  // drafts: rows - requests (chain)
+  int64_t chunks = 0;                          // of the residual kernels
+  bool tree = false;
+  DraftKind kind = DraftKind::kDeterministic;
+  bool logprobs = false;
+  bool extra = false;  // the drafts (path) before a row are its history
+  Request t_req, d_req;
+  RowsPlan t_plan, d_plan;
+  Layout lay;
+};
+
+template <typename Req>
+Call plan_call(const Req& req, bool tree, DraftKind kind, const Logits& draft, bool logprobs,
+               const ExecConfig& cfg) {
+  Call c;
+  c.requests = req.requests;
+  c.rows = req.target.batch;
+  c.drafts = c.rows - c.requests;
+  c.tree = tree;
+  c.kind = kind;
+  c.logprobs = logprobs;
+  c.extra = penalties_may_apply(req.params) && c.rows > c.requests;
+  c.t_req = rows_request(req, req.target);
+  c.t_plan = rows_plan(c.t_req, c.extra, cfg);
+  const size_t n = static_cast<size_t>(c.rows), b = static_cast<size_t>(c.requests);
+  const size_t nd = kind == DraftKind::kDeterministic || tree ? 0 : static_cast<size_t>(c.drafts);
+  Layout& l = c.lay;
+  l.flag = 256;
+  l.state = up256(b * 4);
+  l.t_rows = up256(n * sizeof(VerifyRow));
+  l.paths = tree ? up256(n * kMaxDrafts * sizeof(int32_t)) : 0;
+  l.t_sets = up256(n * sizeof(KeptSet));
+  l.t_token = l.t_status = up256(n * 4);
+  l.t_lp = logprobs ? up256(n * 4) : 0;
+  if (kind == DraftKind::kLogits && !tree) {
+    c.d_req = rows_request(req, draft);
+    c.d_plan = rows_plan(c.d_req, c.extra, cfg);
+    l.d_rows = up256(nd * sizeof(VerifyRow));
+    l.d_sets = up256(nd * sizeof(KeptSet));
+    l.d_token = l.d_status = up256(nd * 4);
+    l.d_ws = c.d_plan.ws_bytes;
+  }
+  if (kind == DraftKind::kProbs && !tree) l.d_total = up256(nd * 8);
+  c.chunks = (req.target.vocab + kResidualChunk - 1) / kResidualChunk;
+  l.jobs = up256(b * sizeof(ResidualJob));
+  l.sums = up256(b * static_cast<size_t>(c.chunks) * sizeof(core::U128));
+  l.removed = tree ? up256(b * kMaxTreeNodes * sizeof(int32_t)) : 0;
+  l.t_ws = c.t_plan.ws_bytes;
+  return c;
+}
+
+template <typename T>
+T* take(char*& at, size_t bytes) {
+  T* p = bytes ? reinterpret_cast<T*>(at) : nullptr;
+  at += bytes;
+  return p;
+}
+
+// The general kernel's verification launch over one set of rows.
+Status launch_kept_sets(const Request& r, const RowsPlan& rp, const VerifyRow* vrows,
+                        const int32_t* extra, KeptSet* sets, int32_t* token, int32_t* status,
+                        float* lp, uint32_t* ws, gpuStream_t stream) {
+  KernelArgs a{};
+  a.req = r;
+  a.out.tokens = token;
+  a.out.status = status;
+  a.out.logprob = lp;  // (asks for the logprob normaliser, which the kept set keeps)
+  a.stride = stride_of(r.logits);
+  a.mask_words = api::mask_words_of(r);
+  a.chunk = rp.plan.chunk;
+  a.stream = rp.plan.stream;
+  if (ws) {
+    a.ws_keys = ws;
+    a.ws_tags = ws + static_cast<size_t>(r.logits.batch) * static_cast<size_t>(r.logits.vocab);
+  }
+  a.vrows = vrows;
+  a.extra = extra;
+  a.kept_sets = sets;
+  return launch_rows(a, rp.plan, r.logits.batch, RowsKernel::kVerify, stream);
+}
+
+template <typename Req>
+Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_t workspace_bytes,
+           const ExecConfig& cfg) {
+  if (device().id < 0) return Status{Code::kUnsupported, "no GPU device is available"};
+  const size_t need = c.lay.bytes();
+  if (workspace_bytes < need)
+    return Status{Code::kWorkspaceTooSmall, "workspace of " + std::to_string(workspace_bytes) +
+                                                " bytes is smaller than the " +
+                                                std::to_string(need) + " bytes asked for"};
+  const gpuStream_t stream = static_cast<gpuStream_t>(cfg.stream);
+  char* at = static_cast<char*>(workspace);
+  at += (256 - reinterpret_cast<uintptr_t>(at) % 256) % 256;
+  const Layout& l = c.lay;
+  va.flag = take<uint32_t>(at, l.flag);
+  va.state = take<int32_t>(at, l.state);
+  va.t_rows = take<VerifyRow>(at, l.t_rows);
+  va.d_rows = take<VerifyRow>(at, l.d_rows);
+  va.paths = take<int32_t>(at, l.paths);
+  KeptSet* t_sets = take<KeptSet>(at, l.t_sets);
+  int32_t* t_token = take<int32_t>(at, l.t_token);
+  int32_t* t_status = take<int32_t>(at, l.t_status);
+  float* t_lp = take<float>(at, l.t_lp);
+  KeptSet* d_sets = take<KeptSet>(at, l.d_sets);
+  int32_t* d_token = take<int32_t>(at, l.d_token);
+  int32_t* d_status = take<int32_t>(at, l.d_status);
+  uint64_t* d_total = take<uint64_t>(at, l.d_total);
+  va.jobs = take<ResidualJob>(at, l.jobs);
+  va.chunk_sums = take<core::U128>(at, l.sums);
+  va.chunks = c.chunks;
+  va.removed = take<int32_t>(at, l.removed);
+  uint32_t* t_ws = take<uint32_t>(at, l.t_ws);
+  uint32_t* d_ws = take<uint32_t>(at, l.d_ws);
+  va.requests = c.requests;
+  va.rows = c.rows;
+  va.vocab = req.target.vocab;
+  va.tree = c.tree;
+  va.target = req.target;
+  va.tstride = stride_of(req.target);
+  va.mask = req.allowed_mask;
+  va.mask_words = api::mask_words_of(c.t_req);
+  va.params = req.params;
+  va.t_sets = t_sets;
+  va.t_token = t_token;
+  va.t_status = t_status;
+  va.t_keys = t_ws;
+  va.d_sets = d_sets;
+  va.d_token = d_token;
+  va.d_status = d_status;
+  va.d_keys = d_ws;
+  va.d_prob_total = d_total;
+
+  // 1. the structure (one CTA), 2. each request's drafts or tree and its rows' maps
+  const int max_rows = c.tree ? kMaxTreeNodes : kMaxDrafts + 1;
+  verify_check_kernel<256><<<1, 256, 0, stream>>>(va, max_rows);
+  const unsigned pgrid = static_cast<unsigned>((c.requests + 127) / 128);
+  verify_prepare_kernel<<<pgrid, 128, 0, stream>>>(va);
+  gpuError_t e = gpuGetLastError();
+  if (e != gpuSuccess) return runtime_error("verification launch", e);
+  // 3. kept sets of the target rows (and the draft rows), or the draft probabilities' totals
+  const int32_t* extra = !c.extra ? nullptr : c.tree ? va.paths : va.drafts;
+  Status s = launch_kept_sets(c.t_req, c.t_plan, va.t_rows, extra, t_sets, t_token, t_status, t_lp,
+                              t_ws, stream);
+  if (!s.ok()) return s;
+  if (c.kind == DraftKind::kLogits && c.drafts > 0) {
+    s = launch_kept_sets(c.d_req, c.d_plan, va.d_rows, extra, d_sets, d_token, d_status, nullptr,
+                         d_ws, stream);
+    if (!s.ok()) return s;
+  }
+  if (c.kind == DraftKind::kProbs && c.drafts > 0)
+    draft_prob_total_kernel<256><<<static_cast<unsigned>(c.drafts), 256, 0, stream>>>(va);
+  // 4. the decisions, 5. the residual draws they leave (sums per chunk, then the draw)
+  const unsigned grid = static_cast<unsigned>(c.requests);
+  if (c.tree)
+    verify_tree_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
+  else
+    verify_chain_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
+  residual_sums_kernel<kResidualThreads>
+      <<<dim3(grid, static_cast<unsigned>(c.chunks)), kResidualThreads, 0, stream>>>(va);
+  residual_draw_kernel<kResidualThreads><<<grid, kResidualThreads, 0, stream>>>(va);
+  e = gpuGetLastError();
+  if (e != gpuSuccess) return runtime_error("verification launch", e);
+  return Status::Ok();
+}
+
+Call chain_call(const ChainRequest& req, bool logprobs, const ExecConfig& cfg) {
+  return plan_call(req, false, req.draft_kind, req.draft, logprobs, cfg);
+}
+Call tree_call(const TreeRequest& req, bool logprobs, const ExecConfig& cfg) {
+  return plan_call(req, true, DraftKind::kDeterministic, Logits{}, logprobs, cfg);
+}
+
+}  // namespace
+
+size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
+  if (device().id < 0) return 0;
+  return chain_call(req, true, cfg).lay.bytes();
+}
+
+Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
+                    size_t workspace_bytes, const ExecConfig& cfg) {
+  const Call c = chain_call(req, out.logprobs != nullptr, cfg);
+  VerifyArgs va;
+  va.offsets = req.row_offsets;
+  va.drafts = req.draft_tokens;
+  va.kind = req.draft_kind;
+  va.draft = req.draft;
+  va.dstride = req.draft_kind == DraftKind::kDeterministic ? 0 : stride_of(req.draft);
+  va.accepted = out.accepted;
+  va.tokens = out.tokens;
+  va.status = out.status;
+  va.logprobs = out.logprobs;
+  return run(req, c, va, workspace, workspace_bytes, cfg);
+}
+
+size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
+  if (device().id < 0) return 0;
+  return tree_call(req, true, cfg).lay.bytes();
+}
+
+Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,
+                   size_t workspace_bytes, const ExecConfig& cfg) {
+  const Call c = tree_call(req, out.logprobs != nullptr, cfg);
+  VerifyArgs va;
+  va.offsets = req.node_offsets;
+  va.parents = req.parents;
+  va.node_tokens = req.tokens;
+  va.accepted = out.accepted;
+  va.tokens = out.tokens;
+  va.status = out.status;
+  va.logprobs = out.logprobs;
+  va.path = out.path;
+  return run(req, c, va, workspace, workspace_bytes, cfg);
+}
+
+}  // namespace lmsample::gpu
