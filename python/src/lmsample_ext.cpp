@@ -566,7 +566,11 @@ void verify_chain(nb::handle target, nb::handle offsets, nb::handle drafts, int 
   Call t;
   read_logits(target, t);
   const Where w = t.where;
-  if (w.type != kCpu) fail("verify_chain runs on the CPU: the target logits must be CPU arrays");
+  if (w.type != kCpu)
+    fail(
+        "lmsample.verify_chain takes CPU arrays in this version (the C++ and C APIs verify on a "
+        "GPU): the target logits are on " +
+        device_name(w.type, w.id));
   const int64_t n = t.req.logits.batch;
   int64_t b = 0;
   lmsample::ChainRequest r;
@@ -602,7 +606,11 @@ void verify_tree(nb::handle target, nb::handle offsets, nb::handle parents, nb::
   Call t;
   read_logits(target, t);
   const Where w = t.where;
-  if (w.type != kCpu) fail("verify_tree runs on the CPU: the target logits must be CPU arrays");
+  if (w.type != kCpu)
+    fail(
+        "lmsample.verify_tree takes CPU arrays in this version (the C++ and C APIs verify on a "
+        "GPU): the target logits are on " +
+        device_name(w.type, w.id));
   const int64_t n = t.req.logits.batch;
   int64_t b = 0;
   lmsample::TreeRequest r;
