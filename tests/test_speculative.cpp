@@ -563,6 +563,32 @@ TEST(VerifyChain, EmptyTargetRowStopsItsRequest) {
 }
 
 // Bad input: an error that names the request, and nothing written.
+// A backend this build or machine lacks: kUnsupported, naming it, nothing written.
+TEST(VerifyChain, AnUnavailableBackendIsRefused) {
+  for (const lmsample::Backend be : {lmsample::Backend::kCuda, lmsample::Backend::kHip}) {
+    if (lmsample::backend_available(be)) continue;  // (a GPU machine: tests/gpu covers it)
+    std::mt19937_64 g(7);
+    Chain c;
+    c.v = 8;
+    const std::vector<float> t = random_row(g, c.v, 1.0f);
+    c.add({t, t}, {1}, {}, 1.0f, 1.0f, 0, 1, 0);
+    const ChainRequest req = c.request();
+    int32_t accepted = -7, status = -7, tokens[2] = {-7, -7};
+    lmsample::ExecConfig cfg;
+    cfg.backend = be;
+    const lmsample::Status s = lmsample::verify_chain(
+        req, ChainOutputs{&accepted, tokens, &status, nullptr}, nullptr, 0, cfg);
+    EXPECT_EQ(s.code, lmsample::Code::kUnsupported);
+    // (a build without the backend, or with it and no device)
+    const bool named =
+        s.message.find(be == lmsample::Backend::kCuda ? "CUDA" : "HIP") != std::string::npos ||
+        s.message.find("no GPU device") != std::string::npos;
+    EXPECT_TRUE(named) << s.message;
+    EXPECT_EQ(accepted, -7);
+    EXPECT_EQ(tokens[0], -7);
+  }
+}
+
 TEST(VerifyChain, BadInputNamesTheRequestAndWritesNothing) {
   const int64_t v = 8;
   std::mt19937_64 g(51);

@@ -398,10 +398,12 @@ template <typename Req, typename Out, typename Validate, typename Cpu, typename 
 Status run_verification(const Req& req, const Out& out, const ExecConfig& cfg, Validate validate,
                         Cpu cpu, Gpu gpu) {
   const Backend be = resolve_backend(cfg.backend);
-  if (be != Backend::kCpu && (be != kBuiltGpu || !backend_available(be)))
-    return Status{Code::kUnsupported, std::string("backend ") +
-                                          std::to_string(static_cast<int>(be)) +
-                                          " is not available in this build or on this machine"};
+  if (be != Backend::kCpu && be != Backend::kCuda && be != Backend::kHip)
+    return Status{Code::kInvalidArgument,
+                  "backend = " + std::to_string(static_cast<int>(be)) + " is not a Backend"};
+  if (be != Backend::kCpu && be != kBuiltGpu)  // (as sample(); no device: the GPU call says so)
+    return Status{Code::kUnsupported, std::string("this lmsample was built without the ") +
+                                          (be == Backend::kCuda ? "CUDA" : "HIP") + " backend"};
   Status s = validate(req, out, be == Backend::kCpu);
   if (!s.ok()) return s;
   if (req.requests == 0) return Status::Ok();
