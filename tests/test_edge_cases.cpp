@@ -710,6 +710,31 @@ TEST(EdgeStructural, ErrorsWriteNothing) {
   }
 }
 
+// ExecConfig::cpu_threads beyond kMaxCpuThreads (65,536 crashed inside libgomp) or negative: the
+// library says so and writes nothing; the cap itself is fine.
+TEST(EdgeStructural, ThreadCountsOutsideTheCapAreRefused) {
+  const int64_t v = 40;
+  std::vector<RowSpec> rows(4, row_of(ramp(v)));
+  Batch batch(DType::kFloat32, v, rows, 3);
+  const lmsample::Request req = batch.request();
+  for (const int threads : {-1, lmsample::kMaxCpuThreads + 1, 65536}) {
+    lmsample::ExecConfig cfg;
+    cfg.cpu_threads = threads;
+    std::vector<unsigned char> ws(lmsample::workspace_size(req, cfg));
+    OutBuf out(4, 3);
+    const lmsample::Status st = lmsample::sample(req, out.outputs(), ws.data(), ws.size(), cfg);
+    EXPECT_EQ(st.code, Code::kInvalidArgument) << threads;
+    EXPECT_NE(st.message.find("cpu_threads = " + std::to_string(threads)), std::string::npos)
+        << st.message;
+    EXPECT_TRUE(out.untouched()) << threads;
+  }
+  lmsample::ExecConfig cfg;
+  cfg.cpu_threads = lmsample::kMaxCpuThreads;
+  std::vector<unsigned char> ws(lmsample::workspace_size(req, cfg));
+  OutBuf out(4, 3);
+  EXPECT_TRUE(lmsample::sample(req, out.outputs(), ws.data(), ws.size(), cfg).ok());
+}
+
 TEST(EdgeStructural, EmptyBatchIsFine) {
   lmsample::Request req;
   req.logits.vocab = 10;

@@ -131,6 +131,7 @@ int lms_sample(const lms_request* req, const lms_outputs* out, void* workspace,
 #define LMS_DRAFT_LOGITS 1
 #define LMS_DRAFT_PROBS 2
 #define LMS_MAX_DRAFTS 64
+#define LMS_MAX_CPU_THREADS 1024 /* lms_exec.cpu_threads: 0 (all) to this */
 #define LMS_MAX_TREE_NODES 1024
 
 /* Chain verification. `target` carries the target logits ([N, V]: batch = N rows), the per-request

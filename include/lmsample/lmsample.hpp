@@ -72,6 +72,8 @@ struct Logits {
 constexpr int64_t kMaxVocab = int64_t{1} << 24;
 //! Largest number of top logprobs per row.
 constexpr int32_t kMaxTopLogprobs = 64;
+//! Most CPU threads a call may ask for (ExecConfig::cpu_threads); more is kInvalidArgument.
+constexpr int kMaxCpuThreads = 1024;
 
 //! The value of each parameter for the rows of a call whose RowParams array is null: one value
 //! for the whole batch, passed by value (no device memory, nothing to upload: a GPU call with
@@ -170,7 +172,9 @@ enum class GpuKeys : int32_t { kAuto = 0, kOnChip = 1, kStream = 2 };
 //! null = the default stream).
 struct ExecConfig {
   Backend backend = Backend::kCpu;
-  int cpu_threads = 0;                //!< 0 = all hardware threads; results never depend on it
+  //! 0 = all hardware threads (at most kMaxCpuThreads), else 1 .. kMaxCpuThreads (other values
+  //! are kInvalidArgument); results never depend on it
+  int cpu_threads = 0;
   void* stream = nullptr;             //!< cudaStream_t / hipStream_t
   GpuKeys gpu_keys = GpuKeys::kAuto;  //!< GPU backends only; see GpuKeys
 };

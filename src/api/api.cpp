@@ -68,6 +68,13 @@ Status check_defaults(const RowParams& p) {
 
 }  // namespace
 
+Status check_threads(const ExecConfig& cfg) {
+  if (cfg.cpu_threads >= 0 && cfg.cpu_threads <= kMaxCpuThreads) return Status::Ok();
+  return invalid("cpu_threads = " + std::to_string(cfg.cpu_threads) +
+                 " is outside [0, kMaxCpuThreads = " + std::to_string(kMaxCpuThreads) +
+                 "] (0 = all hardware threads)");
+}
+
 Status validate_request(const Request& req, const Outputs& out, bool host_readable) {
   const Logits& l = req.logits;
   if (l.batch < 0) return invalid("logits.batch = " + std::to_string(l.batch) + " is negative");
@@ -397,6 +404,7 @@ namespace {
 template <typename Req, typename Out, typename Validate, typename Cpu, typename Gpu>
 Status run_verification(const Req& req, const Out& out, const ExecConfig& cfg, Validate validate,
                         Cpu cpu, Gpu gpu) {
+  if (Status t = api::check_threads(cfg); !t.ok()) return t;
   const Backend be = resolve_backend(cfg.backend);
   if (be != Backend::kCpu && be != Backend::kCuda && be != Backend::kHip)
     return Status{Code::kInvalidArgument,
@@ -464,6 +472,7 @@ size_t workspace_size(const Request& req, const ExecConfig& cfg) {
 
 Status sample(const Request& req, const Outputs& out, void* workspace, size_t workspace_bytes,
               const ExecConfig& cfg) {
+  if (Status t = api::check_threads(cfg); !t.ok()) return t;
   const Backend backend = resolve_backend(cfg.backend);
   const int32_t keys = static_cast<int32_t>(cfg.gpu_keys);
   if (keys < static_cast<int32_t>(GpuKeys::kAuto) || keys > static_cast<int32_t>(GpuKeys::kStream))

@@ -13,6 +13,9 @@ inline int64_t mask_words_of(const Request& req) {
   return req.mask_row_words == 0 ? (req.logits.vocab + 31) / 32 : req.mask_row_words;
 }
 
+//! ExecConfig::cpu_threads in [0, kMaxCpuThreads].
+Status check_threads(const ExecConfig& cfg);
+
 //! Checks shapes, enums and required pointers. `host_readable` says whether the CSR offsets may
 //! be read here (CPU backend) to check that they do not decrease.
 Status validate_request(const Request& req, const Outputs& out, bool host_readable);

@@ -58,6 +58,7 @@ int threads_for(const Request& req, const ExecConfig& cfg) {
   int t =
       cfg.cpu_threads > 0 ? cfg.cpu_threads : static_cast<int>(std::thread::hardware_concurrency());
   if (t < 1) t = 1;
+  if (t > kMaxCpuThreads) t = kMaxCpuThreads;  // (a call asking for more is refused first)
   const int64_t b = req.logits.batch;
   if (b < t) t = static_cast<int>(std::max<int64_t>(b, 1));
   return t;

@@ -302,6 +302,112 @@ TEST_F(Cli, BadFilesGiveAMessageAndNoOutput) {
   EXPECT_NE(no_logits.err.find("--logits"), std::string::npos) << no_logits.err;
 }
 
+// Issue 13's faults, each fixed: a thread count the library caps, sizes checked before they
+// are allocated, output that cannot be written, --tokens-out problems before any row, and
+// --seed-per-row.
+TEST_F(Cli, HostileArgumentsGetAMessageNotACrash) {
+  const int64_t B = 3, V = 40;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const std::string logits = " --logits " + quote(path("logits.npy"));
+  // --threads beyond kMaxCpuThreads (65,536 crashed inside libgomp)
+  for (const std::string& cmd : {"sample" + logits, std::string("demo --batch 2 --vocab 100"),
+                                 std::string("bench --batch 2 --vocab 100")}) {
+    const RunResult r = run(cmd + " --threads 65536");
+    EXPECT_NE(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.err.find("not in range 0 to " + std::to_string(kMaxCpuThreads)), std::string::npos)
+        << cmd << "\n"
+        << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  // sizes that overflow, or that this machine cannot hold, are named before anything runs
+  const RunResult huge = run("demo --batch 9223372036854775807");
+  EXPECT_EQ(huge.exit_code, 1);
+  EXPECT_NE(huge.err.find("--batch 9223372036854775807 x --vocab 151936"), std::string::npos)
+      << huge.err;
+  EXPECT_TRUE(huge.out.empty()) << huge.out;
+  const RunResult big = run("bench --batch 100000000000 --vocab 151936");
+  EXPECT_EQ(big.exit_code, 1);
+  EXPECT_NE(big.err.find("MiB"), std::string::npos) << big.err;
+  // the demo names Qwen2 only for its vocabulary
+  const RunResult small = run("demo --batch 2 --vocab 100 --repeats 1");
+  EXPECT_EQ(small.exit_code, 0) << small.err;
+  EXPECT_EQ(small.out.find("Qwen2"), std::string::npos) << small.out;
+}
+
+TEST_F(Cli, LostOutputIsAnError) {
+  const int64_t B = 3, V = 40;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const std::string logits = " --logits " + quote(path("logits.npy"));
+  // stdout that cannot take the rows (a full disk): exit 1 and a message, not 0
+  if (fs::exists("/dev/full")) {
+    for (const std::string& cmd : {"sample" + logits, std::string("verify --quick --only bad"),
+                                   "verify-chain --target " + quote(path("logits.npy")) +
+                                       " --drafts " + quote(path("d.npy"))}) {
+      if (cmd.rfind("verify-chain", 0) == 0) {
+        const std::vector<int32_t> d = {1, 2};
+        write_npy(path("d.npy"), {1, 2}, d.data());
+      }
+      const fs::path err = dir_ / "full_err.txt";
+      const int status = std::system(
+          (quote(LMSAMPLE_CLI_EXE) + " " + cmd + " >/dev/full 2>" + quote(err.string())).c_str());
+      ASSERT_TRUE(status != -1 && WIFEXITED(status));
+      EXPECT_EQ(WEXITSTATUS(status), 1) << cmd;
+      EXPECT_NE(slurp(err).find("writing to standard output failed"), std::string::npos)
+          << cmd << "\n"
+          << slurp(err);
+    }
+  }
+  // --tokens-out that cannot be written: the error comes before any row is printed
+  fs::create_directory(dir_ / "adir");
+  for (const std::string& bad : {path("adir"), path("missing/tokens.npy")}) {
+    const RunResult r = run("sample" + logits + " --tokens-out " + quote(bad));
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_TRUE(r.out.empty()) << bad << "\n" << r.out;
+    EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
+  }
+}
+
+TEST_F(Cli, SeedPerRowGivesIdenticalRowsTheirOwnDraws) {
+  const int64_t B = 8, V = 50;
+  std::vector<float> x(static_cast<size_t>(B * V));
+  for (int64_t i = 0; i < B * V; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i % V) * 0.01f;
+  write_npy(path("same.npy"), {B, V}, x.data());  // every row the same, nearly flat
+  const std::string logits = " --logits " + quote(path("same.npy"));
+  const RunResult one = run("sample" + logits + " --seed 42");
+  const RunResult per = run("sample" + logits + " --seed-per-row 42");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_EQ(per.exit_code, 0) << per.err;
+  const auto a = one.lines(), b = per.lines();
+  ASSERT_EQ(a.size(), static_cast<size_t>(B));
+  ASSERT_EQ(b.size(), static_cast<size_t>(B));
+  // --seed: one seed for every row, so one token; --seed-per-row: the library's with 42 + r
+  std::vector<uint64_t> seeds(static_cast<size_t>(B));
+  for (int64_t r = 0; r < B; ++r) seeds[static_cast<size_t>(r)] = 42 + static_cast<uint64_t>(r);
+  Request req;
+  req.logits = Logits{x.data(), DType::kFloat32, B, V, 0};
+  req.params.seed = seeds.data();
+  std::vector<int32_t> tokens(static_cast<size_t>(B)), status(static_cast<size_t>(B));
+  Outputs out;
+  out.tokens = tokens.data();
+  out.status = status.data();
+  ExecConfig cfg;
+  std::vector<unsigned char> ws(workspace_size(req, cfg));
+  ASSERT_TRUE(sample(req, out, ws.data(), ws.size(), cfg).ok());
+  bool differ = false;
+  for (int64_t r = 0; r < B; ++r) {
+    EXPECT_EQ(a[static_cast<size_t>(r)]["token"], a[0]["token"]) << "row " << r;
+    EXPECT_EQ(b[static_cast<size_t>(r)]["token"].get<int32_t>(), tokens[static_cast<size_t>(r)])
+        << "row " << r;
+    differ = differ || tokens[static_cast<size_t>(r)] != tokens[0];
+  }
+  EXPECT_TRUE(differ) << "8 draws from a nearly flat row of 50 tokens all equal";
+  const RunResult both = run("sample" + logits + " --seed 1 --seed-per-row 42");
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+}
+
 }  // namespace
 }  // namespace lmsample::tool
 

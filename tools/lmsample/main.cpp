@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -21,6 +22,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "exec.hpp"
 #include "inputs.hpp"
@@ -47,6 +50,22 @@ class UsageError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// A synthetic batch of `batch` x `vocab` floats (demo, bench): its size checked before anything
+// is allocated, against overflow and against this machine's memory, with the sizes named.
+void check_synthetic_size(int64_t batch, int64_t vocab) {
+  int64_t elems = 0, bytes = 0;
+  if (__builtin_mul_overflow(batch, vocab, &elems) ||
+      __builtin_mul_overflow(elems, int64_t{4}, &bytes))
+    throw UsageError("--batch " + std::to_string(batch) + " x --vocab " + std::to_string(vocab) +
+                     " float logits do not fit in 64 bits of bytes");
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0 && bytes / page >= pages)
+    throw UsageError("--batch " + std::to_string(batch) + " x --vocab " + std::to_string(vocab) +
+                     " float logits need " + std::to_string(bytes >> 20) + " MiB, more than this " +
+                     "machine's " + std::to_string((static_cast<int64_t>(pages) * page) >> 20) +
+                     " MiB of memory");
+}
 
 // ---- number parsing (strict: the whole text, decimal or 0x hex for integers) ----
 
@@ -196,6 +215,8 @@ struct SampleArgs {
   bool bf16 = false;
   std::vector<std::unique_ptr<ParamOption>> params;
   std::string prompt_npy, output_npy, mask_npy, tokens_out;
+  std::string seed_per_row;  // --seed-per-row BASE: row r's seed is BASE + r
+  CLI::Option* seed_per_row_opt = nullptr;
   bool logprobs = false;
   int top_logprobs = 0;
   std::string backend = "auto";
@@ -234,7 +255,9 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
       "masked, -inf or NaN) get status \"empty\", token -1 and exit status 0.\n"
       "Parameters not given take the library defaults: temperature 1, top-k 0 (off), top-p 1\n"
       "(off), min-p 0 (off), penalties off, seed 0, step 0, substream 0. The result of a row is\n"
-      "a pure function of its logits, parameters, seed, step and substream.\n"
+      "a pure function of its logits, parameters, seed, step and substream: --seed 42 gives\n"
+      "every row seed 42, so identical rows get identical tokens; --seed-per-row 42 gives row r\n"
+      "seed 42 + r.\n"
       "Exit status: 0 ok, 1 error (message on stderr, no rows printed), 2 some rows had invalid\n"
       "parameters.\n"
       "Example:\n"
@@ -294,15 +317,23 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
        "of word t/32 set = token t allowed (xgrammar's layout)")
       ->type_name("FILE")
       ->group("Token histories and masks");
+  a.seed_per_row_opt =
+      s->add_option("--seed-per-row", a.seed_per_row,
+                    "row r's seed is BASE + r (mod 2^64): independent draws for identical rows, "
+                    "which --seed (one seed for every row) gives the same token")
+          ->type_name("BASE")
+          ->group("Sampling parameters");
+  a.seed_per_row_opt->excludes(a.p("seed").scalar)->excludes(a.p("seed").file);
   s->add_flag("--logprobs", a.logprobs, "add \"logprob\": the chosen token's log-probability");
   s->add_option("--top-logprobs", a.top_logprobs,
                 "add the N most likely tokens with their logprobs (0..64)")
       ->check(CLI::Range(0, static_cast<int>(kMaxTopLogprobs)));
-  s->add_option("--backend", a.backend,
-                "auto | cpu | cuda (auto: CUDA when built in and a GPU is present)")
+  s->add_option(
+       "--backend", a.backend,
+       "auto | cpu | cuda | hip (auto: the GPU backend this build has, when a GPU is present)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   s->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxCpuThreads));
   add_gpu_keys_option(s, a.gpu_keys);
   s->add_option("--tokens-out", a.tokens_out, "also write the tokens as an int32 .npy file [batch]")
       ->type_name("FILE");
@@ -356,7 +387,7 @@ void add_verify_chain_command(CLI::App& app, ChainArgs& a) {
   c->add_option("--seed", a.seed, "Philox key of every request");
   c->add_option("--step", a.step, "Philox counter (the decoding step)");
   c->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxCpuThreads));
 }
 
 int run_verify_chain(const ChainArgs& a) {
@@ -453,6 +484,12 @@ int run_sample(SampleArgs& a) {
   const LogitsData logits = load_logits(a.logits, a.bf16);
   const int64_t batch = logits.batch;
   for (auto& p : a.params) p->load(batch);
+  if (a.seed_per_row_opt->count()) {
+    const uint64_t base = parse_u64(a.seed_per_row, "--seed-per-row");
+    std::vector<uint64_t>& seeds = a.p("seed").u64;
+    seeds.resize(static_cast<size_t>(batch));
+    for (size_t r = 0; r < seeds.size(); ++r) seeds[r] = base + r;
+  }
 
   Request req;
   req.logits = logits.view();
@@ -464,7 +501,7 @@ int run_sample(SampleArgs& a) {
   rp.repetition_penalty = a.p("repetition-penalty").ptr(a.p("repetition-penalty").f);
   rp.frequency_penalty = a.p("frequency-penalty").ptr(a.p("frequency-penalty").f);
   rp.presence_penalty = a.p("presence-penalty").ptr(a.p("presence-penalty").f);
-  rp.seed = a.p("seed").ptr(a.p("seed").u64);
+  rp.seed = a.seed_per_row_opt->count() ? a.p("seed").u64.data() : a.p("seed").ptr(a.p("seed").u64);
   rp.step = a.p("step").ptr(a.p("step").u64);
   rp.substream = a.p("substream").ptr(a.p("substream").u32);
 
@@ -538,8 +575,9 @@ int run_sample(SampleArgs& a) {
     text += j.dump();
     text += '\n';
   }
-  std::cout << text << std::flush;
+  // (--tokens-out first: a problem with it is an error before any row is printed)
   if (!a.tokens_out.empty()) write_npy(a.tokens_out, {batch}, tokens.data());
+  std::cout << text << std::flush;
   if (bad_rows) {
     std::string msg = s.message;
     if (msg.empty()) {  // GPU backends report bad rows through the statuses only
@@ -647,10 +685,12 @@ struct DemoArgs {
 int run_demo(const DemoArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   if (a.vocab < 1 || a.vocab > kMaxVocab) throw UsageError("--vocab must be in [1, 2^24]");
+  check_synthetic_size(a.batch, a.vocab);
   auto ex = make_executor(a.backend, a.threads);
   std::cout << "lmsample " << LMSAMPLE_TOOL_VERSION
             << " demo: synthetic LLM logits, B = " << a.batch << " rows x V = " << a.vocab
-            << " tokens (Qwen2's vocabulary size), fp32\n";
+            << (a.vocab == 151936 ? " tokens (Qwen2's vocabulary size), fp32\n"
+                                  : " tokens, fp32\n");
   std::cout << "backend: " << ex->describe() << "\n";
   const auto t0 = std::chrono::steady_clock::now();
   const SyntheticBatch sb = make_synthetic_batch(a.batch, a.vocab, 2024);
@@ -790,6 +830,7 @@ struct BenchArgs {
 int run_bench(const BenchArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   if (a.vocab < 1 || a.vocab > kMaxVocab) throw UsageError("--vocab must be in [1, 2^24]");
+  check_synthetic_size(a.batch, a.vocab);
   auto ex = make_executor(a.backend, a.threads, a.gpu_keys);
   const SyntheticBatch sb = make_synthetic_batch(a.batch, a.vocab, 7, false);
   std::vector<uint16_t> half;
@@ -915,8 +956,9 @@ int main_impl(int argc, char** argv) {
       "kept-set sizes and timings; needs no input");
   demo->add_option("--batch", da.batch, "rows (default 32)");
   demo->add_option("--vocab", da.vocab, "vocabulary size (default 151936)");
-  demo->add_option("--threads", da.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
-  demo->add_option("--backend", da.backend, "auto | cpu | cuda")
+  demo->add_option("--threads", da.threads, "CPU threads; 0 = all")
+      ->check(CLI::Range(0, kMaxCpuThreads));
+  demo->add_option("--backend", da.backend, "auto | cpu | cuda | hip")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   demo->add_option("--repeats", da.repeats, "timed calls per setting (default 7)")
       ->check(CLI::Range(1, 100000));
@@ -927,10 +969,10 @@ int main_impl(int argc, char** argv) {
       "Self-check this machine: outputs equal the reference implementation bit for bit, sampled "
       "frequencies fit the exact distributions (chi-square, p > 1e-4), results do not depend on "
       "threads, batch size or row position, and errors are reported as specified");
-  verify->add_option("--backend", va.backend, "auto | cpu | cuda")
+  verify->add_option("--backend", va.backend, "auto | cpu | cuda | hip")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   verify->add_option("--threads", va.threads, "CPU threads of the baseline runs; 0 = all")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxCpuThreads));
   verify->add_flag("--quick", va.quick, "fewer rows and draws (a few seconds)");
   verify->add_option("--only", va.filter, "run only the checks whose name contains this text");
   verify->add_flag("--list", va.list, "list the checks and exit");
@@ -946,8 +988,9 @@ int main_impl(int argc, char** argv) {
       "bench", "Time sample() for typical settings (median per call and per row)");
   bench->add_option("--vocab", ba.vocab, "vocabulary size (default 151936)");
   bench->add_option("--batch", ba.batch, "rows (default 32)");
-  bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")->check(CLI::NonNegativeNumber);
-  bench->add_option("--backend", ba.backend, "auto | cpu | cuda")
+  bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")
+      ->check(CLI::Range(0, kMaxCpuThreads));
+  bench->add_option("--backend", ba.backend, "auto | cpu | cuda | hip")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   add_gpu_keys_option(bench, ba.gpu_keys);
   bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")
@@ -963,26 +1006,36 @@ int main_impl(int argc, char** argv) {
     return app.exit(e);
   }
   const char* cmd = "lmsample";
+  // A subcommand's output is lost if stdout cannot take it (a full disk, a closed pipe): that is
+  // an error, whatever the subcommand returned.
+  const auto written = [&cmd](int rc) {
+    errno = 0;
+    std::cout.flush();
+    if (std::cout.good()) return rc;
+    std::cerr << cmd << ": writing to standard output failed"
+              << (errno ? std::string(": ") + std::strerror(errno) : std::string()) << "\n";
+    return kExitError;
+  };
   try {
     if (app.got_subcommand("sample")) {
       cmd = "lmsample sample";
-      return run_sample(sa);
+      return written(run_sample(sa));
     }
     if (app.got_subcommand("demo")) {
       cmd = "lmsample demo";
-      return run_demo(da);
+      return written(run_demo(da));
     }
     if (app.got_subcommand("verify")) {
       cmd = "lmsample verify";
-      return run_verify_command(va);
+      return written(run_verify_command(va));
     }
     if (app.got_subcommand("verify-chain")) {
       cmd = "lmsample verify-chain";
-      return run_verify_chain(ca);
+      return written(run_verify_chain(ca));
     }
     if (app.got_subcommand("bench")) {
       cmd = "lmsample bench";
-      return run_bench(ba);
+      return written(run_bench(ba));
     }
   } catch (const NpyError& e) {
     std::cerr << cmd << ": " << e.what() << "\n";

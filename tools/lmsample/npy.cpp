@@ -555,7 +555,7 @@ void write_npy(const std::string& path, const std::string& descr, const std::vec
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
   if (bytes) out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
   out.close();
-  if (!out) fail(path, "write error");
+  if (!out) fail(path, std::string("write error: ") + std::strerror(errno));
 }
 
 namespace {
