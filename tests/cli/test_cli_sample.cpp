@@ -369,6 +369,61 @@ TEST_F(Cli, LostOutputIsAnError) {
   }
 }
 
+// Command-line mistakes named as what they are (issue 13, item 6).
+TEST_F(Cli, MessagesSayWhatIsWrong) {
+  const int64_t B = 2, V = 40;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const std::string logits = " --logits " + quote(path("logits.npy"));
+  struct Case {
+    std::string args, part;
+  };
+  const std::vector<Case> cases = {
+      {"zzz", "unknown subcommand 'zzz'"},
+      {"sample" + logits + " --threads -1", "not in range 0 to 1024"},
+      {"sample" + logits + " --top-logprobs 1.5", "'1.5' is not an integer"},
+      {"demo --batch 2x", "'2x' is not an integer"},
+      {"verify --only zzz", "--only 'zzz' matches no check"},
+      {"sample" + logits + " first second third", "not expected: first second third"},
+  };
+  for (const Case& c : cases) {
+    const RunResult r = run(c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.exit_code, 3) << c.args << ": a usage error, not a failed check";
+    EXPECT_NE(r.err.find(c.part), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << c.args << "\n" << r.out;
+  }
+  EXPECT_NE(run("sample --help").out.find("auto | cpu | cuda | hip"), std::string::npos);
+}
+
+// `--logits -` and pipes (/dev/stdin) are read as a stream: the same rows as the file gives.
+TEST_F(Cli, StandardInputAndPipesAreRead) {
+  const int64_t B = 4, V = 64;
+  const std::vector<float> x = make_logits(B, V);
+  write_npy(path("logits.npy"), {B, V}, x.data());
+  const RunResult file = run("sample --logits " + quote(path("logits.npy")) + " --seed 3");
+  ASSERT_EQ(file.exit_code, 0) << file.err;
+  for (const std::string& src : {std::string("-"), std::string("/dev/stdin")}) {
+    const fs::path out = dir_ / "pipe_out.txt", err = dir_ / "pipe_err.txt";
+    const std::string cmd = "cat " + quote(path("logits.npy")) + " | " + quote(LMSAMPLE_CLI_EXE) +
+                            " sample --logits " + src + " --seed 3 >" + quote(out.string()) +
+                            " 2>" + quote(err.string());
+    const int status = std::system(cmd.c_str());
+    ASSERT_TRUE(status != -1 && WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << src << ": " << slurp(err);
+    EXPECT_EQ(slurp(out), file.out) << src;
+  }
+  // a truncated stream says so
+  const fs::path err = dir_ / "pipe_err.txt";
+  const int status =
+      std::system(("head -c 60 " + quote(path("logits.npy")) + " | " + quote(LMSAMPLE_CLI_EXE) +
+                   " sample --logits - >/dev/null 2>" + quote(err.string()))
+                      .c_str());
+  ASSERT_TRUE(status != -1 && WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(slurp(err).find("truncated .npy header"), std::string::npos) << slurp(err);
+}
+
 TEST_F(Cli, SeedPerRowGivesIdenticalRowsTheirOwnDraws) {
   const int64_t B = 8, V = 50;
   std::vector<float> x(static_cast<size_t>(B * V));

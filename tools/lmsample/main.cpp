@@ -67,6 +67,18 @@ void check_synthetic_size(int64_t batch, int64_t vocab) {
                      " MiB of memory");
 }
 
+// An option's text is a whole decimal integer (checked before any range, so that "1.5" is called
+// what it is).
+const CLI::Validator kInteger(
+    [](std::string& text) -> std::string {
+      size_t i = text.size() > 0 && (text[0] == '-' || text[0] == '+') ? 1 : 0;
+      if (i == text.size()) return "'" + text + "' is not an integer";
+      for (; i < text.size(); ++i)
+        if (text[i] < '0' || text[i] > '9') return "'" + text + "' is not an integer";
+      return std::string();
+    },
+    "INT");
+
 // ---- number parsing (strict: the whole text, decimal or 0x hex for integers) ----
 
 float parse_float(const std::string& text, const std::string& what) {
@@ -265,7 +277,8 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
   s->add_option(
        "--logits", a.logits,
        "logits .npy file: 2-D [batch, vocab] (or 1-D [vocab] = one row) of float32 '<f4',\n"
-       "float16 '<f2', or bfloat16 stored as uint16 '<u2' (with --bf16); little-endian, C order")
+       "float16 '<f2', or bfloat16 stored as uint16 '<u2' (with --bf16); little-endian, C order;\n"
+       "- (or a pipe) reads it from standard input")
       ->required()
       ->type_name("FILE");
   s->add_flag("--bf16", a.bf16,
@@ -327,12 +340,14 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
   s->add_flag("--logprobs", a.logprobs, "add \"logprob\": the chosen token's log-probability");
   s->add_option("--top-logprobs", a.top_logprobs,
                 "add the N most likely tokens with their logprobs (0..64)")
+      ->check(kInteger)
       ->check(CLI::Range(0, static_cast<int>(kMaxTopLogprobs)));
   s->add_option(
        "--backend", a.backend,
        "auto | cpu | cuda | hip (auto: the GPU backend this build has, when a GPU is present)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   s->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
+      ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
   add_gpu_keys_option(s, a.gpu_keys);
   s->add_option("--tokens-out", a.tokens_out, "also write the tokens as an int32 .npy file [batch]")
@@ -387,6 +402,7 @@ void add_verify_chain_command(CLI::App& app, ChainArgs& a) {
   c->add_option("--seed", a.seed, "Philox key of every request");
   c->add_option("--step", a.step, "Philox counter (the decoding step)");
   c->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
+      ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
 }
 
@@ -897,6 +913,14 @@ int run_verify_command(const VerifyArgs& a) {
     for (const auto& n : verify_check_names(a.quick)) std::cout << n << "\n";
     return kExitOk;
   }
+  if (!a.filter.empty()) {  // a name that matches no check is a usage error, not a failed check
+    bool any = false;
+    for (const auto& n : verify_check_names(a.quick))
+      any = any || n.find(a.filter) != std::string::npos;
+    if (!any)
+      throw UsageError("--only '" + a.filter +
+                       "' matches no check's name (`lmsample verify --list` lists them)");
+  }
   VerifyOptions o;
   if (!parse_backend(a.backend, &o.backend))
     throw UsageError("--backend: unknown backend '" + a.backend + "'");
@@ -954,13 +978,15 @@ int main_impl(int argc, char** argv) {
       "demo",
       "Sample a Qwen2-sized synthetic batch (V = 151936) under typical settings and print tokens, "
       "kept-set sizes and timings; needs no input");
-  demo->add_option("--batch", da.batch, "rows (default 32)");
-  demo->add_option("--vocab", da.vocab, "vocabulary size (default 151936)");
+  demo->add_option("--batch", da.batch, "rows (default 32)")->check(kInteger);
+  demo->add_option("--vocab", da.vocab, "vocabulary size (default 151936)")->check(kInteger);
   demo->add_option("--threads", da.threads, "CPU threads; 0 = all")
+      ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
   demo->add_option("--backend", da.backend, "auto | cpu | cuda | hip")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   demo->add_option("--repeats", da.repeats, "timed calls per setting (default 7)")
+      ->check(kInteger)
       ->check(CLI::Range(1, 100000));
 
   VerifyArgs va;
@@ -972,6 +998,7 @@ int main_impl(int argc, char** argv) {
   verify->add_option("--backend", va.backend, "auto | cpu | cuda | hip")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   verify->add_option("--threads", va.threads, "CPU threads of the baseline runs; 0 = all")
+      ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
   verify->add_flag("--quick", va.quick, "fewer rows and draws (a few seconds)");
   verify->add_option("--only", va.filter, "run only the checks whose name contains this text");
@@ -986,9 +1013,10 @@ int main_impl(int argc, char** argv) {
   BenchArgs ba;
   auto* bench = app.add_subcommand(
       "bench", "Time sample() for typical settings (median per call and per row)");
-  bench->add_option("--vocab", ba.vocab, "vocabulary size (default 151936)");
-  bench->add_option("--batch", ba.batch, "rows (default 32)");
+  bench->add_option("--vocab", ba.vocab, "vocabulary size (default 151936)")->check(kInteger);
+  bench->add_option("--batch", ba.batch, "rows (default 32)")->check(kInteger);
   bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")
+      ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
   bench->add_option("--backend", ba.backend, "auto | cpu | cuda | hip")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
@@ -996,12 +1024,37 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   bench->add_option("--repeats", ba.repeats, "timed calls per setting (default 20)")
+      ->check(kInteger)
       ->check(CLI::Range(1, 1000000));
   bench->add_option("--warmup", ba.warmup, "untimed calls first (default 3)")
+      ->check(kInteger)
       ->check(CLI::Range(0, 1000000));
 
+  // a first argument that is no option and no subcommand: say so (CLI11 calls it a missing one)
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->get_name() == argv[1];
+    if (!known) {
+      std::cerr << "lmsample: unknown subcommand '" << argv[1]
+                << "' (sample, verify-chain, demo, verify or bench; lmsample --help says more)\n";
+      return static_cast<int>(CLI::ExitCodes::ExtrasError);
+    }
+  }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ExtrasError& e) {
+    // (CLI11 lists them last first): in the order given
+    std::vector<std::string> extras;
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      for (const std::string& r : app.remaining(true))
+        if (r == arg && std::find(extras.begin(), extras.end(), arg) == extras.end())
+          extras.push_back(arg);
+    }
+    std::cerr << "The following arguments were not expected:";
+    for (const std::string& x : extras) std::cerr << " " << x;
+    std::cerr << "\nRun with --help for more information.\n";
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <limits>
 #include <sstream>
 #include <system_error>
@@ -352,12 +353,18 @@ NpyArray parse_npy(const void* bytes, size_t size, const std::string& name) {
 }
 
 NpyArray read_npy(const std::string& path) {
+  // "-" is standard input; pipes and other special files are read as a stream (nothing seeks)
+  const bool stdin_ = path == "-";
   std::error_code ec;
-  const auto st = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(st)) fail(path, "no such file");
+  const auto st = stdin_ ? std::filesystem::file_status{} : std::filesystem::status(path, ec);
+  if (!stdin_ && (ec || !std::filesystem::exists(st))) fail(path, "no such file");
   if (std::filesystem::is_directory(st)) fail(path, "is a directory, not a .npy file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  std::ifstream file;
+  if (!stdin_) {
+    file.open(path, std::ios::binary);
+    if (!file) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  }
+  std::istream& in = stdin_ ? std::cin : file;
 
   auto read_some = [&](char* dst, uint64_t n) -> uint64_t {
     uint64_t got = 0;
@@ -376,12 +383,12 @@ NpyArray read_npy(const std::string& path) {
   a.source = path;
   uint64_t prefix = 0, header_len = 0;
   parse_prefix(prefix_bytes, got_prefix, path, &a.header, &prefix, &header_len);
-  // Re-read from the end of the prefix (a version-1 prefix is 10 bytes).
-  in.clear();
-  in.seekg(static_cast<std::streamoff>(prefix));
-  if (!in) fail(path, "cannot seek in the file");
+  // The header follows the prefix (10 bytes in version 1, whose header's first 2 bytes were read
+  // with it: no seek, so that pipes work).
   std::string text(header_len, '\0');
-  const uint64_t got_header = read_some(text.data(), header_len);
+  const uint64_t early = std::min<uint64_t>(got_prefix - prefix, header_len);
+  std::memcpy(text.data(), prefix_bytes + prefix, early);
+  const uint64_t got_header = early + read_some(text.data() + early, header_len - early);
   if (got_header < header_len)
     fail(path, "truncated .npy header: it should have " + std::to_string(header_len) +
                    " bytes, the file has " + std::to_string(got_header));
@@ -389,7 +396,7 @@ NpyArray read_npy(const std::string& path) {
   a.header.data_offset = prefix + header_len;
 
   const uint64_t need = a.header.data_bytes;
-  if (std::filesystem::is_regular_file(st)) {
+  if (!stdin_ && std::filesystem::is_regular_file(st)) {
     const uint64_t fsize = std::filesystem::file_size(path, ec);
     if (!ec) {
       const uint64_t have = fsize > a.header.data_offset ? fsize - a.header.data_offset : 0;
