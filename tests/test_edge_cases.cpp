@@ -647,6 +647,11 @@ TEST(EdgeStructural, ErrorsWriteNothing) {
        [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.batch = -1; }},
       {"stride below vocab", Code::kInvalidArgument,
        [](lmsample::Request& q, lmsample::Outputs&, size_t&) { q.logits.row_stride = 15; }},
+      {"batch x stride overflows", Code::kInvalidArgument,
+       [](lmsample::Request& q, lmsample::Outputs&, size_t&) {
+         q.logits.row_stride = int64_t{1} << 40;  // 4 rows of 2^40: fine; the bytes are not
+         q.logits.batch = int64_t{1} << 23;
+       }},
       {"bad dtype", Code::kInvalidArgument,
        [](lmsample::Request& q, lmsample::Outputs&, size_t&) {
          q.logits.dtype = static_cast<DType>(7);

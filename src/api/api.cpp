@@ -68,6 +68,20 @@ Status check_defaults(const RowParams& p) {
 
 }  // namespace
 
+// The elements a batch of logits spans, (batch - 1) * stride + vocab, and their bytes: "" when
+// they fit in 64 bits, else what overflows (sizes are checked before anything uses them).
+std::string logits_span_error(const Logits& l, const std::string& name) {
+  if (l.batch <= 1 || l.vocab < 1) return "";
+  const int64_t stride = l.row_stride == 0 ? l.vocab : l.row_stride;
+  int64_t elems = 0, bytes = 0;
+  if (__builtin_mul_overflow(l.batch - 1, stride, &elems) ||
+      __builtin_add_overflow(elems, l.vocab, &elems) ||
+      __builtin_mul_overflow(elems, int64_t{4}, &bytes))
+    return name + ".batch = " + std::to_string(l.batch) + " rows of stride " +
+           std::to_string(stride) + " overflow a 64-bit size";
+  return "";
+}
+
 Status check_threads(const ExecConfig& cfg) {
   if (cfg.cpu_threads >= 0 && cfg.cpu_threads <= kMaxCpuThreads) return Status::Ok();
   return invalid("cpu_threads = " + std::to_string(cfg.cpu_threads) +
@@ -96,6 +110,7 @@ Status validate_request(const Request& req, const Outputs& out, bool host_readab
   Status d = check_defaults(req.params);
   if (!d.ok()) return d;
   if (l.batch == 0) return Status::Ok();
+  if (const std::string e = logits_span_error(l, "logits"); !e.empty()) return invalid(e);
   if (!l.data) return invalid("logits.data is null");
   if (!out.tokens) return invalid("outputs.tokens is null");
   if (!out.status) return invalid("outputs.status is null");
@@ -151,6 +166,7 @@ Status check_logits(const Logits& l, const char* name, int64_t rows) {
     return invalid(n + ".row_stride = " + std::to_string(l.row_stride) +
                    " is smaller than vocab = " + std::to_string(l.vocab));
   if (rows > 0 && !l.data) return invalid(n + ".data is null");
+  if (const std::string e = logits_span_error(l, n); !e.empty()) return invalid(e);
   return Status::Ok();
 }
 
