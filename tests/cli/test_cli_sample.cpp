@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "lmsample/lmsample.hpp"
 #include "npy.hpp"
 #include "synth.hpp"
@@ -367,6 +369,53 @@ TEST_F(Cli, LostOutputIsAnError) {
     EXPECT_TRUE(r.out.empty()) << bad << "\n" << r.out;
     EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
   }
+}
+
+// Memory (issue 13, item 4): a stream declaring more than this machine's memory is refused
+// before anything is allocated, with the sizes; a file is mapped, and `sample`'s peak memory
+// stays within the README's bound: the logits, the workspace, about 200 bytes a row, and the
+// process itself.
+TEST_F(Cli, MemoryIsCheckedAndBounded) {
+  {
+    const std::string header = make_npy_header("<f4", false, {int64_t{1} << 40});
+    std::ofstream(path("huge_header.npy"), std::ios::binary)
+        .write(header.data(), static_cast<std::streamsize>(header.size()));
+    const fs::path err = dir_ / "huge_err.txt";
+    const int status =
+        std::system(("cat " + quote(path("huge_header.npy")) + " | " + quote(LMSAMPLE_CLI_EXE) +
+                     " sample --logits - >/dev/null 2>" + quote(err.string()))
+                        .c_str());
+    ASSERT_TRUE(status != -1 && WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    const std::string e = slurp(err);
+    EXPECT_NE(e.find("needs 4194304.0 MiB"), std::string::npos) << e;
+    EXPECT_NE(e.find("of memory"), std::string::npos) << e;
+    // the same header as a file: its size is checked against the file's
+    const RunResult r = run("sample --logits " + quote(path("huge_header.npy")));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("truncated .npy data"), std::string::npos) << r.err;
+  }
+  const int64_t B = 1024, V = 32000;
+  {
+    std::vector<float> x(static_cast<size_t>(B * V));
+    Rng rng(9);
+    for (int64_t r = 0; r < B; ++r) fill_llm_row(x.data() + r * V, V, rng, 10.0, 1.2, 0.5);
+    write_npy(path("big.npy"), {B, V}, x.data());
+  }
+  const RunResult r = run("sample --logits " + quote(path("big.npy")) + " --threads 2 --seed 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.lines().size(), static_cast<size_t>(B));
+  rusage ru{};
+  ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &ru), 0);
+  const double peak = static_cast<double>(ru.ru_maxrss) * 1024.0;  // (kilobytes on Linux)
+  Request req;
+  req.logits = Logits{nullptr, DType::kFloat32, B, V, 0};
+  ExecConfig cfg;
+  cfg.cpu_threads = 2;
+  const double bound = static_cast<double>(B * V * 4) +
+                       static_cast<double>(workspace_size(req, cfg)) + 200.0 * B + 48.0 * (1 << 20);
+  EXPECT_LE(peak, bound) << "peak " << peak / (1 << 20) << " MiB, bound " << bound / (1 << 20)
+                         << " MiB";
 }
 
 // Command-line mistakes named as what they are (issue 13, item 6).

@@ -1,7 +1,11 @@
 // .npy reader and writer; see npy.hpp.
 #include "npy.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <algorithm>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -352,6 +356,55 @@ NpyArray parse_npy(const void* bytes, size_t size, const std::string& name) {
   return a;
 }
 
+namespace {
+
+std::string mib(uint64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+uint64_t physical_memory() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+}
+
+// Maps a regular file read-only and points a.mapped at its data (false: mapping failed; the caller
+// reads it instead).
+bool map_data(const std::string& path, uint64_t fsize, NpyArray* a) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  void* p = ::mmap(nullptr, static_cast<size_t>(fsize), PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return false;
+  ::madvise(p, static_cast<size_t>(fsize), MADV_SEQUENTIAL);
+  a->mapping = std::shared_ptr<const void>(
+      p, [fsize](const void* q) { ::munmap(const_cast<void*>(q), static_cast<size_t>(fsize)); });
+  a->mapped = static_cast<const unsigned char*>(p) + a->header.data_offset;
+  return true;
+}
+
+// A read's progress on stderr (reads above 1 GiB: a line at each further 10%).
+class Progress {
+ public:
+  Progress(const std::string& path, uint64_t total) : path_(path), total_(total) {}
+  void update(uint64_t got) {
+    if (total_ < (uint64_t{1} << 30)) return;
+    const int tenth = static_cast<int>(got * 10 / total_);
+    if (tenth <= shown_) return;
+    shown_ = tenth;
+    std::fprintf(stderr, "lmsample: reading %s: %s of %s\n", path_.c_str(), mib(got).c_str(),
+                 mib(total_).c_str());
+  }
+
+ private:
+  std::string path_;
+  uint64_t total_;
+  int shown_ = 0;
+};
+
+}  // namespace
+
 NpyArray read_npy(const std::string& path) {
   // "-" is standard input; pipes and other special files are read as a stream (nothing seeks)
   const bool stdin_ = path == "-";
@@ -401,24 +454,33 @@ NpyArray read_npy(const std::string& path) {
     if (!ec) {
       const uint64_t have = fsize > a.header.data_offset ? fsize - a.header.data_offset : 0;
       if (have < need) truncated_data(path, a.header, have);
+      if (need > 0 && map_data(path, fsize, &a)) return a;
     }
   }
+  // A stream (or a file that could not be mapped) is copied: its declared size must fit in memory.
+  const uint64_t mem = physical_memory();
+  if (mem > 0 && need > mem)
+    fail(path, "the array needs " + mib(need) + " (shape " + shape_string(a.header.shape) + " of " +
+                   npy_type_name(a.header.type) + "), more than this machine's " + mib(mem) +
+                   " of memory");
   // Read in bounded chunks so that a lying header cannot make us allocate more than the file has.
   uint64_t got = 0;
   const uint64_t chunk = uint64_t{64} << 20;
+  Progress progress(path, need);
   while (got < need) {
     const uint64_t n = std::min(chunk, need - got);
     a.storage.resize((got + n + 7) / 8);
     const uint64_t r = read_some(reinterpret_cast<char*>(a.storage.data()) + got, n);
     got += r;
     if (r < n) truncated_data(path, a.header, got);
+    progress.update(got);
   }
   a.storage.resize((need + 7) / 8);
   return a;
 }
 
 double NpyArray::as_double(int64_t i) const {
-  const auto* p = reinterpret_cast<const unsigned char*>(storage.data());
+  const auto* p = static_cast<const unsigned char*>(data());
   auto load = [&](auto tag) {
     decltype(tag) v;
     std::memcpy(&v, p + static_cast<size_t>(i) * sizeof v, sizeof v);
@@ -472,7 +534,7 @@ double NpyArray::as_double(int64_t i) const {
 }
 
 bool NpyArray::integer_at(int64_t i, bool* negative, uint64_t* magnitude) const {
-  const auto* p = reinterpret_cast<const unsigned char*>(storage.data());
+  const auto* p = static_cast<const unsigned char*>(data());
   auto load = [&](auto tag) {
     decltype(tag) v;
     std::memcpy(&v, p + static_cast<size_t>(i) * sizeof v, sizeof v);

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,14 +63,19 @@ struct NpyHeader {
 struct NpyArray {
   std::string source;  //!< file name (or label) the array came from, for messages
   NpyHeader header;
-  std::vector<uint64_t> storage;
+  std::vector<uint64_t> storage;  //!< the data, unless mapped
+  //! A regular file's data mapped read-only (read_npy): no copy, pages read as they are used
+  //! and dropped under memory pressure, so files larger than memory work.
+  std::shared_ptr<const void> mapping;
+  const unsigned char* mapped = nullptr;
 
   NpyType type() const { return header.type; }
   const std::vector<int64_t>& shape() const { return header.shape; }
   int64_t count() const { return header.count; }
   int rank() const { return static_cast<int>(header.shape.size()); }
-  const void* data() const { return storage.data(); }
-  void* data() { return storage.data(); }
+  const void* data() const {
+    return mapped ? static_cast<const void*>(mapped) : static_cast<const void*>(storage.data());
+  }
   //! Element i converted to double (any numeric type; float16 exactly, 64-bit integers rounded).
   double as_double(int64_t i) const;
   //! Integer (or bool) element i as sign and magnitude; false for non-integer types.
@@ -90,6 +96,10 @@ void parse_header_dict(const std::string& text, const std::string& name, NpyHead
 NpyArray parse_npy(const void* bytes, size_t size, const std::string& name);
 
 //! Reads a .npy file. Throws NpyError (missing file, I/O error, malformed or truncated file).
+//! Reads a .npy file: a regular file's data is mapped (its declared size checked against the file
+//! first), anything else ("-" for standard input, pipes) is read in chunks after its declared
+//! size was checked against this machine's memory; reads of more than 1 GiB report their
+//! progress on stderr. Errors name the file and the sizes.
 NpyArray read_npy(const std::string& path);
 
 //! The bytes of a .npy header (magic, version, length, dict, padding to 64 bytes, newline).
