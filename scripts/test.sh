@@ -7,7 +7,10 @@
 #      tests; the CMake-package consumer test; GPU tests where a GPU exists);
 #   4. `pip install .` of the Python package into .venv/ (its CMake tree kept in
 #      build/python-wheel, so only what changed is rebuilt), then pytest tests/python;
-#   5. under CI=true (or LMSAMPLE_TEST_GPU_BUILDS=1): the CUDA compile check where nvcc exists
+#   5. under CI=true (or LMSAMPLE_TEST_SANITIZERS=1): the C++ tests again, built with
+#      AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (the CPU backend, the tool and
+#      its bad-input tests; any report fails);
+#   6. under CI=true (or LMSAMPLE_TEST_GPU_BUILDS=1): the CUDA compile check where nvcc exists
 #      but CMake did not pick it up, and the HIP build for gfx90a / gfx1030 (installs hipcc).
 # A second run installs nothing and rebuilds only what changed.
 set -euo pipefail
@@ -34,6 +37,19 @@ py="$root/.venv/bin/python"
   --config-settings=build-dir=build/python-wheel .
 # from tests/python, so that the installed package is imported (not the source folder)
 (cd tests/python && "$py" -m pytest -q -p no:cacheprovider .)
+
+if [ "${CI:-}" = true ] || [ "${LMSAMPLE_TEST_SANITIZERS:-0}" = 1 ]; then
+  echo "== C++ under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan)"
+  san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMSAMPLE_BENCH=OFF \
+    -DLMSAMPLE_CUDA=OFF -DCMAKE_C_FLAGS="$san" -DCMAKE_CXX_FLAGS="$san" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+    -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined"
+  cmake --build build-asan -j
+  # (the installed-package consumer is left out: it links the library without the sanitizers)
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j2 -LE package
+fi
 
 if [ "${CI:-}" = true ] || [ "${LMSAMPLE_TEST_GPU_BUILDS:-0}" = 1 ]; then
   nvcc="$(command -v nvcc || true)"
