@@ -10,7 +10,9 @@
 #   5. under CI=true (or LMSAMPLE_TEST_SANITIZERS=1): the C++ tests again, built with
 #      AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (the CPU backend, the tool and
 #      its bad-input tests; any report fails);
-#   6. under CI=true (or LMSAMPLE_TEST_GPU_BUILDS=1): the CUDA compile check where nvcc exists
+#   6. under CI=true (or LMSAMPLE_TEST_FUZZ=1): each libFuzzer target (fuzz/) for 60 s from its
+#      committed corpus (scripts/fuzz.sh; installs clang if missing);
+#   7. under CI=true (or LMSAMPLE_TEST_GPU_BUILDS=1): the CUDA compile check where nvcc exists
 #      but CMake did not pick it up, and the HIP build for gfx90a / gfx1030 (installs hipcc).
 # A second run installs nothing and rebuilds only what changed.
 set -euo pipefail
@@ -19,7 +21,7 @@ root="$PWD"
 
 bash scripts/setup.sh --test
 echo "== clang-format check"
-mapfile -t sources < <(git ls-files 'include/*' 'src/*' 'tools/*' 'tests/*' 'bench/*' 'python/*' |
+mapfile -t sources < <(git ls-files 'include/*' 'src/*' 'tools/*' 'tests/*' 'bench/*' 'python/*' 'fuzz/*' |
                        grep -E '\.(c|h|cpp|hpp|cu|cuh)$')
 if ! clang-format --dry-run --Werror "${sources[@]}"; then
   echo "== FAILED: run clang-format -i on the files above" >&2
@@ -49,6 +51,11 @@ if [ "${CI:-}" = true ] || [ "${LMSAMPLE_TEST_SANITIZERS:-0}" = 1 ]; then
   # (the installed-package consumer is left out: it links the library without the sanitizers)
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j2 -LE package
+fi
+
+if [ "${CI:-}" = true ] || [ "${LMSAMPLE_TEST_FUZZ:-0}" = 1 ]; then
+  echo "== fuzzers (60 s each)"
+  bash scripts/fuzz.sh 60
 fi
 
 if [ "${CI:-}" = true ] || [ "${LMSAMPLE_TEST_GPU_BUILDS:-0}" = 1 ]; then
