@@ -533,7 +533,11 @@ TEST_F(Cli, MessagesSayWhatIsWrong) {
     EXPECT_NE(r.err.find(c.part), std::string::npos) << c.args << "\n" << r.err;
     EXPECT_TRUE(r.out.empty()) << c.args << "\n" << r.out;
   }
-  EXPECT_NE(run("sample --help").out.find("auto | cpu | cuda | hip"), std::string::npos);
+  // --backend hip: the help says what the tool does with it, and it does that
+  EXPECT_NE(run("sample --help").out.find("hip is refused"), std::string::npos);
+  const RunResult hip = run("sample" + logits + " --backend hip");
+  EXPECT_EQ(hip.exit_code, 1);
+  EXPECT_NE(hip.err.find("drives CUDA devices only"), std::string::npos) << hip.err;
 }
 
 // `--logits -` and pipes (/dev/stdin) are read as a stream: the same rows as the file gives.

@@ -77,7 +77,7 @@ const CLI::Validator kInteger(
         if (text[i] < '0' || text[i] > '9') return "'" + text + "' is not an integer";
       return std::string();
     },
-    "INT");
+    "");
 
 // ---- number parsing (strict: the whole text, decimal or 0x hex for integers) ----
 
@@ -344,7 +344,8 @@ void add_sample_command(CLI::App& app, SampleArgs& a) {
       ->check(CLI::Range(0, static_cast<int>(kMaxTopLogprobs)));
   s->add_option(
        "--backend", a.backend,
-       "auto | cpu | cuda | hip (auto: the GPU backend this build has, when a GPU is present)")
+       "auto | cpu | cuda (auto: CUDA when built in and a GPU is present); hip is refused with a "
+       "message (the tool drives CUDA devices only; the library itself has Backend::kHip)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   s->add_option("--threads", a.threads, "CPU threads; 0 = all (results never depend on it)")
       ->check(kInteger)
@@ -983,7 +984,8 @@ int main_impl(int argc, char** argv) {
   demo->add_option("--threads", da.threads, "CPU threads; 0 = all")
       ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
-  demo->add_option("--backend", da.backend, "auto | cpu | cuda | hip")
+  demo->add_option("--backend", da.backend,
+                   "auto | cpu | cuda (hip: refused, the tool drives CUDA devices only)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   demo->add_option("--repeats", da.repeats, "timed calls per setting (default 7)")
       ->check(kInteger)
@@ -995,7 +997,9 @@ int main_impl(int argc, char** argv) {
       "Self-check this machine: outputs equal the reference implementation bit for bit, sampled "
       "frequencies fit the exact distributions (chi-square, p > 1e-4), results do not depend on "
       "threads, batch size or row position, and errors are reported as specified");
-  verify->add_option("--backend", va.backend, "auto | cpu | cuda | hip")
+  verify
+      ->add_option("--backend", va.backend,
+                   "auto | cpu | cuda (hip: refused, the tool drives CUDA devices only)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   verify->add_option("--threads", va.threads, "CPU threads of the baseline runs; 0 = all")
       ->check(kInteger)
@@ -1018,7 +1022,9 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--threads", ba.threads, "CPU threads; 0 = all")
       ->check(kInteger)
       ->check(CLI::Range(0, kMaxCpuThreads));
-  bench->add_option("--backend", ba.backend, "auto | cpu | cuda | hip")
+  bench
+      ->add_option("--backend", ba.backend,
+                   "auto | cpu | cuda (hip: refused, the tool drives CUDA devices only)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "hip"}));
   add_gpu_keys_option(bench, ba.gpu_keys);
   bench->add_option("--dtype", ba.dtype, "fp32 | bf16 | fp16 (default fp32)")
