@@ -509,6 +509,40 @@ TEST_F(Cli, BadInputCorpus) {
   }
 }
 
+// `sample` runs a large file in blocks of rows (LMSAMPLE_TOOL_BLOCK_MB, 256 by default) with
+// its progress on stderr: the same output as one call, and bad rows named by their row.
+TEST_F(Cli, BlocksOfRowsGiveTheSameOutputAndProgress) {
+  const int64_t B = 24, V = 32000;  // 3 MiB: blocks of 8 rows at 1 MiB
+  std::vector<float> x(static_cast<size_t>(B * V));
+  Rng rng(11);
+  for (int64_t r = 0; r < B; ++r) fill_llm_row(x.data() + r * V, V, rng, 10.0, 1.2, 0.5);
+  write_npy(path("rows.npy"), {B, V}, x.data());
+  for (const std::vector<int64_t>& bad : {std::vector<int64_t>{20}, std::vector<int64_t>{2, 20}}) {
+    std::vector<float> t(static_cast<size_t>(B), 0.8f);
+    for (const int64_t r : bad) t[static_cast<size_t>(r)] = -1.0f;
+    write_npy(path("t.npy"), {B}, t.data());
+    const std::string args = "sample --logits " + quote(path("rows.npy")) + " --temperature-npy " +
+                             quote(path("t.npy")) + " --seed-per-row 5 --logprobs";
+    const RunResult one = run(args);
+    const fs::path out = dir_ / "blk_out.txt", err = dir_ / "blk_err.txt";
+    const int status = std::system(("LMSAMPLE_TOOL_BLOCK_MB=1 " + quote(LMSAMPLE_CLI_EXE) + " " +
+                                    args + " >" + quote(out.string()) + " 2>" + quote(err.string()))
+                                       .c_str());
+    ASSERT_TRUE(status != -1 && WIFEXITED(status));
+    EXPECT_EQ(one.exit_code, 2) << one.err;
+    EXPECT_EQ(WEXITSTATUS(status), 2);
+    EXPECT_EQ(slurp(out), one.out);
+    const std::string e = slurp(err);
+    EXPECT_NE(e.find("8 of 24 rows"), std::string::npos) << e;
+    EXPECT_NE(e.find("24 of 24 rows"), std::string::npos) << e;
+    EXPECT_NE(e.find("row " + std::to_string(bad[0]) + ":"), std::string::npos) << e;
+    EXPECT_EQ(one.err.find("of 24 rows"), std::string::npos) << one.err;  // one block: quiet
+    if (bad.size() > 1) {
+      EXPECT_NE(e.find("and 1 more bad rows"), std::string::npos) << e;
+    }
+  }
+}
+
 // Command-line mistakes named as what they are (issue 13, item 6).
 TEST_F(Cli, MessagesSayWhatIsWrong) {
   const int64_t B = 2, V = 40;

@@ -1,6 +1,9 @@
 // See inputs.hpp.
 #include "inputs.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -44,6 +47,16 @@ int64_t checked_integer(const NpyArray& a, const std::string& what, int64_t i, i
 }
 
 }  // namespace
+
+void LogitsData::release(int64_t r0, int64_t n) const {
+  if (!array.mapped || n <= 0) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const size_t row = static_cast<size_t>(vocab) * (dtype == DType::kFloat32 ? 4 : 2);
+  const auto begin = reinterpret_cast<uintptr_t>(array.mapped) + static_cast<size_t>(r0) * row;
+  const uintptr_t end = begin + static_cast<size_t>(n) * row;
+  const uintptr_t b = (begin + page - 1) / page * page, e = end / page * page;
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
 
 LogitsData logits_from_npy(NpyArray array, bool bf16) {
   LogitsData d;

@@ -25,6 +25,8 @@ struct LogitsData {
     l.row_stride = vocab;
     return l;
   }
+  //! Gives rows [r0, r0 + n) of a mapped file back to the kernel (they are read again if used).
+  void release(int64_t r0, int64_t n) const;
 };
 
 //! Checks an array as logits. float32 and float16 are used as stored; uint16 (or 2-byte void)

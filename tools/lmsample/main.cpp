@@ -497,6 +497,52 @@ std::unique_ptr<Executor> make_executor(const std::string& backend, int threads,
   return ex;
 }
 
+// Rows [r0, r0 + n) of a request as their own (every per-row array and list offset moved on).
+Request slice_request(const Request& req, int64_t r0, int64_t n) {
+  Request q = req;
+  const size_t esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
+  const int64_t stride = req.logits.row_stride == 0 ? req.logits.vocab : req.logits.row_stride;
+  q.logits.data =
+      static_cast<const char*>(req.logits.data) + static_cast<size_t>(r0 * stride) * esize;
+  q.logits.batch = n;
+  RowParams& p = q.params;
+  const auto move = [r0](auto*& ptr) {
+    if (ptr) ptr += r0;
+  };
+  move(p.temperature);
+  move(p.top_k);
+  move(p.top_p);
+  move(p.min_p);
+  move(p.repetition_penalty);
+  move(p.frequency_penalty);
+  move(p.presence_penalty);
+  move(p.seed);
+  move(p.step);
+  move(p.substream);
+  if (q.allowed_mask) q.allowed_mask += r0 * q.mask_row_words;
+  for (SparseRows* l : {&q.logit_bias, &q.prompt_tokens, &q.output_tokens})
+    if (l->offsets) l->offsets += r0;
+  return q;
+}
+Outputs slice_outputs(const Outputs& out, int64_t r0, size_t top_n) {
+  Outputs o = out;
+  o.tokens += r0;
+  o.status += r0;
+  if (o.kept) o.kept += r0;
+  if (o.logprob) o.logprob += r0;
+  if (o.top_ids) o.top_ids += static_cast<size_t>(r0) * top_n;
+  if (o.top_logprobs) o.top_logprobs += static_cast<size_t>(r0) * top_n;
+  return o;
+}
+// A library message about a block's rows ("row 3: ...") with the row numbered in the whole batch.
+std::string renumber_rows(const std::string& msg, int64_t r0) {
+  if (r0 == 0 || msg.rfind("row ", 0) != 0) return msg;
+  size_t end = 4;
+  while (end < msg.size() && msg[end] >= '0' && msg[end] <= '9') ++end;
+  if (end == 4) return msg;
+  return "row " + std::to_string(std::stoll(msg.substr(4, end - 4)) + r0) + msg.substr(end);
+}
+
 int run_sample(SampleArgs& a) {
   const LogitsData logits = load_logits(a.logits, a.bf16);
   const int64_t batch = logits.batch;
@@ -562,11 +608,34 @@ int run_sample(SampleArgs& a) {
     if (!a.tokens_out.empty()) write_npy(a.tokens_out, {0}, tokens.data());
     return kExitOk;
   }
-  const Status s = ex->run(req, out);
-  if (!s.ok() && s.code != Code::kInvalidRowParameter) {
-    std::cerr << "lmsample sample: " << a.logits << ": " << s.message << "\n";
-    return kExitError;
+  // Blocks of about 256 MiB of logits (LMSAMPLE_TOOL_BLOCK_MB overrides it), one call each: a
+  // file larger than memory is sampled as its rows are mapped in, each block's pages are given
+  // back after it, and progress goes to stderr when there is more than one block. Results do
+  // not depend on the blocks (a row's token is a function of the row alone).
+  static const int64_t block_mb = [] {
+    const char* e = std::getenv("LMSAMPLE_TOOL_BLOCK_MB");
+    return e && std::atoll(e) > 0 ? std::atoll(e) : int64_t{256};
+  }();
+  const int64_t row_bytes = logits.vocab * (logits.dtype == DType::kFloat32 ? 4 : 2);
+  const int64_t block = std::max<int64_t>(1, (block_mb << 20) / row_bytes);
+  Status s = Status::Ok();
+  int64_t bad_calls = 0;  // calls that reported bad rows
+  for (int64_t r0 = 0; r0 < batch; r0 += block) {
+    const int64_t n = std::min(block, batch - r0);
+    const Status bs = ex->run(slice_request(req, r0, n), slice_outputs(out, r0, nt));
+    if (!bs.ok() && bs.code != Code::kInvalidRowParameter) {
+      std::cerr << "lmsample sample: " << a.logits << ": " << renumber_rows(bs.message, r0) << "\n";
+      return kExitError;
+    }
+    if (bs.code == Code::kInvalidRowParameter && s.ok())
+      s = Status{bs.code, renumber_rows(bs.message, r0)};
+    if (bs.code == Code::kInvalidRowParameter) ++bad_calls;
+    logits.release(r0, n);
+    if (block < batch)
+      std::cerr << "lmsample sample: " << std::min(r0 + n, batch) << " of " << batch << " rows\n";
   }
+  // (bad rows in several blocks: the message is made from the statuses below)
+  if (bad_calls > 1) s.message.clear();
   bool bad_rows = s.code == Code::kInvalidRowParameter;
   std::string text;
   for (size_t r = 0; r < nb; ++r) {
