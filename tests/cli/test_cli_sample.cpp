@@ -64,14 +64,21 @@ class Cli : public lmstest::TempDirTest {
  protected:
   Cli() : TempDirTest("lmsample_test_cli_") {}
 
-  RunResult run(const std::string& args) const {
+  RunResult run(const std::string& args) const { return run_shell("", args); }
+
+  // The tool run by the shell as `before` lmsample `args`: `before` may set the environment or
+  // pipe into it ("cat f | "); stdout goes to `stdout_to` when given (then RunResult::out is
+  // empty), else into RunResult::out.
+  RunResult run_shell(const std::string& before, const std::string& args,
+                      const std::string& stdout_to = "") const {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string cmd = quote(LMSAMPLE_CLI_EXE) + " " + args + " >" + quote(out.string()) +
-                            " 2>" + quote(err.string());
+    const std::string cmd = before + quote(LMSAMPLE_CLI_EXE) + " " + args + " >" +
+                            (stdout_to.empty() ? quote(out.string()) : stdout_to) + " 2>" +
+                            quote(err.string());
     const int status = std::system(cmd.c_str());
     RunResult r;
     if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-    r.out = slurp(out);
+    if (stdout_to.empty()) r.out = slurp(out);
     r.err = slurp(err);
     return r;
   }
@@ -351,14 +358,10 @@ TEST_F(Cli, LostOutputIsAnError) {
         const std::vector<int32_t> d = {1, 2};
         write_npy(path("d.npy"), {1, 2}, d.data());
       }
-      const fs::path err = dir_ / "full_err.txt";
-      const int status = std::system(
-          (quote(LMSAMPLE_CLI_EXE) + " " + cmd + " >/dev/full 2>" + quote(err.string())).c_str());
-      ASSERT_TRUE(status != -1 && WIFEXITED(status));
-      EXPECT_EQ(WEXITSTATUS(status), 1) << cmd;
-      EXPECT_NE(slurp(err).find("writing to standard output failed"), std::string::npos)
-          << cmd << "\n"
-          << slurp(err);
+      const RunResult r = run_shell("", cmd, "/dev/full");
+      EXPECT_EQ(r.exit_code, 1) << cmd;
+      EXPECT_NE(r.err.find("writing to standard output failed"), std::string::npos) << cmd << "\n"
+                                                                                    << r.err;
     }
   }
   // --tokens-out that cannot be written: the error comes before any row is printed
@@ -380,14 +383,10 @@ TEST_F(Cli, MemoryIsCheckedAndBounded) {
     const std::string header = make_npy_header("<f4", false, {int64_t{1} << 40});
     std::ofstream(path("huge_header.npy"), std::ios::binary)
         .write(header.data(), static_cast<std::streamsize>(header.size()));
-    const fs::path err = dir_ / "huge_err.txt";
-    const int status =
-        std::system(("cat " + quote(path("huge_header.npy")) + " | " + quote(LMSAMPLE_CLI_EXE) +
-                     " sample --logits - >/dev/null 2>" + quote(err.string()))
-                        .c_str());
-    ASSERT_TRUE(status != -1 && WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 1);
-    const std::string e = slurp(err);
+    const RunResult piped = run_shell("cat " + quote(path("huge_header.npy")) + " | ",
+                                      "sample --logits -", "/dev/null");
+    EXPECT_EQ(piped.exit_code, 1);
+    const std::string& e = piped.err;
     EXPECT_NE(e.find("needs 4194304.0 MiB"), std::string::npos) << e;
     EXPECT_NE(e.find("of memory"), std::string::npos) << e;
     // the same header as a file: its size is checked against the file's
@@ -524,15 +523,11 @@ TEST_F(Cli, BlocksOfRowsGiveTheSameOutputAndProgress) {
     const std::string args = "sample --logits " + quote(path("rows.npy")) + " --temperature-npy " +
                              quote(path("t.npy")) + " --seed-per-row 5 --logprobs";
     const RunResult one = run(args);
-    const fs::path out = dir_ / "blk_out.txt", err = dir_ / "blk_err.txt";
-    const int status = std::system(("LMSAMPLE_TOOL_BLOCK_MB=1 " + quote(LMSAMPLE_CLI_EXE) + " " +
-                                    args + " >" + quote(out.string()) + " 2>" + quote(err.string()))
-                                       .c_str());
-    ASSERT_TRUE(status != -1 && WIFEXITED(status));
+    const RunResult blocks = run_shell("LMSAMPLE_TOOL_BLOCK_MB=1 ", args);
     EXPECT_EQ(one.exit_code, 2) << one.err;
-    EXPECT_EQ(WEXITSTATUS(status), 2);
-    EXPECT_EQ(slurp(out), one.out);
-    const std::string e = slurp(err);
+    EXPECT_EQ(blocks.exit_code, 2);
+    EXPECT_EQ(blocks.out, one.out);
+    const std::string& e = blocks.err;
     EXPECT_NE(e.find("8 of 24 rows"), std::string::npos) << e;
     EXPECT_NE(e.find("24 of 24 rows"), std::string::npos) << e;
     EXPECT_NE(e.find("row " + std::to_string(bad[0]) + ":"), std::string::npos) << e;
@@ -582,24 +577,16 @@ TEST_F(Cli, StandardInputAndPipesAreRead) {
   const RunResult file = run("sample --logits " + quote(path("logits.npy")) + " --seed 3");
   ASSERT_EQ(file.exit_code, 0) << file.err;
   for (const std::string& src : {std::string("-"), std::string("/dev/stdin")}) {
-    const fs::path out = dir_ / "pipe_out.txt", err = dir_ / "pipe_err.txt";
-    const std::string cmd = "cat " + quote(path("logits.npy")) + " | " + quote(LMSAMPLE_CLI_EXE) +
-                            " sample --logits " + src + " --seed 3 >" + quote(out.string()) +
-                            " 2>" + quote(err.string());
-    const int status = std::system(cmd.c_str());
-    ASSERT_TRUE(status != -1 && WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 0) << src << ": " << slurp(err);
-    EXPECT_EQ(slurp(out), file.out) << src;
+    const RunResult r = run_shell("cat " + quote(path("logits.npy")) + " | ",
+                                  "sample --logits " + src + " --seed 3");
+    EXPECT_EQ(r.exit_code, 0) << src << ": " << r.err;
+    EXPECT_EQ(r.out, file.out) << src;
   }
   // a truncated stream says so
-  const fs::path err = dir_ / "pipe_err.txt";
-  const int status =
-      std::system(("head -c 60 " + quote(path("logits.npy")) + " | " + quote(LMSAMPLE_CLI_EXE) +
-                   " sample --logits - >/dev/null 2>" + quote(err.string()))
-                      .c_str());
-  ASSERT_TRUE(status != -1 && WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 1);
-  EXPECT_NE(slurp(err).find("truncated .npy header"), std::string::npos) << slurp(err);
+  const RunResult r = run_shell("head -c 60 " + quote(path("logits.npy")) + " | ",
+                                "sample --logits -", "/dev/null");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("truncated .npy header"), std::string::npos) << r.err;
 }
 
 TEST_F(Cli, SeedPerRowGivesIdenticalRowsTheirOwnDraws) {

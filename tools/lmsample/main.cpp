@@ -23,8 +23,6 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "exec.hpp"
 #include "inputs.hpp"
 #include "lmsample/lmsample.hpp"
@@ -59,12 +57,11 @@ void check_synthetic_size(int64_t batch, int64_t vocab) {
       __builtin_mul_overflow(elems, int64_t{4}, &bytes))
     throw UsageError("--batch " + std::to_string(batch) + " x --vocab " + std::to_string(vocab) +
                      " float logits do not fit in 64 bits of bytes");
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0 && bytes / page >= pages)
+  const uint64_t mem = physical_memory();
+  if (mem > 0 && static_cast<uint64_t>(bytes) >= mem)
     throw UsageError("--batch " + std::to_string(batch) + " x --vocab " + std::to_string(vocab) +
                      " float logits need " + std::to_string(bytes >> 20) + " MiB, more than this " +
-                     "machine's " + std::to_string((static_cast<int64_t>(pages) * page) >> 20) +
-                     " MiB of memory");
+                     "machine's " + std::to_string(mem >> 20) + " MiB of memory");
 }
 
 // An option's text is a whole decimal integer (checked before any range, so that "1.5" is called

@@ -364,11 +364,6 @@ std::string mib(uint64_t bytes) {
   return buf;
 }
 
-uint64_t physical_memory() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
-}
-
 // Maps a regular file read-only and points a.mapped at its data (false: mapping failed; the caller
 // reads it instead).
 bool map_data(const std::string& path, uint64_t fsize, NpyArray* a) {
@@ -404,6 +399,11 @@ class Progress {
 };
 
 }  // namespace
+
+uint64_t physical_memory() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+}
 
 NpyArray read_npy(const std::string& path) {
   // "-" is standard input; pipes and other special files are read as a stream (nothing seeks)

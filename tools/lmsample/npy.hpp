@@ -96,6 +96,9 @@ void parse_header_dict(const std::string& text, const std::string& name, NpyHead
 NpyArray parse_npy(const void* bytes, size_t size, const std::string& name);
 
 //! Reads a .npy file. Throws NpyError (missing file, I/O error, malformed or truncated file).
+//! This machine's physical memory in bytes (0 where unknown).
+uint64_t physical_memory();
+
 //! Reads a .npy file: a regular file's data is mapped (its declared size checked against the file
 //! first), anything else ("-" for standard input, pipes) is read in chunks after its declared
 //! size was checked against this machine's memory; reads of more than 1 GiB report their
