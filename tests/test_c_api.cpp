@@ -185,6 +185,19 @@ TEST(CApi, VerifyMatchesCpp) {
   ASSERT_EQ(lms_verify_tree(&t, &to, ws3.data(), ws3.size(), &exec), LMS_OK) << lms_last_error();
   EXPECT_EQ(acc3, acc);
   EXPECT_EQ(tok3, tok);
+  // the stated bounds reach the library: max_drafts = 2 < request 1's 3, max_depth = 2 < 3
+  c.max_drafts = 2;
+  EXPECT_EQ(lms_verify_chain(&c, &co, ws.data(), ws.size(), &exec), LMS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(lms_last_error()).find("request 1: 3 drafts, more than max_drafts = 2"),
+            std::string::npos)
+      << lms_last_error();
+  c.max_drafts = 3;
+  ASSERT_EQ(lms_verify_chain(&c, &co, ws.data(), ws.size(), &exec), LMS_OK) << lms_last_error();
+  EXPECT_EQ(tok, tok2);
+  t.max_depth = 2;
+  EXPECT_EQ(lms_verify_tree(&t, &to, ws3.data(), ws3.size(), &exec), LMS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(lms_last_error()).find("deeper than max_depth = 2"), std::string::npos)
+      << lms_last_error();
   // a draft id outside [0, V): the request named, nothing written
   drafts[3] = 99;
   std::fill(tok.begin(), tok.end(), -7);

@@ -40,6 +40,7 @@ struct Chain {
   std::vector<int32_t> out_tok;
   DraftKind kind = DraftKind::kDeterministic;
   float frequency = 0.0f;
+  int32_t max_drafts = 0;
 
   int64_t requests() const { return static_cast<int64_t>(offsets.size()) - 1; }
   void add(const std::vector<std::vector<float>>& rows, const std::vector<int32_t>& ds,
@@ -75,6 +76,7 @@ struct Chain {
     r.params.defaults.frequency_penalty = frequency;
     if (!out_tok.empty())
       r.output_tokens = lmsample::SparseRows{out_off.data(), out_tok.data(), nullptr};
+    r.max_drafts = max_drafts;
     return r;
   }
 };
@@ -633,6 +635,21 @@ TEST(VerifyChain, BadInputNamesTheRequestAndWritesNothing) {
   big.add(t, std::vector<int32_t>(static_cast<size_t>(lmsample::kMaxDrafts) + 1, 0), {}, 1.0f, 1.0f,
           0, 1, 0);
   expect_error(big, "request 0: 66 target rows");
+  // max_drafts: a bound the call states (for the GPU's rounds), checked; the bound itself too
+  c = base();
+  c.max_drafts = 1;
+  expect_error(c, "request 1: 2 drafts, more than max_drafts = 1");
+  c.max_drafts = -1;
+  expect_error(c, "max_drafts = -1 (must be 0, not stated, to kMaxDrafts = 64)");
+  c.max_drafts = lmsample::kMaxDrafts + 1;
+  expect_error(c, "max_drafts = 65");
+  c.max_drafts = 2;
+  Chain unbounded = c;
+  unbounded.max_drafts = 0;
+  const Result bounded = run(c), free = run(unbounded);
+  ASSERT_TRUE(bounded.st.ok()) << bounded.st.message;
+  EXPECT_EQ(bounded.tokens, free.tokens);  // a bound that holds changes nothing
+  EXPECT_EQ(bounded.accepted, free.accepted);
 }
 
 }  // namespace
@@ -651,6 +668,7 @@ struct Tree {
   std::vector<int64_t> out_off{0};
   std::vector<int32_t> out_tok;
   float frequency = 0.0f;
+  int32_t max_depth = 0;
 
   int64_t requests() const { return static_cast<int64_t>(offsets.size()) - 1; }
   void add(const std::vector<int32_t>& par, const std::vector<int32_t>& tok,
@@ -680,6 +698,7 @@ struct Tree {
     r.params.defaults.frequency_penalty = frequency;
     if (!out_tok.empty())
       r.output_tokens = lmsample::SparseRows{out_off.data(), out_tok.data(), nullptr};
+    r.max_depth = max_depth;
     return r;
   }
 };
@@ -828,6 +847,19 @@ TEST(VerifyTree, BadTreesNameTheRequestAndNodeAndWriteNothing) {
   deep.pop_back();
   deep_tok.pop_back();
   EXPECT_TRUE(run_tree(make(deep, deep_tok)).st.ok());
+  // max_depth: a bound the call states, checked; the bound itself too
+  Tree capped = make({-1, 0, 1, 0}, {0, 1, 2, 3});  // request 1: node 2 at depth 2
+  capped.max_depth = 1;
+  expect_error(capped, "request 1: node 2 is at depth 2 (deeper than max_depth = 1 drafts)");
+  capped.max_depth = -2;
+  expect_error(capped, "max_depth = -2 (must be 0, not stated, to kMaxDrafts = 64)");
+  capped.max_depth = 2;
+  const TreeResult bounded = run_tree(capped);
+  capped.max_depth = 0;
+  const TreeResult free = run_tree(capped);
+  ASSERT_TRUE(bounded.st.ok()) << bounded.st.message;
+  EXPECT_EQ(bounded.tokens, free.tokens);
+  EXPECT_EQ(bounded.path, free.path);
 }
 
 }  // namespace

@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
             if (kind != DraftKind::kDeterministic)
               req.draft = lmsample::Logits{draft, DType::kFloat32, nd, v, 0};
             req.params.seed = dseed;
+            req.max_drafts = static_cast<int32_t>(k);  // (as an engine states its K)
             lmsample::ExecConfig cfg;
             cfg.backend = lmsample::Backend::kCuda;
             cfg.stream = st;

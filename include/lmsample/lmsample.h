@@ -146,6 +146,7 @@ typedef struct lms_chain_request {
   const void* draft;           /* LMS_DRAFT_LOGITS / PROBS: [N - requests, V] */
   int32_t draft_dtype;         /* LMS_DTYPE_* (PROBS: LMS_DTYPE_F32) */
   int64_t draft_row_stride;    /* elements; 0 = V */
+  int32_t max_drafts;          /* optional: the most drafts of any request (0: not stated) */
 } lms_chain_request;
 typedef struct lms_chain_outputs {
   int32_t* accepted; /* [requests] */
@@ -160,6 +161,7 @@ typedef struct lms_tree_request {
   int64_t requests;
   const int32_t* parents; /* [N]: -1 for a root, else the parent's index within the request */
   const int32_t* tokens;  /* [N] */
+  int32_t max_depth;      /* optional: the deepest node of any tree (0: not stated) */
 } lms_tree_request;
 typedef struct lms_tree_outputs {
   int32_t* accepted; /* [requests] */

@@ -221,6 +221,11 @@ struct ChainRequest {
   SparseRows prompt_tokens;    //!< per request
   //! Per request: the generated tokens before the drafts; position j adds drafts 0 .. j - 1.
   SparseRows output_tokens;
+  //! Optional: the most drafts any request of the call has (0: not stated, kMaxDrafts). A
+  //! request with more is a structural error (on a GPU, status kRowBadDraft). A GPU backend,
+  //! which does not read row_offsets, computes a large batch's rows in rounds of positions and
+  //! needs this bound to know how many rounds to launch: state it (engines know their K).
+  int32_t max_drafts = 0;
 };
 
 //! Outputs of verify_chain: accepted and status per request; tokens packed like the target rows.
@@ -272,6 +277,10 @@ struct TreeRequest {
   SparseRows logit_bias;     //!< per request
   SparseRows prompt_tokens;  //!< per request
   SparseRows output_tokens;  //!< per request: the history before the root
+  //! Optional: the deepest node of any request's tree, in drafts below the root (0: not stated,
+  //! kMaxDrafts). A deeper node is a structural error (on a GPU, status kRowBadDraft); a GPU
+  //! backend launches one round per level of a large batch's paths, as many as this says.
+  int32_t max_depth = 0;
 };
 
 //! Outputs of verify_tree; path and tokens are packed like the nodes.

@@ -249,15 +249,22 @@ Status validate_chain(const ChainRequest& req, const ChainOutputs& out, bool hos
   if (!req.row_offsets) return invalid("row_offsets is null");
   if (!out.accepted || !out.tokens || !out.status)
     return invalid("outputs.accepted, outputs.tokens or outputs.status is null");
+  if (req.max_drafts < 0 || req.max_drafts > kMaxDrafts)
+    return invalid("max_drafts = " + std::to_string(req.max_drafts) +
+                   " (must be 0, not stated, to kMaxDrafts = " + std::to_string(kMaxDrafts) + ")");
   if (!host_readable) return check_device_chain(req);
   if (req.row_offsets[0] != 0)
     return invalid("row_offsets[0] = " + std::to_string(req.row_offsets[0]) + " (must be 0)");
+  const int64_t kmax = req.max_drafts > 0 ? req.max_drafts : kMaxDrafts;
   for (int64_t r = 0; r < b; ++r) {
     const int64_t k = req.row_offsets[r + 1] - req.row_offsets[r] - 1;
     if (k < 0 || k > kMaxDrafts)
       return invalid(
           "request " + std::to_string(r) + ": " + std::to_string(k + 1) +
           " target rows (must be 1 to kMaxDrafts + 1 = " + std::to_string(kMaxDrafts + 1) + ")");
+    if (k > kmax)
+      return invalid("request " + std::to_string(r) + ": " + std::to_string(k) +
+                     " drafts, more than max_drafts = " + std::to_string(kmax));
   }
   const int64_t n = req.row_offsets[b];
   Status s = check_logits(req.target, "target", n);
@@ -308,7 +315,11 @@ Status validate_tree(const TreeRequest& req, const TreeOutputs& out, bool host_r
   if (!req.node_offsets) return invalid("node_offsets is null");
   if (!out.accepted || !out.path || !out.tokens || !out.status)
     return invalid("outputs.accepted, outputs.path, outputs.tokens or outputs.status is null");
+  if (req.max_depth < 0 || req.max_depth > kMaxDrafts)
+    return invalid("max_depth = " + std::to_string(req.max_depth) +
+                   " (must be 0, not stated, to kMaxDrafts = " + std::to_string(kMaxDrafts) + ")");
   if (!host_readable) return check_device_tree(req);
+  const int32_t dmax = req.max_depth > 0 ? req.max_depth : kMaxDrafts;
   if (req.node_offsets[0] != 0)
     return invalid("node_offsets[0] = " + std::to_string(req.node_offsets[0]) + " (must be 0)");
   for (int64_t r = 0; r < b; ++r) {
@@ -335,10 +346,11 @@ Status validate_tree(const TreeRequest& req, const TreeOutputs& out, bool host_r
         return invalid(who + std::to_string(i) + " has parent " + std::to_string(p) +
                        " (must be a node before it: 0 .. " + std::to_string(i - 1) + ")");
       depth[i] = depth[p] + 1;
-      if (depth[i] > kMaxDrafts)
+      if (depth[i] > dmax)
         return invalid(who + std::to_string(i) + " is at depth " + std::to_string(depth[i]) +
-                       " (a path holds at most kMaxDrafts = " + std::to_string(kMaxDrafts) +
-                       " drafts)");
+                       (req.max_depth > 0 ? " (deeper than max_depth = "
+                                          : " (a path holds at most kMaxDrafts = ") +
+                       std::to_string(dmax) + " drafts)");
       if (x < 0 || x >= v)
         return invalid(who + std::to_string(i) + " has token " + std::to_string(x) +
                        ", outside [0, vocab = " + std::to_string(v) + ")");

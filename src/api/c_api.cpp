@@ -118,6 +118,7 @@ lmsample::ChainRequest to_cpp(const lms_chain_request& c) {
   r.draft_kind = static_cast<lmsample::DraftKind>(c.draft_kind);
   r.draft = lmsample::Logits{c.draft, static_cast<lmsample::DType>(c.draft_dtype),
                              t.logits.batch - c.requests, t.logits.vocab, c.draft_row_stride};
+  r.max_drafts = c.max_drafts;
   take_shared(t, r);
   return r;
 }
@@ -130,6 +131,7 @@ lmsample::TreeRequest to_cpp(const lms_tree_request& c) {
   r.requests = c.requests;
   r.parents = c.parents;
   r.tokens = c.tokens;
+  r.max_depth = c.max_depth;
   take_shared(t, r);
   return r;
 }

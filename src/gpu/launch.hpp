@@ -46,6 +46,20 @@ enum class RowsKernel { kSample, kGreedy, kVerify };
 Status launch_rows(const KernelArgs& a, const Plan& p, int64_t rows, RowsKernel kernel,
                    gpuStream_t stream);
 
+//! temperature_rows_kernel (temperature alone, or with top-p; bitmask, bias and histories
+//! absent): its workspace, and its launch over a's request with that workspace at `base`.
+//! *pending gets the rows it leaves to the general kernel (null where no row can have top-p),
+//! *fallback where that kernel's workspace goes. sums_rows (verification's rounds, whose slots
+//! compute rows of a larger set): the rows its sub-chunk sums (kSub tokens each, indexed by the
+//! row, not the slot) cover, if more than the batch; *sub_sums, unless null, gets where they are.
+size_t temperature_bytes(const Request& req, int64_t sums_rows = 0);
+Status launch_temperature(const KernelArgs& a, char* base, gpuStream_t stream,
+                          const uint32_t** pending, char** fallback, int64_t sums_rows = 0,
+                          const uint64_t** sub_sums = nullptr);
+//! Whether temperature_rows_kernel serves req (its filters, as the host knows them, and its steps).
+bool stream_alone(const Request& req);
+bool may_top_p(const Request& req);
+
 Status runtime_error(const char* what, gpuError_t e);
 
 }  // namespace detail

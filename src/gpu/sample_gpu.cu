@@ -244,7 +244,9 @@ struct StreamPlan {
   }
 };
 
-StreamPlan stream_plan(const Request& req, const Device& d) {
+// sums_rows: the rows the sub-chunk sums cover where more than the batch (verification's rounds,
+// whose slots compute rows of a larger set: KernelArgs::row_map)
+StreamPlan stream_plan(const Request& req, const Device& d, int64_t sums_rows = 0) {
   const int64_t v = req.logits.vocab, b = std::max<int64_t>(req.logits.batch, 1);
   const int esize = req.logits.dtype == DType::kFloat32 ? 4 : 2;
   const int64_t sms = std::max(d.sms, 1);
@@ -274,7 +276,7 @@ StreamPlan stream_plan(const Request& req, const Device& d) {
   };
   p.counter_bytes = up(((p.top_p ? 4 : 2) * ub + 1) * 4);
   p.stats_bytes = up(ub * static_cast<size_t>(p.groups) * 16);
-  p.sums_bytes = up(ub * nsub * 8);
+  p.sums_bytes = up(std::max(ub, static_cast<size_t>(std::max<int64_t>(sums_rows, 0))) * nsub * 8);
   if (p.top_p) {
     p.ties_bytes = up(ub * nsub * 4);
     p.cand_bytes = up(ub * static_cast<size_t>(temperature::kListCap) * 8);
@@ -322,6 +324,63 @@ Status launch_rows(const KernelArgs& a, const Plan& p, int64_t rows, RowsKernel 
   const gpuError_t e = gpuGetLastError();
 #endif
   if (e != gpuSuccess) return runtime_error("sample kernel launch", e);
+  return Status::Ok();
+}
+
+size_t temperature_bytes(const Request& req, int64_t sums_rows) {
+  return stream_plan(req, device(), sums_rows).bytes();
+}
+
+Status launch_temperature(const KernelArgs& a, char* base, gpuStream_t stream,
+                          const uint32_t** pending, char** fallback, int64_t sums_rows,
+                          const uint64_t** sub_sums) {
+  const Request& req = a.req;
+  const StreamPlan sp = stream_plan(req, device(), sums_rows);
+  temperature::StreamArgs sa{};
+  sa.a = a;
+  char* at = base;
+  const auto take = [&at](size_t bytes) {
+    char* p = at;
+    at += bytes;
+    return p;
+  };
+  sa.counters = reinterpret_cast<uint32_t*>(take(sp.counter_bytes));
+  sa.stats = reinterpret_cast<uint64_t*>(take(sp.stats_bytes));
+  sa.sub_sums = reinterpret_cast<uint64_t*>(take(sp.sums_bytes));
+  if (sub_sums) *sub_sums = sa.sub_sums;
+  if (sp.top_p) {
+    sa.sub_ties = reinterpret_cast<uint32_t*>(take(sp.ties_bytes));
+    sa.cand = reinterpret_cast<uint2*>(take(sp.cand_bytes));
+  }
+  sa.groups = sp.groups;
+  sa.chunk = sp.chunk;
+  sa.nsub = sp.nsub;
+  sa.lookahead = sp.lookahead;
+  gpuError_t e = gpuMemsetAsync(sa.counters, 0, sp.counter_bytes, stream);
+  if (e != gpuSuccess) return runtime_error("temperature counters", e);
+  const unsigned items = static_cast<unsigned>(2 * req.logits.batch * sp.groups);
+  // (the candidate list of a top-p row in shared memory, for its ranking)
+  const size_t list_bytes = sp.top_p ? temperature::kCandSmemBytes : 0;
+  // (two instantiations: the one without top-p keeps every register for its loads)
+#if !defined(__HIPCC__)
+  if (sp.top_p)
+    temperature_rows_kernel<kTemperatureThreads, true>
+        <<<items, kTemperatureThreads, list_bytes, stream>>>(sa);
+  else
+    temperature_rows_kernel<kTemperatureThreads, false>
+        <<<items, kTemperatureThreads, 0, stream>>>(sa);
+#else
+  if (sp.top_p)
+    hipLaunchKernelGGL((temperature_rows_kernel<kTemperatureThreads, true>), dim3(items),
+                       dim3(kTemperatureThreads), list_bytes, stream, sa);
+  else
+    hipLaunchKernelGGL((temperature_rows_kernel<kTemperatureThreads, false>), dim3(items),
+                       dim3(kTemperatureThreads), 0, stream, sa);
+#endif
+  e = gpuGetLastError();
+  if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);
+  *pending = sp.top_p ? sa.pending(0) : nullptr;
+  *fallback = sp.top_p ? take(sp.fallback_bytes) : nullptr;
   return Status::Ok();
 }
 
@@ -383,54 +442,16 @@ Status sample(const Request& req, const Outputs& out, void* workspace, size_t wo
                        stream);
   };
   if (!out.logprob && temperature_kernel_serves(req)) {
-    const StreamPlan sp = stream_plan(req, d);
-    temperature::StreamArgs sa{};
-    sa.a.req = req;
-    sa.a.out = out;
-    sa.a.stride = api::row_stride_of(req);
-    char* at = base;
-    const auto take = [&at](size_t bytes) {
-      char* p = at;
-      at += bytes;
-      return p;
-    };
-    sa.counters = reinterpret_cast<uint32_t*>(take(sp.counter_bytes));
-    sa.stats = reinterpret_cast<uint64_t*>(take(sp.stats_bytes));
-    sa.sub_sums = reinterpret_cast<uint64_t*>(take(sp.sums_bytes));
-    if (sp.top_p) {
-      sa.sub_ties = reinterpret_cast<uint32_t*>(take(sp.ties_bytes));
-      sa.cand = reinterpret_cast<uint2*>(take(sp.cand_bytes));
-    }
-    sa.groups = sp.groups;
-    sa.chunk = sp.chunk;
-    sa.nsub = sp.nsub;
-    sa.lookahead = sp.lookahead;
-    gpuError_t e = gpuMemsetAsync(sa.counters, 0, sp.counter_bytes, stream);
-    if (e != gpuSuccess) return runtime_error("temperature counters", e);
-    const unsigned items = static_cast<unsigned>(2 * req.logits.batch * sp.groups);
-    // (the candidate list of a top-p row in shared memory, for its ranking)
-    const size_t list_bytes = sp.top_p ? temperature::kCandSmemBytes : 0;
-    // (two instantiations: the one without top-p keeps every register for its loads)
-#if !defined(__HIPCC__)
-    if (sp.top_p)
-      temperature_rows_kernel<kTemperatureThreads, true>
-          <<<items, kTemperatureThreads, list_bytes, stream>>>(sa);
-    else
-      temperature_rows_kernel<kTemperatureThreads, false>
-          <<<items, kTemperatureThreads, 0, stream>>>(sa);
-#else
-    if (sp.top_p)
-      hipLaunchKernelGGL((temperature_rows_kernel<kTemperatureThreads, true>), dim3(items),
-                         dim3(kTemperatureThreads), list_bytes, stream, sa);
-    else
-      hipLaunchKernelGGL((temperature_rows_kernel<kTemperatureThreads, false>), dim3(items),
-                         dim3(kTemperatureThreads), 0, stream, sa);
-#endif
-    e = gpuGetLastError();
-    if (e != gpuSuccess) return runtime_error("temperature kernel launch", e);
-    if (!sp.top_p) return Status::Ok();
+    KernelArgs a{};
+    a.req = req;
+    a.out = out;
+    a.stride = api::row_stride_of(req);
+    const uint32_t* pending = nullptr;
+    char* fallback = nullptr;
+    Status s = launch_temperature(a, base, stream, &pending, &fallback);
+    if (!s.ok() || !pending) return s;
     // the top-p rows the temperature kernel left pending
-    return launch_general(pending_plan(req, d), take(sp.fallback_bytes), false, sa.pending(0));
+    return launch_general(pending_plan(req, d), fallback, false, pending);
   }
   return launch_general(make_plan(req, d, cfg.gpu_keys), base, greedy_only(req, out), nullptr);
 }

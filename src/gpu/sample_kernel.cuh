@@ -85,6 +85,10 @@ struct KernelArgs {
   const VerifyRow* vrows;
   const int32_t* extra;
   KeptSet* kept_sets;
+  // Verification's rounds: null, or the row each slot of the launch computes (-1: none). The
+  // launch's batch is the slots; the logits, vrows, kept sets, outputs and workspace keys are
+  // the rows'. (Never with top-p rows in the temperature kernel, whose top-p lists are slots'.)
+  const int32_t* row_map;
 };
 
 __device__ __forceinline__ float value_of(uint32_t key) { return core::key_to_float(key); }
@@ -1055,7 +1059,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
   Exchange& ex = *reinterpret_cast<Exchange*>(smem);
   const RowGroup g;
   const unsigned G = g.size();
-  const int64_t row = blockIdx.x / G;
+  const int64_t slot = blockIdx.x / G;
+  const int64_t row = kVerify && a.row_map ? a.row_map[slot] : slot;
+  if (row < 0) return;                           // (every CTA of the slot: the same word)
   if (a.pending && a.pending[row] == 0) return;  // (every CTA of the row: the same word)
   // prow: the row of the parameters and the sparse lists; mrow: the bitmask's
   int64_t prow = row, mrow = row;

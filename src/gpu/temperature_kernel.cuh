@@ -759,13 +759,13 @@ __device__ __forceinline__ void top_p_finish(const StreamArgs& s, SmallExchange&
 
 template <int kThreads, DType kDt, bool kTopP>
 __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hist,
-                            unsigned char* smem, bool is_max, int64_t r, int c) {
+                            unsigned char* smem, bool is_max, int64_t r, int64_t pr, int c) {
   using B = Block<kThreads>;
   const KernelArgs& a = s.a;
   const int64_t v = a.req.logits.vocab;
   constexpr int kEsize = kDt == DType::kFloat32 ? 4 : 2;
   const void* row = static_cast<const unsigned char*>(a.req.logits.data) +
-                    static_cast<size_t>(r) * static_cast<size_t>(a.stride) * kEsize;
+                    static_cast<size_t>(pr) * static_cast<size_t>(a.stride) * kEsize;
   const bool aligned = (reinterpret_cast<uintptr_t>(row) & 15u) == 0;
   uint64_t* st = s.stats + (r * s.groups) * 2;
   if (is_max) {
@@ -812,7 +812,12 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
   __syncthreads();
   const Stats all{ex.bcast[0], ex.bcast[1]};
   __syncthreads();
-  const core::RowSettings rs = core::load_row_settings(a.req.params, r);
+  // verification (KernelArgs::vrows): the row's request gives the parameters, a skipped row
+  // (req < 0) writes nothing
+  const VerifyRow* vr = a.vrows ? a.vrows + pr : nullptr;
+  const bool skip = vr && vr->req < 0;
+  core::RowSettings rs = core::load_row_settings(a.req.params, vr ? (skip ? 0 : vr->req) : r);
+  if (vr) rs.substream += vr->substream;
   const int32_t status = core::validate_row_settings(rs);
   const bool draws = status == kRowOk && all.best != 0 && rs.temperature != 0.0f;
   const uint32_t max_key = static_cast<uint32_t>(all.best >> 32);
@@ -828,7 +833,7 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
   const bool top_p = kTopP && draws && rs.top_p < 1.0f;
   if (mode >= 0 && !(top_p && mode >= 2))
     with_weight(mode, m, inv_t, [&](auto weight) {
-      chunk_sub_sums<kThreads, kDt, kTopP>(s, row, aligned, r, c, weight, top_p,
+      chunk_sub_sums<kThreads, kDt, kTopP>(s, row, aligned, pr, c, weight, top_p,
                                            probe_hi_of(rs.top_p));
     });
   __syncthreads();
@@ -840,14 +845,17 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
   if (ex.bcast[2] == 0) return;  // not the row's last weight item
   __syncthreads();               // (bcast)
   device_fence();
+  if (skip) return;
   if (mode < 0) {
     if (threadIdx.x == 0) {
+      if (a.kept_sets && status == kRowOk && all.best != 0)  // a greedy row's kept set
+        a.kept_sets[pr] = KeptSet{1, 0.0, 0u, m, kKeptGreedy, 0u};
       if (status != kRowOk)
-        write_outputs<kThreads>(a.out, r, -1, status, 0, core::neg_inf(), 0);
+        write_outputs<kThreads>(a.out, pr, -1, status, 0, core::neg_inf(), 0);
       else if (all.best == 0)
-        write_outputs<kThreads>(a.out, r, -1, kRowEmpty, 0, core::neg_inf(), 0);
+        write_outputs<kThreads>(a.out, pr, -1, kRowEmpty, 0, core::neg_inf(), 0);
       else
-        write_outputs<kThreads>(a.out, r,
+        write_outputs<kThreads>(a.out, pr,
                                 static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(all.best)),
                                 kRowOk, 1, 0.0f, 0);
     }
@@ -869,14 +877,21 @@ __device__ void stream_item(const StreamArgs& s, SmallExchange& ex, uint64_t* hi
   }
   uint64_t total = 0;
   int64_t token = -1;
-  const volatile uint64_t* sums = s.sub_sums + r * s.nsub;  // (written by other CTAs)
+  const volatile uint64_t* sums = s.sub_sums + pr * s.nsub;  // (written by other CTAs)
   with_weight(mode, m, inv_t, [&](auto weight) {
     token = stream_draw<kThreads, kDt>(
         s, ex, row, u, [&](int k) { return sums[k]; }, weight, &total);
   });
   if (token >= 0) {
     const int32_t kept = static_cast<int32_t>(mode == 3 ? total : all.valid);
-    write_outputs<kThreads>(a.out, r, static_cast<int32_t>(token), kRowOk, kept, 0.0f, 0);
+    write_outputs<kThreads>(a.out, pr, static_cast<int32_t>(token), kRowOk, kept, 0.0f, 0);
+    if (a.kept_sets)  // (the one thread that drew; no filter: every valid token is kept)
+      a.kept_sets[pr] = KeptSet{total,
+                                0.0,
+                                core::kKeyNegInf + 1,
+                                m,
+                                mode == 3 ? kKeptPosInf : kKeptTempered,
+                                mode == 3 ? static_cast<uint32_t>(total) : 0u};
   }
 }
 
@@ -916,18 +931,21 @@ __global__ void __launch_bounds__(kThreads, kTopP ? 3 : 4)
     is_max = false;
     r = q - batch;
   }
+  // the row slot r computes (KernelArgs::row_map: verification's rounds; none: skipped)
+  const int64_t pr = s.a.row_map ? s.a.row_map[r] : r;
+  if (pr < 0) return;  // (every item of the slot: the same word)
   switch (s.a.req.logits.dtype) {
     case DType::kFloat32:
       temperature::stream_item<kThreads, DType::kFloat32, kTopP>(s, ex, hist, cand_smem, is_max, r,
-                                                                 c);
+                                                                 pr, c);
       break;
     case DType::kBFloat16:
       temperature::stream_item<kThreads, DType::kBFloat16, kTopP>(s, ex, hist, cand_smem, is_max, r,
-                                                                  c);
+                                                                  pr, c);
       break;
     default:
       temperature::stream_item<kThreads, DType::kFloat16, kTopP>(s, ex, hist, cand_smem, is_max, r,
-                                                                 c);
+                                                                 pr, c);
       break;
   }
 }

@@ -1,9 +1,13 @@
 // Host side of the GPU backend's verification (docs/contract.md, section 8): the launches that
 // check the structure, map every target (and draft) row to its request, reduce the rows to
-// their kept sets (the general kernel's verification instantiation, every row in one launch),
-// then make each request's decisions (verify_kernel.cuh). No allocation, no host
-// synchronisation: a call can be captured in a CUDA graph.
+// their kept sets (temperature_rows_kernel for temperature alone, else the general kernel's
+// verification instantiation), then make each request's decisions (verify_kernel.cuh).
+// Where the batch fills the GPU, the kept sets come in rounds: each round computes the next
+// few positions (chain) or the node reached (tree) of every request still undecided, and its
+// decisions name the next round's rows, so that the rows after a request's rejection are never
+// read. No allocation, no host synchronisation: a call can be captured in a CUDA graph.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "api/validate.hpp"
@@ -45,21 +49,32 @@ bool penalties_may_apply(const RowParams& p) {
 
 // The rows' plan: keys in the workspace wherever bias or penalties rewrite them (the decisions
 // read the processed keys from there), else the plan sampling would take.
+// Rows with temperature alone (no filter, bitmask, bias or history as the host knows it, no
+// logprobs) take temperature_rows_kernel, about 2.5x faster a row than the general kernel at
+// large batches (its kept set: every valid token).
+// r: the rows' request with the batch of one launch (the rounds' slots), `rows` all the rows.
 struct RowsPlan {
   Plan plan;
+  bool temperature = false;
   bool rewrites = false;  // bias or penalties
   size_t ws_bytes = 0;
 };
-RowsPlan rows_plan(const Request& r, bool extra, const ExecConfig& cfg) {
+RowsPlan rows_plan(const Request& r, int64_t rows, bool extra, bool logprobs,
+                   const ExecConfig& cfg) {
   RowsPlan rp;
   rp.rewrites = r.logit_bias.offsets || r.prompt_tokens.offsets || r.output_tokens.offsets || extra;
+  if (!rp.rewrites && !logprobs && stream_alone(r) && !may_top_p(r)) {
+    rp.temperature = true;
+    rp.ws_bytes = temperature_bytes(r, rows);  // (its sub-chunk sums: every row's)
+    return rp;
+  }
   rp.plan = make_plan(r, device(), cfg.gpu_keys);
   if (rp.rewrites) {
     rp.plan.stream = false;
     rp.plan.smem_keys = false;
     rp.plan.smem = sizeof(Exchange);
-    rp.ws_bytes = 2 * static_cast<size_t>(r.logits.batch) * static_cast<size_t>(r.logits.vocab) *
-                  sizeof(uint32_t);
+    rp.ws_bytes =
+        2 * static_cast<size_t>(rows) * static_cast<size_t>(r.logits.vocab) * sizeof(uint32_t);
   }
   return rp;
 }
@@ -68,16 +83,29 @@ RowsPlan rows_plan(const Request& r, bool extra, const ExecConfig& cfg) {
 struct Layout {
   size_t flag = 0, state = 0, t_rows = 0, d_rows = 0, paths = 0, t_sets = 0, t_token = 0,
          t_status = 0, t_lp = 0, d_sets = 0, d_token = 0, d_status = 0, d_total = 0, jobs = 0,
-         sums = 0, removed = 0, t_ws = 0, d_ws = 0;
+         sums = 0, removed = 0, walk = 0, t_map = 0, d_map = 0, t_ws = 0, d_ws = 0;
   size_t bytes() const {
     return flag + state + t_rows + d_rows + paths + t_sets + t_token + t_status + t_lp + d_sets +
-           d_token + d_status + d_total + jobs + sums + removed + t_ws + d_ws + 256;
+           d_token + d_status + d_total + jobs + sums + removed + walk + t_map + d_map + t_ws +
+           d_ws + 256;
   }
 };
+
+// Rows a round should give the GPU at least (LMSAMPLE_VERIFY_ROUND_ROWS overrides it, for tests
+// and tuning): about where the temperature kernel's time per row stops falling on an H200.
+int64_t round_rows() {
+  const char* e = std::getenv("LMSAMPLE_VERIFY_ROUND_ROWS");
+  const long long v = e ? std::atoll(e) : 0;
+  return v > 0 ? v : 128;
+}
 
 struct Call {
   int64_t requests = 0, rows = 0, drafts = 0;  // drafts: rows - requests (chain)
   int64_t chunks = 0;                          // of the residual kernels
+  int32_t max_drafts = kMaxDrafts;             // chain: drafts, tree: depth, a request's most
+  int32_t window = 0;                          // rows per request a round (0: one launch)
+  int32_t rounds = 1;
+  int64_t slots = 0;  // rows a launch computes (window * requests)
   bool tree = false;
   DraftKind kind = DraftKind::kDeterministic;
   bool logprobs = false;
@@ -87,9 +115,29 @@ struct Call {
   Layout lay;
 };
 
+// The rounds: a chain's request has at most max_drafts + 1 positions, a tree's path as many
+// nodes. Where every row at once would not fill the GPU past round_rows(), one launch computes
+// them all (what early rejections leave unused costs little there); else a chain's round takes
+// the next ceil(round_rows() / B) positions of each request, a tree's the node reached.
+void plan_rounds(Call& c, int32_t cap) {
+  const int64_t bound = std::max<int64_t>(0, std::min<int64_t>(kMaxDrafts, c.rows - c.requests));
+  c.max_drafts = cap > 0 ? std::min(cap, kMaxDrafts) : kMaxDrafts;
+  const int64_t positions = std::min<int64_t>(c.max_drafts, bound) + 1;
+  const int64_t fill = round_rows();
+  c.window = 0;
+  c.rounds = 1;
+  c.slots = c.rows;
+  if (c.requests == 0 || c.rows <= fill || positions <= 1) return;
+  const int64_t w = c.tree ? 1 : std::max<int64_t>(1, (fill + c.requests - 1) / c.requests);
+  if (w >= positions) return;
+  c.window = static_cast<int32_t>(w);
+  c.rounds = static_cast<int32_t>((positions + w - 1) / w);
+  c.slots = c.requests * w;
+}
+
 template <typename Req>
 Call plan_call(const Req& req, bool tree, DraftKind kind, const Logits& draft, bool logprobs,
-               const ExecConfig& cfg) {
+               int32_t cap, const ExecConfig& cfg) {
   Call c;
   c.requests = req.requests;
   c.rows = req.target.batch;
@@ -98,8 +146,10 @@ Call plan_call(const Req& req, bool tree, DraftKind kind, const Logits& draft, b
   c.kind = kind;
   c.logprobs = logprobs;
   c.extra = penalties_may_apply(req.params) && c.rows > c.requests;
+  plan_rounds(c, cap);
   c.t_req = rows_request(req, req.target);
-  c.t_plan = rows_plan(c.t_req, c.extra, cfg);
+  c.t_req.logits.batch = c.slots;
+  c.t_plan = rows_plan(c.t_req, c.rows, c.extra, logprobs, cfg);
   const size_t n = static_cast<size_t>(c.rows), b = static_cast<size_t>(c.requests);
   const size_t nd = kind == DraftKind::kDeterministic || tree ? 0 : static_cast<size_t>(c.drafts);
   Layout& l = c.lay;
@@ -112,17 +162,24 @@ Call plan_call(const Req& req, bool tree, DraftKind kind, const Logits& draft, b
   l.t_lp = logprobs ? up256(n * 4) : 0;
   if (kind == DraftKind::kLogits && !tree) {
     c.d_req = rows_request(req, draft);
-    c.d_plan = rows_plan(c.d_req, c.extra, cfg);
+    if (c.window) c.d_req.logits.batch = c.slots;
+    c.d_plan = rows_plan(c.d_req, c.drafts, c.extra, false, cfg);
     l.d_rows = up256(nd * sizeof(VerifyRow));
     l.d_sets = up256(nd * sizeof(KeptSet));
     l.d_token = l.d_status = up256(nd * 4);
     l.d_ws = c.d_plan.ws_bytes;
   }
-  if (kind == DraftKind::kProbs && !tree) l.d_total = up256(nd * 8);
+  if (kind == DraftKind::kProbs && !tree) l.d_total = up256(nd * 8) + up256(nd * 4);
   c.chunks = (req.target.vocab + kResidualChunk - 1) / kResidualChunk;
   l.jobs = up256(b * sizeof(ResidualJob));
   l.sums = up256(b * static_cast<size_t>(c.chunks) * sizeof(core::U128));
   l.removed = tree ? up256(b * kMaxTreeNodes * sizeof(int32_t)) : 0;
+  if (c.window) {
+    const size_t slots = static_cast<size_t>(c.slots);
+    l.walk = up256(b * 4);
+    l.t_map = up256(slots * 4);
+    l.d_map = kind == DraftKind::kLogits && !tree ? up256(slots * 4) : 0;
+  }
   l.t_ws = c.t_plan.ws_bytes;
   return c;
 }
@@ -134,26 +191,36 @@ T* take(char*& at, size_t bytes) {
   return p;
 }
 
-// The general kernel's verification launch over one set of rows.
-Status launch_kept_sets(const Request& r, const RowsPlan& rp, const VerifyRow* vrows,
-                        const int32_t* extra, KeptSet* sets, int32_t* token, int32_t* status,
-                        float* lp, uint32_t* ws, gpuStream_t stream) {
+// The kept sets of one set of rows (`rows` of them; r's batch: the launch's slots, which map
+// names the rows of, or every row where map is null): the temperature kernel (*sub_sums gets
+// its sub-chunk sums) or the general kernel's verification instantiation.
+Status launch_kept_sets(const Request& r, int64_t rows, const RowsPlan& rp, const int32_t* map,
+                        const VerifyRow* vrows, const int32_t* extra, KeptSet* sets, int32_t* token,
+                        int32_t* status, float* lp, uint32_t* ws, const uint64_t** sub_sums,
+                        gpuStream_t stream) {
   KernelArgs a{};
   a.req = r;
   a.out.tokens = token;
   a.out.status = status;
   a.out.logprob = lp;  // (asks for the logprob normaliser, which the kept set keeps)
   a.stride = stride_of(r.logits);
+  a.vrows = vrows;
+  a.kept_sets = sets;
+  a.row_map = map;
+  if (rp.temperature) {
+    const uint32_t* pending = nullptr;
+    char* fallback = nullptr;
+    return launch_temperature(a, reinterpret_cast<char*>(ws), stream, &pending, &fallback, rows,
+                              sub_sums);
+  }
   a.mask_words = api::mask_words_of(r);
   a.chunk = rp.plan.chunk;
   a.stream = rp.plan.stream;
-  if (ws) {
+  if (ws && rp.rewrites) {
     a.ws_keys = ws;
-    a.ws_tags = ws + static_cast<size_t>(r.logits.batch) * static_cast<size_t>(r.logits.vocab);
+    a.ws_tags = ws + static_cast<size_t>(rows) * static_cast<size_t>(r.logits.vocab);
   }
-  a.vrows = vrows;
   a.extra = extra;
-  a.kept_sets = sets;
   return launch_rows(a, rp.plan, r.logits.batch, RowsKernel::kVerify, stream);
 }
 
@@ -182,11 +249,16 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   KeptSet* d_sets = take<KeptSet>(at, l.d_sets);
   int32_t* d_token = take<int32_t>(at, l.d_token);
   int32_t* d_status = take<int32_t>(at, l.d_status);
-  uint64_t* d_total = take<uint64_t>(at, l.d_total);
+  uint64_t* d_total = take<uint64_t>(at, l.d_total);  // (and each row's bad flag after them)
   va.jobs = take<ResidualJob>(at, l.jobs);
   va.chunk_sums = take<core::U128>(at, l.sums);
   va.chunks = c.chunks;
   va.removed = take<int32_t>(at, l.removed);
+  va.walk = take<int32_t>(at, l.walk);
+  va.t_map = take<int32_t>(at, l.t_map);
+  va.d_map = take<int32_t>(at, l.d_map);
+  va.window = c.window;
+  va.max_drafts = c.max_drafts;
   uint32_t* t_ws = take<uint32_t>(at, l.t_ws);
   uint32_t* d_ws = take<uint32_t>(at, l.d_ws);
   va.requests = c.requests;
@@ -201,12 +273,15 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   va.t_sets = t_sets;
   va.t_token = t_token;
   va.t_status = t_status;
-  va.t_keys = t_ws;
+  va.t_keys = c.t_plan.rewrites ? t_ws : nullptr;  // (else the temperature kernel's, or none)
   va.d_sets = d_sets;
   va.d_token = d_token;
   va.d_status = d_status;
-  va.d_keys = d_ws;
+  va.d_keys = c.d_plan.rewrites ? d_ws : nullptr;
   va.d_prob_total = d_total;
+  va.d_prob_bad =
+      d_total ? reinterpret_cast<uint32_t*>(d_total + up256(static_cast<size_t>(c.drafts) * 8) / 8)
+              : nullptr;
 
   // 1. the structure (one CTA), 2. each request's drafts or tree and its rows' maps
   const int max_rows = c.tree ? kMaxTreeNodes : kMaxDrafts + 1;
@@ -215,24 +290,35 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   verify_prepare_kernel<<<pgrid, 128, 0, stream>>>(va);
   gpuError_t e = gpuGetLastError();
   if (e != gpuSuccess) return runtime_error("verification launch", e);
-  // 3. kept sets of the target rows (and the draft rows), or the draft probabilities' totals
+  // 3. the draft probabilities' totals (every row: each probability is checked before a
+  // decision), then in each round 4. the kept sets of its target rows (and draft rows) and
+  // 5. its decisions; 6. the residual draws they leave (sums per chunk, then the draw)
   const int32_t* extra = !c.extra ? nullptr : c.tree ? va.paths : va.drafts;
-  Status s = launch_kept_sets(c.t_req, c.t_plan, va.t_rows, extra, t_sets, t_token, t_status, t_lp,
-                              t_ws, stream);
-  if (!s.ok()) return s;
-  if (c.kind == DraftKind::kLogits && c.drafts > 0) {
-    s = launch_kept_sets(c.d_req, c.d_plan, va.d_rows, extra, d_sets, d_token, d_status, nullptr,
-                         d_ws, stream);
-    if (!s.ok()) return s;
+  if (c.kind == DraftKind::kProbs && c.drafts > 0) {
+    e = gpuMemsetAsync(d_total, 0, l.d_total, stream);
+    if (e != gpuSuccess) return runtime_error("verification workspace", e);
+    draft_prob_total_kernel<kResidualThreads>
+        <<<dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)), kResidualThreads,
+           0, stream>>>(va);
   }
-  if (c.kind == DraftKind::kProbs && c.drafts > 0)
-    draft_prob_total_kernel<256><<<static_cast<unsigned>(c.drafts), 256, 0, stream>>>(va);
-  // 4. the decisions, 5. the residual draws they leave (sums per chunk, then the draw)
   const unsigned grid = static_cast<unsigned>(c.requests);
-  if (c.tree)
-    verify_tree_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
-  else
-    verify_chain_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
+  for (int32_t round = 0; round < c.rounds; ++round) {
+    const uint64_t* sub_sums = nullptr;
+    Status s = launch_kept_sets(c.t_req, c.rows, c.t_plan, va.t_map, va.t_rows, extra, t_sets,
+                                t_token, t_status, t_lp, t_ws, &sub_sums, stream);
+    if (!s.ok()) return s;
+    va.t_sub_sums = sub_sums;
+    va.nsub = sub_sums ? (req.target.vocab + temperature::kSub - 1) / temperature::kSub : 0;
+    if (c.kind == DraftKind::kLogits && c.drafts > 0) {
+      s = launch_kept_sets(c.d_req, c.drafts, c.d_plan, va.d_map, va.d_rows, extra, d_sets, d_token,
+                           d_status, nullptr, d_ws, nullptr, stream);
+      if (!s.ok()) return s;
+    }
+    if (c.tree)
+      verify_tree_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
+    else
+      verify_chain_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
+  }
   residual_sums_kernel<kResidualThreads>
       <<<dim3(grid, static_cast<unsigned>(c.chunks)), kResidualThreads, 0, stream>>>(va);
   residual_draw_kernel<kResidualThreads><<<grid, kResidualThreads, 0, stream>>>(va);
@@ -242,17 +328,18 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
 }
 
 Call chain_call(const ChainRequest& req, bool logprobs, const ExecConfig& cfg) {
-  return plan_call(req, false, req.draft_kind, req.draft, logprobs, cfg);
+  return plan_call(req, false, req.draft_kind, req.draft, logprobs, req.max_drafts, cfg);
 }
 Call tree_call(const TreeRequest& req, bool logprobs, const ExecConfig& cfg) {
-  return plan_call(req, true, DraftKind::kDeterministic, Logits{}, logprobs, cfg);
+  return plan_call(req, true, DraftKind::kDeterministic, Logits{}, logprobs, req.max_depth, cfg);
 }
 
 }  // namespace
 
+// (with or without logprobs, whichever plan asks more: the size cannot depend on the outputs)
 size_t verify_chain_workspace_size(const ChainRequest& req, const ExecConfig& cfg) {
   if (device().id < 0) return 0;
-  return chain_call(req, true, cfg).lay.bytes();
+  return std::max(chain_call(req, true, cfg).lay.bytes(), chain_call(req, false, cfg).lay.bytes());
 }
 
 Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* workspace,
@@ -273,7 +360,7 @@ Status verify_chain(const ChainRequest& req, const ChainOutputs& out, void* work
 
 size_t verify_tree_workspace_size(const TreeRequest& req, const ExecConfig& cfg) {
   if (device().id < 0) return 0;
-  return tree_call(req, true, cfg).lay.bytes();
+  return std::max(tree_call(req, true, cfg).lay.bytes(), tree_call(req, false, cfg).lay.bytes());
 }
 
 Status verify_tree(const TreeRequest& req, const TreeOutputs& out, void* workspace,

@@ -13,11 +13,11 @@
 #include "core/philox.hpp"
 #include "core/verify.hpp"
 #include "gpu/sample_kernel.cuh"
+#include "gpu/temperature_kernel.cuh"
 
 namespace lmsample::gpu {
 
-constexpr int kDecideThreads = kWarpSize;     // the decision kernels: one warp per request
-constexpr uint64_t kBadProbs = ~uint64_t{0};  // a draft row's total where a probability is bad
+constexpr int kDecideThreads = kWarpSize;  // the decision kernels: one warp per request
 
 constexpr int kResidualThreads = 256;
 constexpr int kResidualPerThread = 32;
@@ -61,7 +61,8 @@ struct VerifyArgs {
   const int32_t* d_token = nullptr;
   const int32_t* d_status = nullptr;
   const uint32_t* d_keys = nullptr;
-  const uint64_t* d_prob_total = nullptr;  // kProbs: each draft row's total, or kBadProbs
+  uint64_t* d_prob_total = nullptr;  // kProbs: each draft row's total
+  uint32_t* d_prob_bad = nullptr;    // kProbs: nonzero where a row has a bad probability
   // workspace: the call's structural verdict, each request's, the rows' maps, the trees' paths
   uint32_t* flag = nullptr;
   int32_t* state = nullptr;
@@ -72,6 +73,22 @@ struct VerifyArgs {
   core::U128* chunk_sums = nullptr;  // [requests, chunks]
   int64_t chunks = 0;                // ceil(vocab / kResidualChunk)
   int32_t* removed = nullptr;        // tree: [requests, kMaxTreeNodes]
+  // The rounds (verify_gpu.cu). window 0: every row's kept set is computed before the decisions,
+  // in one launch. Else the kept sets come a round at a time, `window` rows per request (chain:
+  // the next positions; tree: 1, the node reached): walk[b] is request b's next position or node
+  // (-1: decided), t_map / d_map [requests, window] the target / draft rows of its next round's
+  // slots (-1: none).
+  int32_t window = 0;
+  int32_t* walk = nullptr;
+  int32_t* t_map = nullptr;
+  int32_t* d_map = nullptr;
+  // Drafts (chain) or depth (tree) a request may have at most (the caller's max_drafts /
+  // max_depth, else kMaxDrafts): a request with more gets kRowBadDraft.
+  int32_t max_drafts = kMaxDrafts;
+  // Where the temperature kernel computed the target rows: their sub-chunk sums ([rows, nsub]),
+  // from which a deterministic draft's residual takes its chunk sums; null otherwise.
+  const uint64_t* t_sub_sums = nullptr;
+  int64_t nsub = 0;
   // outputs
   int32_t* accepted = nullptr;
   int32_t* tokens = nullptr;  // [rows]
@@ -106,10 +123,21 @@ __global__ void __launch_bounds__(kThreads) verify_check_kernel(const VerifyArgs
     for (int64_t r = threadIdx.x; r < a.rows - a.requests; r += kThreads) a.d_rows[r].req = -1;
 }
 
+// Request b's slots of the next round emptied (it computes no more rows), by the calling threads.
+__device__ inline void clear_slots(const VerifyArgs& a, int64_t b, int first, int step) {
+  if (a.window == 0) return;
+  for (int g = first; g < a.window; g += step) {
+    a.t_map[b * a.window + g] = -1;
+    if (a.d_map) a.d_map[b * a.window + g] = -1;
+  }
+  if (first == 0) a.walk[b] = -1;
+}
+
 // Status kRowBadDraft (or kRowBadTokenId) for request b: no row of it is computed, its outputs
 // say so.
 __device__ inline void fail_request(const VerifyArgs& a, int64_t b, int64_t r0, int64_t m,
                                     int32_t status) {
+  clear_slots(a, b, 0, 1);
   a.state[b] = status;
   a.status[b] = status;
   a.accepted[b] = 0;
@@ -123,11 +151,13 @@ __device__ inline void fail_request(const VerifyArgs& a, int64_t b, int64_t r0, 
 }
 
 // One thread per request: its drafts (chain) or tree checked, then its rows' maps written (a
-// tree's node paths too, each below its parent's).
+// tree's node paths too, each below its parent's), and the slots of its first round.
 __global__ void verify_prepare_kernel(const VerifyArgs a) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= a.requests) return;
+  a.jobs[b].kind = kJobNone;
   if (*a.flag) {
+    clear_slots(a, b, 0, 1);
     a.state[b] = kRowBadDraft;
     a.status[b] = kRowBadDraft;
     a.accepted[b] = 0;
@@ -136,6 +166,7 @@ __global__ void verify_prepare_kernel(const VerifyArgs a) {
   const int64_t r0 = a.offsets[b], m = a.offsets[b + 1] - r0, d0 = r0 - b;
   const int64_t v = a.vocab;
   if (!a.tree) {
+    if (m - 1 > a.max_drafts) return fail_request(a, b, r0, m, kRowBadDraft);
     for (int64_t j = 0; j + 1 < m; ++j) {
       const int32_t x = a.drafts[d0 + j];
       if (x < 0 || x >= v) return fail_request(a, b, r0, m, kRowBadTokenId);
@@ -157,7 +188,7 @@ __global__ void verify_prepare_kernel(const VerifyArgs a) {
       if (p < 0 || p >= i) return fail_request(a, b, r0, m, kRowBadDraft);
       if (x < 0 || x >= v) return fail_request(a, b, r0, m, kRowBadTokenId);
       const int32_t depth = a.t_rows[r0 + p].extra_n + 1;
-      if (depth > kMaxDrafts) return fail_request(a, b, r0, m, kRowBadDraft);
+      if (depth > a.max_drafts) return fail_request(a, b, r0, m, kRowBadDraft);
       int32_t* to = a.paths + (r0 + i) * kMaxDrafts;
       const int32_t* from = a.paths + (r0 + p) * kMaxDrafts;
       for (int32_t d = 0; d + 1 < depth; ++d) to[d] = from[d];
@@ -167,33 +198,51 @@ __global__ void verify_prepare_kernel(const VerifyArgs a) {
     }
   }
   a.state[b] = kRowOk;
+  if (a.window > 0) {  // the first round: positions 0 .. window - 1 (chain), the root (tree)
+    a.walk[b] = 0;
+    for (int g = 0; g < a.window; ++g) {
+      a.t_map[b * a.window + g] = g < m ? static_cast<int32_t>(r0 + g) : -1;
+      if (a.d_map) a.d_map[b * a.window + g] = g + 1 < m ? static_cast<int32_t>(d0 + g) : -1;
+    }
+  }
 }
 
-// One CTA per draft row (kProbs): the row's total fixed-point mass, or kBadProbs where a
-// probability is outside [0, 1] or NaN.
+// Grid (draft rows, chunks), kProbs: each CTA adds its kResidualChunk probabilities' fixed-point
+// masses to its row's total (d_prob_total, zeroed before: integer sums, so their order does not
+// matter) and marks the row in d_prob_bad where one is outside [0, 1] or NaN. (One CTA a row
+// was latency-bound: 32 rows took ~150 us.)
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) draft_prob_total_kernel(const VerifyArgs a) {
   __shared__ uint64_t part[kThreads / kWarpSize];
   __shared__ int bad;
   if (threadIdx.x == 0) bad = 0;
   __syncthreads();
-  const float* q = static_cast<const float*>(a.draft.data) + blockIdx.x * a.dstride;
+  const int64_t d = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * kResidualChunk;
+  const float* q = static_cast<const float*>(a.draft.data) + d * a.dstride;
+  float x[kResidualPerThread];
+#pragma unroll
+  for (int k = 0; k < kResidualPerThread; ++k) {
+    const int64_t i = c0 + k * kThreads + threadIdx.x;
+    x[k] = i < a.vocab ? q[i] : 0.0f;
+  }
   uint64_t sum = 0;
   bool ok = true;
-  for (int64_t i = threadIdx.x; i < a.vocab; i += kThreads) {
-    const float x = q[i];
-    ok = ok && core::prob_ok(x);
-    sum += core::prob_weight(core::prob_ok(x) ? x : 0.0f);
+#pragma unroll
+  for (int k = 0; k < kResidualPerThread; ++k) {
+    ok = ok && core::prob_ok(x[k]);
+    sum += core::prob_weight(core::prob_ok(x[k]) ? x[k] : 0.0f);
   }
   if (!ok) bad = 1;
 #pragma unroll
-  for (int d = kWarpSize / 2; d > 0; d >>= 1) sum += shfl_xor(sum, d);
+  for (int s = kWarpSize / 2; s > 0; s >>= 1) sum += shfl_xor(sum, s);
   if (lane_id() == 0) part[threadIdx.x / kWarpSize] = sum;
   __syncthreads();
   if (threadIdx.x == 0) {
     uint64_t t = 0;
     for (int w = 0; w < kThreads / kWarpSize; ++w) t += part[w];
-    const_cast<uint64_t*>(a.d_prob_total)[blockIdx.x] = bad ? kBadProbs : t;
+    atomicAdd(reinterpret_cast<unsigned long long*>(a.d_prob_total + d),
+              static_cast<unsigned long long>(t));
+    if (bad) atomicOr(a.d_prob_bad + d, 1u);
   }
 }
 
@@ -255,27 +304,133 @@ __device__ __forceinline__ void reset_rows(const VerifyArgs& a, int64_t r0, int6
   __syncthreads();
 }
 
+// A deterministic draft's residual draw by one warp, from the temperature kernel's sub-chunk
+// sums of row r: the row's weights with `removed` (chain: the rejected draft; tree: the rejected
+// children's tokens) taken out, so R = W less theirs, t = floor(u R / 2^64), and the token is
+// the lowest id whose running weight passes t, as residual_draw_kernel would find it: the
+// sub-chunk that holds t (a warp of sums at a time), then its kSub tokens in order. Every lane
+// returns the same. False (nothing found) where that kernel did not compute the row, the kept
+// set is greedy (no sums), or nothing is left: the residual kernels take the job then.
+template <typename Removed>
+__device__ bool draw_less_removed(const VerifyArgs& a, int64_t r, const KeptWeight& wt,
+                                  const ChunkKeys& tk, int nrem, Removed removed, uint64_t u,
+                                  int32_t* token, uint32_t* key) {
+  if (!a.t_sub_sums || wt.s.kind == kKeptGreedy) return false;
+  constexpr int kSub = temperature::kSub, kPer = kSub / kWarpSize;
+  const int lane = lane_id();
+  const auto gone = [&](int64_t i) {
+    bool g = false;
+    for (int q = 0; q < nrem; ++q) g = g || removed(q) == i;
+    return g;
+  };
+  const auto weight_of = [&](int64_t i) { return wt(tk(static_cast<int>(i)), i); };
+  uint64_t wrem = 0;
+  for (int q = 0; q < nrem; ++q) wrem += weight_of(removed(q));
+  const uint64_t rest = wt.s.total - wrem;
+  if (rest == 0) return false;
+  const uint64_t t = core::scale_draw(u, rest);
+  const uint64_t* ss = a.t_sub_sums + r * a.nsub;
+  int64_t hit = -1;
+  uint64_t base = 0;         // the weight before sub-chunk `hit`
+  constexpr int kAhead = 4;  // warps of sums loaded at once (their latencies overlap)
+  for (int64_t q0 = 0; q0 < a.nsub && hit < 0; q0 += kAhead * kWarpSize) {
+    uint64_t sums[kAhead];
+#pragma unroll
+    for (int h = 0; h < kAhead; ++h) {
+      const int64_t k = q0 + h * kWarpSize + lane;
+      sums[h] = k < a.nsub ? ss[k] : 0;
+    }
+#pragma unroll
+    for (int h = 0; h < kAhead; ++h) {
+      if (hit >= 0) continue;  // (found in an earlier warp of sums)
+      const int64_t k = q0 + h * kWarpSize + lane;
+      uint64_t s = sums[h];
+      for (int q = 0; q < nrem; ++q) {
+        const int32_t x = removed(q);
+        if (x / kSub == k) s -= weight_of(x);
+      }
+      uint64_t incl = s;
+#pragma unroll
+      for (int d = 1; d < kWarpSize; d <<= 1) {
+        const uint64_t y = shfl_up(incl, d);
+        if (lane >= d) incl += y;
+      }
+      const uint64_t found = ballot(base + incl > t);
+      if (found) {
+        const int first = __ffsll(static_cast<long long>(found)) - 1;
+        hit = q0 + h * kWarpSize + first;
+        base += shfl_idx64(incl - s, first);
+      } else {
+        base += shfl_idx64(incl, kWarpSize - 1);
+      }
+    }
+  }
+  if (hit < 0) return false;
+  const int64_t t0 = hit * kSub + static_cast<int64_t>(kPer) * lane;
+  uint32_t keys[kPer];
+  uint64_t w[kPer], mine = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int64_t i = t0 + j;
+    keys[j] = i < a.vocab ? tk(static_cast<int>(i)) : core::kKeyNegInf;
+    w[j] = i < a.vocab && !gone(i) ? wt(keys[j], i) : 0;
+    mine += w[j];
+  }
+  uint64_t incl = mine;
+#pragma unroll
+  for (int d = 1; d < kWarpSize; d <<= 1) {
+    const uint64_t y = shfl_up(incl, d);
+    if (lane >= d) incl += y;
+  }
+  uint64_t run = base + incl - mine;
+  int32_t tok = -1;
+  uint32_t kk = core::kKeyNegInf;
+  if (mine > 0 && run <= t && t < run + mine) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      if (tok < 0 && w[j] > 0) {
+        if (t < run + w[j]) {
+          tok = static_cast<int32_t>(t0 + j);
+          kk = keys[j];
+        }
+        run += w[j];
+      }
+    }
+  }
+  const uint64_t who = ballot(tok >= 0);
+  if (!who) return false;
+  const int src = __ffsll(static_cast<long long>(who)) - 1;
+  *token = static_cast<int32_t>(shfl_idx(static_cast<uint32_t>(tok), src));
+  *key = shfl_idx(kk, src);
+  return true;
+}
+
 // Chain verification, one warp per request (the same steps as cpu::verify_request; every lane
-// makes the same decisions): the accepted drafts and the bonus token are emitted here, a
-// rejection's residual draw is left to residual_sums_kernel and residual_draw_kernel.
+// makes the same decisions): the accepted drafts and the bonus token are emitted here, and so is
+// a deterministic draft's residual draw where the row's sub-chunk sums allow; other residual
+// draws are left to residual_sums_kernel and residual_draw_kernel. In rounds (a.window > 0) a
+// launch decides the positions of the round's rows and names the next round's rows.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs a) {
   const int64_t b = blockIdx.x;
-  if (threadIdx.x == 0) a.jobs[b].kind = kJobNone;
   if (a.state[b] != kRowOk) return;  // (verify_prepare_kernel wrote its outputs)
+  const int64_t j0 = a.window ? a.walk[b] : 0;
+  if (j0 < 0) return;  // (decided in an earlier round)
   const int64_t r0 = a.offsets[b], k = a.offsets[b + 1] - r0 - 1, d0 = r0 - b;
+  const int64_t j1 = a.window && j0 + a.window - 1 < k ? j0 + a.window - 1 : k;
   const core::RowSettings rs = core::load_row_settings(a.params, b);
   const float inv_t = rs.temperature > 0.0f ? core::div_rn(1.0f, rs.temperature) : 0.0f;
-  reset_rows(a, r0, k + 1);
-  if (a.kind == DraftKind::kProbs) {  // every probability checked before anything is emitted
-    bool bad = false;
-    for (int64_t j = 0; j < k; ++j) bad = bad || a.d_prob_total[d0 + j] == kBadProbs;
-    if (bad) {
-      if (threadIdx.x == 0) {
-        a.accepted[b] = 0;
-        a.status[b] = kRowBadDraft;
+  int32_t accepted = 0, status = kRowOk;
+  bool decided = false;
+  if (j0 == 0) {
+    reset_rows(a, r0, k + 1);
+    if (a.kind == DraftKind::kProbs) {  // every probability checked before anything is emitted
+      bool bad = false;
+      for (int64_t j = 0; j < k; ++j) bad = bad || a.d_prob_bad[d0 + j] != 0;
+      if (bad) {
+        status = kRowBadDraft;
+        decided = true;
       }
-      return;
     }
   }
   const auto emit = [&](int64_t j, int32_t x, uint32_t key, const KeptSet& s) {
@@ -283,13 +438,13 @@ __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs
     a.tokens[r0 + j] = x;
     if (a.logprobs) a.logprobs[r0 + j] = emitted_logprob(s, key);
   };
-  int32_t accepted = 0, status = kRowOk;
-  for (int64_t j = 0; j <= k; ++j) {
+  for (int64_t j = j0; j <= j1 && !decided; ++j) {
     const int64_t r = r0 + j;
+    decided = true;
+    accepted = static_cast<int32_t>(j);
     const int32_t st = a.t_status[r];
     if (st != kRowOk) {
       status = st;
-      accepted = static_cast<int32_t>(j);
       break;
     }
     const KeptSet s = a.t_sets[r];
@@ -298,7 +453,6 @@ __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs
     if (j == k) {  // every draft accepted: the bonus token is the row's own draw
       const int32_t x = a.t_token[r];
       emit(j, x, tk(x), s);
-      accepted = static_cast<int32_t>(k);
       break;
     }
     const int32_t x = a.drafts[d0 + j];
@@ -334,9 +488,20 @@ __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs
         core::row_uniform64(rs.seed, rs.step, core::accept_substream(rs.substream, j));
     if (core::accept_draft(ua, wx, s.total, vx, wq)) {
       emit(j, x, kx, s);
+      decided = false;
       continue;
     }
-    // rejected: the token from the residual max(0, w Wq - v Wp) (residual_draw_kernel)
+    // rejected: the token from the residual max(0, w Wq - v Wp); a deterministic draft's is the
+    // row less x, drawn here where the row's sub-chunk sums allow, else by residual_draw_kernel
+    const uint64_t ud =
+        core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, j));
+    int32_t y = -1;
+    uint32_t ky = 0;
+    if (det && draw_less_removed(
+                   a, r, wt, tk, 1, [x](int) { return x; }, ud, &y, &ky)) {
+      emit(j, y, ky, s);
+      break;
+    }
     if (threadIdx.x == 0) {
       ResidualJob job{};
       job.kind = kJobChain;
@@ -344,40 +509,53 @@ __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs
       job.row = r;
       job.drow = det ? -1 : d;
       job.at = r;
-      job.u = core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, j));
+      job.u = ud;
       job.wq = wq;
       job.inv_t = inv_t;
       job.min_p = rs.min_p;
       a.jobs[b] = job;
     }
-    accepted = static_cast<int32_t>(j);
-    break;
   }
+  if (!decided) {  // every draft of the round accepted: its next positions
+    for (int g = lane_id(); g < a.window; g += kWarpSize) {
+      const int64_t j = j1 + 1 + g;
+      a.t_map[b * a.window + g] = j <= k ? static_cast<int32_t>(r0 + j) : -1;
+      if (a.d_map) a.d_map[b * a.window + g] = j < k ? static_cast<int32_t>(d0 + j) : -1;
+    }
+    if (threadIdx.x == 0) a.walk[b] = static_cast<int32_t>(j1 + 1);
+    return;
+  }
+  clear_slots(a, b, lane_id(), kWarpSize);
+  sync_warp();
   if (threadIdx.x == 0) {
+    if (a.window) a.walk[b] = -1;
     a.accepted[b] = accepted;
     a.status[b] = status;
   }
 }
 
 // Tree verification, one warp per request (the same steps as cpu::verify_tree_request); a draw
-// from a node whose children took tokens out is left to the residual kernels.
+// from a node whose children took tokens out is made here where the row's sub-chunk sums allow,
+// else left to the residual kernels. In rounds (a.window = 1) a launch decides the node reached
+// and names the accepted child's row as the next round's.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) verify_tree_kernel(const VerifyArgs a) {
   const int64_t b = blockIdx.x;
   int32_t* removed = a.removed + b * kMaxTreeNodes;  // the rejected siblings' tokens at the node
-  if (threadIdx.x == 0) a.jobs[b].kind = kJobNone;
   if (a.state[b] != kRowOk) return;
+  int64_t node = a.window ? a.walk[b] : 0;
+  if (node < 0) return;  // (decided in an earlier round)
   const int64_t n0 = a.offsets[b], m = a.offsets[b + 1] - n0;
   const core::RowSettings rs = core::load_row_settings(a.params, b);
   const float inv_t = rs.temperature > 0.0f ? core::div_rn(1.0f, rs.temperature) : 0.0f;
-  reset_rows(a, n0, m);
+  if (node == 0) reset_rows(a, n0, m);
   const auto emit = [&](int64_t at, int32_t x, uint32_t key, const KeptSet& s) {
     if (threadIdx.x != 0) return;
     a.tokens[n0 + at] = x;
     if (a.logprobs) a.logprobs[n0 + at] = emitted_logprob(s, key);
   };
   int32_t status = kRowOk;
-  int64_t node = 0, depth = 0;
+  int64_t depth = a.t_rows[n0 + node].extra_n;  // (the node's depth)
   for (;;) {
     const int64_t r = n0 + node;
     const int32_t st = a.t_status[r];
@@ -421,6 +599,13 @@ __global__ void __launch_bounds__(kThreads) verify_tree_kernel(const VerifyArgs 
       emit(depth, x, tk(x), s);
       ++depth;
       node = next;
+      if (a.window) {  // the child's row is the next round's
+        if (threadIdx.x == 0) {
+          a.walk[b] = static_cast<int32_t>(node);
+          a.t_map[b] = static_cast<int32_t>(n0 + node);
+        }
+        return;
+      }
       continue;
     }
     // no child accepted: the token from what is left (the row's own draw where nothing was
@@ -430,13 +615,22 @@ __global__ void __launch_bounds__(kThreads) verify_tree_kernel(const VerifyArgs 
       emit(depth, x, tk(x), s);
       break;
     }
+    const uint64_t ud =
+        core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, node));
+    int32_t y = -1;
+    uint32_t ky = 0;
+    if (draw_less_removed(
+            a, r, wt, tk, nrem, [removed](int i) { return removed[i]; }, ud, &y, &ky)) {
+      emit(depth, y, ky, s);
+      break;
+    }
     if (threadIdx.x == 0) {
       ResidualJob job{};
       job.kind = kJobTree;
       job.row = r;
       job.drow = -1;
       job.at = n0 + depth;
-      job.u = core::row_uniform64(rs.seed, rs.step, core::draw_substream(rs.substream, node));
+      job.u = ud;
       job.wq = 1;
       job.nrem = nrem;
       job.inv_t = inv_t;
@@ -445,6 +639,7 @@ __global__ void __launch_bounds__(kThreads) verify_tree_kernel(const VerifyArgs 
     }
     break;
   }
+  clear_slots(a, b, lane_id(), kWarpSize);
   if (threadIdx.x == 0) {
     a.accepted[b] = static_cast<int32_t>(depth);
     a.status[b] = status;
@@ -528,47 +723,61 @@ __global__ void __launch_bounds__(kThreads) residual_sums_kernel(const VerifyArg
 }
 
 // One CTA per job: t = floor(u R / 2^64) over the chunks' sums; the chunk that brackets it is
-// walked again, each thread summing a contiguous run, a scan of the runs, and the thread whose
-// run brackets t finds the token in it. The token and its logprob are written.
+// walked again, each thread summing a contiguous run (its keys loaded at once), a scan of the
+// runs, and the thread whose run brackets t finds the token in it. The token and its logprob are
+// written.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) residual_draw_kernel(const VerifyArgs a) {
   const int64_t b = blockIdx.x;
   const ResidualJob job = a.jobs[b];
   if (job.kind == kJobNone) return;
   __shared__ core::U128 part[kThreads / kWarpSize];
+  __shared__ core::U128 sums[kThreads];
   __shared__ core::U128 off;
   __shared__ int64_t chunk;
   __shared__ int32_t token;
   __shared__ uint32_t token_key;
   const JobWeight jw(a, b, job);
+  // the chunk that holds t, kThreads chunk sums at a time
+  const core::U128* cs = a.chunk_sums + b * a.chunks;
   if (threadIdx.x == 0) {
-    const core::U128* cs = a.chunk_sums + b * a.chunks;
-    core::U128 total{0, 0};
-    for (int64_t c = 0; c < a.chunks; ++c) total = core::u128_add(total, cs[c]);
-    const core::U128 t = core::u128_scale(job.u, total);
-    core::U128 before{0, 0};
     chunk = -1;
-    for (int64_t c = 0; c < a.chunks; ++c) {
-      const core::U128 next = core::u128_add(before, cs[c]);
-      if (core::u128_less(t, next)) {
-        chunk = c;
-        off = core::u128_sub(t, before);  // t's offset within the chunk
-        break;
-      }
-      before = next;
-    }
     token = -1;
     token_key = core::kKeyNegInf;
   }
-  __syncthreads();
+  core::U128 total{0, 0};
+  for (int64_t c = threadIdx.x; c < a.chunks; c += kThreads) total = core::u128_add(total, cs[c]);
+  total = block_sum128<kThreads>(total, part);
+  const core::U128 t = core::u128_scale(job.u, total);
+  core::U128 before{0, 0};
+  for (int64_t c0 = 0; c0 < a.chunks; c0 += kThreads) {
+    const int64_t n = a.chunks - c0 < kThreads ? a.chunks - c0 : kThreads;
+    if (threadIdx.x < n) sums[threadIdx.x] = cs[c0 + threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x == 0 && chunk < 0) {
+      for (int64_t c = 0; c < n; ++c) {
+        const core::U128 next = core::u128_add(before, sums[c]);
+        if (core::u128_less(t, next)) {
+          chunk = c0 + c;
+          off = core::u128_sub(t, before);  // t's offset within the chunk
+          break;
+        }
+        before = next;
+      }
+    }
+    __syncthreads();
+  }
   if (chunk >= 0) {
     const int64_t v = a.vocab;
     const int64_t i0 = chunk * kResidualChunk + threadIdx.x * kResidualPerThread;
+    uint32_t keys[kResidualPerThread];
+#pragma unroll
+    for (int q = 0; q < kResidualPerThread; ++q)
+      keys[q] = i0 + q < v ? jw.tk(static_cast<int>(i0 + q)) : core::kKeyNegInf;
     core::U128 mine{0, 0};
-    for (int q = 0; q < kResidualPerThread; ++q) {
-      const int64_t i = i0 + q;
-      if (i < v) mine = core::u128_add(mine, jw(jw.tk(static_cast<int>(i)), i));
-    }
+#pragma unroll
+    for (int q = 0; q < kResidualPerThread; ++q)
+      if (i0 + q < v) mine = core::u128_add(mine, jw(keys[q], i0 + q));
     // exclusive scan of the threads' sums: warp scans, then the warps' totals
     core::U128 incl = mine;
     const int lane = lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
@@ -579,22 +788,21 @@ __global__ void __launch_bounds__(kThreads) residual_draw_kernel(const VerifyArg
     }
     if (lane == kWarpSize - 1) part[warp] = incl;
     __syncthreads();
-    core::U128 before{0, 0};
-    for (int w = 0; w < warp; ++w) before = core::u128_add(before, part[w]);
-    before = core::u128_add(before, core::u128_sub(incl, mine));
-    const core::U128 t = off;
-    // this thread's run brackets t: before <= t < before + mine
-    if (!core::u128_less(t, before) && core::u128_less(t, core::u128_add(before, mine))) {
-      core::U128 acc = before;
+    core::U128 run{0, 0};
+    for (int w = 0; w < warp; ++w) run = core::u128_add(run, part[w]);
+    run = core::u128_add(run, core::u128_sub(incl, mine));
+    const core::U128 tt = off;
+    // this thread's run brackets t: run <= t < run + mine
+    if (!core::u128_less(tt, run) && core::u128_less(tt, core::u128_add(run, mine))) {
+      bool found = false;
+#pragma unroll
       for (int q = 0; q < kResidualPerThread; ++q) {
-        const int64_t i = i0 + q;
-        if (i >= v) break;
-        const uint32_t k = jw.tk(static_cast<int>(i));
-        acc = core::u128_add(acc, jw(k, i));
-        if (core::u128_less(t, acc)) {
-          token = static_cast<int32_t>(i);
-          token_key = k;
-          break;
+        if (found || i0 + q >= v) continue;
+        run = core::u128_add(run, jw(keys[q], i0 + q));
+        if (core::u128_less(tt, run)) {
+          found = true;
+          token = static_cast<int32_t>(i0 + q);
+          token_key = keys[q];
         }
       }
     }

@@ -6,6 +6,7 @@
 // then hold for the GPU's results too.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -120,8 +121,9 @@ int32_t draft_for(const HostBatch& hb, int64_t row, Rng& rng) {
 class GpuVerify : public GpuTest {
  protected:
   // Random requests (K_b in [0, kmax]) over a random batch of cfg's kind of rows; CPU and GPU
-  // (each key mode) compared. Returns the requests compared.
-  int64_t chain_group(GroupCfg cfg, int64_t requests, int kmax, DraftKind kind, bool logprobs) {
+  // (each key mode) compared, with ChainRequest::max_drafts = cap. Returns the requests compared.
+  int64_t chain_group(GroupCfg cfg, int64_t requests, int kmax, DraftKind kind, bool logprobs,
+                      int32_t cap = 0) {
     Rng rng(mix_seed(cfg.seed, 77));
     std::vector<int64_t> off{0};
     for (int64_t b = 0; b < requests; ++b) off.push_back(off.back() + 1 + rng.range(0, kmax));
@@ -158,6 +160,7 @@ class GpuVerify : public GpuTest {
       c.draft_kind = kind;
       if (kind != DraftKind::kDeterministic)
         c.draft = lmsample::Logits{dl, DType::kFloat32, nd, v, 0};
+      c.max_drafts = cap;
       return c;
     };
     // CPU
@@ -213,8 +216,9 @@ class GpuVerify : public GpuTest {
     return requests;
   }
 
-  // Random trees (1 to 12 nodes) over cfg's rows; CPU and GPU compared.
-  int64_t tree_group(GroupCfg cfg, int64_t requests, bool logprobs) {
+  // Random trees (1 to 12 nodes) over cfg's rows; CPU and GPU compared (with
+  // TreeRequest::max_depth the deepest node's depth where state_depth is set).
+  int64_t tree_group(GroupCfg cfg, int64_t requests, bool logprobs, bool state_depth = false) {
     Rng rng(mix_seed(cfg.seed, 99));
     std::vector<int64_t> off{0};
     for (int64_t b = 0; b < requests; ++b) off.push_back(off.back() + rng.range(1, 12));
@@ -233,6 +237,15 @@ class GpuVerify : public GpuTest {
         toks[static_cast<size_t>(off[b] + i)] = x;
       }
     }
+    int32_t deepest = 0;
+    if (state_depth)
+      for (int64_t b = 0; b < requests; ++b) {
+        std::vector<int32_t> depth(static_cast<size_t>(off[b + 1] - off[b]), 0);
+        for (size_t i = 1; i < depth.size(); ++i) {
+          depth[i] = depth[static_cast<size_t>(parents[static_cast<size_t>(off[b]) + i])] + 1;
+          deepest = std::max(deepest, depth[i]);
+        }
+      }
     const auto make = [&](const lmsample::Request& rows, const int64_t* o, const int32_t* par,
                           const int32_t* tk) {
       TreeRequest t;
@@ -240,6 +253,7 @@ class GpuVerify : public GpuTest {
       t.node_offsets = o;
       t.parents = par;
       t.tokens = tk;
+      t.max_depth = deepest;
       return t;
     };
     Outs cpu;
@@ -308,6 +322,10 @@ GroupCfg group(const std::string& name, DType dt, int64_t v, uint64_t seed, int 
     g.mix.bias = g.mix.penalties = g.mix.bad_token_id = 0.0;
     g.mix.mask = 0.0;
   }
+  if (idx % 5 == 4) {  // temperature alone (temperature_rows_kernel's rows)
+    g.mix.bias = g.mix.penalties = g.mix.bad_token_id = g.mix.mask = 0.0;
+    g.mix.top_k = g.mix.top_p = g.mix.min_p = 0.0;
+  }
   return g;
 }
 
@@ -322,7 +340,9 @@ TEST_F(GpuVerify, ChainsMatchTheCpuBitForBit) {
         if (v == 151936 && dt == DType::kFloat16 && kind != DraftKind::kLogits) continue;
         const std::string name = "chain V=" + std::to_string(v) + " " + dtype_name(dt) + " kind " +
                                  std::to_string(static_cast<int>(kind));
-        total += chain_group(group(name, dt, v, 1, idx), reqs, idx % 2 ? 8 : 3, kind, idx % 2 == 0);
+        const int kmax = idx % 2 ? 8 : 3;
+        total += chain_group(group(name, dt, v, 1, idx), reqs, kmax, kind, idx % 2 == 0,
+                             idx % 3 == 2 ? kmax : 0);
         ++idx;
       }
   summary(Compared{}, std::to_string(total) + " chain requests bit-identical (3 key modes each)");
@@ -335,10 +355,51 @@ TEST_F(GpuVerify, TreesMatchTheCpuBitForBit) {
   for (const int64_t v : {int64_t{1000}, int64_t{32000}, int64_t{151936}})
     for (const DType dt : {DType::kFloat32, DType::kBFloat16}) {
       const std::string name = "tree V=" + std::to_string(v) + " " + dtype_name(dt);
-      total += tree_group(group(name, dt, v, 2, idx), reqs, idx % 2 == 0);
+      total += tree_group(group(name, dt, v, 2, idx), reqs, idx % 2 == 0, idx % 2 == 1);
       ++idx;
     }
   summary(Compared{}, std::to_string(total) + " tree requests bit-identical");
+}
+
+// The environment variable `name` set for a scope (the rounds' size is read on each call).
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~ScopedEnv() { unsetenv(name.c_str()); }
+};
+
+// Large batches take their kept sets in rounds (verify_gpu.cu); forced here onto small ones, a
+// position (or node) a round and two positions a round, with and without the stated bound on
+// drafts or depth: still the CPU's bits. Every other group is temperature alone without
+// logprobs, whose rows the temperature kernel computes and whose deterministic residuals come
+// from its sub-chunk sums.
+TEST_F(GpuVerify, RoundsMatchTheCpuBitForBit) {
+  const int64_t reqs = small_mode() ? 6 : 24;
+  int64_t chains = 0, trees = 0;
+  for (const char* fill : {"1", "40"}) {
+    const ScopedEnv env("LMSAMPLE_VERIFY_ROUND_ROWS", fill);
+    int idx = 0;
+    for (const int64_t v : {int64_t{1000}, int64_t{151936}})
+      for (const DType dt : {DType::kFloat32, DType::kBFloat16}) {
+        for (const DraftKind kind :
+             {DraftKind::kDeterministic, DraftKind::kLogits, DraftKind::kProbs}) {
+          const int gi = idx % 2 == 0 ? 4 : idx;  // (group() makes idx % 5 == 4 temperature alone)
+          const std::string name = std::string("rounds of ") + fill +
+                                   " chain V=" + std::to_string(v) + " " + dtype_name(dt) +
+                                   " kind " + std::to_string(static_cast<int>(kind));
+          chains += chain_group(group(name, dt, v, 4, gi), reqs, 4, kind, gi != 4 && gi % 3 == 0,
+                                idx % 3 == 0 ? 0 : 4);
+          ++idx;
+        }
+        const int gi = idx % 2 == 0 ? 4 : idx;
+        const std::string name = std::string("rounds of ") + fill + " tree V=" + std::to_string(v) +
+                                 " " + dtype_name(dt);
+        trees += tree_group(group(name, dt, v, 5, gi), reqs, gi != 4, idx % 3 != 0);
+        ++idx;
+      }
+  }
+  summary(Compared{}, std::to_string(chains) + " chain and " + std::to_string(trees) +
+                          " tree requests in rounds bit-identical");
 }
 
 // What the host cannot see: each bad request gets its status and -1 tokens; the others are
@@ -356,7 +417,7 @@ TEST_F(GpuVerify, DeviceChecksReportEachRequestsStatus) {
   gc.backend = lmsample::Backend::kCuda;
   gc.stream = stream_;
   const auto run_chain = [&](const std::vector<int64_t>& off, const std::vector<int32_t>& drafts,
-                             DraftKind kind, const std::vector<float>& probs) {
+                             DraftKind kind, const std::vector<float>& probs, int32_t cap = 0) {
     const DevBuf d_off = upload(off), d_dr = upload(drafts), d_p = upload(probs);
     ChainRequest c;
     take_rows(c, db.request(), 3);
@@ -365,6 +426,7 @@ TEST_F(GpuVerify, DeviceChecksReportEachRequestsStatus) {
     c.draft_kind = kind;
     if (kind != DraftKind::kDeterministic)
       c.draft = lmsample::Logits{d_p.get(), DType::kFloat32, 6, v, 0};
+    c.max_drafts = cap;
     DevBuf acc(12), tok(36), st(12);
     const size_t wsb = lmsample::verify_chain_workspace_size(c, gc);
     const lmsample::Status s = lmsample::verify_chain(
@@ -404,6 +466,16 @@ TEST_F(GpuVerify, DeviceChecksReportEachRequestsStatus) {
   // offsets that do not add up: every request is bad_draft, every token -1
   o = run_chain({0, 3, 5, 9}, drafts, DraftKind::kDeterministic, {});  // (5 to 9: K = 3)
   EXPECT_EQ(o.status[0], lmsample::kRowOk);
+  // more drafts than max_drafts (2) states: that request alone is bad_draft
+  const Outs capped = run_chain({0, 3, 5, 9}, drafts, DraftKind::kDeterministic, {}, 2);
+  EXPECT_EQ(capped.status[2], lmsample::kRowBadDraft);
+  EXPECT_EQ(capped.accepted[2], 0);
+  for (int r = 5; r < 9; ++r) EXPECT_EQ(capped.tokens[r], -1) << "row " << r;
+  for (const int b : {0, 1}) {
+    EXPECT_EQ(capped.status[b], o.status[b]) << "request " << b;
+    EXPECT_EQ(capped.accepted[b], o.accepted[b]) << "request " << b;
+  }
+  for (int r = 0; r < 5; ++r) EXPECT_EQ(capped.tokens[r], o.tokens[r]) << "row " << r;
   o = run_chain({0, 3, 2, 9}, drafts, DraftKind::kDeterministic, {});
   for (int b = 0; b < 3; ++b) EXPECT_EQ(o.status[b], lmsample::kRowBadDraft) << "request " << b;
   for (int r = 0; r < 9; ++r) EXPECT_EQ(o.tokens[r], -1);
