@@ -1127,7 +1127,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_rows_kernel(const KernelAr
       apply_bias(keys, req.logit_bias, prow, c0, n, ex);
       __syncthreads();
     }
-    if (penalties) apply_penalties<kThreads>(keys, tags, req, prow, c0, n, rs, extra, vr.extra_n);
+    // (no extra list where the host found no penalty that could apply: then it changes nothing)
+    if (penalties)
+      apply_penalties<kThreads>(keys, tags, req, prow, c0, n, rs, extra, extra ? vr.extra_n : 0);
     // the statistics of the load no longer hold: recount
     s = empty_stats();
     top = Top3{};
