@@ -321,7 +321,7 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   }
   residual_sums_kernel<kResidualThreads>
       <<<dim3(grid, static_cast<unsigned>(c.chunks)), kResidualThreads, 0, stream>>>(va);
-  residual_draw_kernel<kResidualThreads><<<grid, kResidualThreads, 0, stream>>>(va);
+  residual_draw_kernel<kDrawThreads><<<grid, kDrawThreads, 0, stream>>>(va);
   e = gpuGetLastError();
   if (e != gpuSuccess) return runtime_error("verification launch", e);
   return Status::Ok();

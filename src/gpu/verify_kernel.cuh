@@ -22,6 +22,7 @@ constexpr int kDecideThreads = kWarpSize;  // the decision kernels: one warp per
 constexpr int kResidualThreads = 256;
 constexpr int kResidualPerThread = 32;
 constexpr int64_t kResidualChunk = kResidualThreads * kResidualPerThread;  // tokens per CTA
+constexpr int kDrawThreads = 1024;  // residual_draw_kernel's block: 8 tokens a thread
 
 // A draw left to the residual kernels (a rejection, or a tree node with tokens taken out): the
 // row, what the weights come from, the uniform, and where the token goes.
@@ -723,11 +724,14 @@ __global__ void __launch_bounds__(kThreads) residual_sums_kernel(const VerifyArg
 }
 
 // One CTA per job: t = floor(u R / 2^64) over the chunks' sums; the chunk that brackets it is
-// walked again, each thread summing a contiguous run (its keys loaded at once), a scan of the
-// runs, and the thread whose run brackets t finds the token in it. The token and its logprob are
-// written.
+// walked again, each thread summing a contiguous run of kPer tokens (its keys loaded at once), a
+// scan of the runs, and the thread whose run brackets t finds the token in it. The token and its
+// logprob are written. (The walk is instruction-bound, about 300 a token with a draft's weights:
+// with 256 threads of 32 tokens it took ~96 us, hence more threads of fewer tokens.)
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) residual_draw_kernel(const VerifyArgs a) {
+  constexpr int kPer = static_cast<int>(kResidualChunk / kThreads);
+  static_assert(kPer * kThreads == kResidualChunk, "a chunk is the threads' runs");
   const int64_t b = blockIdx.x;
   const ResidualJob job = a.jobs[b];
   if (job.kind == kJobNone) return;
@@ -769,14 +773,14 @@ __global__ void __launch_bounds__(kThreads) residual_draw_kernel(const VerifyArg
   }
   if (chunk >= 0) {
     const int64_t v = a.vocab;
-    const int64_t i0 = chunk * kResidualChunk + threadIdx.x * kResidualPerThread;
-    uint32_t keys[kResidualPerThread];
+    const int64_t i0 = chunk * kResidualChunk + threadIdx.x * kPer;
+    uint32_t keys[kPer];
 #pragma unroll
-    for (int q = 0; q < kResidualPerThread; ++q)
+    for (int q = 0; q < kPer; ++q)
       keys[q] = i0 + q < v ? jw.tk(static_cast<int>(i0 + q)) : core::kKeyNegInf;
     core::U128 mine{0, 0};
 #pragma unroll
-    for (int q = 0; q < kResidualPerThread; ++q)
+    for (int q = 0; q < kPer; ++q)
       if (i0 + q < v) mine = core::u128_add(mine, jw(keys[q], i0 + q));
     // exclusive scan of the threads' sums: warp scans, then the warps' totals
     core::U128 incl = mine;
@@ -796,7 +800,7 @@ __global__ void __launch_bounds__(kThreads) residual_draw_kernel(const VerifyArg
     if (!core::u128_less(tt, run) && core::u128_less(tt, core::u128_add(run, mine))) {
       bool found = false;
 #pragma unroll
-      for (int q = 0; q < kResidualPerThread; ++q) {
+      for (int q = 0; q < kPer; ++q) {
         if (found || i0 + q >= v) continue;
         run = core::u128_add(run, jw(keys[q], i0 + q));
         if (core::u128_less(tt, run)) {
