@@ -100,6 +100,18 @@ __device__ __forceinline__ void for_keys(int first, int end, int stride, KeyAt k
   for (int i = i0; i < end; i += stride) f(i, key_at(i));
 }
 
+//! A warp's inclusive prefix sum of 64-bit values (lane l gets the sum of lanes 0 .. l). Every
+//! lane of the warp must call it.
+__device__ __forceinline__ uint64_t warp_inclusive_sum(uint64_t v) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int d = 1; d < kWarpSize; d <<= 1) {
+    const uint64_t x = shfl_up(v, d);
+    if (lane >= d) v += x;
+  }
+  return v;
+}
+
 template <int kThreads>
 struct Block {
   static constexpr int kWarps = kThreads / kWarpSize;

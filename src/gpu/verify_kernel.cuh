@@ -350,12 +350,7 @@ __device__ bool draw_less_removed(const VerifyArgs& a, int64_t r, const KeptWeig
         const int32_t x = removed(q);
         if (x / kSub == k) s -= weight_of(x);
       }
-      uint64_t incl = s;
-#pragma unroll
-      for (int d = 1; d < kWarpSize; d <<= 1) {
-        const uint64_t y = shfl_up(incl, d);
-        if (lane >= d) incl += y;
-      }
+      const uint64_t incl = warp_inclusive_sum(s);
       const uint64_t found = ballot(base + incl > t);
       if (found) {
         const int first = __ffsll(static_cast<long long>(found)) - 1;
@@ -377,13 +372,7 @@ __device__ bool draw_less_removed(const VerifyArgs& a, int64_t r, const KeptWeig
     w[j] = i < a.vocab && !gone(i) ? wt(keys[j], i) : 0;
     mine += w[j];
   }
-  uint64_t incl = mine;
-#pragma unroll
-  for (int d = 1; d < kWarpSize; d <<= 1) {
-    const uint64_t y = shfl_up(incl, d);
-    if (lane >= d) incl += y;
-  }
-  uint64_t run = base + incl - mine;
+  uint64_t run = base + warp_inclusive_sum(mine) - mine;
   int32_t tok = -1;
   uint32_t kk = core::kKeyNegInf;
   if (mine > 0 && run <= t && t < run + mine) {
