@@ -336,6 +336,9 @@ Status launch_temperature(const KernelArgs& a, char* base, gpuStream_t stream,
                           const uint64_t** sub_sums) {
   const Request& req = a.req;
   const StreamPlan sp = stream_plan(req, device(), sums_rows);
+  // (a row map names rows for slots; the top-p lists and finish are the slots', so never both)
+  if (a.row_map && sp.top_p)
+    return Status{Code::kBackendError, "temperature kernel: a row map with top-p rows"};
   temperature::StreamArgs sa{};
   sa.a = a;
   char* at = base;
