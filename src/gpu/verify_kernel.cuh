@@ -87,7 +87,7 @@ struct VerifyArgs {
   // max_depth, else kMaxDrafts): a request with more gets kRowBadDraft.
   int32_t max_drafts = kMaxDrafts;
   // Where the temperature kernel computed the target rows: their sub-chunk sums ([rows, nsub]),
-  // from which a deterministic draft's residual takes its chunk sums; null otherwise.
+  // from which the decision warp draws a deterministic draft's residual; null otherwise.
   const uint64_t* t_sub_sums = nullptr;
   int64_t nsub = 0;
   // outputs
@@ -210,8 +210,8 @@ __global__ void verify_prepare_kernel(const VerifyArgs a) {
 
 // Grid (draft rows, chunks), kProbs: each CTA adds its kResidualChunk probabilities' fixed-point
 // masses to its row's total (d_prob_total, zeroed before: integer sums, so their order does not
-// matter) and marks the row in d_prob_bad where one is outside [0, 1] or NaN. (One CTA a row
-// was latency-bound: 32 rows took ~150 us.)
+// matter) and marks the row in d_prob_bad where one is outside [0, 1] or NaN. (One CTA a row,
+// as before, left each row's loads latency-bound on few multiprocessors at small batches.)
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) draft_prob_total_kernel(const VerifyArgs a) {
   __shared__ uint64_t part[kThreads / kWarpSize];
