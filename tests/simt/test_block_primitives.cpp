@@ -66,6 +66,22 @@ TEST(SimtBlock, AllreduceAndScan) {
   }
 }
 
+// warp_inclusive_sum: each lane gets the sum of its warp's lanes up to its own, in every warp of
+// a block (the residual draw's scans; 32 and 64 lanes).
+TEST(SimtBlock, WarpInclusiveSum) {
+  constexpr int kThreads = 256, kWarpSize = lmsample::gpu::kWarpSize;
+  std::mt19937_64 gen(5);
+  std::vector<uint64_t> v(kThreads), got(kThreads);
+  for (auto& x : v) x = gen() >> 8;  // (a warp's sum stays below 2^64)
+  lms_simt::launch_block(
+      kThreads, [&] { got[threadIdx.x] = lmsample::gpu::warp_inclusive_sum(v[threadIdx.x]); });
+  for (int t = 0; t < kThreads; ++t) {
+    uint64_t want = 0;
+    for (int l = t - t % kWarpSize; l <= t; ++l) want += v[static_cast<size_t>(l)];
+    ASSERT_EQ(got[static_cast<size_t>(t)], want) << "thread " << t << ", warp size " << kWarpSize;
+  }
+}
+
 // Largest key t with sum of weights of keys >= t reaching target (the contract's selections).
 uint32_t reference_select(const std::vector<uint32_t>& keys, const std::vector<uint64_t>& w,
                           uint64_t target) {
