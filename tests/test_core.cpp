@@ -11,6 +11,7 @@
 #include "core/math.hpp"
 #include "core/params.hpp"
 #include "core/philox.hpp"
+#include "core/verify.hpp"
 #include "test_util.hpp"
 
 namespace core = lmsample::core;
@@ -521,6 +522,45 @@ TEST(ScaleDraw, FloorOfProduct) {
     ASSERT_EQ(t, static_cast<uint64_t>((static_cast<u128>(u) * w) >> 64));
     ASSERT_LT(t, w);
   }
+}
+
+// The GPU residual pass's test of w Wq > v Wp (fp32 products, 128-bit where they are close) is
+// the exact comparison: random weights, ties and near-ties of every size, and zero weights.
+TEST(ResidualPositive, IsTheExactComparison) {
+  lmstest::Rng rng(16);
+  const auto weight = [&] {  // floor(e 2^39) of a likelihood e in [0, 1]: exact in fp32
+    const float e = static_cast<float>(rng.uniform());
+    return core::mass_of(rng.chance(0.1) ? e * 1e-9f : e);
+  };
+  int close = 0;
+  for (int i = 0; i < 400000; ++i) {
+    const uint64_t w = i % 50 == 0 ? 0 : weight(), v = i % 70 == 0 ? 0 : weight();
+    uint64_t wq = (rng.u64() >> 1) | 1, wp = (rng.u64() >> 1) | 1;
+    if (i % 4 != 0 && w > 0 && v > 0) {
+      // a near tie: Wq about v Wp / w (off by a few, or exact), or equal totals and weights
+      wp = (rng.u64() >> (2 + rng.range(0, 20))) | 1;
+      const u128 q = static_cast<u128>(v) * wp / w;
+      const int64_t off = static_cast<int64_t>(rng.range(0, 6)) - 3;
+      wq = static_cast<uint64_t>(q) + static_cast<uint64_t>(off);
+      if (i % 9 == 0) wq = wp;
+      if (wq == 0 || q >> 63) continue;
+    }
+    const float wf = static_cast<float>(w), vf = static_cast<float>(v);
+    ASSERT_EQ(static_cast<uint64_t>(wf), w);
+    ASSERT_EQ(static_cast<uint64_t>(vf), v);
+    const bool exact = static_cast<u128>(w) * wq > static_cast<u128>(v) * wp;
+    const float a = static_cast<float>(w) * static_cast<float>(wq),
+                d = static_cast<float>(v) * static_cast<float>(wp);
+    const float margin = 1.00000095367431640625f;  // the fallback's band, as in core
+    close += w > 0 && v > 0 && !(a > d * margin) && !(d > a * margin);
+    ASSERT_EQ(core::residual_positive(w, v, wf, vf, wq, wp, static_cast<float>(wq),
+                                      static_cast<float>(wp)),
+              exact)
+        << "w " << w << " v " << v << " Wq " << wq << " Wp " << wp;
+    ASSERT_EQ(exact, core::residual_weight(w, wp, v, wq).lo != 0 ||
+                         core::residual_weight(w, wp, v, wq).hi != 0);
+  }
+  EXPECT_GT(close, 100000);  // the 128-bit fallback was taken often
 }
 
 TEST(F16ToFloat, KnownValues) {

@@ -45,6 +45,23 @@ LMS_HD U128 residual_weight(uint64_t w_x, uint64_t wp, uint64_t v_x, uint64_t wq
   return u128_less(d, a) ? u128_sub(a, d) : U128{0, 0};
 }
 
+//! Whether residual_weight(w, wp, v, wq) is nonzero (w Wq > v Wp), the same answer from fp32
+//! products wherever those differ by more than their rounding can move them, else from the
+//! 128-bit products. wf and vf are w and v as floats (exact: weights below 2^40 with at most
+//! 24 significant bits), wq_f and wp_f the totals as floats (within 2^-23). Each product is then
+//! within 2^-22 of the exact one, so a gap of 2^-20 between them decides. This lets a GPU pass
+//! test almost every token with four float operations.
+LMS_HD bool residual_positive(uint64_t w, uint64_t v, float wf, float vf, uint64_t wq, uint64_t wp,
+                              float wq_f, float wp_f) {
+  if (w == 0) return false;
+  if (v == 0) return true;
+  constexpr float kMargin = 1.00000095367431640625f;  // 1 + 2^-20
+  const float a = mul_rn(wf, wq_f), d = mul_rn(vf, wp_f);
+  if (a > mul_rn(d, kMargin)) return true;
+  if (d > mul_rn(a, kMargin)) return false;
+  return u128_less(mul_u64(v, wp), mul_u64(w, wq));
+}
+
 //! A draft probability's fixed-point mass (q checked to be in [0, 1]): floor(q 2^39), exact.
 LMS_HD uint64_t prob_weight(float q) { return static_cast<uint64_t>(mul_rn(q, 549755813888.0f)); }
 //! Whether a draft probability is one (fp32 in [0, 1]; NaN is not).

@@ -115,8 +115,10 @@ __device__ Stats chunk_stats(const unsigned char* data, int n, int64_t c0) {
 // those biased bits; a sum of n tokens' bits less n * kBias (mod 2^32) is the sum of their parts.
 // z is first raised to -86 (fmaxf also takes NaN there): exp_nonpos gives 0 below, and the
 // weight of exp(-86) is 0 too.
+// The likelihood is returned too: exp_nonpos(max(z, -86)), which is exp_nonpos(z) wherever the
+// weight is not 0 (a min-p test needs it there only).
 constexpr uint32_t kBias = 0x4b000000u;  // float bits of 2^23
-__device__ __forceinline__ void weight_bits(float z, uint32_t& hi_bits, uint32_t& lo_bits) {
+__device__ __forceinline__ float weight_bits_and_e(float z, uint32_t& hi_bits, uint32_t& lo_bits) {
   const core::ExpParts e = core::exp_parts(fmaxf(z, -86.0f));
   const uint32_t scaled_bits = core::float_bits(e.p) + ((e.s_bits + 39u) << 23);  // p 2^(k+39)
   const float x = core::bits_float(scaled_bits - (20u << 23));                    // scaled 2^-20
@@ -125,6 +127,10 @@ __device__ __forceinline__ void weight_bits(float z, uint32_t& hi_bits, uint32_t
   const float rest = core::fma_rn(-hi_f, 1048576.0f, core::bits_float(scaled_bits));  // exact
   hi_bits = core::float_bits(t);
   lo_bits = core::float_bits(floor_plus_2p23(rest));
+  return core::bits_float(core::float_bits(e.p) + (e.s_bits << 23));
+}
+__device__ __forceinline__ void weight_bits(float z, uint32_t& hi_bits, uint32_t& lo_bits) {
+  (void)weight_bits_and_e(z, hi_bits, lo_bits);
 }
 
 // Weight of one element (float bits) for the kinds of rows: a finite maximum with T = 1 or any

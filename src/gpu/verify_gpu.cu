@@ -82,12 +82,13 @@ RowsPlan rows_plan(const Request& r, int64_t rows, bool extra, bool logprobs,
 // The workspace's parts, in order.
 struct Layout {
   size_t flag = 0, state = 0, t_rows = 0, d_rows = 0, paths = 0, t_sets = 0, t_token = 0,
-         t_status = 0, t_lp = 0, d_sets = 0, d_token = 0, d_status = 0, d_total = 0, jobs = 0,
-         sums = 0, removed = 0, walk = 0, t_map = 0, d_map = 0, t_ws = 0, d_ws = 0;
+         t_status = 0, t_lp = 0, d_sets = 0, d_token = 0, d_status = 0, d_total = 0, d_bad = 0,
+         jobs = 0, done = 0, sums = 0, removed = 0, walk = 0, t_map = 0, d_map = 0, t_ws = 0,
+         d_ws = 0;
   size_t bytes() const {
     return flag + state + t_rows + d_rows + paths + t_sets + t_token + t_status + t_lp + d_sets +
-           d_token + d_status + d_total + jobs + sums + removed + walk + t_map + d_map + t_ws +
-           d_ws + 256;
+           d_token + d_status + d_total + d_bad + jobs + done + sums + removed + walk + t_map +
+           d_map + t_ws + d_ws + 256;
   }
 };
 
@@ -169,9 +170,13 @@ Call plan_call(const Req& req, bool tree, DraftKind kind, const Logits& draft, b
     l.d_token = l.d_status = up256(nd * 4);
     l.d_ws = c.d_plan.ws_bytes;
   }
-  if (kind == DraftKind::kProbs && !tree) l.d_total = up256(nd * 8) + up256(nd * 4);
+  if (kind == DraftKind::kProbs && !tree) {
+    l.d_total = up256(nd * 8);
+    l.d_bad = up256(nd * 4);
+  }
   c.chunks = (req.target.vocab + kResidualChunk - 1) / kResidualChunk;
   l.jobs = up256(b * sizeof(ResidualJob));
+  l.done = up256(b * 4);
   l.sums = up256(b * static_cast<size_t>(c.chunks) * sizeof(core::U128));
   l.removed = tree ? up256(b * kMaxTreeNodes * sizeof(int32_t)) : 0;
   if (c.window) {
@@ -249,8 +254,10 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   KeptSet* d_sets = take<KeptSet>(at, l.d_sets);
   int32_t* d_token = take<int32_t>(at, l.d_token);
   int32_t* d_status = take<int32_t>(at, l.d_status);
-  uint64_t* d_total = take<uint64_t>(at, l.d_total);  // (and each row's bad flag after them)
+  va.d_prob_total = take<uint64_t>(at, l.d_total);
+  va.d_prob_bad = take<uint32_t>(at, l.d_bad);
   va.jobs = take<ResidualJob>(at, l.jobs);
+  va.job_done = take<uint32_t>(at, l.done);
   va.chunk_sums = take<core::U128>(at, l.sums);
   va.chunks = c.chunks;
   va.removed = take<int32_t>(at, l.removed);
@@ -278,25 +285,25 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   va.d_token = d_token;
   va.d_status = d_status;
   va.d_keys = c.d_plan.rewrites ? d_ws : nullptr;
-  va.d_prob_total = d_total;
-  va.d_prob_bad =
-      d_total ? reinterpret_cast<uint32_t*>(d_total + up256(static_cast<size_t>(c.drafts) * 8) / 8)
-              : nullptr;
 
-  // 1. the structure (one CTA), 2. each request's drafts or tree and its rows' maps
+  // 1. the structure (in every CTA of 2 for small batches, else one CTA first), 2. each
+  // request's drafts or tree and its rows' maps
   const int max_rows = c.tree ? kMaxTreeNodes : kMaxDrafts + 1;
-  verify_check_kernel<256><<<1, 256, 0, stream>>>(va, max_rows);
   const unsigned pgrid = static_cast<unsigned>((c.requests + 127) / 128);
-  verify_prepare_kernel<<<pgrid, 128, 0, stream>>>(va);
+  if (c.requests <= kCheckInPrepare) {
+    verify_prepare_kernel<128, true><<<pgrid, 128, 0, stream>>>(va, max_rows);
+  } else {
+    verify_check_kernel<256><<<1, 256, 0, stream>>>(va, max_rows);
+    verify_prepare_kernel<128, false><<<pgrid, 128, 0, stream>>>(va, max_rows);
+  }
   gpuError_t e = gpuGetLastError();
   if (e != gpuSuccess) return runtime_error("verification launch", e);
   // 3. the draft probabilities' totals (every row: each probability is checked before a
   // decision), then in each round 4. the kept sets of its target rows (and draft rows) and
-  // 5. its decisions; 6. the residual draws they leave (sums per chunk, then the draw)
+  // 5. its decisions; 6. the residual draws they leave (sums per chunk, the last CTA of a job
+  // draws)
   const int32_t* extra = !c.extra ? nullptr : c.tree ? va.paths : va.drafts;
   if (c.kind == DraftKind::kProbs && c.drafts > 0) {
-    e = gpuMemsetAsync(d_total, 0, l.d_total, stream);
-    if (e != gpuSuccess) return runtime_error("verification workspace", e);
     draft_prob_total_kernel<kResidualThreads>
         <<<dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)), kResidualThreads,
            0, stream>>>(va);
@@ -319,9 +326,13 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
     else
       verify_chain_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
   }
-  residual_sums_kernel<kResidualThreads>
-      <<<dim3(grid, static_cast<unsigned>(c.chunks)), kResidualThreads, 0, stream>>>(va);
-  residual_draw_kernel<kDrawThreads><<<grid, kDrawThreads, 0, stream>>>(va);
+  const dim3 rgrid(grid, static_cast<unsigned>(c.chunks));
+  if (c.tree || c.kind == DraftKind::kDeterministic)
+    residual_kernel<kResidualThreads, kFastNone><<<rgrid, kResidualThreads, 0, stream>>>(va);
+  else if (c.kind == DraftKind::kProbs)
+    residual_kernel<kResidualThreads, kFastProbs><<<rgrid, kResidualThreads, 0, stream>>>(va);
+  else
+    residual_kernel<kResidualThreads, kFastLogits><<<rgrid, kResidualThreads, 0, stream>>>(va);
   e = gpuGetLastError();
   if (e != gpuSuccess) return runtime_error("verification launch", e);
   return Status::Ok();

@@ -19,10 +19,14 @@ namespace lmsample::gpu {
 
 constexpr int kDecideThreads = kWarpSize;  // the decision kernels: one warp per request
 
+// The residual kernel's CTA: 8 consecutive tokens a thread (one or two 16-byte loads), so a
+// chunk of 2,048 tokens: 75 CTAs a row at V = 151,936, which fill an H200 for one job.
 constexpr int kResidualThreads = 256;
-constexpr int kResidualPerThread = 32;
+constexpr int kResidualPerThread = 8;
 constexpr int64_t kResidualChunk = kResidualThreads * kResidualPerThread;  // tokens per CTA
-constexpr int kDrawThreads = 1024;  // residual_draw_kernel's block: 8 tokens a thread
+// Batches up to this many requests check the offsets in every CTA of verify_prepare_kernel (a
+// launch fewer); larger ones in verify_check_kernel first.
+constexpr int64_t kCheckInPrepare = 4096;
 
 // A draw left to the residual kernels (a rejection, or a tree node with tokens taken out): the
 // row, what the weights come from, the uniform, and where the token goes.
@@ -72,6 +76,7 @@ struct VerifyArgs {
   int32_t* paths = nullptr;          // tree: [rows, kMaxDrafts]
   ResidualJob* jobs = nullptr;       // [requests]
   core::U128* chunk_sums = nullptr;  // [requests, chunks]
+  uint32_t* job_done = nullptr;      // [requests]: the job's chunks summed
   int64_t chunks = 0;                // ceil(vocab / kResidualChunk)
   int32_t* removed = nullptr;        // tree: [requests, kMaxTreeNodes]
   // The rounds (verify_gpu.cu). window 0: every row's kept set is computed before the decisions,
@@ -100,10 +105,10 @@ struct VerifyArgs {
 
 // ---- structure ------------------------------------------------------------------------------
 
-// One CTA: whether the offsets make sense as a whole (0 first, `rows` last, each request 1 to
-// max_rows rows). Where they do not, every row is skipped and every output row reset.
+// Whether the offsets make sense as a whole (0 first, `rows` last, each request 1 to max_rows
+// rows), by one CTA (every thread gets the verdict).
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads) verify_check_kernel(const VerifyArgs a, int max_rows) {
+__device__ bool offsets_bad(const VerifyArgs& a, int max_rows) {
   __shared__ int bad;
   if (threadIdx.x == 0) bad = a.offsets[0] != 0 || a.offsets[a.requests] != a.rows;
   __syncthreads();
@@ -112,16 +117,28 @@ __global__ void __launch_bounds__(kThreads) verify_check_kernel(const VerifyArgs
     if (m < 1 || m > max_rows) bad = 1;
   }
   __syncthreads();
-  if (threadIdx.x == 0) *a.flag = static_cast<uint32_t>(bad);
-  if (!bad) return;
-  for (int64_t r = threadIdx.x; r < a.rows; r += kThreads) {
+  return bad != 0;
+}
+
+// Where the offsets are bad: every row skipped and every output row reset (rows first, first +
+// step, ...).
+__device__ inline void reset_every_row(const VerifyArgs& a, int64_t first, int64_t step) {
+  for (int64_t r = first; r < a.rows; r += step) {
     a.t_rows[r].req = -1;
     a.tokens[r] = -1;
     if (a.path) a.path[r] = -1;
     if (a.logprobs) a.logprobs[r] = core::neg_inf();
   }
   if (a.d_rows)
-    for (int64_t r = threadIdx.x; r < a.rows - a.requests; r += kThreads) a.d_rows[r].req = -1;
+    for (int64_t r = first; r < a.rows - a.requests; r += step) a.d_rows[r].req = -1;
+}
+
+// One CTA, for batches above kCheckInPrepare: the offsets' verdict into *flag.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) verify_check_kernel(const VerifyArgs a, int max_rows) {
+  const bool bad = offsets_bad<kThreads>(a, max_rows);
+  if (threadIdx.x == 0) *a.flag = bad ? 1u : 0u;
+  if (bad) reset_every_row(a, threadIdx.x, kThreads);
 }
 
 // Request b's slots of the next round emptied (it computes no more rows), by the calling threads.
@@ -152,12 +169,24 @@ __device__ inline void fail_request(const VerifyArgs& a, int64_t b, int64_t r0, 
 }
 
 // One thread per request: its drafts (chain) or tree checked, then its rows' maps written (a
-// tree's node paths too, each below its parent's), and the slots of its first round.
-__global__ void verify_prepare_kernel(const VerifyArgs a) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+// tree's node paths too, each below its parent's), and the slots of its first round; its
+// residual job and kProbs totals cleared. kCheck: each CTA first checks the offsets itself
+// (verify_check_kernel's verdict, without its launch), else it reads *flag.
+template <int kThreads, bool kCheck>
+__global__ void __launch_bounds__(kThreads) verify_prepare_kernel(const VerifyArgs a,
+                                                                  int max_rows) {
+  bool bad = false;
+  if constexpr (kCheck) {
+    bad = offsets_bad<kThreads>(a, max_rows);
+    if (bad)
+      reset_every_row(a, static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x,
+                      static_cast<int64_t>(gridDim.x) * kThreads);
+  }
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (b >= a.requests) return;
   a.jobs[b].kind = kJobNone;
-  if (*a.flag) {
+  a.job_done[b] = 0;
+  if (kCheck ? bad : *a.flag != 0) {
     clear_slots(a, b, 0, 1);
     a.state[b] = kRowBadDraft;
     a.status[b] = kRowBadDraft;
@@ -166,6 +195,11 @@ __global__ void verify_prepare_kernel(const VerifyArgs a) {
   }
   const int64_t r0 = a.offsets[b], m = a.offsets[b + 1] - r0, d0 = r0 - b;
   const int64_t v = a.vocab;
+  if (a.d_prob_total)
+    for (int64_t j = 0; j + 1 < m; ++j) {
+      a.d_prob_total[d0 + j] = 0;
+      a.d_prob_bad[d0 + j] = 0;
+    }
   if (!a.tree) {
     if (m - 1 > a.max_drafts) return fail_request(a, b, r0, m, kRowBadDraft);
     for (int64_t j = 0; j + 1 < m; ++j) {
@@ -208,30 +242,60 @@ __global__ void verify_prepare_kernel(const VerifyArgs a) {
   }
 }
 
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// Float bits of tokens i0 .. i0 + 7 of a row (i0 a multiple of 8): one or two 16-byte loads where
+// the row is 16-byte aligned and the eight lie inside V, else a load each (`fill` from V on).
+__device__ __forceinline__ void load8(const void* row, DType dt, bool vec, int64_t i0, int64_t v,
+                                      uint32_t fill, uint32_t (&b)[kResidualPerThread]) {
+  static_assert(kResidualPerThread == 8, "a thread's tokens are one or two 16-byte vectors");
+  if (vec && i0 + 8 <= v) {
+    if (dt == DType::kFloat32) {
+      const uint4* q = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(row) + i0);
+      const uint4 x = q[0], y = q[1];
+      b[0] = x.x, b[1] = x.y, b[2] = x.z, b[3] = x.w;
+      b[4] = y.x, b[5] = y.y, b[6] = y.z, b[7] = y.w;
+    } else {
+      const uint4 x = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(row) + i0);
+      const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+      for (int h = 0; h < 8; ++h) {
+        const uint16_t e = static_cast<uint16_t>(w[h / 2] >> (16 * (h % 2)));
+        b[h] = dt == DType::kBFloat16 ? static_cast<uint32_t>(e) << 16
+                                      : core::float_bits(core::f16_to_float(e));
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) b[j] = i0 + j < v ? load_bits(row, dt, i0 + j) : fill;
+}
+
 // Grid (draft rows, chunks), kProbs: each CTA adds its kResidualChunk probabilities' fixed-point
-// masses to its row's total (d_prob_total, zeroed before: integer sums, so their order does not
-// matter) and marks the row in d_prob_bad where one is outside [0, 1] or NaN. (One CTA a row,
-// as before, left each row's loads latency-bound on few multiprocessors at small batches.)
+// masses to its row's total (d_prob_total, zeroed by verify_prepare_kernel: integer sums, so
+// their order does not matter) and marks the row in d_prob_bad where one is outside [0, 1] or
+// NaN.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) draft_prob_total_kernel(const VerifyArgs a) {
   __shared__ uint64_t part[kThreads / kWarpSize];
   __shared__ int bad;
   if (threadIdx.x == 0) bad = 0;
   __syncthreads();
-  const int64_t d = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * kResidualChunk;
+  const int64_t d = blockIdx.x;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kResidualChunk +
+                     static_cast<int64_t>(kResidualPerThread) * threadIdx.x;
   const float* q = static_cast<const float*>(a.draft.data) + d * a.dstride;
-  float x[kResidualPerThread];
-#pragma unroll
-  for (int k = 0; k < kResidualPerThread; ++k) {
-    const int64_t i = c0 + k * kThreads + threadIdx.x;
-    x[k] = i < a.vocab ? q[i] : 0.0f;
-  }
+  uint32_t x[kResidualPerThread];
+  load8(q, DType::kFloat32, aligned16(q), i0, a.vocab, 0u, x);  // (0 from V on)
   uint64_t sum = 0;
   bool ok = true;
 #pragma unroll
   for (int k = 0; k < kResidualPerThread; ++k) {
-    ok = ok && core::prob_ok(x[k]);
-    sum += core::prob_weight(core::prob_ok(x[k]) ? x[k] : 0.0f);
+    const float p = core::bits_float(x[k]);
+    ok = ok && core::prob_ok(p);
+    sum += core::prob_weight(core::prob_ok(p) ? p : 0.0f);
   }
   if (!ok) bad = 1;
 #pragma unroll
@@ -685,126 +749,319 @@ __device__ core::U128 block_sum128(core::U128 x, core::U128* part) {
   return t;
 }
 
-// Grid (requests, chunks): each CTA sums the job's weights over its kResidualChunk tokens
-// (coalesced, kResidualPerThread loads in flight per thread).
+// The block's exclusive scan of x (*total: the sum of all).
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads) residual_sums_kernel(const VerifyArgs a) {
-  const int64_t b = blockIdx.x, c = blockIdx.y;
-  const ResidualJob job = a.jobs[b];
-  if (job.kind == kJobNone) return;
-  __shared__ core::U128 part[kThreads / kWarpSize];
-  const JobWeight jw(a, b, job);
-  const int64_t c0 = c * kResidualChunk;
-  const int64_t v = a.vocab;
-  core::U128 sum{0, 0};
-  uint32_t keys[kResidualPerThread];
+__device__ core::U128 block_exclusive_scan128(core::U128 x, core::U128* part, core::U128* total) {
+  const int lane = lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  core::U128 incl = x;
 #pragma unroll
-  for (int q = 0; q < kResidualPerThread; ++q) {
-    const int64_t i = c0 + q * kThreads + threadIdx.x;
-    keys[q] = i < v ? jw.tk(static_cast<int>(i)) : core::kKeyNegInf;
+  for (int d = 1; d < kWarpSize; d <<= 1) {
+    const core::U128 y = shfl_up(incl, d);
+    if (lane >= d) incl = core::u128_add(incl, y);
   }
-#pragma unroll
-  for (int q = 0; q < kResidualPerThread; ++q) {
-    const int64_t i = c0 + q * kThreads + threadIdx.x;
-    if (i < v) sum = core::u128_add(sum, jw(keys[q], i));
+  if (lane == kWarpSize - 1) part[warp] = incl;
+  __syncthreads();
+  core::U128 run{0, 0}, all{0, 0};
+  for (int w = 0; w < kThreads / kWarpSize; ++w) {
+    if (w < warp) run = core::u128_add(run, part[w]);
+    all = core::u128_add(all, part[w]);
   }
-  sum = block_sum128<kThreads>(sum, part);
-  if (threadIdx.x == 0) a.chunk_sums[b * a.chunks + c] = sum;
+  __syncthreads();
+  *total = all;
+  return core::u128_add(run, core::u128_sub(incl, x));
 }
 
-// One CTA per job: t = floor(u R / 2^64) over the chunks' sums; the chunk that brackets it is
-// walked again, each thread summing a contiguous run of kPer tokens (its keys loaded at once), a
-// scan of the runs, and the thread whose run brackets t finds the token in it. The token and its
-// logprob are written. (The walk is instruction-bound, about 300 a token with a draft's weights:
-// with 256 threads of 32 tokens it took ~96 us, hence more threads of fewer tokens.)
-template <int kThreads>
-__global__ void __launch_bounds__(kThreads) residual_draw_kernel(const VerifyArgs a) {
-  constexpr int kPer = static_cast<int>(kResidualChunk / kThreads);
-  static_assert(kPer * kThreads == kResidualChunk, "a chunk is the threads' runs");
-  const int64_t b = blockIdx.x;
-  const ResidualJob job = a.jobs[b];
-  if (job.kind == kJobNone) return;
-  __shared__ core::U128 part[kThreads / kWarpSize];
-  __shared__ core::U128 sums[kThreads];
-  __shared__ core::U128 off;
-  __shared__ int64_t chunk;
-  __shared__ int32_t token;
-  __shared__ uint32_t token_key;
-  const JobWeight jw(a, b, job);
-  // the chunk that holds t, kThreads chunk sums at a time
-  const core::U128* cs = a.chunk_sums + b * a.chunks;
-  if (threadIdx.x == 0) {
-    chunk = -1;
-    token = -1;
-    token_key = core::kKeyNegInf;
+__device__ __forceinline__ bool u128_nonzero(const core::U128& x) { return (x.hi | x.lo) != 0; }
+// run <= t < run + x
+__device__ __forceinline__ bool u128_brackets(const core::U128& run, const core::U128& x,
+                                              const core::U128& t) {
+  return u128_nonzero(x) && !core::u128_less(t, run) && core::u128_less(t, core::u128_add(run, x));
+}
+
+// A tempered kept set's weights from the logits' float bits (no stored key): with a finite 1/T a
+// token's weight is weight_bits' of z = (y - m) / T (KeptWeight's, bit for bit: the likelihood
+// is core::rel_likelihood_finite's), kept where the bitmask allows it and, where the row has a
+// bound (`bounds`), where its key is at least tau and its likelihood at least min-p. The weight
+// w = hi 2^20 + lo, and wf = w as a float (exact).
+struct FastKept {
+  float m = 0.0f, inv_t = 1.0f, min_p = 0.0f;
+  uint32_t tau = 0;
+  bool bounds = false;
+  template <bool kBounds>
+  __device__ __forceinline__ void weight(uint32_t bits, bool allowed, uint64_t& w, float& wf) const {
+    const float z = core::mul_rn(core::sub_rn(core::bits_float(bits), m), inv_t);
+    uint32_t h, l;
+    const float e = temperature::weight_bits_and_e(z, h, l);
+    bool keep = allowed;
+    if constexpr (kBounds) keep = keep && core::canonical_key_of_bits(bits) >= tau && e >= min_p;
+    const float hf = core::sub_rn(core::bits_float(h), 8388608.0f);
+    const float lf = core::sub_rn(core::bits_float(l), 8388608.0f);
+    w = keep ? (static_cast<uint64_t>(h - temperature::kBias) << 20) + (l - temperature::kBias) : 0;
+    wf = keep ? core::fma_rn(hf, 1048576.0f, lf) : 0.0f;
   }
+};
+
+// A draft probability's weight core::prob_weight(q) = floor(q 2^39) as hi 2^20 + lo, with
+// floor_plus_2p23 (no float -> integer conversion), and as a float (exact).
+__device__ __forceinline__ void prob_weight_parts(uint32_t bits, uint64_t& v, float& vf) {
+  const float scaled = core::mul_rn(core::bits_float(bits), 549755813888.0f);  // q 2^39, exact
+  const float t = floor_plus_2p23(core::mul_rn(scaled, 1.0f / 1048576.0f));   // 2^23 + hi
+  const float hf = core::sub_rn(t, 8388608.0f);
+  const float l = floor_plus_2p23(core::fma_rn(-hf, 1048576.0f, scaled));  // 2^23 + lo
+  v = (static_cast<uint64_t>(core::float_bits(t) - temperature::kBias) << 20) +
+      (core::float_bits(l) - temperature::kBias);
+  vf = core::fma_rn(hf, 1048576.0f, core::sub_rn(l, 8388608.0f));
+}
+
+// A residual job on the fast path: its target row (and draft row) read from the logits (or
+// probabilities) 8 tokens a thread in 16-byte vectors, the weights from the float bits, and each
+// token's r(x) > 0 from core::residual_positive, so that a chunk's sum of r(x) is
+// Wq S_w - Wp S_v over the tokens of positive r (S_w, S_v the sums of their w and v, 64-bit).
+// It takes jobs whose kept sets are tempered with a finite 1/T (and a draft row's too) and
+// whose keys are not stored; others (bias or penalties, a greedy or +inf kept set, a tiny T)
+// take JobWeight a token at a time.
+constexpr int32_t kFastNone = 0, kFastProbs = 1, kFastLogits = 2;
+struct FastResidual {
+  bool ok = false;
+  const void* trow = nullptr;
+  DType tdt = DType::kFloat32;
+  bool tvec = false;
+  const uint32_t* mask = nullptr;  // the target row's bitmask
+  FastKept t, d;
+  int32_t draft = kFastNone;  // none: a deterministic draft or a tree (the removed tokens)
+  const void* drow = nullptr;
+  DType ddt = DType::kFloat32;
+  bool dvec = false;
+  uint64_t wq = 1, wp = 0;
+  float wq_f = 1.0f, wp_f = 0.0f;
+};
+
+__device__ __forceinline__ FastKept fast_kept(const KeptSet& s, const ResidualJob& j) {
+  FastKept k;
+  k.m = s.m;
+  k.inv_t = j.inv_t;
+  k.min_p = j.min_p;
+  k.tau = s.tau;
+  k.bounds = s.tau > core::kKeyNegInf + 1 || j.min_p > 0.0f;
+  return k;
+}
+
+__device__ FastResidual fast_residual(const VerifyArgs& a, const JobWeight& jw) {
+  FastResidual f;
+  const ResidualJob& j = jw.job;
+  if (a.t_keys || jw.s.kind != kKeptTempered || !(j.inv_t > 0.0f) || !core::is_finite(j.inv_t))
+    return f;
+  f.trow = jw.tk.row;
+  f.tdt = a.target.dtype;
+  f.tvec = aligned16(f.trow);
+  f.mask = jw.tk.mask;
+  f.t = fast_kept(jw.s, j);
+  f.wp = jw.s.total;
+  f.wq = j.wq;
+  if (j.kind == kJobChain && j.drow >= 0) {
+    if (jw.probs) {
+      f.draft = kFastProbs;
+      f.drow = jw.probs;
+      f.ddt = DType::kFloat32;
+    } else {
+      if (a.d_keys || jw.dw.s.kind != kKeptTempered) return f;
+      f.draft = kFastLogits;
+      f.drow = jw.dk.row;
+      f.ddt = a.draft.dtype;
+      f.d = fast_kept(jw.dw.s, j);
+    }
+    f.dvec = aligned16(f.drow);
+  }
+  f.wq_f = static_cast<float>(f.wq);
+  f.wp_f = static_cast<float>(f.wp);
+  f.ok = true;
+  return f;
+}
+
+// The fast path's tokens i0 .. i0 + 7 (i0 < V), for a job of draft kind kDraft (the kind and
+// whether a kept set has a bound known at compile time: straight-line code a token): w and v of
+// each, and the bits of those whose residual is positive.
+template <int32_t kDraft, bool kBounds>
+__device__ __forceinline__ uint32_t fast_tokens(const FastResidual& f, const JobWeight& jw,
+                                                int64_t v, int64_t i0, uint64_t (&w)[8],
+                                                uint64_t (&q)[8]) {
+  uint32_t tb[8], db[8];
+  load8(f.trow, f.tdt, f.tvec, i0, v, 0xff800000u, tb);
+  if constexpr (kDraft != kFastNone)
+    load8(f.drow, f.ddt, f.dvec, i0, v, kDraft == kFastProbs ? 0u : 0xff800000u, db);
+  const uint32_t allowed = f.mask ? (f.mask[i0 >> 5] >> (i0 & 31)) & 0xffu : 0xffu;
+  uint32_t pos = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    float wf, qf = 0.0f;
+    f.t.weight<kBounds>(tb[k], (allowed >> k) & 1u, w[k], wf);
+    q[k] = 0;
+    bool p;
+    if constexpr (kDraft == kFastNone) {
+      p = w[k] > 0;  // (the removed tokens are taken out by fast_sum and fast_find)
+    } else {
+      if constexpr (kDraft == kFastProbs)
+        prob_weight_parts(db[k], q[k], qf);
+      else
+        f.d.weight<kBounds>(db[k], (allowed >> k) & 1u, q[k], qf);
+      p = core::residual_positive(w[k], q[k], wf, qf, f.wq, f.wp, f.wq_f, f.wp_f);
+    }
+    pos |= static_cast<uint32_t>(p) << k;
+  }
+  if constexpr (kDraft == kFastNone) {
+    // r(x) = w(x) less the rejected draft's token (r = 0 there) or the tree's removed tokens
+    const ResidualJob& j = jw.job;
+    if (j.kind == kJobChain && j.x >= i0 && j.x < i0 + 8) pos &= ~(1u << (j.x - i0));
+    if (j.kind == kJobTree)
+      for (int r = 0; r < j.nrem; ++r) {
+        const int32_t x = jw.removed[r];
+        if (x >= i0 && x < i0 + 8) pos &= ~(1u << (x - i0));
+      }
+  }
+  return pos;
+}
+
+// The sum of r(x) over this thread's tokens i0 .. i0 + 7: the fast path (kFast) or JobWeight's.
+template <bool kFast, int32_t kDraft, bool kBounds>
+__device__ __forceinline__ core::U128 thread_residual(const VerifyArgs& a, const JobWeight& jw,
+                                                      const FastResidual& f, int64_t i0) {
+  const int64_t v = a.vocab;
+  if (i0 >= v) return core::U128{0, 0};
+  if constexpr (kFast) {
+    uint64_t w[8], q[8], sw = 0, sq = 0;
+    const uint32_t pos = fast_tokens<kDraft, kBounds>(f, jw, v, i0, w, q);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      sw += (pos >> k) & 1u ? w[k] : 0;
+      sq += (pos >> k) & 1u ? q[k] : 0;
+    }
+    if constexpr (kDraft == kFastNone) return core::U128{0, sw};  // (Wq = 1, no draft weight)
+    return core::u128_sub(core::mul_u64(sw, f.wq), core::mul_u64(sq, f.wp));
+  } else {
+    core::U128 s{0, 0};
+    for (int k = 0; k < 8; ++k)
+      if (i0 + k < v) s = core::u128_add(s, jw(jw.tk(static_cast<int>(i0 + k)), i0 + k));
+    return s;
+  }
+}
+
+// The token of i0 .. i0 + 7 at which the running residual, `run` before i0, passes t (this
+// thread's tokens bracket t).
+template <bool kFast, int32_t kDraft, bool kBounds>
+__device__ int32_t thread_find(const VerifyArgs& a, const JobWeight& jw, const FastResidual& f,
+                               int64_t i0, core::U128 run, const core::U128& t) {
+  const int64_t v = a.vocab;
+  uint64_t w[8], q[8];
+  uint32_t pos = 0;
+  if constexpr (kFast) pos = fast_tokens<kDraft, kBounds>(f, jw, v, i0, w, q);
+  for (int k = 0; k < 8 && i0 + k < v; ++k) {
+    const int64_t i = i0 + k;
+    core::U128 r{0, 0};
+    if constexpr (kFast) {
+      if ((pos >> k) & 1u) r = core::u128_sub(core::mul_u64(w[k], f.wq), core::mul_u64(q[k], f.wp));
+    } else {
+      r = jw(jw.tk(static_cast<int>(i)), i);
+    }
+    run = core::u128_add(run, r);
+    if (core::u128_less(t, run)) return static_cast<int32_t>(i);
+  }
+  return -1;
+}
+
+struct ResidualShared {
+  core::U128 part[kResidualThreads / kWarpSize];
+  core::U128 off;
+  int64_t chunk;
+  int32_t token;
+  int last;
+};
+
+// One CTA's work on chunk c of job b (see residual_kernel), for one kind of job.
+template <int kThreads, bool kFast, int32_t kDraft, bool kBounds>
+__device__ void residual_chunk(const VerifyArgs& a, int64_t b, int64_t c, const JobWeight& jw,
+                               const FastResidual& f, ResidualShared& sh) {
+  const ResidualJob& job = jw.job;
+  const int64_t mine_at = static_cast<int64_t>(kResidualPerThread) * threadIdx.x;
+  const core::U128 sum = block_sum128<kThreads>(
+      thread_residual<kFast, kDraft, kBounds>(a, jw, f, c * kResidualChunk + mine_at), sh.part);
+  if (threadIdx.x == 0) {
+    a.chunk_sums[b * a.chunks + c] = sum;
+    device_fence();
+    sh.last = atomicAdd(a.job_done + b, 1u) + 1 == static_cast<uint32_t>(a.chunks);
+    sh.chunk = -1;
+    sh.token = -1;
+  }
+  __syncthreads();
+  if (!sh.last) return;
+  device_fence();
+  const volatile uint64_t* cs = reinterpret_cast<const volatile uint64_t*>(a.chunk_sums) +
+                                2 * b * a.chunks;  // (U128: hi, lo)
+  const auto sum_of = [cs](int64_t k) { return core::U128{cs[2 * k], cs[2 * k + 1]}; };
   core::U128 total{0, 0};
-  for (int64_t c = threadIdx.x; c < a.chunks; c += kThreads) total = core::u128_add(total, cs[c]);
-  total = block_sum128<kThreads>(total, part);
+  for (int64_t k = threadIdx.x; k < a.chunks; k += kThreads) total = core::u128_add(total, sum_of(k));
+  total = block_sum128<kThreads>(total, sh.part);
   const core::U128 t = core::u128_scale(job.u, total);
   core::U128 before{0, 0};
   for (int64_t c0 = 0; c0 < a.chunks; c0 += kThreads) {
-    const int64_t n = a.chunks - c0 < kThreads ? a.chunks - c0 : kThreads;
-    if (threadIdx.x < n) sums[threadIdx.x] = cs[c0 + threadIdx.x];
-    __syncthreads();
-    if (threadIdx.x == 0 && chunk < 0) {
-      for (int64_t c = 0; c < n; ++c) {
-        const core::U128 next = core::u128_add(before, sums[c]);
-        if (core::u128_less(t, next)) {
-          chunk = c0 + c;
-          off = core::u128_sub(t, before);  // t's offset within the chunk
-          break;
-        }
-        before = next;
-      }
+    const int64_t k = c0 + threadIdx.x;
+    const core::U128 s = k < a.chunks ? sum_of(k) : core::U128{0, 0};
+    core::U128 batch;
+    const core::U128 excl =
+        core::u128_add(before, block_exclusive_scan128<kThreads>(s, sh.part, &batch));
+    if (u128_brackets(excl, s, t)) {
+      sh.chunk = k;
+      sh.off = core::u128_sub(t, excl);  // t's offset within the chunk
     }
+    before = core::u128_add(before, batch);
     __syncthreads();
+    if (sh.chunk >= 0) break;
   }
-  if (chunk >= 0) {
-    const int64_t v = a.vocab;
-    const int64_t i0 = chunk * kResidualChunk + threadIdx.x * kPer;
-    uint32_t keys[kPer];
-#pragma unroll
-    for (int q = 0; q < kPer; ++q)
-      keys[q] = i0 + q < v ? jw.tk(static_cast<int>(i0 + q)) : core::kKeyNegInf;
-    core::U128 mine{0, 0};
-#pragma unroll
-    for (int q = 0; q < kPer; ++q)
-      if (i0 + q < v) mine = core::u128_add(mine, jw(keys[q], i0 + q));
-    // exclusive scan of the threads' sums: warp scans, then the warps' totals
-    core::U128 incl = mine;
-    const int lane = lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
-#pragma unroll
-    for (int d = 1; d < kWarpSize; d <<= 1) {
-      const core::U128 x = shfl_up(incl, d);
-      if (lane >= d) incl = core::u128_add(incl, x);
-    }
-    if (lane == kWarpSize - 1) part[warp] = incl;
-    __syncthreads();
-    core::U128 run{0, 0};
-    for (int w = 0; w < warp; ++w) run = core::u128_add(run, part[w]);
-    run = core::u128_add(run, core::u128_sub(incl, mine));
-    const core::U128 tt = off;
-    // this thread's run brackets t: run <= t < run + mine
-    if (!core::u128_less(tt, run) && core::u128_less(tt, core::u128_add(run, mine))) {
-      bool found = false;
-#pragma unroll
-      for (int q = 0; q < kPer; ++q) {
-        if (found || i0 + q >= v) continue;
-        run = core::u128_add(run, jw(keys[q], i0 + q));
-        if (core::u128_less(tt, run)) {
-          found = true;
-          token = static_cast<int32_t>(i0 + q);
-          token_key = keys[q];
-        }
-      }
-    }
+  if (sh.chunk >= 0) {
+    const int64_t i0 = sh.chunk * kResidualChunk + mine_at;
+    const core::U128 mine = thread_residual<kFast, kDraft, kBounds>(a, jw, f, i0);
+    core::U128 all;
+    const core::U128 excl = block_exclusive_scan128<kThreads>(mine, sh.part, &all);
+    const core::U128 o = sh.off;
+    if (u128_brackets(excl, mine, o))
+      sh.token = thread_find<kFast, kDraft, kBounds>(a, jw, f, i0, excl, o);
   }
   __syncthreads();
   if (threadIdx.x == 0) {
+    const int32_t token = sh.token;
     a.tokens[job.at] = token;
     if (a.logprobs)
-      a.logprobs[job.at] = token >= 0 ? emitted_logprob(jw.s, token_key) : core::neg_inf();
+      a.logprobs[job.at] = token >= 0 ? emitted_logprob(jw.s, jw.tk(token)) : core::neg_inf();
+  }
+}
+
+// Grid (requests, chunks), a CTA a kResidualChunk of a job's row: the chunk's sum of r(x) into
+// chunk_sums; the last of the job's CTAs to finish (job_done counts them: release fence, then
+// the count; acquire fence, then the sums) makes the draw. t = floor(u R / 2^64) over the chunks'
+// sums, whose scan finds the chunk that holds t; that chunk's tokens are weighed again, and
+// the thread whose eight bracket t walks them. The token and its logprob are written.
+// kKind: the call's draft kind as a fast-path kind (its jobs, and deterministic ones).
+template <int kThreads, int32_t kKind>
+__global__ void __launch_bounds__(kThreads) residual_kernel(const VerifyArgs a) {
+  static_assert(kThreads == kResidualThreads, "a chunk is the threads' eights");
+  const int64_t b = blockIdx.x, c = blockIdx.y;
+  const ResidualJob job = a.jobs[b];
+  if (job.kind == kJobNone) return;
+  __shared__ ResidualShared sh;
+  const JobWeight jw(a, b, job);
+  const FastResidual f = fast_residual(a, jw);
+  const bool bounds = f.t.bounds || (f.draft == kFastLogits && f.d.bounds);
+  if (!f.ok) {
+    residual_chunk<kThreads, false, kFastNone, false>(a, b, c, jw, f, sh);
+  } else if (kKind == kFastNone || f.draft == kFastNone) {
+    if (bounds)
+      residual_chunk<kThreads, true, kFastNone, true>(a, b, c, jw, f, sh);
+    else
+      residual_chunk<kThreads, true, kFastNone, false>(a, b, c, jw, f, sh);
+  } else if constexpr (kKind != kFastNone) {
+    if (bounds)
+      residual_chunk<kThreads, true, kKind, true>(a, b, c, jw, f, sh);
+    else
+      residual_chunk<kThreads, true, kKind, false>(a, b, c, jw, f, sh);
   }
 }
 
