@@ -50,15 +50,20 @@ LMS_HD U128 residual_weight(uint64_t w_x, uint64_t wp, uint64_t v_x, uint64_t wq
 //! 128-bit products. wf and vf are w and v as floats (exact: weights below 2^40 with at most
 //! 24 significant bits), wq_f and wp_f the totals as floats (within 2^-23). Each product is then
 //! within 2^-22 of the exact one, so a gap of 2^-20 between them decides. This lets a GPU pass
-//! test almost every token with four float operations.
-LMS_HD bool residual_positive(uint64_t w, uint64_t v, float wf, float vf, uint64_t wq, uint64_t wp,
-                              float wq_f, float wp_f) {
-  if (w == 0) return false;
-  if (v == 0) return true;
+//! test almost every token with a few float operations and no branch: residual_sign_fp32 is
+//! 1 where the residual is positive for sure, -1 where it is 0, and 0 where the 128-bit
+//! products must decide.
+LMS_HD int residual_sign_fp32(float wf, float vf, float wq_f, float wp_f) {
   constexpr float kMargin = 1.00000095367431640625f;  // 1 + 2^-20
   const float a = mul_rn(wf, wq_f), d = mul_rn(vf, wp_f);
-  if (a > mul_rn(d, kMargin)) return true;
-  if (d > mul_rn(a, kMargin)) return false;
+  const bool yes = wf > 0.0f && (vf == 0.0f || a > mul_rn(d, kMargin));
+  const bool no = wf == 0.0f || d > mul_rn(a, kMargin);
+  return yes ? 1 : no ? -1 : 0;
+}
+LMS_HD bool residual_positive(uint64_t w, uint64_t v, float wf, float vf, uint64_t wq, uint64_t wp,
+                              float wq_f, float wp_f) {
+  const int sign = residual_sign_fp32(wf, vf, wq_f, wp_f);
+  if (sign != 0) return sign > 0;
   return u128_less(mul_u64(v, wp), mul_u64(w, wq));
 }
 

@@ -229,6 +229,25 @@ Status launch_kept_sets(const Request& r, int64_t rows, const RowsPlan& rp, cons
   return launch_rows(a, rp.plan, r.logits.batch, RowsKernel::kVerify, stream);
 }
 
+// The residual kernel for the call's kind of draft (256 threads of one group, or 128 of two
+// from kResidualTwoGroupsFrom requests on).
+template <int kThreads>
+void launch_residual_with(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(c.requests), static_cast<unsigned>(c.chunks));
+  if (c.tree || c.kind == DraftKind::kDeterministic)
+    residual_kernel<kThreads, kFastNone><<<grid, kThreads, 0, stream>>>(va);
+  else if (c.kind == DraftKind::kProbs)
+    residual_kernel<kThreads, kFastProbs><<<grid, kThreads, 0, stream>>>(va);
+  else
+    residual_kernel<kThreads, kFastLogits><<<grid, kThreads, 0, stream>>>(va);
+}
+void launch_residual(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
+  if (c.requests >= kResidualTwoGroupsFrom)
+    launch_residual_with<128>(c, va, stream);
+  else
+    launch_residual_with<256>(c, va, stream);
+}
+
 template <typename Req>
 Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_t workspace_bytes,
            const ExecConfig& cfg) {
@@ -304,9 +323,9 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   // draws)
   const int32_t* extra = !c.extra ? nullptr : c.tree ? va.paths : va.drafts;
   if (c.kind == DraftKind::kProbs && c.drafts > 0) {
-    draft_prob_total_kernel<kResidualThreads>
-        <<<dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)), kResidualThreads,
-           0, stream>>>(va);
+    draft_prob_total_kernel<128>
+        <<<dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)), 128, 0,
+           stream>>>(va);
   }
   const unsigned grid = static_cast<unsigned>(c.requests);
   for (int32_t round = 0; round < c.rounds; ++round) {
@@ -326,13 +345,7 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
     else
       verify_chain_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
   }
-  const dim3 rgrid(grid, static_cast<unsigned>(c.chunks));
-  if (c.tree || c.kind == DraftKind::kDeterministic)
-    residual_kernel<kResidualThreads, kFastNone><<<rgrid, kResidualThreads, 0, stream>>>(va);
-  else if (c.kind == DraftKind::kProbs)
-    residual_kernel<kResidualThreads, kFastProbs><<<rgrid, kResidualThreads, 0, stream>>>(va);
-  else
-    residual_kernel<kResidualThreads, kFastLogits><<<rgrid, kResidualThreads, 0, stream>>>(va);
+  launch_residual(c, va, stream);
   e = gpuGetLastError();
   if (e != gpuSuccess) return runtime_error("verification launch", e);
   return Status::Ok();

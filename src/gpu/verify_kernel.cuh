@@ -19,11 +19,17 @@ namespace lmsample::gpu {
 
 constexpr int kDecideThreads = kWarpSize;  // the decision kernels: one warp per request
 
-// The residual kernel's CTA: 8 consecutive tokens a thread (one or two 16-byte loads), so a
-// chunk of 2,048 tokens: 75 CTAs a row at V = 151,936, which fill an H200 for one job.
-constexpr int kResidualThreads = 256;
-constexpr int kResidualPerThread = 8;
-constexpr int64_t kResidualChunk = kResidualThreads * kResidualPerThread;  // tokens per CTA
+// The residual kernel's chunks: 2,048 tokens, 75 CTAs a row at V = 151,936, which fill an H200
+// for one job. A thread takes groups of 8 consecutive tokens (one or two 16-byte loads each),
+// group g of a chunk being its tokens g * 8 * threads + 8 * thread ...: 256 threads of one
+// group where few requests may have jobs (the shortest latency), 128 of two from
+// kResidualTwoGroupsFrom requests on (a thread's fixed work, its job's setup and the block
+// sums, spread over 16 tokens: about 9% less time at B = 256 on an H200).
+constexpr int kResidualPerThread = 8;  // tokens of a group
+constexpr int64_t kResidualChunk = 2048;
+template <int kThreads>
+constexpr int kResidualGroups = static_cast<int>(kResidualChunk / (kResidualPerThread * kThreads));
+constexpr int64_t kResidualTwoGroupsFrom = 32;
 // Batches up to this many requests check the offsets in every CTA of verify_prepare_kernel (a
 // launch fewer); larger ones in verify_check_kernel first.
 constexpr int64_t kCheckInPrepare = 4096;
@@ -173,8 +179,8 @@ __device__ inline void fail_request(const VerifyArgs& a, int64_t b, int64_t r0, 
 // residual job and kProbs totals cleared. kCheck: each CTA first checks the offsets itself
 // (verify_check_kernel's verdict, without its launch), else it reads *flag.
 template <int kThreads, bool kCheck>
-__global__ void __launch_bounds__(kThreads) verify_prepare_kernel(const VerifyArgs a,
-                                                                  int max_rows) {
+__global__ void __launch_bounds__(kThreads)
+    verify_prepare_kernel(const VerifyArgs a, int max_rows) {
   bool bad = false;
   if constexpr (kCheck) {
     bad = offsets_bad<kThreads>(a, max_rows);
@@ -284,19 +290,25 @@ __global__ void __launch_bounds__(kThreads) draft_prob_total_kernel(const Verify
   if (threadIdx.x == 0) bad = 0;
   __syncthreads();
   const int64_t d = blockIdx.x;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kResidualChunk +
-                     static_cast<int64_t>(kResidualPerThread) * threadIdx.x;
   const float* q = static_cast<const float*>(a.draft.data) + d * a.dstride;
-  uint32_t x[kResidualPerThread];
-  load8(q, DType::kFloat32, aligned16(q), i0, a.vocab, 0u, x);  // (0 from V on)
+  constexpr int kGroups = kResidualGroups<kThreads>;
+  uint32_t x[kGroups][kResidualPerThread];
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g)
+    load8(q, DType::kFloat32, aligned16(q),
+          static_cast<int64_t>(blockIdx.y) * kResidualChunk + g * kResidualPerThread * kThreads +
+              static_cast<int64_t>(kResidualPerThread) * threadIdx.x,
+          a.vocab, 0u, x[g]);  // (0 from V on)
   uint64_t sum = 0;
   bool ok = true;
 #pragma unroll
-  for (int k = 0; k < kResidualPerThread; ++k) {
-    const float p = core::bits_float(x[k]);
-    ok = ok && core::prob_ok(p);
-    sum += core::prob_weight(core::prob_ok(p) ? p : 0.0f);
-  }
+  for (int g = 0; g < kGroups; ++g)
+#pragma unroll
+    for (int k = 0; k < kResidualPerThread; ++k) {
+      const float p = core::bits_float(x[g][k]);
+      ok = ok && core::prob_ok(p);
+      sum += core::prob_weight(core::prob_ok(p) ? p : 0.0f);
+    }
   if (!ok) bad = 1;
 #pragma unroll
   for (int s = kWarpSize / 2; s > 0; s >>= 1) sum += shfl_xor(sum, s);
@@ -778,17 +790,23 @@ __device__ __forceinline__ bool u128_brackets(const core::U128& run, const core:
   return u128_nonzero(x) && !core::u128_less(t, run) && core::u128_less(t, core::u128_add(run, x));
 }
 
+// A weight w < 2^40 as the fast path holds it: w = h 2^20 + l, and f = w as a float (exact).
+struct WeightParts {
+  uint32_t h, l;
+  float f;
+  __device__ __forceinline__ uint64_t value() const { return (static_cast<uint64_t>(h) << 20) + l; }
+};
+
 // A tempered kept set's weights from the logits' float bits (no stored key): with a finite 1/T a
 // token's weight is weight_bits' of z = (y - m) / T (KeptWeight's, bit for bit: the likelihood
 // is core::rel_likelihood_finite's), kept where the bitmask allows it and, where the row has a
-// bound (`bounds`), where its key is at least tau and its likelihood at least min-p. The weight
-// w = hi 2^20 + lo, and wf = w as a float (exact).
+// bound (kBounds), where its key is at least tau and its likelihood at least min-p.
 struct FastKept {
   float m = 0.0f, inv_t = 1.0f, min_p = 0.0f;
   uint32_t tau = 0;
   bool bounds = false;
   template <bool kBounds>
-  __device__ __forceinline__ void weight(uint32_t bits, bool allowed, uint64_t& w, float& wf) const {
+  __device__ __forceinline__ WeightParts weight(uint32_t bits, bool allowed) const {
     const float z = core::mul_rn(core::sub_rn(core::bits_float(bits), m), inv_t);
     uint32_t h, l;
     const float e = temperature::weight_bits_and_e(z, h, l);
@@ -796,21 +814,21 @@ struct FastKept {
     if constexpr (kBounds) keep = keep && core::canonical_key_of_bits(bits) >= tau && e >= min_p;
     const float hf = core::sub_rn(core::bits_float(h), 8388608.0f);
     const float lf = core::sub_rn(core::bits_float(l), 8388608.0f);
-    w = keep ? (static_cast<uint64_t>(h - temperature::kBias) << 20) + (l - temperature::kBias) : 0;
-    wf = keep ? core::fma_rn(hf, 1048576.0f, lf) : 0.0f;
+    return WeightParts{keep ? h - temperature::kBias : 0u, keep ? l - temperature::kBias : 0u,
+                       keep ? core::fma_rn(hf, 1048576.0f, lf) : 0.0f};
   }
 };
 
-// A draft probability's weight core::prob_weight(q) = floor(q 2^39) as hi 2^20 + lo, with
-// floor_plus_2p23 (no float -> integer conversion), and as a float (exact).
-__device__ __forceinline__ void prob_weight_parts(uint32_t bits, uint64_t& v, float& vf) {
+// A draft probability's weight core::prob_weight(q) = floor(q 2^39), with floor_plus_2p23 (no
+// float -> integer conversion).
+__device__ __forceinline__ WeightParts prob_weight_parts(uint32_t bits) {
   const float scaled = core::mul_rn(core::bits_float(bits), 549755813888.0f);  // q 2^39, exact
-  const float t = floor_plus_2p23(core::mul_rn(scaled, 1.0f / 1048576.0f));   // 2^23 + hi
+  const float t = floor_plus_2p23(core::mul_rn(scaled, 1.0f / 1048576.0f));    // 2^23 + hi
   const float hf = core::sub_rn(t, 8388608.0f);
   const float l = floor_plus_2p23(core::fma_rn(-hf, 1048576.0f, scaled));  // 2^23 + lo
-  v = (static_cast<uint64_t>(core::float_bits(t) - temperature::kBias) << 20) +
-      (core::float_bits(l) - temperature::kBias);
-  vf = core::fma_rn(hf, 1048576.0f, core::sub_rn(l, 8388608.0f));
+  return WeightParts{core::float_bits(t) - temperature::kBias,
+                     core::float_bits(l) - temperature::kBias,
+                     core::fma_rn(hf, 1048576.0f, core::sub_rn(l, 8388608.0f))};
 }
 
 // A residual job on the fast path: its target row (and draft row) read from the logits (or
@@ -879,34 +897,42 @@ __device__ FastResidual fast_residual(const VerifyArgs& a, const JobWeight& jw) 
 }
 
 // The fast path's tokens i0 .. i0 + 7 (i0 < V), for a job of draft kind kDraft (the kind and
-// whether a kept set has a bound known at compile time: straight-line code a token): w and v of
-// each, and the bits of those whose residual is positive.
+// whether a kept set has a bound known at compile time): w and v of each, and the bits of those
+// whose residual is positive. The tokens are decided without a branch by
+// core::residual_sign_fp32; the few it leaves (products within 2^-20) by the 128-bit products
+// after them.
 template <int32_t kDraft, bool kBounds>
 __device__ __forceinline__ uint32_t fast_tokens(const FastResidual& f, const JobWeight& jw,
-                                                int64_t v, int64_t i0, uint64_t (&w)[8],
-                                                uint64_t (&q)[8]) {
+                                                int64_t v, int64_t i0, WeightParts (&w)[8],
+                                                WeightParts (&q)[8]) {
   uint32_t tb[8], db[8];
   load8(f.trow, f.tdt, f.tvec, i0, v, 0xff800000u, tb);
   if constexpr (kDraft != kFastNone)
     load8(f.drow, f.ddt, f.dvec, i0, v, kDraft == kFastProbs ? 0u : 0xff800000u, db);
   const uint32_t allowed = f.mask ? (f.mask[i0 >> 5] >> (i0 & 31)) & 0xffu : 0xffu;
-  uint32_t pos = 0;
+  uint32_t pos = 0, close = 0;
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
-    float wf, qf = 0.0f;
-    f.t.weight<kBounds>(tb[k], (allowed >> k) & 1u, w[k], wf);
-    q[k] = 0;
-    bool p;
+    w[k] = f.t.weight<kBounds>(tb[k], (allowed >> k) & 1u);
     if constexpr (kDraft == kFastNone) {
-      p = w[k] > 0;  // (the removed tokens are taken out by fast_sum and fast_find)
+      q[k] = WeightParts{0u, 0u, 0.0f};
+      pos |= w[k].f > 0.0f ? 1u << k : 0u;  // (the removed tokens are taken out below)
     } else {
       if constexpr (kDraft == kFastProbs)
-        prob_weight_parts(db[k], q[k], qf);
+        q[k] = prob_weight_parts(db[k]);
       else
-        f.d.weight<kBounds>(db[k], (allowed >> k) & 1u, q[k], qf);
-      p = core::residual_positive(w[k], q[k], wf, qf, f.wq, f.wp, f.wq_f, f.wp_f);
+        q[k] = f.d.weight<kBounds>(db[k], (allowed >> k) & 1u);
+      const int sign = core::residual_sign_fp32(w[k].f, q[k].f, f.wq_f, f.wp_f);
+      pos |= sign > 0 ? 1u << k : 0u;
+      close |= sign == 0 ? 1u << k : 0u;
     }
-    pos |= static_cast<uint32_t>(p) << k;
+  }
+  if (close != 0) {  // (rare; unrolled so that w and q stay in registers)
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      if (((close >> k) & 1u) &&
+          core::u128_less(core::mul_u64(q[k].value(), f.wp), core::mul_u64(w[k].value(), f.wq)))
+        pos |= 1u << k;
   }
   if constexpr (kDraft == kFastNone) {
     // r(x) = w(x) less the rejected draft's token (r = 0 there) or the tree's removed tokens
@@ -921,21 +947,28 @@ __device__ __forceinline__ uint32_t fast_tokens(const FastResidual& f, const Job
   return pos;
 }
 
-// The sum of r(x) over this thread's tokens i0 .. i0 + 7: the fast path (kFast) or JobWeight's.
+// The sum of r(x) over this thread's tokens i0 .. i0 + 7: the fast path (kFast: Wq S_w - Wp S_v,
+// the sums of the positive tokens' w and v in 32-bit parts) or JobWeight's.
 template <bool kFast, int32_t kDraft, bool kBounds>
 __device__ __forceinline__ core::U128 thread_residual(const VerifyArgs& a, const JobWeight& jw,
                                                       const FastResidual& f, int64_t i0) {
   const int64_t v = a.vocab;
   if (i0 >= v) return core::U128{0, 0};
   if constexpr (kFast) {
-    uint64_t w[8], q[8], sw = 0, sq = 0;
+    WeightParts w[8], q[8];
     const uint32_t pos = fast_tokens<kDraft, kBounds>(f, jw, v, i0, w, q);
+    uint32_t wh = 0, wl = 0, qh = 0, ql = 0;  // (8 parts of at most 2^20 each)
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-      sw += (pos >> k) & 1u ? w[k] : 0;
-      sq += (pos >> k) & 1u ? q[k] : 0;
+      const bool p = (pos >> k) & 1u;
+      wh += p ? w[k].h : 0u;
+      wl += p ? w[k].l : 0u;
+      qh += p ? q[k].h : 0u;
+      ql += p ? q[k].l : 0u;
     }
+    const uint64_t sw = (static_cast<uint64_t>(wh) << 20) + wl;
     if constexpr (kDraft == kFastNone) return core::U128{0, sw};  // (Wq = 1, no draft weight)
+    const uint64_t sq = (static_cast<uint64_t>(qh) << 20) + ql;
     return core::u128_sub(core::mul_u64(sw, f.wq), core::mul_u64(sq, f.wp));
   } else {
     core::U128 s{0, 0};
@@ -951,14 +984,15 @@ template <bool kFast, int32_t kDraft, bool kBounds>
 __device__ int32_t thread_find(const VerifyArgs& a, const JobWeight& jw, const FastResidual& f,
                                int64_t i0, core::U128 run, const core::U128& t) {
   const int64_t v = a.vocab;
-  uint64_t w[8], q[8];
+  WeightParts w[8], q[8];
   uint32_t pos = 0;
   if constexpr (kFast) pos = fast_tokens<kDraft, kBounds>(f, jw, v, i0, w, q);
   for (int k = 0; k < 8 && i0 + k < v; ++k) {
     const int64_t i = i0 + k;
     core::U128 r{0, 0};
     if constexpr (kFast) {
-      if ((pos >> k) & 1u) r = core::u128_sub(core::mul_u64(w[k], f.wq), core::mul_u64(q[k], f.wp));
+      if ((pos >> k) & 1u)
+        r = core::u128_sub(core::mul_u64(w[k].value(), f.wq), core::mul_u64(q[k].value(), f.wp));
     } else {
       r = jw(jw.tk(static_cast<int>(i)), i);
     }
@@ -968,8 +1002,9 @@ __device__ int32_t thread_find(const VerifyArgs& a, const JobWeight& jw, const F
   return -1;
 }
 
+template <int kThreads>
 struct ResidualShared {
-  core::U128 part[kResidualThreads / kWarpSize];
+  core::U128 part[kThreads / kWarpSize];
   core::U128 off;
   int64_t chunk;
   int32_t token;
@@ -979,11 +1014,17 @@ struct ResidualShared {
 // One CTA's work on chunk c of job b (see residual_kernel), for one kind of job.
 template <int kThreads, bool kFast, int32_t kDraft, bool kBounds>
 __device__ void residual_chunk(const VerifyArgs& a, int64_t b, int64_t c, const JobWeight& jw,
-                               const FastResidual& f, ResidualShared& sh) {
+                               const FastResidual& f, ResidualShared<kThreads>& sh) {
+  constexpr int kGroups = kResidualGroups<kThreads>;
+  constexpr int64_t kGroup = static_cast<int64_t>(kResidualPerThread) * kThreads;
   const ResidualJob& job = jw.job;
   const int64_t mine_at = static_cast<int64_t>(kResidualPerThread) * threadIdx.x;
-  const core::U128 sum = block_sum128<kThreads>(
-      thread_residual<kFast, kDraft, kBounds>(a, jw, f, c * kResidualChunk + mine_at), sh.part);
+  core::U128 mine{0, 0};
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g)
+    mine = core::u128_add(mine, thread_residual<kFast, kDraft, kBounds>(
+                                    a, jw, f, c * kResidualChunk + g * kGroup + mine_at));
+  const core::U128 sum = block_sum128<kThreads>(mine, sh.part);
   if (threadIdx.x == 0) {
     a.chunk_sums[b * a.chunks + c] = sum;
     device_fence();
@@ -998,7 +1039,8 @@ __device__ void residual_chunk(const VerifyArgs& a, int64_t b, int64_t c, const 
                                 2 * b * a.chunks;  // (U128: hi, lo)
   const auto sum_of = [cs](int64_t k) { return core::U128{cs[2 * k], cs[2 * k + 1]}; };
   core::U128 total{0, 0};
-  for (int64_t k = threadIdx.x; k < a.chunks; k += kThreads) total = core::u128_add(total, sum_of(k));
+  for (int64_t k = threadIdx.x; k < a.chunks; k += kThreads)
+    total = core::u128_add(total, sum_of(k));
   total = block_sum128<kThreads>(total, sh.part);
   const core::U128 t = core::u128_scale(job.u, total);
   core::U128 before{0, 0};
@@ -1016,14 +1058,19 @@ __device__ void residual_chunk(const VerifyArgs& a, int64_t b, int64_t c, const 
     __syncthreads();
     if (sh.chunk >= 0) break;
   }
-  if (sh.chunk >= 0) {
-    const int64_t i0 = sh.chunk * kResidualChunk + mine_at;
-    const core::U128 mine = thread_residual<kFast, kDraft, kBounds>(a, jw, f, i0);
-    core::U128 all;
-    const core::U128 excl = block_exclusive_scan128<kThreads>(mine, sh.part, &all);
+  if (sh.chunk >= 0) {  // its groups in token order, each a scan over the threads
+    core::U128 base{0, 0};
     const core::U128 o = sh.off;
-    if (u128_brackets(excl, mine, o))
-      sh.token = thread_find<kFast, kDraft, kBounds>(a, jw, f, i0, excl, o);
+    for (int g = 0; g < kGroups; ++g) {
+      const int64_t i0 = sh.chunk * kResidualChunk + g * kGroup + mine_at;
+      const core::U128 m = thread_residual<kFast, kDraft, kBounds>(a, jw, f, i0);
+      core::U128 all;
+      const core::U128 excl =
+          core::u128_add(base, block_exclusive_scan128<kThreads>(m, sh.part, &all));
+      if (u128_brackets(excl, m, o))
+        sh.token = thread_find<kFast, kDraft, kBounds>(a, jw, f, i0, excl, o);
+      base = core::u128_add(base, all);
+    }
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -1037,16 +1084,18 @@ __device__ void residual_chunk(const VerifyArgs& a, int64_t b, int64_t c, const 
 // Grid (requests, chunks), a CTA a kResidualChunk of a job's row: the chunk's sum of r(x) into
 // chunk_sums; the last of the job's CTAs to finish (job_done counts them: release fence, then
 // the count; acquire fence, then the sums) makes the draw. t = floor(u R / 2^64) over the chunks'
-// sums, whose scan finds the chunk that holds t; that chunk's tokens are weighed again, and
-// the thread whose eight bracket t walks them. The token and its logprob are written.
+// sums, whose scan finds the chunk that holds t; that chunk's tokens are weighed again, a group
+// at a time in token order, and the thread whose eight bracket t walks them. The token and its
+// logprob are written.
 // kKind: the call's draft kind as a fast-path kind (its jobs, and deterministic ones).
 template <int kThreads, int32_t kKind>
 __global__ void __launch_bounds__(kThreads) residual_kernel(const VerifyArgs a) {
-  static_assert(kThreads == kResidualThreads, "a chunk is the threads' eights");
+  static_assert(kResidualGroups<kThreads> * kResidualPerThread * kThreads == kResidualChunk,
+                "a chunk is the threads' groups");
   const int64_t b = blockIdx.x, c = blockIdx.y;
   const ResidualJob job = a.jobs[b];
   if (job.kind == kJobNone) return;
-  __shared__ ResidualShared sh;
+  __shared__ ResidualShared<kThreads> sh;
   const JobWeight jw(a, b, job);
   const FastResidual f = fast_residual(a, jw);
   const bool bounds = f.t.bounds || (f.draft == kFastLogits && f.d.bounds);

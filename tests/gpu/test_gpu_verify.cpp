@@ -170,8 +170,7 @@ class GpuVerify : public GpuTest {
         if (ddt == DType::kFloat32)
           dstore32[at] = x;
         else
-          dstore16[at] = ddt == DType::kBFloat16 ? float_to_bf16(x)
-                                                 : float_to_f16(x);
+          dstore16[at] = ddt == DType::kBFloat16 ? float_to_bf16(x) : float_to_f16(x);
       }
     const auto make = [&](const lmsample::Request& rows, const int64_t* o, const int32_t* dt,
                           const void* dl) {
