@@ -362,6 +362,22 @@ __device__ __forceinline__ float floor_plus_2p23(float x) {
 //! (the release half of a flag: write data, fence, then raise the flag; the reader spins on the
 //! flag with volatile loads, then fences before it reads the data).
 __device__ __forceinline__ void device_fence() { __threadfence(); }
+//! Programmatic dependent launch (CUDA, sm_90 on): a kernel launched with it (verify_gpu.cu's
+//! launch_dependent) may start while the kernel before it in the stream still runs, and must call
+//! grid_dependency_wait() before it touches memory that kernel reads or writes: the wait returns
+//! once that kernel has finished and its writes are visible. grid_dependency_trigger() lets the
+//! next such kernel start before this one ends. Both are no-ops for a launch without it, before
+//! sm_90 and on HIP.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(__HIPCC__)
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependency_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(__HIPCC__)
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
 //! Pauses a spinning thread for about `ns` nanoseconds.
 __device__ __forceinline__ void spin_pause(unsigned ns) {
 #if defined(__HIPCC__)

@@ -24,6 +24,7 @@ struct Device {
   int max_smem = 0;
   bool clusters = false;
   bool cluster16 = false;
+  bool pdl = false;  // programmatic dependent launch (verify_gpu.cu's launch_dependent)
 };
 //! The current device's facts, read once per device and thread (id -1: no device).
 const Device& device();

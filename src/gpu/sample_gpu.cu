@@ -25,6 +25,7 @@ Device query_device() {
     return Device{};
 #if !defined(__HIPCC__)
   d.clusters = major >= 9;  // thread-block clusters: Hopper and later
+  d.pdl = major >= 9;       // programmatic dependent launch, likewise
 #else
   (void)major;
 #endif

@@ -22,6 +22,31 @@ namespace {
 using namespace detail;  // NOLINT
 
 size_t up256(size_t x) { return (x + 255) / 256 * 256; }
+
+// A launch that may start while the stream's previous kernel still runs (programmatic dependent
+// launch, CUDA on sm_90 and later: its CTAs are dispatched as soon as that kernel's have all
+// exited or triggered, hiding the launch's latency); the kernel calls grid_dependency_wait()
+// before it touches memory. A plain launch on HIP.
+template <typename... Params, typename... Args>
+gpuError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, gpuStream_t stream,
+                            const Args&... args) {
+#if !defined(__HIPCC__)
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = grid;
+  lc.blockDim = block;
+  lc.dynamicSmemBytes = 0;
+  lc.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = &attr;
+  lc.numAttrs = device().pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&lc, kernel, args...);
+#else
+  void* argv[] = {const_cast<void*>(static_cast<const void*>(&args))...};
+  return hipLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, argv, 0, stream);
+#endif
+}
 int64_t stride_of(const Logits& l) { return l.row_stride == 0 ? l.vocab : l.row_stride; }
 
 // What a verification's rows share with sampling: their request as the general kernel sees it
@@ -232,20 +257,18 @@ Status launch_kept_sets(const Request& r, int64_t rows, const RowsPlan& rp, cons
 // The residual kernel for the call's kind of draft (256 threads of one group, or 128 of two
 // from kResidualTwoGroupsFrom requests on).
 template <int kThreads>
-void launch_residual_with(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
+gpuError_t launch_residual_with(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
   const dim3 grid(static_cast<unsigned>(c.requests), static_cast<unsigned>(c.chunks));
   if (c.tree || c.kind == DraftKind::kDeterministic)
-    residual_kernel<kThreads, kFastNone><<<grid, kThreads, 0, stream>>>(va);
-  else if (c.kind == DraftKind::kProbs)
-    residual_kernel<kThreads, kFastProbs><<<grid, kThreads, 0, stream>>>(va);
-  else
-    residual_kernel<kThreads, kFastLogits><<<grid, kThreads, 0, stream>>>(va);
+    return launch_dependent(residual_kernel<kThreads, kFastNone>, grid, dim3(kThreads), stream, va);
+  if (c.kind == DraftKind::kProbs)
+    return launch_dependent(residual_kernel<kThreads, kFastProbs>, grid, dim3(kThreads), stream,
+                            va);
+  return launch_dependent(residual_kernel<kThreads, kFastLogits>, grid, dim3(kThreads), stream, va);
 }
-void launch_residual(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
-  if (c.requests >= kResidualTwoGroupsFrom)
-    launch_residual_with<128>(c, va, stream);
-  else
-    launch_residual_with<256>(c, va, stream);
+gpuError_t launch_residual(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
+  return c.requests >= kResidualTwoGroupsFrom ? launch_residual_with<128>(c, va, stream)
+                                              : launch_residual_with<256>(c, va, stream);
 }
 
 template <typename Req>
@@ -323,9 +346,10 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   // draws)
   const int32_t* extra = !c.extra ? nullptr : c.tree ? va.paths : va.drafts;
   if (c.kind == DraftKind::kProbs && c.drafts > 0) {
-    draft_prob_total_kernel<128>
-        <<<dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)), 128, 0,
-           stream>>>(va);
+    e = launch_dependent(draft_prob_total_kernel<128>,
+                         dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)),
+                         dim3(128), stream, va);
+    if (e != gpuSuccess) return runtime_error("verification launch", e);
   }
   const unsigned grid = static_cast<unsigned>(c.requests);
   for (int32_t round = 0; round < c.rounds; ++round) {
@@ -340,13 +364,13 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
                            d_status, nullptr, d_ws, nullptr, stream);
       if (!s.ok()) return s;
     }
-    if (c.tree)
-      verify_tree_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
-    else
-      verify_chain_kernel<kDecideThreads><<<grid, kDecideThreads, 0, stream>>>(va);
+    e = c.tree ? launch_dependent(verify_tree_kernel<kDecideThreads>, dim3(grid),
+                                  dim3(kDecideThreads), stream, va)
+               : launch_dependent(verify_chain_kernel<kDecideThreads>, dim3(grid),
+                                  dim3(kDecideThreads), stream, va);
+    if (e != gpuSuccess) return runtime_error("verification launch", e);
   }
-  launch_residual(c, va, stream);
-  e = gpuGetLastError();
+  e = launch_residual(c, va, stream);
   if (e != gpuSuccess) return runtime_error("verification launch", e);
   return Status::Ok();
 }

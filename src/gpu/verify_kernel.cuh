@@ -285,6 +285,7 @@ __device__ __forceinline__ void load8(const void* row, DType dt, bool vec, int64
 // NaN.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) draft_prob_total_kernel(const VerifyArgs a) {
+  grid_dependency_wait();  // (launched dependent on verify_prepare_kernel)
   __shared__ uint64_t part[kThreads / kWarpSize];
   __shared__ int bad;
   if (threadIdx.x == 0) bad = 0;
@@ -478,6 +479,8 @@ __device__ bool draw_less_removed(const VerifyArgs& a, int64_t r, const KeptWeig
 // launch decides the positions of the round's rows and names the next round's rows.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs a) {
+  grid_dependency_wait();  // (launched dependent on the kept sets' kernel)
+  grid_dependency_trigger();
   const int64_t b = blockIdx.x;
   if (a.state[b] != kRowOk) return;  // (verify_prepare_kernel wrote its outputs)
   const int64_t j0 = a.window ? a.walk[b] : 0;
@@ -606,6 +609,8 @@ __global__ void __launch_bounds__(kThreads) verify_chain_kernel(const VerifyArgs
 // and names the accepted child's row as the next round's.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) verify_tree_kernel(const VerifyArgs a) {
+  grid_dependency_wait();  // (launched dependent on the kept sets' kernel)
+  grid_dependency_trigger();
   const int64_t b = blockIdx.x;
   int32_t* removed = a.removed + b * kMaxTreeNodes;  // the rejected siblings' tokens at the node
   if (a.state[b] != kRowOk) return;
@@ -1092,6 +1097,7 @@ template <int kThreads, int32_t kKind>
 __global__ void __launch_bounds__(kThreads) residual_kernel(const VerifyArgs a) {
   static_assert(kResidualGroups<kThreads> * kResidualPerThread * kThreads == kResidualChunk,
                 "a chunk is the threads' groups");
+  grid_dependency_wait();  // (launched dependent on the decisions)
   const int64_t b = blockIdx.x, c = blockIdx.y;
   const ResidualJob job = a.jobs[b];
   if (job.kind == kJobNone) return;
