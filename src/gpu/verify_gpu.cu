@@ -23,13 +23,17 @@ using namespace detail;  // NOLINT
 
 size_t up256(size_t x) { return (x + 255) / 256 * 256; }
 
-// A launch that may start while the stream's previous kernel still runs (programmatic dependent
-// launch, CUDA on sm_90 and later: its CTAs are dispatched as soon as that kernel's have all
-// exited or triggered, hiding the launch's latency); the kernel calls grid_dependency_wait()
-// before it touches memory. A plain launch on HIP.
+// A launch that may start while the stream's previous kernel still runs where `dependent` is
+// set (programmatic dependent launch, CUDA on sm_90 and later: its CTAs are dispatched as soon
+// as that kernel's have all exited or triggered, hiding the launch's latency); the kernel calls
+// grid_dependency_wait() before it touches memory. A plain launch otherwise, and on HIP.
+// Verification launches so where its drafts are deterministic (a chain's or a tree's): on an
+// H200 that took 3 to 9 us off each call, while calls with draft distributions, whose residual
+// kernel has work, took up to 5 us longer at B <= 8
+// (results/gpu/2026-12-02-h200-3c2a2d1-pdl-trial).
 template <typename... Params, typename... Args>
-gpuError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, gpuStream_t stream,
-                            const Args&... args) {
+gpuError_t launch_dependent(bool dependent, void (*kernel)(Params...), dim3 grid, dim3 block,
+                            gpuStream_t stream, const Args&... args) {
 #if !defined(__HIPCC__)
   cudaLaunchConfig_t lc{};
   lc.gridDim = grid;
@@ -40,9 +44,10 @@ gpuError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, gp
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   lc.attrs = &attr;
-  lc.numAttrs = device().pdl ? 1 : 0;
+  lc.numAttrs = dependent && device().pdl ? 1 : 0;
   return cudaLaunchKernelEx(&lc, kernel, args...);
 #else
+  (void)dependent;
   void* argv[] = {const_cast<void*>(static_cast<const void*>(&args))...};
   return hipLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, argv, 0, stream);
 #endif
@@ -260,11 +265,13 @@ template <int kThreads>
 gpuError_t launch_residual_with(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
   const dim3 grid(static_cast<unsigned>(c.requests), static_cast<unsigned>(c.chunks));
   if (c.tree || c.kind == DraftKind::kDeterministic)
-    return launch_dependent(residual_kernel<kThreads, kFastNone>, grid, dim3(kThreads), stream, va);
+    return launch_dependent(true, residual_kernel<kThreads, kFastNone>, grid, dim3(kThreads),
+                            stream, va);
   if (c.kind == DraftKind::kProbs)
-    return launch_dependent(residual_kernel<kThreads, kFastProbs>, grid, dim3(kThreads), stream,
-                            va);
-  return launch_dependent(residual_kernel<kThreads, kFastLogits>, grid, dim3(kThreads), stream, va);
+    return launch_dependent(false, residual_kernel<kThreads, kFastProbs>, grid, dim3(kThreads),
+                            stream, va);
+  return launch_dependent(false, residual_kernel<kThreads, kFastLogits>, grid, dim3(kThreads),
+                          stream, va);
 }
 gpuError_t launch_residual(const Call& c, const VerifyArgs& va, gpuStream_t stream) {
   return c.requests >= kResidualTwoGroupsFrom ? launch_residual_with<128>(c, va, stream)
@@ -346,12 +353,13 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
   // draws)
   const int32_t* extra = !c.extra ? nullptr : c.tree ? va.paths : va.drafts;
   if (c.kind == DraftKind::kProbs && c.drafts > 0) {
-    e = launch_dependent(draft_prob_total_kernel<128>,
+    e = launch_dependent(false, draft_prob_total_kernel<128>,
                          dim3(static_cast<unsigned>(c.drafts), static_cast<unsigned>(c.chunks)),
                          dim3(128), stream, va);
     if (e != gpuSuccess) return runtime_error("verification launch", e);
   }
   const unsigned grid = static_cast<unsigned>(c.requests);
+  const bool pdl = c.tree || c.kind == DraftKind::kDeterministic;  // (launch_dependent says why)
   for (int32_t round = 0; round < c.rounds; ++round) {
     const uint64_t* sub_sums = nullptr;
     Status s = launch_kept_sets(c.t_req, c.rows, c.t_plan, va.t_map, va.t_rows, extra, t_sets,
@@ -364,9 +372,9 @@ Status run(const Req& req, const Call& c, VerifyArgs& va, void* workspace, size_
                            d_status, nullptr, d_ws, nullptr, stream);
       if (!s.ok()) return s;
     }
-    e = c.tree ? launch_dependent(verify_tree_kernel<kDecideThreads>, dim3(grid),
+    e = c.tree ? launch_dependent(pdl, verify_tree_kernel<kDecideThreads>, dim3(grid),
                                   dim3(kDecideThreads), stream, va)
-               : launch_dependent(verify_chain_kernel<kDecideThreads>, dim3(grid),
+               : launch_dependent(pdl, verify_chain_kernel<kDecideThreads>, dim3(grid),
                                   dim3(kDecideThreads), stream, va);
     if (e != gpuSuccess) return runtime_error("verification launch", e);
   }
