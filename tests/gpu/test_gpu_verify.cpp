@@ -430,6 +430,58 @@ TEST_F(GpuVerify, RoundsMatchTheCpuBitForBit) {
                           " tree requests in rounds bit-identical");
 }
 
+// Batches of more than 4,096 requests (verify_kernel.cuh's kCheckInPrepare) check their offsets
+// in a kernel of their own before verify_prepare_kernel; smaller ones in each CTA of it. Both
+// give the CPU's bits, and offsets that do not add up make every request bad_draft in both.
+TEST_F(GpuVerify, LargeBatchesCheckTheirOffsetsFirst) {
+  const int64_t reqs = 4096 + 300;
+  int64_t total = 0;
+  int idx = 0;
+  for (const DraftKind kind : {DraftKind::kDeterministic, DraftKind::kProbs}) {
+    GroupCfg g = group("large batch kind " + std::to_string(static_cast<int>(kind)),
+                       DType::kFloat32, 1000, 6, idx++);
+    total += chain_group(g, reqs, 1, kind, false);
+  }
+  // offsets with one empty request among 4,400 of one row each
+  const int64_t n = 4400, v = 1000;
+  GroupCfg cfg = group("large batch offsets", DType::kFloat32, v, 7, 0);
+  cfg.mix = Mix{};
+  cfg.mix.special = cfg.mix.mask = cfg.mix.bias = cfg.mix.penalties = 0;
+  cfg.mix.bad_param = cfg.mix.bad_token_id = 0;
+  cfg.batch = n;
+  const HostBatch hb = make_batch(cfg);
+  const DeviceBatch db(hb);
+  std::vector<int64_t> off(static_cast<size_t>(n) + 1);
+  for (int64_t b = 0; b <= n; ++b) off[static_cast<size_t>(b)] = b;
+  off[2000] = off[1999];  // request 1999 has no row, request 2000 two
+  const DevBuf d_off = upload(off), d_dr = upload(std::vector<int32_t>{0});
+  ChainRequest c;
+  take_rows(c, db.request(), n);
+  c.row_offsets = d_off.as<int64_t>();
+  c.draft_tokens = d_dr.as<int32_t>();
+  lmsample::ExecConfig gc;
+  gc.backend = lmsample::Backend::kCuda;
+  gc.stream = stream_;
+  DevBuf acc(n * 4), tok(n * 4), st(n * 4);
+  for (DevBuf* b : {&acc, &tok, &st}) LMS_CUDA(cudaMemset(b->get(), 0x7f, b->size()));
+  const size_t wsb = lmsample::verify_chain_workspace_size(c, gc);
+  const lmsample::Status s = lmsample::verify_chain(
+      c, ChainOutputs{acc.as<int32_t>(), tok.as<int32_t>(), st.as<int32_t>(), nullptr},
+      ws_.get(wsb), wsb, gc);
+  ASSERT_TRUE(s.ok()) << s.message;
+  wait_stream(stream_, call_timeout_s(), "large batch offsets");
+  const std::vector<int32_t> status = download<int32_t>(st, n), tokens = download<int32_t>(tok, n);
+  const std::vector<int32_t> accepted = download<int32_t>(acc, n);
+  for (int64_t b = 0; b < n; ++b) {
+    ASSERT_EQ(status[static_cast<size_t>(b)], lmsample::kRowBadDraft) << "request " << b;
+    ASSERT_EQ(accepted[static_cast<size_t>(b)], 0) << "request " << b;
+    ASSERT_EQ(tokens[static_cast<size_t>(b)], -1) << "row " << b;
+  }
+  summary(Compared{}, std::to_string(total) +
+                          " chain requests in two batches above 4,096 bit-identical; bad offsets "
+                          "make every request of 4,400 bad_draft");
+}
+
 // What the host cannot see: each bad request gets its status and -1 tokens; the others are
 // verified as if alone.
 TEST_F(GpuVerify, DeviceChecksReportEachRequestsStatus) {
