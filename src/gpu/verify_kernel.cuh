@@ -869,7 +869,7 @@ __device__ __forceinline__ FastKept fast_kept(const KeptSet& s, const ResidualJo
   return k;
 }
 
-__device__ FastResidual fast_residual(const VerifyArgs& a, const JobWeight& jw) {
+__device__ inline FastResidual fast_residual(const VerifyArgs& a, const JobWeight& jw) {
   FastResidual f;
   const ResidualJob& j = jw.job;
   if (a.t_keys || jw.s.kind != kKeptTempered || !(j.inv_t > 0.0f) || !core::is_finite(j.inv_t))
