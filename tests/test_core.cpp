@@ -549,10 +549,7 @@ TEST(ResidualPositive, IsTheExactComparison) {
     ASSERT_EQ(static_cast<uint64_t>(wf), w);
     ASSERT_EQ(static_cast<uint64_t>(vf), v);
     const bool exact = static_cast<u128>(w) * wq > static_cast<u128>(v) * wp;
-    const float a = static_cast<float>(w) * static_cast<float>(wq),
-                d = static_cast<float>(v) * static_cast<float>(wp);
-    const float margin = 1.00000095367431640625f;  // the fallback's band, as in core
-    close += w > 0 && v > 0 && !(a > d * margin) && !(d > a * margin);
+    close += core::residual_sign_fp32(wf, vf, static_cast<float>(wq), static_cast<float>(wp)) == 0;
     ASSERT_EQ(core::residual_positive(w, v, wf, vf, wq, wp, static_cast<float>(wq),
                                       static_cast<float>(wp)),
               exact)

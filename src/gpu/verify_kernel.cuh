@@ -327,6 +327,12 @@ __global__ void __launch_bounds__(kThreads) draft_prob_total_kernel(const Verify
 
 // ---- decisions ------------------------------------------------------------------------------
 
+// Whether a tempered kept set keeps a token: its key (bitmask applied) at least tau and not
+// -inf, its likelihood e at least min-p.
+__device__ __forceinline__ bool kept_by(uint32_t key, uint32_t tau, float e, float min_p) {
+  return key >= tau && key > core::kKeyNegInf && e >= min_p;
+}
+
 // A token's weight in a kept set, from its processed key.
 struct KeptWeight {
   KeptSet s;
@@ -336,13 +342,10 @@ struct KeptWeight {
     if (s.kind == kKeptGreedy) return i == token ? 1 : 0;
     if (s.kind == kKeptPosInf) return k == core::kKeyPosInf ? 1 : 0;
     const float e = core::rel_likelihood(value_of(k), s.m, inv_t);
-    return k >= s.tau && k > core::kKeyNegInf && e >= min_p ? core::mass_of(e) : 0;
+    return kept_by(k, s.tau, e, min_p) ? core::mass_of(e) : 0;
   }
 };
 
-__device__ __forceinline__ core::U128 shfl_idx128(const core::U128& x, int src_lane) {
-  return core::U128{shfl_idx64(x.hi, src_lane), shfl_idx64(x.lo, src_lane)};
-}
 __device__ __forceinline__ core::U128 warp_sum128(core::U128 x) {
 #pragma unroll
   for (int d = kWarpSize / 2; d > 0; d >>= 1) x = core::u128_add(x, shfl_xor(x, d));
@@ -817,7 +820,7 @@ struct FastKept {
     uint32_t h, l;
     const float e = temperature::weight_bits_and_e(z, h, l);
     bool keep = allowed;
-    if constexpr (kBounds) keep = keep && core::canonical_key_of_bits(bits) >= tau && e >= min_p;
+    if constexpr (kBounds) keep = keep && kept_by(core::canonical_key_of_bits(bits), tau, e, min_p);
     const float hf = core::sub_rn(core::bits_float(h), 8388608.0f);
     const float lf = core::sub_rn(core::bits_float(l), 8388608.0f);
     return WeightParts{keep ? h - temperature::kBias : 0u, keep ? l - temperature::kBias : 0u,
@@ -934,7 +937,9 @@ __device__ __forceinline__ uint32_t fast_tokens(const FastResidual& f, const Job
       close |= sign == 0 ? 1u << k : 0u;
     }
   }
-  if (close != 0) {  // (rare; unrolled so that w and q stay in registers)
+  // (rare; unrolled so that w and q stay in registers; core::residual_positive's 128-bit step,
+  // written out: calling it here repeats the fp32 test and spills the 128-thread kernels)
+  if (close != 0) {
 #pragma unroll
     for (int k = 0; k < 8; ++k)
       if (((close >> k) & 1u) &&

@@ -356,6 +356,17 @@ GroupCfg group(const std::string& name, DType dt, int64_t v, uint64_t seed, int 
   return g;
 }
 
+// fp32 rows of the default mix with nothing special, masked, biased, penalised or bad: the
+// device checks' batches, where only the structure under test may make a request fail.
+GroupCfg plain_group(const std::string& name, int64_t v, uint64_t seed, int64_t batch) {
+  GroupCfg g = group(name, DType::kFloat32, v, seed, 0);
+  g.mix = Mix{};
+  g.mix.special = g.mix.mask = g.mix.bias = g.mix.penalties = 0;
+  g.mix.bad_param = g.mix.bad_token_id = 0;
+  g.batch = batch;
+  return g;
+}
+
 TEST_F(GpuVerify, ChainsMatchTheCpuBitForBit) {
   const int64_t reqs = small_mode() ? 6 : 40;
   int64_t total = 0;
@@ -444,12 +455,7 @@ TEST_F(GpuVerify, LargeBatchesCheckTheirOffsetsFirst) {
   }
   // offsets with one empty request among 4,400 of one row each
   const int64_t n = 4400, v = 1000;
-  GroupCfg cfg = group("large batch offsets", DType::kFloat32, v, 7, 0);
-  cfg.mix = Mix{};
-  cfg.mix.special = cfg.mix.mask = cfg.mix.bias = cfg.mix.penalties = 0;
-  cfg.mix.bad_param = cfg.mix.bad_token_id = 0;
-  cfg.batch = n;
-  const HostBatch hb = make_batch(cfg);
+  const HostBatch hb = make_batch(plain_group("large batch offsets", v, 7, n));
   const DeviceBatch db(hb);
   std::vector<int64_t> off(static_cast<size_t>(n) + 1);
   for (int64_t b = 0; b <= n; ++b) off[static_cast<size_t>(b)] = b;
@@ -486,12 +492,7 @@ TEST_F(GpuVerify, LargeBatchesCheckTheirOffsetsFirst) {
 // verified as if alone.
 TEST_F(GpuVerify, DeviceChecksReportEachRequestsStatus) {
   const int64_t v = 1000;
-  GroupCfg cfg = group("device checks", DType::kFloat32, v, 3, 0);
-  cfg.mix = Mix{};
-  cfg.mix.special = cfg.mix.mask = cfg.mix.bias = cfg.mix.penalties = 0;
-  cfg.mix.bad_param = cfg.mix.bad_token_id = 0;
-  cfg.batch = 9;  // 3 requests of 3 rows (K = 2)
-  const HostBatch hb = make_batch(cfg);
+  const HostBatch hb = make_batch(plain_group("device checks", v, 3, 9));  // 3 requests, K = 2
   const DeviceBatch db(hb);
   lmsample::ExecConfig gc;
   gc.backend = lmsample::Backend::kCuda;
